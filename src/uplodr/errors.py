@@ -1,0 +1,112 @@
+"""The errors a client can see, and the one table that maps each to a gRPC and an HTTP status.
+
+Every module raises one of these with a message that is safe to show a client (no secrets, no
+paths outside the store, no traceback). The worker turns them into gRPC status codes and puts the
+error's `code` in trailing metadata; the gateway turns that back into an HTTP status.
+This module knows nothing of gRPC or HTTP libraries: statuses are plain names and numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Status:
+    grpc: str  # a grpc.StatusCode member name
+    http: int
+
+
+class UplodrError(Exception):
+    """Base of every error a client can see. `str(error)` is the client-facing message."""
+
+    code: ClassVar[str] = "internal"
+
+
+class InvalidRequest(UplodrError):
+    """A malformed request: bad name or folder, malformed stream, missing body."""
+
+    code = "invalid_request"
+
+
+class UnsupportedImage(UplodrError):
+    """Not one of the allowed image formats (sniffed from the bytes, never the name)."""
+
+    code = "unsupported_image"
+
+
+class CorruptImage(UplodrError):
+    """An allowed format whose bytes cannot be decoded."""
+
+    code = "corrupt_image"
+
+
+class TooLarge(UplodrError):
+    """The upload is larger than the byte limit."""
+
+    code = "too_large"
+
+
+class LimitExceeded(UplodrError):
+    """Pixels, dimensions, frames, time or concurrency beyond a configured limit."""
+
+    code = "limit_exceeded"
+
+
+class Unauthenticated(UplodrError):
+    """Missing or wrong token."""
+
+    code = "unauthenticated"
+
+
+class StorageUnavailable(UplodrError):
+    """Object storage could not be read or written; the message names the store."""
+
+    code = "storage_unavailable"
+
+
+class WorkerUnavailable(UplodrError):
+    """No worker machine could be created, booted or kept alive for the job."""
+
+    code = "worker_unavailable"
+
+
+class ProviderError(UplodrError):
+    """The machine provider refused a request for a reason retrying cannot fix (configuration)."""
+
+    code = "provider_error"
+
+
+STATUSES: dict[str, Status] = {
+    "invalid_request": Status("INVALID_ARGUMENT", 400),
+    "unsupported_image": Status("INVALID_ARGUMENT", 415),
+    "corrupt_image": Status("INVALID_ARGUMENT", 422),
+    "too_large": Status("RESOURCE_EXHAUSTED", 413),
+    "limit_exceeded": Status("RESOURCE_EXHAUSTED", 422),
+    "unauthenticated": Status("UNAUTHENTICATED", 401),
+    "storage_unavailable": Status("UNAVAILABLE", 503),
+    "worker_unavailable": Status("UNAVAILABLE", 503),
+    "provider_error": Status("FAILED_PRECONDITION", 502),
+    "internal": Status("INTERNAL", 500),
+}
+
+ERRORS_BY_CODE: dict[str, type[UplodrError]] = {
+    cls.code: cls
+    for cls in (
+        UplodrError,
+        InvalidRequest,
+        UnsupportedImage,
+        CorruptImage,
+        TooLarge,
+        LimitExceeded,
+        Unauthenticated,
+        StorageUnavailable,
+        WorkerUnavailable,
+        ProviderError,
+    )
+}
+
+
+def status_of(error: UplodrError) -> Status:
+    return STATUSES[error.code]

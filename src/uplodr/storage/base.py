@@ -1,0 +1,40 @@
+"""The store contract: put bytes under a key, read them back, delete, form a public URL.
+
+Stores know nothing of images: a variant arrives as bytes with a content type.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+# Variants are content-addressed by default, so they may be cached forever.
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+class Store(Protocol):
+    # Names the store in messages ("s3://bucket/prefix", "local:/srv/uplodr"); never a secret.
+    description: str
+
+    async def put(self, key: str, data: bytes, content_type: str, cache_control: str) -> None:
+        """Write atomically: a reader sees the whole object or nothing.
+        Raises StorageUnavailable."""
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such key. Raises StorageUnavailable."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete; a missing key is not an error. Raises StorageUnavailable."""
+        ...
+
+    def url(self, key: str) -> str:
+        """The public URL of a key."""
+        ...
+
+    async def check_writable(self) -> None:
+        """Write, read back and delete a probe object. Raises StorageUnavailable with one
+        clear line (wrong key, missing bucket, unreachable endpoint)."""
+        ...
+
+    async def aclose(self) -> None: ...
