@@ -1,0 +1,131 @@
+"""The conversion pipeline as named steps, one job each (after imgproxy's `processing/`).
+
+Shared by every variant, run once per image:
+
+    scale_on_load   decode while shrinking to the preset's long side (shrink-on-load), auto-orient,
+                    and import the embedded ICC profile (or libvips' CMYK fallback) into sRGB,
+                    all in one streaming pass, so a 24 MP JPEG never sits in memory at full size
+    decode          evaluate that pass once into memory (`copy_memory`), under the deadline
+    to_srgb8        sRGB (or grey) with 8-bit samples, whatever the pass left
+    strip_metadata  drop EXIF, XMP, IPTC, ICC, orientation and comments (outputs are plain sRGB)
+
+Then per variant, on the shared decoded image (cheap, lazy views):
+
+    first_frame     one frame of an animation, for formats/variants that cannot animate
+    flatten         alpha composited onto a background colour, for JPEG
+    fit_width       the thumbnail's width, never enlarged
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyvips
+
+from uplodr.errors import CorruptImage
+from uplodr.imaging.deadline import Deadline
+from uplodr.imaging.probe import ANIMATABLE, FORMAT_NAMES, ImageInfo
+
+log = logging.getLogger(__name__)
+
+# Fields that describe pixels or animation: everything else is metadata and is dropped.
+_KEEP_FIELDS = frozenset(
+    {
+        "width", "height", "bands", "format", "coding", "interpretation",
+        "xoffset", "yoffset", "xres", "yres", "page-height", "n-pages", "delay", "loop",
+    }
+)  # fmt: skip
+
+
+def scale_on_load(path: Path, info: ImageInfo, max_long_side: int) -> pyvips.Image:
+    """A lazy image: shrink-on-load to fit max_long_side (never enlarge), oriented, sRGB."""
+    options = "fail_on=truncated"
+    if info.format in ANIMATABLE and info.animated:
+        options += ",n=-1"  # every frame; the box applies to each frame
+    source = pyvips.Source.new_from_file(str(path))
+    return pyvips.Image.thumbnail_source(
+        source,
+        max_long_side,
+        height=max_long_side,
+        size="down",
+        option_string=options,
+        export_profile="srgb",
+    )
+
+
+def decode(image: pyvips.Image, info: ImageInfo, deadline: Deadline) -> pyvips.Image:
+    """Run the decode once into memory; truncated or corrupt data -> CorruptImage."""
+    watched = deadline.watch(image)
+    try:
+        decoded = watched.copy_memory()
+    except pyvips.Error as error:
+        deadline.check()
+        log.debug("decode of %s failed: %s", info.format, error)
+        raise CorruptImage(
+            f"the {FORMAT_NAMES[info.format]} image data is truncated or corrupt "
+            "and cannot be decoded"
+        ) from None
+    deadline.check()
+    return decoded
+
+
+def to_srgb8(image: pyvips.Image) -> pyvips.Image:
+    """sRGB or grey, 8 bits per sample (thumbnail's ICC pass already does most of this)."""
+    if image.interpretation not in ("srgb", "b-w"):
+        image = image.colourspace("srgb")
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    return image
+
+
+def strip_metadata(image: pyvips.Image) -> pyvips.Image:
+    image = image.copy()
+    for name in image.get_fields():
+        if name not in _KEEP_FIELDS:
+            image.remove(name)
+    return image
+
+
+def prepare(path: Path, info: ImageInfo, max_long_side: int, deadline: Deadline) -> pyvips.Image:
+    """The shared, decoded, in-memory image every variant is encoded from."""
+    image = scale_on_load(path, info, max_long_side)
+    image = decode(image, info, deadline)
+    image = to_srgb8(image)
+    return strip_metadata(image)
+
+
+def page_height(image: pyvips.Image) -> int:
+    if image.get_typeof("page-height"):
+        height = int(image.get("page-height"))
+        if 0 < height <= image.height and image.height % height == 0:
+            return height
+    return int(image.height)
+
+
+def frame_count(image: pyvips.Image) -> int:
+    return int(image.height) // page_height(image)
+
+
+def first_frame(image: pyvips.Image) -> pyvips.Image:
+    if frame_count(image) == 1:
+        return image
+    frame = image.crop(0, 0, image.width, page_height(image))
+    for name in ("page-height", "n-pages", "delay", "loop"):
+        if frame.get_typeof(name):
+            frame.remove(name)
+    return frame
+
+
+def flatten(image: pyvips.Image, background: tuple[int, int, int]) -> pyvips.Image:
+    if not image.hasalpha():
+        return image
+    colour = list(background) if image.bands > 2 else [round(sum(background) / 3)]
+    return image.flatten(background=colour).cast("uchar")
+
+
+def fit_width(image: pyvips.Image, width: int) -> pyvips.Image:
+    """Shrink to `width` (keeping the aspect ratio, handling alpha); never enlarge."""
+    if image.width <= width:
+        return image
+    return image.thumbnail_image(width, height=image.height, size="down")

@@ -1,0 +1,157 @@
+"""Identify an image and check it against the limits from its header alone (no pixel decoded)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import pyvips
+
+from uplodr.errors import CorruptImage, LimitExceeded, UnsupportedImage
+from uplodr.imaging.limits import ImageLimits
+from uplodr.imaging.sniff import ALLOWED_FORMATS, SNIFF_BYTES, ImageFormat, sniff
+from uplodr.imaging.vips import configure_vips
+
+log = logging.getLogger(__name__)
+
+LOADERS: Final[dict[ImageFormat, str]] = {
+    "jpeg": "jpegload",
+    "png": "pngload",
+    "webp": "webpload",
+    "gif": "gifload",
+    "avif": "heifload",
+    "heif": "heifload",
+}
+# Formats whose extra pages are animation frames. (A HEIF file's extra images are separate
+# pictures, not frames: only its primary image is used.)
+ANIMATABLE: Final[frozenset[ImageFormat]] = frozenset({"gif", "webp"})
+FORMAT_NAMES: Final[dict[ImageFormat, str]] = {
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "webp": "WebP",
+    "gif": "GIF",
+    "avif": "AVIF",
+    "heif": "HEIF",
+}
+ALLOWED_TEXT: Final = ", ".join(FORMAT_NAMES[f] for f in ALLOWED_FORMATS)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: ImageFormat
+    width: int  # as stored, of one frame
+    height: int  # as stored, of one frame
+    frames: int  # animation frames that will be decoded (1 for a still)
+    bands: int
+    has_alpha: bool
+    interpretation: str  # libvips name: srgb, cmyk, b-w, rgb16, grey16, ...
+    sample_format: str  # libvips name: uchar, ushort, ...
+    orientation: int  # EXIF orientation 1-8 (1 when absent)
+    has_icc_profile: bool
+    file_size: int
+
+    @property
+    def animated(self) -> bool:
+        return self.frames > 1
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height * self.frames
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """Width and height once auto-oriented (orientations 5-8 swap the sides)."""
+        if self.orientation in (5, 6, 7, 8):
+            return self.height, self.width
+        return self.width, self.height
+
+
+def read_head(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(SNIFF_BYTES)
+
+
+def probe(path: Path, limits: ImageLimits) -> ImageInfo:
+    """Sniff, open the header with the one loader for that format, and check the limits.
+
+    Raises UnsupportedImage, CorruptImage or LimitExceeded.
+    """
+    configure_vips()
+    fmt = sniff(read_head(path))
+    if fmt is None:
+        raise UnsupportedImage(f"not an allowed image format; allowed formats are {ALLOWED_TEXT}")
+    header = _open_header(path, fmt)
+    info = _info(header, fmt, path.stat().st_size)
+    _check_codec(header, info)
+    check_limits(info, limits)
+    return info
+
+
+def _open_header(path: Path, fmt: ImageFormat) -> pyvips.Image:
+    try:
+        source = pyvips.Source.new_from_file(str(path))
+        return pyvips.Operation.call(
+            f"{LOADERS[fmt]}_source", source, access="sequential", fail_on="truncated"
+        )
+    except pyvips.Error as error:
+        log.debug("header of %s rejected by libvips: %s", fmt, error)
+        raise CorruptImage(
+            f"the {FORMAT_NAMES[fmt]} header is truncated or corrupt and cannot be read"
+        ) from None
+
+
+def _field(image: pyvips.Image, name: str, default: int) -> int:
+    return int(image.get(name)) if image.get_typeof(name) else default
+
+
+def _info(header: pyvips.Image, fmt: ImageFormat, file_size: int) -> ImageInfo:
+    pages = _field(header, "n-pages", 1) if fmt in ANIMATABLE else 1
+    return ImageInfo(
+        format=fmt,
+        width=header.width,
+        height=header.height,
+        frames=max(1, pages),
+        bands=header.bands,
+        has_alpha=bool(header.hasalpha()),
+        interpretation=str(header.interpretation),
+        sample_format=str(header.format),
+        orientation=_field(header, "orientation", 1),
+        has_icc_profile=bool(header.get_typeof("icc-profile-data")),
+        file_size=file_size,
+    )
+
+
+def _check_codec(header: pyvips.Image, info: ImageInfo) -> None:
+    # pyvips-binary's libheif decodes AV1 only; HEVC (HEIC) is patent-encumbered and left out.
+    if info.format in ("avif", "heif") and header.get_typeof("heif-compression"):
+        compression = str(header.get("heif-compression"))
+        if compression != "av1":
+            raise UnsupportedImage(
+                f"HEIF images compressed with {compression.upper()} cannot be decoded here "
+                f"(only AV1, i.e. AVIF); allowed formats are {ALLOWED_TEXT}"
+            )
+
+
+def check_limits(info: ImageInfo, limits: ImageLimits) -> None:
+    size = f"{info.width}x{info.height} px"
+    if max(info.width, info.height) > limits.max_side:
+        raise LimitExceeded(
+            f"image is {size}; the longest side may be at most {limits.max_side} px"
+        )
+    if info.frames > limits.max_frames:
+        raise LimitExceeded(
+            f"image has {info.frames} frames; at most {limits.max_frames} are allowed"
+        )
+    frames = f" x {info.frames} frames" if info.animated else ""
+    if info.pixels > limits.max_pixels:
+        raise LimitExceeded(
+            f"image is {size}{frames} = {info.pixels / 1e6:.1f} MP; "
+            f"the limit is {limits.max_pixels / 1e6:g} MP"
+        )
+    if info.animated and info.pixels > limits.max_animated_pixels:
+        raise LimitExceeded(
+            f"animation is {size}{frames} = {info.pixels / 1e6:.1f} MP; "
+            f"the limit for animations is {limits.max_animated_pixels / 1e6:g} MP"
+        )

@@ -1,0 +1,187 @@
+"""The real images of ../shared/corpus (see SOURCES.md, "what each one checks")."""
+
+from __future__ import annotations
+
+import pytest
+import pyvips
+
+from uplodr.imaging import EncodedVariant, ImageLimits, pipeline, probe
+from uplodr.imaging.deadline import Deadline
+from uplodr.preset import DEFAULT_PRESET
+
+from .conftest import converted, corpus_file
+
+ALL = [
+    "book-beside-flowers.jpg",
+    "craft-beer.jpg",
+    "alpha-premultiply-2048x1536-paper.png",
+    "iss634.gif",
+    "Channel_digital_image_CMYK_color.jpg",
+    "Landscape_6.jpg",
+    "sample-16bit.png",
+    "xmp_test-adobergb.jpg",
+]
+LOADER = {"webp": "webpload", "avif": "heifload", "jpeg": "jpegload", "thumbnail": "pngload"}
+
+
+def decode(variant: EncodedVariant) -> pyvips.Image:
+    options = {"n": -1} if variant.name == "webp" else {}
+    image = pyvips.Image.new_from_buffer(variant.data, "", **options)
+    assert image.get("vips-loader") == LOADER[variant.name] + "_buffer"
+    return image
+
+
+def band_means(image: pyvips.Image, bands: int = 3) -> list[float]:
+    return [float(image[i].avg()) for i in range(bands)]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_variant_decodes_as_claimed(name: str) -> None:
+    variants = converted(name)
+    names = [v.name for v in variants]
+    assert names == [*DEFAULT_PRESET.formats, "thumbnail"]
+    for v in variants:
+        image = decode(v)
+        frame_height = image.get("page-height") if v.animated else image.height
+        assert (image.width, frame_height) == (v.width, v.height), v.name
+        assert v.mime_type == {"webp": "image/webp", "avif": "image/avif", "jpg": "image/jpeg",
+                               "png": "image/png"}[v.ext]  # fmt: skip
+        assert v.suffix == ("-thumb" if v.name == "thumbnail" else "")
+        assert image.format == "uchar"
+        assert not image.get_typeof("orientation")
+        assert not image.get_typeof("exif-data")
+        assert v.encode_seconds > 0
+    full = variants[0]
+    assert max(full.width, full.height) <= DEFAULT_PRESET.max_long_side
+    thumb = variants[-1]
+    assert thumb.width == min(DEFAULT_PRESET.thumbnail_width, full.width)
+
+
+def test_large_photos_are_capped_never_enlarged() -> None:
+    beer = converted("craft-beer.jpg")  # 6000x4000
+    assert {(v.width, v.height) for v in beer[:-1]} == {(4096, 2731)}
+    assert (beer[-1].width, beer[-1].height) == (800, 533)
+    book = converted("book-beside-flowers.jpg")  # 3024x4032: under the cap, kept as is
+    assert {(v.width, v.height) for v in book[:-1]} == {(3024, 4032)}
+
+
+def test_alpha_survives_in_webp_avif_png_and_jpeg_is_flattened_on_white() -> None:
+    name = "alpha-premultiply-2048x1536-paper.png"
+    source = pyvips.Image.new_from_file(str(corpus_file(name)))
+    transparent = (source[3] == 0).avg() / 255  # share of fully transparent pixels
+    assert transparent > 0.1
+    for v in converted(name):
+        image = decode(v)
+        if v.name == "jpeg":
+            assert image.bands == 3
+            # where the source is fully transparent the JPEG is white (allowing for a
+            # little JPEG ringing next to the strokes)
+            not_white = (image < 245).bandor()
+            wrong = ((source[3] == 0) & not_white).avg() / 255
+            assert wrong < 0.01 * transparent
+        else:
+            assert image.hasalpha(), v.name
+            alpha = image[image.bands - 1]
+            histogram = alpha.hist_find().cast("int")
+            semi = sum(histogram(x, 0)[0] for x in range(1, 255))
+            assert semi > 1000, f"{v.name}: no semi-transparent pixels left"
+            assert alpha.min() == 0
+
+
+def test_animated_gif_stays_animated_in_webp_first_frame_elsewhere() -> None:
+    name = "iss634.gif"
+    first = pyvips.Image.new_from_file(str(corpus_file(name)))  # frame 0 only
+    variants = {v.name: v for v in converted(name)}
+    webp = decode(variants["webp"])
+    assert variants["webp"].animated
+    assert webp.get("n-pages") == 42
+    assert webp.get("page-height") == 245
+    for other in ("avif", "jpeg", "thumbnail"):
+        assert not variants[other].animated
+        image = decode(variants[other])
+        assert image.get("n-pages") == 1 if image.get_typeof("n-pages") else True
+        assert (image.width, image.height) == (245, 245)
+    # the PNG thumbnail is exactly the first frame (lossless palette PNG)
+    thumb = decode(variants["thumbnail"])
+    assert (
+        thumb.get("palette") if thumb.get_typeof("palette") else thumb.get("bits-per-sample") <= 8
+    )
+    diff = (thumb.colourspace("srgb")[0:3] - first.colourspace("srgb")[0:3]).abs()
+    assert diff.max() <= 1
+
+
+def test_animated_gif_shrinks_every_frame() -> None:
+    from uplodr.imaging import convert
+
+    preset = DEFAULT_PRESET.with_changes(max_long_side=100, thumbnail_width=50)
+    variants = convert(corpus_file("iss634.gif"), preset, ImageLimits())
+    webp = decode(variants[0])
+    assert (webp.width, webp.get("page-height"), webp.get("n-pages")) == (100, 100, 42)
+    assert (variants[-1].width, variants[-1].height) == (50, 50)
+
+
+@pytest.mark.parametrize("name", ["Channel_digital_image_CMYK_color.jpg", "xmp_test-adobergb.jpg"])
+def test_cmyk_and_adobe_rgb_come_out_as_srgb(name: str) -> None:
+    source = pyvips.Image.new_from_file(str(corpus_file(name)))
+    reference = source.icc_transform("srgb", embedded=True, intent="relative")
+    for v in converted(name):
+        image = decode(v)
+        if v.name == "thumbnail":
+            image = image.colourspace("srgb")
+        assert image.interpretation == "srgb"
+        assert not image.get_typeof("icc-profile-data")
+        got = band_means(image)
+        expected = band_means(reference)
+        assert all(abs(g - e) < 4 for g, e in zip(got, expected, strict=True)), (v.name, got)
+    # The decoded image every variant is encoded from (lossless, full size), pixel by pixel:
+    # much closer to the ICC conversion than to a reading that ignores the profile (raw bands:
+    # inverted for CMYK, washed out for Adobe RGB).
+    decoded = pipeline.prepare(
+        corpus_file(name), probe(corpus_file(name), ImageLimits()), 4096, Deadline(60)
+    )
+    raw = source[0:3]
+    to_reference = (decoded - reference).abs().avg()
+    to_raw = (raw - reference).abs().avg()
+    assert to_reference < 0.5, to_reference
+    assert to_reference < to_raw / 2, (to_reference, to_raw)
+
+
+def test_landscape_6_is_upright_and_untagged() -> None:
+    name = "Landscape_6.jpg"
+    assert probe(corpus_file(name), ImageLimits()).display_size == (1800, 1200)
+    for v in converted(name):
+        image = decode(v)
+        expected = (1800, 1200) if v.name != "thumbnail" else (800, 533)
+        assert (image.width, image.height) == expected
+        assert not image.get_typeof("orientation")
+        assert not image.get_typeof("exif-data")
+
+
+def test_16_bit_png_becomes_sane_8_bit() -> None:
+    name = "sample-16bit.png"
+    source = pyvips.Image.new_from_file(str(corpus_file(name)))
+    assert source.format == "ushort"
+    expected = [m / 257 for m in band_means(source)]
+    for v in converted(name):
+        image = decode(v)
+        assert image.format == "uchar"
+        got = band_means(image.colourspace("srgb"))
+        assert all(abs(g - e) < 3 for g, e in zip(got, expected, strict=True)), (v.name, got)
+        assert image.deviate() > 20  # a photo, not a flat or garbage image
+
+
+def test_photo_gives_four_variants() -> None:
+    variants = converted("book-beside-flowers.jpg")
+    assert [(v.name, v.ext, v.mime_type) for v in variants] == [
+        ("webp", "webp", "image/webp"),
+        ("avif", "avif", "image/avif"),
+        ("jpeg", "jpg", "image/jpeg"),
+        ("thumbnail", "png", "image/png"),
+    ]
+    jpeg = decode(variants[2])
+    assert jpeg.get("interlaced") == 1  # progressive
+    source = pyvips.Image.new_from_file(str(corpus_file("book-beside-flowers.jpg")))
+    # colours kept: the variants' means are close to the source's
+    for v in variants:
+        got = band_means(decode(v).colourspace("srgb"))
+        assert all(abs(g - e) < 3 for g, e in zip(got, band_means(source), strict=True))
