@@ -1,0 +1,150 @@
+"""The local machine registry: one JSON file per worker process, readable by any process.
+
+A record names a process by pid *and* start time (field 22 of /proc/<pid>/stat, clock ticks
+since boot), so a recycled pid is never mistaken for a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ID_PATTERN = re.compile(r"uplodr-[0-9a-f]{12}")
+
+
+def new_machine_id() -> str:
+    return f"uplodr-{secrets.token_hex(6)}"
+
+
+def default_state_dir() -> Path:
+    """`$UPLODR_STATE_DIR`, else `$XDG_STATE_HOME/uplodr`, else `~/.local/state/uplodr`."""
+    if env := os.environ.get("UPLODR_STATE_DIR"):
+        return Path(env)
+    if xdg := os.environ.get("XDG_STATE_HOME"):
+        return Path(xdg) / "uplodr"
+    return Path.home() / ".local" / "state" / "uplodr"
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the `(comm)` field (so index 0 is field 3, the state)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, None when there is no such process."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def is_running(pid: int, start_time: int) -> bool:
+    """True when `pid` is the same process that started at `start_time` and is not a zombie."""
+    fields = _stat_fields(pid)
+    if not fields or len(fields) <= 19:
+        return False
+    return fields[0] not in ("Z", "X") and int(fields[19]) == start_time
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    pid: int
+    start_time: int
+    port: int
+    address: str
+    created_at: float
+    tags: Mapping[str, str] = field(default_factory=dict)
+    memory_mb: int | None = None
+    cgroup: str | None = None  # path of the machine's memory cgroup
+    log: str | None = None  # path of the worker's stdout/stderr
+    # The process that created the machine (it may still want failure() before destroy).
+    owner_pid: int = 0
+    owner_start_time: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        return cls(
+            id=str(data["id"]),
+            pid=int(data["pid"]),
+            start_time=int(data["start_time"]),
+            port=int(data["port"]),
+            address=str(data["address"]),
+            created_at=float(data["created_at"]),
+            tags={str(k): str(v) for k, v in dict(data.get("tags") or {}).items()},
+            memory_mb=None if data.get("memory_mb") is None else int(data["memory_mb"]),
+            cgroup=None if data.get("cgroup") is None else str(data["cgroup"]),
+            log=None if data.get("log") is None else str(data["log"]),
+            owner_pid=int(data.get("owner_pid", 0)),
+            owner_start_time=int(data.get("owner_start_time", 0)),
+        )
+
+    def running(self) -> bool:
+        return is_running(self.pid, self.start_time)
+
+    def owner_running(self) -> bool:
+        return is_running(self.owner_pid, self.owner_start_time)
+
+
+class Registry:
+    """A directory of `<machine id>.json` records (0700, files 0600), written atomically."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def ensure(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def path(self, machine_id: str) -> Path:
+        if not ID_PATTERN.fullmatch(machine_id):
+            raise ValueError(f"not a local machine id: {machine_id!r}")
+        return self.directory / f"{machine_id}.json"
+
+    def log_path(self, machine_id: str) -> Path:
+        return self.path(machine_id).with_suffix(".log")
+
+    def write(self, record: Record) -> None:
+        self.ensure()
+        target = self.path(record.id)
+        tmp = target.with_suffix(f".tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({**asdict(record), "tags": dict(record.tags)}, f)
+        tmp.replace(target)
+
+    def read(self, machine_id: str) -> Record | None:
+        try:
+            with open(self.path(machine_id)) as f:
+                return Record.from_json(json.load(f))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("unreadable machine record %s: %s", machine_id, e)
+            return None
+
+    def remove(self, machine_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(machine_id).unlink()
+
+    def __iter__(self) -> Iterator[Record]:
+        try:
+            names = sorted(self.directory.glob("uplodr-*.json"))
+        except OSError:
+            return
+        for file in names:
+            record = self.read(file.stem) if ID_PATTERN.fullmatch(file.stem) else None
+            if record is not None and record.id == file.stem:
+                yield record

@@ -1,0 +1,67 @@
+"""Fixtures for machine-provider tests: real processes, and a check that none is left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+# Every stand-in worker started by a test carries this variable, so leftovers (grandchildren
+# included, and processes another process started) can be found by their environment.
+LEAK_MARK = "UPLODR_TEST_MARK"
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(LEAK_MARK) == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.fixture
+def leak_mark() -> str:
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def mark_env(leak_mark: str) -> dict[str, str]:
+    """Put this in every stand-in's environment (spec.env) so leftovers can be found."""
+    return {LEAK_MARK: leak_mark}
+
+
+@pytest.fixture
+def no_leftover_processes(leak_mark: str) -> Iterator[None]:
+    """After the test: no child of ours (not even a zombie) and no marked process anywhere."""
+    yield
+    deadline = time.monotonic() + 3
+    while True:
+        children = psutil.Process().children(recursive=True)
+        marked = _marked(leak_mark)
+        if (not children and not marked) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for proc in {*children, *marked}:  # do not leak into the next test either
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    assert not children, f"child processes left: {children}"
+    assert not marked, f"stand-in workers left: {marked}"
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    """A private state dir; at the end no record or log may remain in it."""
+    directory = tmp_path / "state"
+    yield directory
+    machines = directory / "machines"
+    if machines.exists():
+        left = sorted(p.name for p in machines.iterdir())
+        assert not left, f"registry files left: {left}"

@@ -1,0 +1,1 @@
+"""Support for the tests: real servers and processes that the tests run against."""

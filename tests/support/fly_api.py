@@ -1,0 +1,555 @@
+"""A Fly Machines API test server: real HTTP on loopback, strict like Fly, machines as processes.
+
+    with FlyApiServer(grpc_port=free_port()) as fly:
+        provider = FlyProvider(FlyConfig(token=fly.token, app=fly.app, image="x",
+                                         api_url=fly.url, grpc_port=fly.grpc_port))
+
+What it does:
+- serves create, get, wait, list (with `metadata.KEY=VALUE` filters) and delete under /v1;
+- validates every query and body against Fly's published spec (tests/support/fly_spec.py):
+  unknown fields, wrong types, unknown query parameters → 400; its own answers are checked
+  against the spec's `Machine` definition too (`spec_errors` collects any mismatch);
+- checks `Authorization: Bearer <token>` (401), the app name (404);
+- rate-limits per action and machine (per app for create and list) with a token bucket,
+  1 request/s and a burst of 3 by default → 429;
+- moves machines created → starting → started with configurable latency; `Faults` injects
+  region capacity errors, machines stuck in `created`, machines that vanish, random 5xx and
+  creates whose answer is lost after the machine was made;
+- runs each machine as a real local process (default: `python -m uplodr worker --grpc-addr
+  127.0.0.N:PORT`, replaceable through `process_factory`) whose private_ip is its own loopback
+  address; DELETE, or the process exiting (auto_destroy), destroys the machine and kills its
+  process group; `shutdown()` kills everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .fly_spec import FlySpec, SpecViolation
+
+STUCK = "created"
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """What a process factory gets: where to listen, the machine's env and config."""
+
+    machine_id: str
+    host: str
+    port: int
+    env: Mapping[str, str]
+    config: Mapping[str, Any]
+
+
+ProcessFactory = Callable[[WorkerLaunch], "subprocess.Popen[bytes]"]
+
+
+def worker_process(launch: WorkerLaunch) -> subprocess.Popen[bytes]:
+    """The real uplodr worker, listening on the machine's private address."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "uplodr", "worker", "--grpc-addr", f"{launch.host}:{launch.port}"],
+        env={**os.environ, **launch.env},
+        start_new_session=True,
+    )
+
+
+_STANDIN = """
+import os, socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16); s.settimeout(0.1)
+parent, started = os.getppid(), time.monotonic()
+after = float(os.environ.get("STANDIN_EXIT_AFTER") or "inf")
+while time.monotonic() - started < after:
+    if os.getppid() != parent:  # the test process died: do not outlive it
+        sys.exit(0)
+    try:
+        c, _ = s.accept()
+    except TimeoutError:
+        continue
+    c.sendall(b"uplodr-standin\\n"); c.close()
+sys.exit(int(os.environ.get("STANDIN_EXIT_CODE", "0")))
+"""
+
+
+def standin_process(launch: WorkerLaunch) -> subprocess.Popen[bytes]:
+    """A stand-in worker: accepts TCP on the address and greets; env STANDIN_EXIT_AFTER=seconds
+    and STANDIN_EXIT_CODE=n make it exit on its own."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _STANDIN, launch.host, str(launch.port)],
+        env={**os.environ, **launch.env},
+        start_new_session=True,
+    )
+
+
+@dataclass
+class Faults:
+    """Mutable at any time from the test thread; probabilities are 0..1."""
+
+    capacity_regions: set[str] = field(default_factory=set)
+    # Fly answers a region without room with ErrorResponse.status "insufficient_capacity"
+    # (422 on create; 409/412 with flyd's "insufficient ..." text on older paths)
+    capacity_status: int = 422
+    stuck_in_created: float = 0.0  # a new machine never leaves `created`
+    vanish: float = 0.0  # a started machine disappears (record and process) at once
+    error_5xx: float = 0.0  # any request answers 503 before doing anything
+    lost_create: float = 0.0  # create makes the machine, then answers 500
+    seed: int | None = None
+
+
+@dataclass
+class FakeMachine:
+    id: str
+    name: str
+    region: str
+    config: dict[str, Any]
+    ip_index: int
+    created_at: str
+    instance_id: str
+    state: str = "created"
+    updated_at: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def private_ip(self) -> str:
+        return f"127.0.0.{self.ip_index}"
+
+    def event(self, kind: str, status: str, source: str = "flyd", **request: Any) -> None:
+        entry: dict[str, Any] = {
+            "id": secrets.token_hex(8),
+            "type": kind,
+            "status": status,
+            "source": source,
+            "timestamp": int(time.time() * 1000),
+        }
+        if request:
+            entry["request"] = request
+        self.events.append(entry)
+        self.state = status
+        self.updated_at = _now()
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "region": self.region,
+            "instance_id": self.instance_id,
+            "private_ip": self.private_ip,
+            "config": self.config,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at or self.created_at,
+            "events": list(reversed(self.events)),
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _error(http_status: int, message: str, /, **extra: str) -> JSONResponse:
+    """Fly's ErrorResponse: {"error": ..., "status": ...}."""
+    return JSONResponse({"error": message, **extra}, status_code=http_status)
+
+
+class _Buckets:
+    """Token buckets: `rate` per second, `burst` deep, one per key."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._state: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def take(self, key: tuple[str, str]) -> float:
+        """0 if allowed, else seconds until a token is there."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, last = self._state.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self._state[key] = (tokens - 1, now)
+            return 0.0
+        self._state[key] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class FlyApiServer:
+    def __init__(
+        self,
+        *,
+        grpc_port: int,
+        token: str = "fly-test-token",
+        app: str = "uplodr-test",
+        boot_latency: float = 0.05,  # created → starting (the process is spawned)
+        start_latency: float = 0.05,  # starting → started
+        rate: float = 1.0,  # requests per second per action and machine; 0 = unlimited
+        burst: int = 3,
+        retry_after: float | None = None,  # Retry-After header on a 429, if set
+        process_factory: ProcessFactory = worker_process,
+        faults: Faults | None = None,
+        spec: FlySpec | None = None,
+    ) -> None:
+        self.grpc_port = grpc_port
+        self.token = token
+        self.app = app
+        self.boot_latency = boot_latency
+        self.start_latency = start_latency
+        self.retry_after = retry_after
+        self.process_factory = process_factory
+        self.faults = faults or Faults()
+        self.spec = spec or FlySpec()
+        self.calls: Counter[str] = Counter()  # per operation, every request that was routed
+        self.statuses: Counter[tuple[str, int]] = Counter()  # (operation, HTTP status)
+        self.spec_errors: list[str] = []  # answers of ours that the spec does not allow
+        self._machine_schema = self.spec.definition("Machine")
+        self._buckets = _Buckets(rate, burst)
+        self._random = random.Random(self.faults.seed)
+        self._lock = threading.RLock()
+        self._machines: dict[str, FakeMachine] = {}
+        self._graveyard: dict[str, FakeMachine] = {}
+        self._next_ip = 2
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.url = ""
+        base = self.spec.base_path
+        self.asgi = Starlette(
+            routes=[
+                Route(base + "/apps/{app}/machines", self._list, methods=["GET"]),
+                Route(base + "/apps/{app}/machines", self._create, methods=["POST"]),
+                Route(base + "/apps/{app}/machines/{id}", self._show, methods=["GET"]),
+                Route(base + "/apps/{app}/machines/{id}", self._delete, methods=["DELETE"]),
+                Route(base + "/apps/{app}/machines/{id}/wait", self._wait, methods=["GET"]),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    # -- running -----------------------------------------------------------------------------
+
+    def start(self) -> FlyApiServer:
+        config = uvicorn.Config(
+            self.asgi,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="fly-api", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("Fly API test server did not start")
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def shutdown(self) -> None:
+        """Destroy every machine, kill every process, stop the server."""
+        with self._lock:
+            for machine in list(self._machines.values()):
+                self._destroy(machine, "shutdown")
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> FlyApiServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
+        monitor = asyncio.create_task(self._monitor())
+        yield
+        monitor.cancel()
+
+    # -- what tests look at ------------------------------------------------------------------
+
+    @property
+    def machines_alive(self) -> int:
+        with self._lock:
+            return len(self._machines)
+
+    @property
+    def processes_alive(self) -> int:
+        with self._lock:
+            machines = [*self._machines.values(), *self._graveyard.values()]
+            return sum(1 for m in machines if m.process is not None and m.process.poll() is None)
+
+    def machine(self, machine_id: str) -> FakeMachine | None:
+        with self._lock:
+            return self._machines.get(machine_id) or self._graveyard.get(machine_id)
+
+    def limit(self, rate: float, burst: int = 3) -> None:
+        """Change the rate limit (requests/s per action and machine; 0 = unlimited)."""
+        with self._lock:
+            self._buckets = _Buckets(rate, burst)
+
+    def vanish(self, machine_id: str) -> None:
+        """The machine disappears without a trace: process killed, no record left."""
+        with self._lock:
+            machine = self._machines.pop(machine_id, None)
+            if machine is not None:
+                _kill(machine)
+
+    # -- request pipeline --------------------------------------------------------------------
+
+    async def _admit(
+        self, request: Request, operation: str, bucket: str, machine_id: str = ""
+    ) -> tuple[Response | None, dict[str, str], Any]:
+        """Auth, app, rate limit, injected 5xx, spec validation — an error response or the
+        validated query and body."""
+        action = operation.removeprefix("Machines_")
+        self.calls[action] += 1
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return _error(401, "You must be authenticated to view this."), {}, None
+        if request.path_params["app"] != self.app:
+            return _error(404, "app not found"), {}, None
+        wait = self._buckets.take((action, machine_id or bucket))
+        if wait:
+            headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
+            body = {"error": f"rate limit exceeded for {action}"}
+            return JSONResponse(body, status_code=429, headers=headers), {}, None
+        if self._random.random() < self.faults.error_5xx:
+            return _error(503, "simulated outage"), {}, None
+        try:
+            query = self.spec.check_query(operation, list(request.query_params.multi_items()))
+            body = self.spec.check_body(operation, await request.body())
+        except SpecViolation as exc:
+            return _error(400, str(exc)), {}, None
+        return None, query, body
+
+    def _answer(self, operation: str, response: Response) -> Response:
+        self.statuses[(operation.removeprefix("Machines_"), response.status_code)] += 1
+        return response
+
+    def _machine_json(self, machine: FakeMachine) -> dict[str, Any]:
+        data = machine.json()
+        for error in self._machine_schema.iter_errors(data):
+            self.spec_errors.append(f"Machine answer: {error.message}")
+        return data
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def _create(self, request: Request) -> Response:
+        op = "Machines_create"
+        refused, _, body = await self._admit(request, op, self.app)
+        if refused is not None:
+            return self._answer(op, refused)
+        config = dict(body.get("config") or {})
+        region = str(body.get("region") or "local")
+        if not config.get("image"):
+            return self._answer(op, _error(422, "a machine needs config.image"))
+        if region in self.faults.capacity_regions:
+            message = f"insufficient resources to create new machine in {region}"
+            status = self.faults.capacity_status
+            return self._answer(op, _error(status, message, status="insufficient_capacity"))
+        with self._lock:
+            machine = FakeMachine(
+                id=secrets.token_hex(7),
+                name=str(body.get("name") or f"machine-{secrets.token_hex(4)}"),
+                region=region,
+                config=config,
+                ip_index=self._allocate_ip(),
+                created_at=_now(),
+                instance_id=secrets.token_hex(13).upper(),
+            )
+            machine.event("launch", "created", source="user")
+            self._machines[machine.id] = machine
+            if self._random.random() >= self.faults.stuck_in_created:
+                self._later(self.boot_latency, self._boot, machine.id)
+            answer = self._machine_json(machine)
+        if self._random.random() < self.faults.lost_create:
+            return self._answer(op, _error(500, "simulated: lost the answer"))
+        return self._answer(op, JSONResponse(answer))
+
+    async def _show(self, request: Request) -> Response:
+        op = "Machines_show"
+        machine_id = request.path_params["id"]
+        refused, _, _ = await self._admit(request, op, self.app, machine_id)
+        if refused is not None:
+            return self._answer(op, refused)
+        machine = self.machine(machine_id)
+        if machine is None:
+            return self._answer(op, _error(404, "machine not found"))
+        with self._lock:
+            return self._answer(op, JSONResponse(self._machine_json(machine)))
+
+    async def _list(self, request: Request) -> Response:
+        op = "Machines_list"
+        refused, query, _ = await self._admit(request, op, self.app)
+        if refused is not None:
+            return self._answer(op, refused)
+        wanted = {k.removeprefix("metadata."): v for k, v in query.items() if "." in k}
+        with self._lock:
+            machines = list(self._machines.values())
+            if query.get("include_deleted") == "true":
+                machines += list(self._graveyard.values())
+            answer = [
+                self._machine_json(m)
+                for m in machines
+                if ("region" not in query or m.region == query["region"])
+                and all((m.config.get("metadata") or {}).get(k) == v for k, v in wanted.items())
+            ]
+        return self._answer(op, JSONResponse(answer))
+
+    async def _delete(self, request: Request) -> Response:
+        op = "Machines_delete"
+        machine_id = request.path_params["id"]
+        refused, query, _ = await self._admit(request, op, self.app, machine_id)
+        if refused is not None:
+            return self._answer(op, refused)
+        with self._lock:
+            machine = self._machines.get(machine_id)
+            if machine is None:
+                return self._answer(op, _error(404, "machine not found"))
+            if machine.state in ("started", "starting") and query.get("force") != "true":
+                message = "failed_precondition: machine still active, refusing to delete"
+                return self._answer(op, _error(412, message))
+            self._destroy(machine, "user")
+        return self._answer(op, JSONResponse({"ok": True}))
+
+    async def _wait(self, request: Request) -> Response:
+        op = "Machines_wait"
+        machine_id = request.path_params["id"]
+        refused, query, _ = await self._admit(request, op, self.app, machine_id)
+        if refused is not None:
+            return self._answer(op, refused)
+        want = query.get("state", "started")
+        deadline = time.monotonic() + min(60, int(query.get("timeout", "60")))
+        while True:
+            machine = self.machine(machine_id)
+            if machine is None or (machine.id in self._graveyard and want != "destroyed"):
+                return self._answer(op, _error(404, "machine not found"))
+            if machine.state == want:
+                return self._answer(op, JSONResponse({"ok": True}))
+            if want == "started" and machine.state == "stopped":
+                return self._answer(op, _error(400, "machine is stopped, it will not start"))
+            if time.monotonic() >= deadline:
+                message = f"deadline_exceeded: timeout waiting for machine to be {want}"
+                return self._answer(op, _error(408, message))
+            await asyncio.sleep(0.02)
+
+    # -- machine life ------------------------------------------------------------------------
+
+    def _later(self, delay: float, callback: Callable[[str], None], machine_id: str) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._loop.call_later, delay, callback, machine_id)
+
+    def _boot(self, machine_id: str) -> None:
+        with self._lock:
+            machine = self._machines.get(machine_id)
+            if machine is None or machine.state != "created":
+                return
+            machine.event("start", "starting")
+            launch = WorkerLaunch(
+                machine_id=machine.id,
+                host=machine.private_ip,
+                port=self.grpc_port,
+                env={
+                    **(machine.config.get("env") or {}),
+                    "FLY_MACHINE_ID": machine.id,
+                    "FLY_REGION": machine.region,
+                    "FLY_APP_NAME": self.app,
+                    "FLY_PRIVATE_IP": machine.private_ip,
+                },
+                config=machine.config,
+            )
+            machine.process = self.process_factory(launch)
+        self._later(self.start_latency, self._started, machine_id)
+
+    def _started(self, machine_id: str) -> None:
+        with self._lock:
+            machine = self._machines.get(machine_id)
+            if machine is None or machine.state != "starting":
+                return
+            machine.event("start", "started")
+            if self._random.random() < self.faults.vanish:
+                self.vanish(machine_id)
+
+    async def _monitor(self) -> None:
+        """A process that exits stops its machine; auto_destroy then destroys it."""
+        while True:
+            await asyncio.sleep(0.02)
+            with self._lock:
+                for machine in list(self._machines.values()):
+                    process = machine.process
+                    if process is None or process.poll() is None:
+                        continue
+                    code = process.returncode
+                    exit_event = {
+                        "exit_code": max(code, 0),
+                        "signal": -code if code < 0 else -1,
+                        "oom_killed": False,
+                        "requested_stop": False,
+                        "exited_at": _now(),
+                    }
+                    machine.event("exit", "stopped", exit_event=exit_event)
+                    if machine.config.get("auto_destroy"):
+                        self._destroy(machine, "flyd")
+
+    def _destroy(self, machine: FakeMachine, source: str) -> None:
+        _kill(machine)
+        machine.event("destroy", "destroyed", source=source)
+        self._machines.pop(machine.id, None)
+        self._graveyard[machine.id] = machine
+
+    def _allocate_ip(self) -> int:
+        used = {m.ip_index for m in self._machines.values()}
+        for step in range(253):
+            candidate = 2 + (self._next_ip - 2 + step) % 253
+            if candidate not in used:
+                self._next_ip = candidate + 1
+                return candidate
+        raise RuntimeError("the test server has no loopback address left (253 machines)")
+
+
+def _kill(machine: FakeMachine) -> None:
+    process = machine.process
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
