@@ -25,6 +25,7 @@ def generate(out: Path) -> None:
             f"--python_out={tmp}",
             f"--mypy_out={tmp}",
             f"--grpc_python_out={tmp}",
+            f"--mypy_grpc_out={tmp}",
             str(ROOT / "proto" / "uplodr" / "v1" / "uplodr.proto"),
         ]
         if protoc.main(args) != 0:

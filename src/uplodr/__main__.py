@@ -1,0 +1,3 @@
+from uplodr.cli.main import main
+
+main()

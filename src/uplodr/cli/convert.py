@@ -1,0 +1,73 @@
+"""`uplodr convert`: upload files through a gateway, print their variants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def convert_files(
+    files: tuple[Path, ...],
+    folder: str,
+    server: str,
+    token: str | None,
+    as_json: bool,
+    timeout: float,
+) -> int:
+    headers = {"content-type": "application/octet-stream"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    console = Console(stderr=False)
+    answers: list[dict[str, Any]] = []
+    failures = 0
+    with httpx.Client(base_url=server, timeout=timeout, headers=headers) as client:
+        for path in files:
+            response: httpx.Response | None = None
+            try:
+                with path.open("rb") as body:
+                    response = client.post(
+                        "/v1/images", params={"name": path.name, "folder": folder}, content=body
+                    )
+                answer = response.json()
+            except httpx.HTTPError as error:
+                answer = {"error": f"cannot reach {server}: {error}"}
+                response = None
+            except ValueError:
+                status = response.status_code if response is not None else "?"
+                answer = {"error": f"the server answered HTTP {status} without JSON"}
+            if response is None or response.status_code != 200:
+                failures += 1
+                answer.setdefault("file_name", path.name)
+                answer["status"] = response.status_code if response is not None else None
+                if not as_json:
+                    console.print(f"[red]{path.name}: {answer.get('error')}[/red]")
+            elif not as_json:
+                table = Table(
+                    "type",
+                    "dimensions",
+                    "size",
+                    "url",
+                    title=f"{path.name} → {len(answer['variants'])} variants"
+                    + (" (already converted)" if answer.get("deduplicated") else ""),
+                )
+                for v in answer["variants"]:
+                    table.add_row(
+                        v["mime_type"],
+                        f"{v['width']}×{v['height']}",
+                        _size(v["size_bytes"]),
+                        v["url"],
+                    )
+                console.print(table)
+            answers.append(answer)
+    if as_json:
+        print(json.dumps(answers, indent=2))
+    return 1 if failures else 0

@@ -1,0 +1,341 @@
+"""`uplodr` — serve, worker, convert, reap, machines.
+
+Subcommands import their parts lazily: `uplodr serve` never loads libvips (the gateway stays
+small), and `uplodr convert` needs neither gRPC nor libvips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from uplodr.cli.providers import build_provider, provider_options
+from uplodr.cli.units import DURATION, SIZE
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "stamina"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.version_option(package_name="uplodr")
+def main(verbose: bool) -> None:
+    """Turn images into web variants on machines that exist only while there is work."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", envvar="UPLODR_HOST")
+@click.option("--port", default=8080, type=int, envvar="UPLODR_PORT")
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    help="Where variants go: a folder, file:///dir or s3://BUCKET[/PREFIX]. Repeat for mirrors; "
+    "URLs come from the first. Default: $UPLODR_DATA_DIR/store (~/.local/share/uplodr/store).",
+)
+@click.option(
+    "--public-url",
+    envvar="UPLODR_PUBLIC_URL",
+    help="URL template of a stored key, e.g. 'https://cdn.example.com/{key}'. Default for a "
+    "local store: this server's /files/{key}.",
+)
+@click.option(
+    "--keys",
+    type=click.Choice(["digest", "name"]),
+    default="digest",
+    envvar="UPLODR_KEYS",
+    help="digest: {folder}/{stem}-{hash}.{ext}, immutable and cacheable forever; "
+    "name: {folder}/{stem}.{ext} (see README for the caching caveat).",
+)
+@click.option(
+    "--max-upload",
+    type=SIZE,
+    default="64M",
+    envvar="UPLODR_MAX_UPLOAD",
+    help="Largest upload accepted (413 beyond, refused while it arrives).",
+)
+@click.option(
+    "--boot-timeout",
+    type=DURATION,
+    default="60s",
+    envvar="UPLODR_BOOT_TIMEOUT",
+    help="How long a machine may take to answer its first Ping.",
+)
+@click.option(
+    "--job-timeout",
+    type=DURATION,
+    default="5m",
+    envvar="UPLODR_JOB_TIMEOUT",
+    help="How long one job may take once its machine is up.",
+)
+@click.option(
+    "--reap-interval",
+    type=DURATION,
+    default="60s",
+    envvar="UPLODR_REAP_INTERVAL",
+    help="How often to destroy uplodr machines past their deadline.",
+)
+@click.option(
+    "--price-per-hour",
+    type=float,
+    default=None,
+    envvar="UPLODR_PRICE_PER_HOUR",
+    help="Price of one machine-hour, to report each job's cost (default: the "
+    "provider's price table).",
+)
+@click.option(
+    "--preset",
+    "preset_file",
+    type=click.Path(exists=True, path_type=Path),
+    envvar="UPLODR_PRESET_FILE",
+    help="JSON file of preset settings (see README).",
+)
+@provider_options
+def serve(
+    host: str,
+    port: int,
+    stores: tuple[str, ...],
+    public_url: str | None,
+    keys: str,
+    max_upload: int,
+    boot_timeout: float,
+    job_timeout: float,
+    reap_interval: float,
+    price_per_hour: float | None,
+    preset_file: Path | None,
+    provider: str,
+    state_dir: Path | None,
+    machine_memory: int | None,
+) -> None:
+    """Run the HTTP gateway (POST /v1/images) with on-demand worker machines."""
+    from uplodr.gateway.run import GatewayOptions, run_gateway
+
+    options = GatewayOptions(
+        host=host,
+        port=port,
+        stores=stores,
+        public_url=public_url,
+        key_mode="name" if keys == "name" else "digest",
+        max_upload_bytes=max_upload,
+        boot_timeout=boot_timeout,
+        job_timeout=job_timeout,
+        reap_interval=reap_interval,
+        price_per_hour=price_per_hour,
+        preset_file=preset_file,
+        provider=provider,
+        machine_memory_mb=machine_memory // (1024 * 1024) if machine_memory else None,
+    )
+    sys.exit(run_gateway(options, build_provider(provider, state_dir, machine_memory)))
+
+
+@main.command()
+@click.option(
+    "--grpc-addr", required=True, envvar="UPLODR_GRPC_ADDR", help="HOST:PORT to listen on."
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    help="Store(s) as for serve; default: the JSON list in UPLODR_STORES.",
+)
+@click.option("--public-url", envvar="UPLODR_PUBLIC_URL", help="URL template with {key}.")
+@click.option(
+    "--keys", type=click.Choice(["digest", "name"]), default="digest", envvar="UPLODR_KEYS"
+)
+@click.option(
+    "--msg-size",
+    type=SIZE,
+    default="64M",
+    envvar="UPLODR_MSG_SIZE",
+    help="Largest gRPC message (bounds the one-message Upload call).",
+)
+@click.option("--max-file-bytes", type=SIZE, default="64M", envvar="UPLODR_MAX_FILE_BYTES")
+@click.option(
+    "--max-lifetime",
+    type=DURATION,
+    default="20m",
+    envvar="UPLODR_MAX_LIFETIME",
+    help="The worker exits after this long, whatever happens.",
+)
+@click.option(
+    "--idle-timeout",
+    type=DURATION,
+    default="30s",
+    envvar="UPLODR_IDLE_TIMEOUT",
+    help="The worker exits when no call arrived for this long (its gateway is gone).",
+)
+@click.option(
+    "--max-jobs",
+    type=int,
+    default=1,
+    envvar="UPLODR_MAX_JOBS",
+    help="Jobs at once; more are refused with RESOURCE_EXHAUSTED.",
+)
+def worker(
+    grpc_addr: str,
+    stores: tuple[str, ...],
+    public_url: str | None,
+    keys: str,
+    msg_size: int,
+    max_file_bytes: int,
+    max_lifetime: float,
+    idle_timeout: float,
+    max_jobs: int,
+) -> None:
+    """Run a worker: the gRPC server a machine runs (normally started by a provider)."""
+    from uplodr.worker.run import run_worker
+
+    sys.exit(
+        run_worker(
+            grpc_addr=grpc_addr,
+            stores=stores,
+            public_url=public_url,
+            key_mode="name" if keys == "name" else "digest",
+            msg_size=msg_size,
+            max_file_bytes=max_file_bytes,
+            max_lifetime=max_lifetime,
+            idle_timeout=idle_timeout,
+            max_jobs=max_jobs,
+        )
+    )
+
+
+@main.command()
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--folder", default="", help="Folder for the variants, e.g. blog/2026.")
+@click.option("--server", default="http://127.0.0.1:8080", envvar="UPLODR_SERVER")
+@click.option("--token", envvar="UPLODR_TOKEN", help="Bearer token, if the gateway needs one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answers as JSON.")
+@click.option("--timeout", type=DURATION, default="10m")
+def convert(
+    files: tuple[Path, ...],
+    folder: str,
+    server: str,
+    token: str | None,
+    as_json: bool,
+    timeout: float,
+) -> None:
+    """Upload FILE(s) through a gateway and print their variants."""
+    from uplodr.cli.convert import convert_files
+
+    sys.exit(convert_files(files, folder, server, token, as_json, timeout))
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    type=DURATION,
+    default="1h",
+    help="Destroy uplodr machines older than this (and any past their deadline).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be destroyed.")
+@provider_options
+def reap(
+    older_than: float,
+    dry_run: bool,
+    provider: str,
+    state_dir: Path | None,
+    machine_memory: int | None,
+) -> None:
+    """Destroy uplodr's machines that outlived their job (never any other machine)."""
+    from uplodr.dispatch.reaper import reap as run_reap
+
+    machines = build_provider(provider, state_dir, machine_memory)
+
+    async def go() -> int:
+        try:
+            result = await run_reap(machines, older_than, dry_run)
+        finally:
+            await machines.aclose()
+        verb = "would destroy" if dry_run else "destroyed"
+        for machine in result.stale:
+            if dry_run or machine.id in result.destroyed:
+                click.echo(f"{verb} {machine.id} ({_age(machine.tags, machine.created_at)} old)")
+        for machine_id, why in result.failed.items():
+            click.echo(f"failed to destroy {machine_id}: {why}", err=True)
+        click.echo(
+            f"{len(result.stale)} stale, {len(result.destroyed)} destroyed, "
+            f"{len(result.failed)} failed"
+        )
+        return 1 if result.failed else 0
+
+    sys.exit(asyncio.run(go()))
+
+
+def _age(tags: dict[str, str] | object, created_at: float) -> str:
+    created = created_at
+    if isinstance(tags, dict) and str(tags.get("created_at", "")).isdigit():
+        created = float(tags["created_at"])
+    seconds = max(0, int(time.time() - created)) if created else 0
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+@main.group()
+def machines() -> None:
+    """Inspect uplodr's machines."""
+
+
+@machines.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+@provider_options
+def machines_ls(
+    as_json: bool, provider: str, state_dir: Path | None, machine_memory: int | None
+) -> None:
+    """List uplodr's machines (only those carrying uplodr's tags)."""
+    found = build_provider(provider, state_dir, machine_memory)
+
+    async def go() -> None:
+        try:
+            listed = await found.list({})
+        finally:
+            await found.aclose()
+        if as_json:
+            click.echo(
+                json.dumps(
+                    [
+                        {
+                            "id": m.id,
+                            "address": m.address,
+                            "state": m.state,
+                            "tags": dict(m.tags),
+                            "created_at": m.created_at,
+                        }
+                        for m in listed
+                    ],
+                    indent=2,
+                )
+            )
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("id", "state", "address", "age", "gateway", "job")
+        for m in listed:
+            table.add_row(
+                m.id,
+                m.state,
+                m.address,
+                _age(dict(m.tags), m.created_at),
+                m.tags.get("gateway", ""),
+                m.tags.get("job", ""),
+            )
+        Console().print(table)
+        click.echo(f"{len(listed)} machine(s)")
+
+    asyncio.run(go())

@@ -1,0 +1,113 @@
+"""Talking to one worker over gRPC: wait until it answers, stream files, keep it alive.
+
+One channel per machine. Boot waiting is a single Ping with `wait_for_ready` under the boot
+deadline, with gRPC's reconnect backoff lowered so a worker that starts listening is noticed
+within ~100 ms — no sleep loops. Uploads are never retried by gRPC (a call is committed after
+256 KiB); a failed upload fails the job clearly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from uplodr.errors import ERRORS_BY_CODE, UplodrError, WorkerUnavailable
+from uplodr.proto import uplodr_pb2, uplodr_pb2_grpc
+
+DEFAULT_CHUNK_SIZE = 256 * 1024  # DESIGN: 64 KiB-1 MiB; 4 KiB chunks are several times slower
+
+
+@dataclass(frozen=True)
+class UploadSource:
+    """A file already spooled to disk by the gateway, with its validated name and folder."""
+
+    path: Path
+    file_name: str
+    folder: str
+
+
+def error_from_rpc(error: grpc.aio.AioRpcError, doing: str) -> UplodrError:
+    """Turn a worker's status back into the error it stood for; anything without uplodr's
+    error code (connection lost, deadline) means the worker itself failed."""
+    trailing = dict(error.trailing_metadata() or ())
+    code = str(trailing.get("uplodr-error", ""))
+    if code in ERRORS_BY_CODE and code != "internal":
+        return ERRORS_BY_CODE[code](error.details() or code)
+    if code == "internal":
+        return UplodrError(f"worker failed while {doing}")
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return WorkerUnavailable(f"worker did not answer in time while {doing}")
+    return WorkerUnavailable(f"worker stopped answering while {doing}")
+
+
+class WorkerClient:
+    def __init__(self, address: str, token: str | None, msg_size: int, chunk_size: int) -> None:
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._chunk_size = chunk_size
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", msg_size),
+                ("grpc.max_receive_message_length", msg_size),
+                ("grpc.initial_reconnect_backoff_ms", 50),
+                ("grpc.min_reconnect_backoff_ms", 50),
+                ("grpc.max_reconnect_backoff_ms", 200),
+                ("grpc.enable_retries", 0),
+            ],
+        )
+        self._stub: Any = uplodr_pb2_grpc.ImageStub(self._channel)
+
+    async def wait_ready(self, timeout: float) -> None:
+        await self.ping(timeout, wait_for_ready=True)
+
+    async def ping(self, timeout: float, wait_for_ready: bool = False) -> None:
+        nonce = secrets.token_hex(8)
+        try:
+            echo = await self._stub.Ping(
+                uplodr_pb2.Echo(nonce=nonce),
+                timeout=timeout,
+                wait_for_ready=wait_for_ready,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error, "booting") from None
+        if echo.nonce != nonce:
+            raise WorkerUnavailable("worker answered Ping with the wrong nonce")
+
+    async def _messages(self, files: Sequence[UploadSource]) -> AsyncIterator[uplodr_pb2.UploadReq]:
+        for source in files:
+            first = True
+            with source.path.open("rb") as handle:
+                while chunk := handle.read(self._chunk_size):
+                    if first:
+                        yield uplodr_pb2.UploadReq(
+                            file_name=source.file_name, folder=source.folder, data=chunk
+                        )
+                        first = False
+                    else:
+                        yield uplodr_pb2.UploadReq(data=chunk)
+            if first:  # an empty file: let the worker refuse it with its own message
+                yield uplodr_pb2.UploadReq(
+                    file_name=source.file_name, folder=source.folder, done=True
+                )
+            else:
+                yield uplodr_pb2.UploadReq(done=True)
+
+    async def stream(
+        self, files: Sequence[UploadSource], timeout: float
+    ) -> list[uplodr_pb2.UploadResp]:
+        call = self._stub.Stream(self._messages(files), timeout=timeout, metadata=self._metadata)
+        try:
+            return [response async for response in call]
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error, "converting") from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)

@@ -1,0 +1,59 @@
+"""ASGI middleware that refuses request bodies over a byte limit while they arrive.
+
+A declared Content-Length over the limit is answered 413 before one byte of the body is read;
+a chunked body is cut off as soon as it passes the limit. Either way a 300 MB body never sits
+in the gateway's memory or disk.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from uplodr.errors import TooLarge
+
+
+def _too_large_body(limit: int) -> bytes:
+    return json.dumps(
+        {"error": f"upload is larger than the limit of {limit} bytes", "code": TooLarge.code}
+    ).encode()
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            body = _too_large_body(self.limit)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise TooLarge(f"upload is larger than the limit of {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)

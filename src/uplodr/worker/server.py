@@ -1,0 +1,194 @@
+"""The worker's gRPC server: Ping, Upload and Stream of `uplodr.v1.Image`, plus health and
+reflection, and the rules for when the worker ends itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from uplodr.errors import LimitExceeded, UplodrError, status_of
+from uplodr.imaging import configure_vips
+from uplodr.proto import uplodr_pb2, uplodr_pb2_grpc
+from uplodr.storage import Publisher, open_store
+from uplodr.worker.auth import TokenInterceptor
+from uplodr.worker.config import WorkerConfig
+from uplodr.worker.file_job import FileJob, FileResult
+from uplodr.worker.lifetime import Lifetime
+from uplodr.worker.stream_protocol import Chunk, FileEnded, FileStarted, StreamProtocol
+
+log = logging.getLogger("uplodr.worker")
+
+SERVICE_NAME = uplodr_pb2.DESCRIPTOR.services_by_name["Image"].full_name
+
+
+async def abort(context: grpc.aio.ServicerContext, error: UplodrError) -> NoReturn:
+    context.set_trailing_metadata((("uplodr-error", error.code),))
+    await context.abort(grpc.StatusCode[status_of(error).grpc], str(error))
+    raise AssertionError("unreachable: abort raises")
+
+
+def to_response(result: FileResult) -> uplodr_pb2.UploadResp:
+    return uplodr_pb2.UploadResp(
+        file_name=result.file_name,
+        folder=result.folder,
+        deduplicated=result.published.deduplicated,
+        timings=uplodr_pb2.Timings(
+            receive=result.receive_seconds,
+            convert=result.convert_seconds,
+            store=result.store_seconds,
+        ),
+        variants=[
+            uplodr_pb2.Variant(
+                url=v.url,
+                mime_type=v.mime_type,
+                width=v.width,
+                height=v.height,
+                size_bytes=v.size_bytes,
+            )
+            for v in result.published.variants
+        ],
+    )
+
+
+class ImageService(uplodr_pb2_grpc.ImageServicer):
+    def __init__(self, config: WorkerConfig, publisher: Publisher, lifetime: Lifetime) -> None:
+        self._config = config
+        self._publisher = publisher
+        self._lifetime = lifetime
+
+    @asynccontextmanager
+    async def _job_slot(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """One job slot, or RESOURCE_EXHAUSTED at once; any failure becomes a clean status."""
+        self._lifetime.touch()
+        if self._lifetime.in_flight >= self._config.max_concurrent_jobs:
+            await abort(
+                context,
+                LimitExceeded(
+                    f"worker is busy: at most {self._config.max_concurrent_jobs} job(s) at once"
+                ),
+            )
+        self._lifetime.in_flight += 1
+        try:
+            yield
+        except UplodrError as error:
+            log.info("job refused: %s (%s)", error, error.code)
+            await abort(context, error)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            # The detail goes to the log; the client gets a status without a traceback.
+            log.exception("job failed")
+            context.set_trailing_metadata((("uplodr-error", "internal"),))
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error while converting")
+        finally:
+            self._lifetime.in_flight -= 1
+            self._lifetime.touch()
+
+    async def Ping(
+        self, request: uplodr_pb2.Echo, context: grpc.aio.ServicerContext
+    ) -> uplodr_pb2.Echo:
+        self._lifetime.touch()
+        return uplodr_pb2.Echo(nonce=request.nonce)
+
+    async def Upload(
+        self, request: uplodr_pb2.UploadReq, context: grpc.aio.ServicerContext
+    ) -> uplodr_pb2.UploadResp:
+        async with self._job_slot(context):
+            protocol = StreamProtocol(self._config.max_file_bytes)
+            whole = uplodr_pb2.UploadReq(
+                file_name=request.file_name, folder=request.folder, data=request.data, done=True
+            )
+            job: FileJob | None = None
+            try:
+                for event in protocol.feed(whole):
+                    if isinstance(event, FileStarted):
+                        job = FileJob(self._config, self._publisher, event.file_name, event.folder)
+                    elif isinstance(event, Chunk) and job is not None:
+                        job.write(event.data)
+                assert job is not None
+                return to_response(await job.finish())
+            finally:
+                if job is not None:
+                    job.close()
+        raise AssertionError("unreachable")
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[uplodr_pb2.UploadReq],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[uplodr_pb2.UploadResp]:
+        async with self._job_slot(context):
+            protocol = StreamProtocol(self._config.max_file_bytes)
+            job: FileJob | None = None
+            try:
+                async for message in request_iterator:
+                    self._lifetime.touch()
+                    for event in protocol.feed(message):
+                        if isinstance(event, FileStarted):
+                            job = FileJob(
+                                self._config, self._publisher, event.file_name, event.folder
+                            )
+                        elif isinstance(event, Chunk) and job is not None:
+                            job.write(event.data)
+                        elif isinstance(event, FileEnded) and job is not None:
+                            result = await job.finish()
+                            job.close()
+                            job = None
+                            yield to_response(result)
+                protocol.end()
+            finally:
+                if job is not None:
+                    job.close()
+
+
+def open_publisher(config: WorkerConfig) -> Publisher:
+    stores = [
+        open_store(spec, config.public_url if index == 0 else None, os.environ)
+        for index, spec in enumerate(config.stores)
+    ]
+    return Publisher(stores, config.key_mode)
+
+
+def grpc_options(msg_size: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", msg_size),
+        ("grpc.max_send_message_length", msg_size),
+    ]
+
+
+async def serve(config: WorkerConfig) -> str:
+    """Run until a stop reason; return it. Raises StorageUnavailable if the store is unusable."""
+    configure_vips()
+    publisher = open_publisher(config)
+    await publisher.check_writable()
+    lifetime = Lifetime(config.max_lifetime, config.idle_timeout)
+    interceptors = [TokenInterceptor(config.token)] if config.token else []
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config.msg_size))
+    uplodr_pb2_grpc.add_ImageServicer_to_server(ImageService(config, publisher, lifetime), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if server.add_insecure_port(config.grpc_addr) == 0:
+        raise OSError(f"cannot listen on {config.grpc_addr}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    lifetime.install_signal_handlers()
+    log.info("worker listening on %s", config.grpc_addr)
+    try:
+        reason = await lifetime.wait()
+    finally:
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(config.shutdown_grace)
+        await publisher.aclose()
+    return reason

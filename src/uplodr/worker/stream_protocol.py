@@ -1,0 +1,99 @@
+"""The Stream call's rules, as a small state machine with no I/O and no gRPC.
+
+A stream carries files one after another. A file is: a first message that names it
+(`file_name`, and optionally `folder`), any number of data chunks, and a message with
+`done = true` (which may carry the last chunk). What breaks the rules is refused with an
+InvalidRequest (or TooLarge for the byte limit) saying exactly what was wrong:
+- a file's first message without `file_name`; a name or folder that changes within a file;
+- an empty chunk that does not end the file (a sender bug that would otherwise spin forever);
+- a file that ends with no bytes at all;
+- more bytes than the limit;
+- the stream ending in the middle of a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from uplodr.errors import InvalidRequest, TooLarge
+
+
+class Message(Protocol):
+    file_name: str
+    folder: str
+    data: bytes
+    done: bool
+
+
+@dataclass(frozen=True)
+class FileStarted:
+    file_name: str
+    folder: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FileEnded:
+    size: int
+
+
+Event = FileStarted | Chunk | FileEnded
+
+
+class StreamProtocol:
+    def __init__(self, max_file_bytes: int) -> None:
+        self.max_file_bytes = max_file_bytes
+        self._current: FileStarted | None = None
+        self._size = 0
+        self.files_done = 0
+
+    @property
+    def in_file(self) -> bool:
+        return self._current is not None
+
+    def feed(self, message: Message) -> list[Event]:
+        """The events one message produces, in order. Raises on a broken rule."""
+        events: list[Event] = []
+        if self._current is None:
+            if not message.file_name:
+                if self.files_done:
+                    raise InvalidRequest(
+                        "data after 'done': a new file must start with a message naming it"
+                    )
+                raise InvalidRequest("the first message of a file must carry file_name")
+            self._current = FileStarted(message.file_name, message.folder)
+            self._size = 0
+            events.append(self._current)
+        elif (message.file_name and message.file_name != self._current.file_name) or (
+            message.folder and message.folder != self._current.folder
+        ):
+            raise InvalidRequest(
+                "file_name or folder changed before 'done' ended the file "
+                f"{self._current.file_name!r}"
+            )
+        if message.data:
+            self._size += len(message.data)
+            if self._size > self.max_file_bytes:
+                raise TooLarge(f"file is larger than the limit of {self.max_file_bytes} bytes")
+            events.append(Chunk(message.data))
+        elif not message.done:
+            raise InvalidRequest("empty chunk: a message without data must set done")
+        if message.done:
+            if self._size == 0:
+                raise InvalidRequest(f"file {self._current.file_name!r} is empty")
+            events.append(FileEnded(self._size))
+            self._current = None
+            self.files_done += 1
+        return events
+
+    def end(self) -> None:
+        """The client closed its side of the stream."""
+        if self._current is not None:
+            raise InvalidRequest(f"stream ended before 'done' for file {self._current.file_name!r}")
+        if self.files_done == 0:
+            raise InvalidRequest("stream carried no file")

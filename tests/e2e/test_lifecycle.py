@@ -1,0 +1,109 @@
+"""A machine never outlives its job: after a worker dies mid-job, after the client hangs up
+during the upload or during the conversion, the machine is destroyed and the client (if still
+there) gets a clear error."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+
+from tests.support.gateway import Gateway
+from tests.support.paths import corpus_file
+
+DEADLINE = 60.0
+
+
+def wait_for(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.02)  # polling a condition under a deadline
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def busy_worker(gateway: Gateway) -> psutil.Process:
+    """The job's worker once it is converting (it has used real CPU time)."""
+    found: list[psutil.Process] = []
+
+    def converting() -> bool:
+        for pid in gateway.workers():
+            proc = psutil.Process(pid)
+            if sum(proc.cpu_times()[:2]) > 1.5:
+                found.append(proc)
+                return True
+        return False
+
+    wait_for(converting, "a worker to start converting")
+    return found[0]
+
+
+def test_worker_killed_mid_job_gives_a_clear_error(gateway: Gateway) -> None:
+    photo = corpus_file("craft-beer.jpg")
+    result: dict[str, httpx.Response] = {}
+
+    def upload() -> None:
+        result["response"] = httpx.post(
+            f"{gateway.url}/v1/images",
+            params={"name": "beer.jpg"},
+            content=photo.read_bytes(),
+            timeout=120,
+        )
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    busy_worker(gateway).kill()
+    thread.join(timeout=DEADLINE)
+    response = result["response"]
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["code"] == "worker_unavailable"
+    assert "killed by signal 9" in body["error"]
+    assert "Traceback" not in response.text
+
+
+def test_client_hang_up_mid_upload_creates_no_machine(gateway: Gateway) -> None:
+    host, port = urlsplit(gateway.url).hostname, urlsplit(gateway.url).port
+    assert host and port
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(
+            b"POST /v1/images?name=half.jpg HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Length: 5000000\r\n\r\n"
+            + b"\xff\xd8\xff"
+            + b"\0" * 100_000
+        )
+    # The gateway notices, is unharmed, and created nothing for the broken upload.
+    wait_for(
+        lambda: (
+            'uplodr_jobs_total{outcome="client_gone"}' in httpx.get(f"{gateway.url}/metrics").text
+        ),
+        "the gateway to count the hang-up",
+    )
+    assert httpx.get(f"{gateway.url}/healthz").status_code == 200
+    assert gateway.workers() == []
+
+
+def test_client_hang_up_during_conversion_destroys_the_machine(gateway: Gateway) -> None:
+    photo = corpus_file("craft-beer.jpg").read_bytes()
+    host, port = urlsplit(gateway.url).hostname, urlsplit(gateway.url).port
+    assert host and port
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(
+            b"POST /v1/images?name=gone.jpg HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/octet-stream\r\n"
+            + f"Content-Length: {len(photo)}\r\n\r\n".encode()
+            + photo
+        )
+        worker = busy_worker(gateway)
+    # The client is gone: the job is cancelled and its machine destroyed.
+    wait_for(
+        lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE,
+        "the abandoned job's worker to be destroyed",
+    )
+    wait_for(lambda: gateway.workers() == [] and gateway.machine_records() == [], "no machine left")

@@ -1,0 +1,110 @@
+"""Run `uplodr serve` as a real process on a free port, the way a user does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.procs import free_port, worker_processes
+
+READY_DEADLINE = 30.0
+
+
+@dataclass
+class Gateway:
+    url: str
+    process: subprocess.Popen[bytes]
+    root: Path
+    cwd: Path
+    store: Path
+    state: Path
+    log: Path
+
+    def workers(self) -> list[int]:
+        return [p.pid for p in worker_processes(self.cwd)]
+
+    def machine_records(self) -> list[Path]:
+        machines = self.state / "machines"
+        return sorted(machines.glob("*.json")) if machines.exists() else []
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_DEADLINE
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"uplodr serve exited {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)  # polling a real request under a deadline, not standing in for one
+    raise RuntimeError(f"uplodr serve did not answer /healthz in {READY_DEADLINE}s")
+
+
+def start_gateway(
+    root: Path, *args: str, env: Mapping[str, str] | None = None, store: Path | None = None
+) -> Gateway:
+    root.mkdir(parents=True, exist_ok=True)
+    cwd, state, log = root / "cwd", root / "state", root / "gateway.log"
+    cwd.mkdir(exist_ok=True)
+    store = store or root / "store"
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uplodr",
+        "serve",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state),
+    ]
+    if not any(a == "--store" for a in args):
+        command += ["--store", str(store)]
+    full_env = {**os.environ, "UPLODR_DATA_DIR": str(root / "data"), **(env or {})}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, *args], cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process, log)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return Gateway(url, process, root, cwd, store, state, log)
+
+
+def stop_gateway(gateway: Gateway) -> None:
+    if gateway.process.poll() is None:
+        gateway.process.send_signal(signal.SIGTERM)
+        try:
+            gateway.process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            gateway.process.kill()
+            gateway.process.wait()
+
+
+@contextmanager
+def running_gateway(
+    root: Path, *args: str, env: Mapping[str, str] | None = None, store: Path | None = None
+) -> Iterator[Gateway]:
+    gateway = start_gateway(root, *args, env=env, store=store)
+    try:
+        yield gateway
+    finally:
+        stop_gateway(gateway)
