@@ -31,6 +31,10 @@ class Preset:
     # libvips effort 0-9 (aom speed = 9 - effort). 3 ~ aom speed 6: 2.4 s for a 12 MP photo.
     avif_effort: int = 3
     png_compression: int = 6
+    # PNG thumbnails of photos are quantised to a 256-colour palette at this quality (1-100),
+    # ~3.5x smaller than full colour; 0 keeps full colour. Images with <= 256 colours always
+    # get a lossless palette.
+    png_palette_quality: int = 90
     # Background used to flatten transparency for JPEG (white: what a page usually shows).
     jpeg_background: tuple[int, int, int] = (255, 255, 255)
 
@@ -65,6 +69,7 @@ class Preset:
             ("webp_effort", 0, 6),
             ("avif_effort", 0, 9),
             ("png_compression", 0, 9),
+            ("png_palette_quality", 0, 100),
             ("max_long_side", 16, 65535),
             ("thumbnail_width", 0, 65535),
         ):

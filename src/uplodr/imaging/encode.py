@@ -71,13 +71,21 @@ def _jpeg(image: pyvips.Image, preset: Preset) -> bytes:
 
 def _png(image: pyvips.Image, preset: Preset) -> bytes:
     image = image.copy_memory()  # small; read twice (colour count, then encode)
-    data: bytes = image.pngsave_buffer(
-        compression=preset.png_compression,
-        palette=fits_palette(image),
-        Q=100,
-        dither=0,
-        keep="none",
-    )
+    if fits_palette(image):  # a palette loses nothing
+        data: bytes = image.pngsave_buffer(
+            compression=preset.png_compression, palette=True, Q=100, dither=0, keep="none"
+        )
+    elif preset.png_palette_quality:
+        # Quantised to 256 colours (libimagequant): a photo's 800 px thumbnail is ~0.3 MB
+        # instead of ~1.1 MB in full colour, at ~0.9 s of one core.
+        data = image.pngsave_buffer(
+            compression=preset.png_compression,
+            palette=True,
+            Q=preset.png_palette_quality,
+            keep="none",
+        )
+    else:
+        data = image.pngsave_buffer(compression=preset.png_compression, keep="none")
     return data
 
 

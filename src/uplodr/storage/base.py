@@ -20,6 +20,17 @@ class Store(Protocol):
         Raises StorageUnavailable."""
         ...
 
+    async def put_new(self, key: str, data: bytes, content_type: str, cache_control: str) -> bool:
+        """Like `put`, but never replaces an existing object: True when this call wrote the
+        object, False when one already existed under the key (left untouched).
+        Raises StorageUnavailable."""
+        ...
+
+    async def size(self, key: str) -> int | None:
+        """The stored object's size in bytes, or None when there is no such key.
+        Raises StorageUnavailable."""
+        ...
+
     async def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such key. Raises StorageUnavailable."""
         ...

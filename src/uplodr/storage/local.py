@@ -1,0 +1,155 @@
+"""A store in a local folder: the gateway serves it, or a shared volume holds it.
+
+Writes are atomic: the bytes go to a temporary file in the target's own folder, are fsynced, and
+only then renamed (or hard-linked, for `put_new`) into place, so a reader sees the whole file or
+none. Keys must stay inside the root: `..`, absolute paths and symlinks leading out are refused
+here too, although names are validated before they reach a store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import ParamSpec, TypeVar
+from urllib.parse import quote
+
+from uplodr.errors import InvalidRequest, StorageUnavailable
+
+PROBE_KEY = ".uplodr-probe"
+TEMP_PREFIX = ".tmp-"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class LocalStore:
+    """Objects as files under `root`; `public_url` is a template containing `{key}`."""
+
+    def __init__(self, root: Path, public_url: str) -> None:
+        if "{key}" not in public_url:
+            raise ValueError("public_url must contain {key}")
+        self.root = Path(root).resolve()
+        self.public_url = public_url
+        self.description = f"local:{self.root}"
+
+    # -- the Store contract --------------------------------------------------------------------
+
+    async def put(self, key: str, data: bytes, content_type: str, cache_control: str) -> None:
+        path = self.path_of(key)
+        await self._io(key, "write", self._write, path, data, False)
+
+    async def put_new(self, key: str, data: bytes, content_type: str, cache_control: str) -> bool:
+        path = self.path_of(key)
+        return await self._io(key, "write", self._write, path, data, True)
+
+    async def size(self, key: str) -> int | None:
+        path = self.path_of(key)
+        return await self._io(key, "read", _size, path)
+
+    async def get(self, key: str) -> bytes | None:
+        path = self.path_of(key)
+        return await self._io(key, "read", _read, path)
+
+    async def delete(self, key: str) -> None:
+        path = self.path_of(key)
+        await self._io(key, "delete", _unlink, path)
+
+    def url(self, key: str) -> str:
+        self.path_of(key)
+        return self.public_url.replace("{key}", quote(key, safe="/"))
+
+    async def check_writable(self) -> None:
+        if not self.root.is_dir():
+            raise StorageUnavailable(f"{self.description}: the folder does not exist")
+        await self.put(PROBE_KEY, b"probe", "text/plain", "no-store")
+        if await self.get(PROBE_KEY) != b"probe":
+            raise StorageUnavailable(f"{self.description}: a probe file did not read back")
+        await self.delete(PROBE_KEY)
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def path_of(self, key: str) -> Path:
+        """The file for a key; refuses any key that would land outside the root."""
+        pure = PurePosixPath(key)
+        if (
+            not key
+            or "\\" in key
+            or "\x00" in key
+            or pure.is_absolute()
+            or any(part in ("", ".", "..") for part in key.split("/"))
+        ):
+            raise InvalidRequest(f"refused storage key {key!r}: not a plain relative path")
+        path = self.root.joinpath(*pure.parts)
+        # Symlinks inside the root must not lead out of it either.
+        if not path.resolve().is_relative_to(self.root):
+            raise InvalidRequest(f"refused storage key {key!r}: it leads outside the store")
+        return path
+
+    async def _io(
+        self, key: str, verb: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise StorageUnavailable(
+                f"{self.description}: cannot {verb} {key!r}: {reason}"
+            ) from None
+
+    def _write(self, path: Path, data: bytes, only_if_absent: bool) -> bool:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if only_if_absent and path.exists():
+            return False
+        fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+        temp = Path(temp_name)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            temp.chmod(0o644)
+            if only_if_absent:
+                try:
+                    os.link(temp, path)  # atomic, and fails when the name is taken
+                except FileExistsError:
+                    return False
+            else:
+                temp.replace(path)
+            _fsync_dir(path.parent)
+            return True
+        finally:
+            temp.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except FileNotFoundError:
+        return None
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,310 @@
+"""All-or-nothing publishing of one job's variants to every store, with a manifest as commit point.
+
+    1. every variant goes to every store (stores concurrently, a few objects at a time per store),
+       each written "create only": an object that already exists under a key is never replaced;
+    2. only when all of them are in all stores, the manifest (variants, sizes, dimensions, digest,
+       preset) is written to every store: a set without its manifest is incomplete by definition;
+    3. if anything fails, the objects this job created are deleted again (manifests first), and
+       StorageUnavailable names the store that failed. Objects this job did not create are never
+       deleted.
+
+Keys in digest mode embed a hash of the upload and the preset, so an existing key holds the same
+bytes: it is reused, left alone, and reported with its stored size. In name mode a key may be
+reused by another upload: when the name's manifest belongs to other content, or an object under
+one of the keys holds other bytes, the job is refused with NameTaken and nothing is written over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from uplodr.errors import InvalidRequest, StorageUnavailable, UplodrError
+from uplodr.storage.base import IMMUTABLE_CACHE_CONTROL, Store
+from uplodr.storage.keys import manifest_key, variant_key
+
+KeyMode = Literal["digest", "name"]
+MANIFEST_MIME = "application/json"
+MANIFEST_VERSION = 1
+ROLLBACK_DEADLINE_S = 10.0
+
+
+class NameTaken(InvalidRequest):
+    """Name mode: the plain key already holds another upload's variants; never overwritten."""
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One encoded variant, ready to store."""
+
+    suffix: str  # "" or e.g. "-thumb"
+    ext: str  # "webp", "avif", "jpg", "png"
+    mime_type: str
+    width: int
+    height: int
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class StoredVariant:
+    url: str
+    key: str
+    mime_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Published:
+    variants: list[StoredVariant]
+    deduplicated: bool
+
+
+@dataclass
+class _StoreJob:
+    """What one job did in one store: the keys it created (only these may be deleted)."""
+
+    store: Store
+    created: list[str] = field(default_factory=list)
+    uncertain: list[str] = field(default_factory=list)  # write failed: may or may not exist
+    sizes: dict[str, int] = field(default_factory=dict)
+    manifest_created: bool = False
+
+
+class Publisher:
+    def __init__(
+        self, stores: Sequence[Store], key_mode: KeyMode = "digest", concurrency: int = 4
+    ) -> None:
+        if not stores:
+            raise ValueError("a publisher needs at least one store")
+        if key_mode not in ("digest", "name"):
+            raise ValueError(f"key_mode must be 'digest' or 'name', not {key_mode!r}")
+        self.stores = list(stores)
+        self.key_mode: KeyMode = key_mode
+        self.concurrency = concurrency
+
+    @property
+    def primary(self) -> Store:
+        return self.stores[0]
+
+    async def check_writable(self) -> None:
+        """Fail fast, before any job: every store must accept a write (StorageUnavailable)."""
+        await asyncio.gather(*(store.check_writable() for store in self.stores))
+
+    async def aclose(self) -> None:
+        for store in self.stores:
+            await store.aclose()
+
+    def _key_digest(self, digest: str) -> str | None:
+        return digest if self.key_mode == "digest" else None
+
+    # -- dedupe ----------------------------------------------------------------------------------
+
+    async def lookup(self, folder: str, stem: str, digest: str) -> Published | None:
+        """The stored variants of an identical earlier upload (same bytes, preset and folder),
+        read from the primary store's manifest; None when there is none."""
+        key = manifest_key(folder, stem, self._key_digest(digest))
+        manifest = _parse_manifest(await self.primary.get(key))
+        if manifest is None or manifest.get("digest") != digest:
+            return None
+        return Published(self._variants_from_manifest(manifest), deduplicated=True)
+
+    def _variants_from_manifest(self, manifest: dict[str, Any]) -> list[StoredVariant]:
+        return [
+            StoredVariant(
+                url=self.primary.url(str(item["key"])),
+                key=str(item["key"]),
+                mime_type=str(item["mime_type"]),
+                width=int(item["width"]),
+                height=int(item["height"]),
+                size_bytes=int(item["size_bytes"]),
+            )
+            for item in manifest["variants"]
+        ]
+
+    # -- publish ---------------------------------------------------------------------------------
+
+    async def publish(
+        self, folder: str, stem: str, digest: str, blobs: Sequence[Blob], preset_json: str
+    ) -> Published:
+        """Store every blob in every store, then the manifest; all or nothing."""
+        key_digest = self._key_digest(digest)
+        planned = [(variant_key(folder, stem, key_digest, b.suffix, b.ext), b) for b in blobs]
+        keys = [key for key, _ in planned]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"two variants map to the same key: {keys}")
+        mkey = manifest_key(folder, stem, key_digest)
+
+        if self.key_mode == "name":
+            earlier = await self._check_name_free(mkey, digest)
+            if earlier is not None:
+                return earlier
+
+        jobs = [_StoreJob(store) for store in self.stores]
+        try:
+            await self._all_stores(jobs, lambda job: self._write_variants(job, planned))
+            variants = [
+                StoredVariant(
+                    url=self.primary.url(key),
+                    key=key,
+                    mime_type=blob.mime_type,
+                    width=blob.width,
+                    height=blob.height,
+                    size_bytes=jobs[0].sizes[key],
+                )
+                for key, blob in planned
+            ]
+            manifest = _manifest_bytes(variants, digest, preset_json)
+            await self._all_stores(jobs, lambda job: self._write_manifest(job, mkey, manifest))
+        except BaseException:
+            await asyncio.shield(self._roll_back(jobs, mkey, digest))
+            raise
+        return Published(variants, deduplicated=False)
+
+    async def _all_stores(
+        self, jobs: list[_StoreJob], step: Callable[[_StoreJob], Awaitable[None]]
+    ) -> None:
+        """Run one step in every store at once; wait for all, then raise what failed."""
+        results = await asyncio.gather(*(step(job) for job in jobs), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if not failures:
+            return
+        for failure in failures:
+            if not isinstance(failure, Exception):
+                raise failure  # cancellation and the like
+        clear = [f for f in failures if isinstance(f, UplodrError)]
+        if len(clear) == len(failures):
+            if len(clear) == 1 or not all(isinstance(f, StorageUnavailable) for f in clear):
+                raise clear[0]
+            raise StorageUnavailable("; ".join(str(f) for f in clear))
+        raise failures[0]
+
+    async def _write_variants(self, job: _StoreJob, planned: list[tuple[str, Blob]]) -> None:
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def write(key: str, blob: Blob) -> None:
+            async with limit:
+                job.uncertain.append(key)
+                created = await job.store.put_new(
+                    key, blob.data, blob.mime_type, IMMUTABLE_CACHE_CONTROL
+                )
+                job.uncertain.remove(key)
+                if created:
+                    job.created.append(key)
+                    job.sizes[key] = len(blob.data)
+                    return
+                # Someone wrote this key before us; it is not ours to replace or delete.
+                if self.key_mode == "name":
+                    if await job.store.get(key) != blob.data:
+                        raise NameTaken(
+                            f"{key!r} already exists in {job.store.description} with other "
+                            "content; uplodr never overwrites it in name mode: choose another "
+                            "name or use digest keys"
+                        )
+                    job.sizes[key] = len(blob.data)
+                    return
+                size = await job.store.size(key)
+                job.sizes[key] = size if size is not None else len(blob.data)
+
+        # Every write settles before a failure is raised, so the rollback cannot race a write
+        # still in flight (a thread of the local store cannot be cancelled).
+        results = await asyncio.gather(
+            *(write(key, blob) for key, blob in planned), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _write_manifest(self, job: _StoreJob, mkey: str, manifest: bytes) -> None:
+        job.uncertain.append(mkey)
+        created = await job.store.put_new(mkey, manifest, MANIFEST_MIME, "no-cache")
+        job.uncertain.remove(mkey)
+        job.manifest_created = created
+        if not created and self.key_mode == "name":
+            existing = _parse_manifest(await job.store.get(mkey))
+            if existing is None or existing.get("digest") != json.loads(manifest)["digest"]:
+                raise NameTaken(
+                    f"{mkey!r} was published by another upload in {job.store.description} "
+                    "meanwhile; choose another name or use digest keys"
+                )
+
+    async def _check_name_free(self, mkey: str, digest: str) -> Published | None:
+        """Name mode: the same content already published → that; other content → NameTaken."""
+        manifests = await asyncio.gather(*(store.get(mkey) for store in self.stores))
+        parsed = [_parse_manifest(raw) for raw in manifests]
+        for store, raw, manifest in zip(self.stores, manifests, parsed, strict=True):
+            if raw is not None and (manifest is None or manifest.get("digest") != digest):
+                raise NameTaken(
+                    f"{mkey!r} in {store.description} belongs to another upload; uplodr never "
+                    "overwrites it in name mode: choose another name or use digest keys"
+                )
+        if all(manifest is not None for manifest in parsed):
+            assert parsed[0] is not None
+            return Published(self._variants_from_manifest(parsed[0]), deduplicated=True)
+        return None
+
+    async def _roll_back(self, jobs: list[_StoreJob], mkey: str, digest: str) -> None:
+        """Best effort: delete what this job created, manifest first. A key whose write failed
+        with an unknown outcome is deleted too, unless a committed manifest now claims it."""
+
+        async def one(job: _StoreJob) -> None:
+            doomed = list(job.created)
+            if job.uncertain:
+                committed = None
+                with contextlib.suppress(Exception):
+                    committed = _parse_manifest(await job.store.get(mkey))
+                if committed is None or committed.get("digest") != digest or job.manifest_created:
+                    doomed += job.uncertain
+            if job.manifest_created:
+                await job.store.delete(mkey)
+            await asyncio.gather(*(job.store.delete(key) for key in doomed))
+
+        async def bounded(job: _StoreJob) -> None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(ROLLBACK_DEADLINE_S):
+                    await one(job)
+
+        await asyncio.gather(*(bounded(job) for job in jobs))
+
+
+def _manifest_bytes(variants: list[StoredVariant], digest: str, preset_json: str) -> bytes:
+    try:
+        preset: Any = json.loads(preset_json)
+    except ValueError:
+        preset = preset_json
+    document = {
+        "version": MANIFEST_VERSION,
+        "digest": digest,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "preset": preset,
+        "variants": [
+            {
+                "key": v.key,
+                "url": v.url,
+                "mime_type": v.mime_type,
+                "size_bytes": v.size_bytes,
+                "width": v.width,
+                "height": v.height,
+            }
+            for v in variants
+        ],
+    }
+    return json.dumps(document, indent=1, sort_keys=True).encode()
+
+
+def _parse_manifest(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("variants"), list):
+        return None
+    return manifest

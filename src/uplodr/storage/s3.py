@@ -1,0 +1,367 @@
+"""A store in an S3-compatible bucket (Tigris, AWS S3, Cloudflare R2, MinIO, Swift's s3api).
+
+Built on obstore: async, a Rust HTTP client, multipart uploads and conditional PUT
+(`If-None-Match: *`) built in, typed stubs, and no boto dependency tree.
+
+Retries: obstore's own retry loop is switched off (`max_retries=0`) and every call goes through
+one stamina caller: exponential backoff (0.1 s doubling, at most 2 s apart, plus up to 0.5 s of
+jitter) on throttling (429, 503 SlowDown), other 5xx, 408, timeouts and connection errors, never
+on 4xx auth or validation errors; all attempts of one call are bounded by `deadline_s`
+(20 s by default), enforced with `asyncio.timeout` so a hung attempt cannot stretch it.
+
+Errors become StorageUnavailable naming the store (`s3://bucket/prefix`) and the reason in plain
+words; obstore's own message (which holds URLs, request ids, the string to sign) is never shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import quote, urlsplit
+
+import obstore
+import stamina
+from obstore.exceptions import (
+    AlreadyExistsError,
+    BaseError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnauthenticatedError,
+)
+from obstore.store import S3Store as _ObstoreS3
+
+from uplodr.errors import StorageUnavailable
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3Config
+
+T = TypeVar("T")
+
+DEFAULT_DEADLINE_S = 20.0
+DEFAULT_REGION = "us-east-1"
+# Objects larger than this go up in 5 MiB parts (S3's minimum part size), several at once.
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+MULTIPART_CHUNK = 5 * 1024 * 1024
+PROBE_KEY = ".uplodr-probe"
+
+_STATUS = re.compile(r"status code: (\d{3})")
+_S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+
+
+class S3Store:
+    """One bucket (and optional prefix) of an S3-compatible service."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        region: str | None = None,
+        virtual_hosted: bool = False,
+        public_url: str | None = None,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+    ) -> None:
+        if not bucket:
+            raise ValueError("an S3 store needs a bucket name")
+        if public_url is not None and "{key}" not in public_url:
+            raise ValueError("public_url must contain {key}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint = endpoint.rstrip("/") if endpoint else None
+        self.region = region or DEFAULT_REGION
+        self.virtual_hosted = virtual_hosted
+        self.deadline_s = deadline_s
+        self.multipart_threshold = multipart_threshold
+        self.description = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.public_url = public_url or self._default_public_url()
+
+        config: S3Config = {
+            "region": self.region,
+            # Path style whenever a custom endpoint is set, unless asked otherwise.
+            "virtual_hosted_style_request": virtual_hosted,
+        }
+        if self.endpoint:
+            config["endpoint"] = self._endpoint_for_client()
+        if access_key_id:
+            config["access_key_id"] = access_key_id
+        if secret_access_key:
+            config["secret_access_key"] = secret_access_key
+        if session_token:
+            config["session_token"] = session_token
+        per_request = timedelta(seconds=max(1.0, min(deadline_s, 30.0)))
+        client: ClientConfig = {
+            "allow_http": bool(self.endpoint and self.endpoint.startswith("http://")),
+            "connect_timeout": timedelta(seconds=max(0.5, min(deadline_s / 4, 5.0))),
+            "timeout": per_request,
+        }
+        try:
+            self._store = _ObstoreS3(
+                bucket,
+                prefix=self.prefix or None,
+                config=config,
+                client_options=client,
+                retry_config={"max_retries": 0},  # stamina retries, with one overall deadline
+            )
+        except BaseError as error:
+            reason = "incomplete configuration"
+            if "SecretAccessKey" in str(error):
+                reason = "an access key without a secret (set AWS_SECRET_ACCESS_KEY)"
+            elif "AccessKeyId" in str(error):
+                reason = "a secret without an access key (set AWS_ACCESS_KEY_ID)"
+            raise StorageUnavailable(f"{self.description}: {reason}") from None
+        self._retry = stamina.AsyncRetryingCaller(
+            attempts=None,
+            timeout=deadline_s * 0.8,  # asyncio.timeout(deadline_s) is the hard bound
+            wait_initial=0.1,
+            wait_max=2.0,
+            wait_jitter=0.5,
+        ).on(is_retryable)
+
+    @classmethod
+    def from_env(
+        cls,
+        bucket: str,
+        prefix: str,
+        env: Mapping[str, str],
+        *,
+        public_url: str | None = None,
+        virtual_hosted: bool | None = None,
+        deadline_s: float | None = None,
+    ) -> S3Store:
+        """Endpoint, credentials and region from the variables Tigris sets on Fly."""
+        if virtual_hosted is None:
+            virtual_hosted = env.get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "").lower() in (
+                "1",
+                "true",
+                "yes",
+            )
+        if deadline_s is None:
+            deadline_s = float(env.get("UPLODR_STORAGE_DEADLINE", DEFAULT_DEADLINE_S))
+        return cls(
+            bucket,
+            prefix,
+            endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=env.get("AWS_SESSION_TOKEN"),
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+            virtual_hosted=virtual_hosted,
+            public_url=public_url,
+            deadline_s=deadline_s,
+        )
+
+    # -- the Store contract --------------------------------------------------------------------
+
+    async def put(self, key: str, data: bytes, content_type: str, cache_control: str) -> None:
+        attributes: dict[str, str] = {"Content-Type": content_type, "Cache-Control": cache_control}
+        multipart = len(data) > self.multipart_threshold
+        await self._call(
+            "write",
+            key,
+            lambda: obstore.put_async(
+                self._store,
+                key,
+                data,
+                attributes=attributes,
+                use_multipart=multipart,
+                chunk_size=MULTIPART_CHUNK,
+                max_concurrency=4,
+            ),
+        )
+
+    async def put_new(self, key: str, data: bytes, content_type: str, cache_control: str) -> bool:
+        if len(data) > self.multipart_threshold:
+            # obstore sends conditional PUTs as one request; a multipart upload cannot carry
+            # If-None-Match everywhere, so big objects check first (a small race, see README).
+            if await self.size(key) is not None:
+                return False
+            await self.put(key, data, content_type, cache_control)
+            return True
+        attributes: dict[str, str] = {"Content-Type": content_type, "Cache-Control": cache_control}
+        try:
+            await self._call(
+                "write",
+                key,
+                lambda: obstore.put_async(
+                    self._store,
+                    key,
+                    data,
+                    attributes=attributes,
+                    mode="create",
+                    use_multipart=False,
+                ),
+                passthrough=(AlreadyExistsError, PreconditionError),
+            )
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        return True
+
+    async def size(self, key: str) -> int | None:
+        try:
+            meta = await self._call(
+                "read",
+                key,
+                lambda: obstore.head_async(self._store, key),
+                passthrough=(FileNotFoundError,),
+            )
+        except FileNotFoundError:
+            return None
+        return int(meta["size"])
+
+    async def get(self, key: str) -> bytes | None:
+        async def fetch() -> bytes:
+            result = await obstore.get_async(self._store, key)
+            return bytes(await result.bytes_async())
+
+        try:
+            return await self._call("read", key, fetch, passthrough=(FileNotFoundError,))
+        except FileNotFoundError as error:
+            if "NoSuchBucket" in str(error):
+                raise StorageUnavailable(f"{self.description}: the bucket does not exist") from None
+            return None
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._call(
+                "delete",
+                key,
+                lambda: obstore.delete_async(self._store, key),
+                passthrough=(FileNotFoundError,),
+            )
+        except FileNotFoundError as error:
+            if "NoSuchBucket" in str(error):
+                raise StorageUnavailable(f"{self.description}: the bucket does not exist") from None
+
+    def url(self, key: str) -> str:
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        return self.public_url.replace("{key}", quote(full, safe="/"))
+
+    async def check_writable(self) -> None:
+        probe = b"uplodr write probe"
+        await self.put(PROBE_KEY, probe, "text/plain", "no-store")
+        if await self.get(PROBE_KEY) != probe:
+            raise StorageUnavailable(f"{self.description}: a probe object did not read back")
+        await self.delete(PROBE_KEY)
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        verb: str,
+        key: str,
+        fn: Callable[[], Awaitable[T]],
+        passthrough: tuple[type[BaseException], ...] = (),
+    ) -> T:
+        """Run one storage call with retries and the overall deadline; translate errors."""
+        failures: list[BaseException] = []
+
+        async def attempt() -> T:
+            try:
+                return await fn()
+            except Exception as error:
+                failures.append(error)
+                raise
+
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await self._retry(attempt)
+        except passthrough:
+            raise
+        except TimeoutError:
+            # The hard deadline cut a retry short: report why the attempts before it failed.
+            reason = explain(failures[-1]) if failures else "no answer"
+            raise StorageUnavailable(
+                f"{self.description}: cannot {verb} {key!r}: {reason} "
+                f"(gave up after {self.deadline_s:g} s)"
+            ) from None
+        except (BaseError, OSError) as error:
+            raise StorageUnavailable(
+                f"{self.description}: cannot {verb} {key!r}: {explain(error)}"
+            ) from None
+
+    def _endpoint_for_client(self) -> str:
+        assert self.endpoint is not None
+        if not self.virtual_hosted:
+            return self.endpoint
+        parts = urlsplit(self.endpoint)
+        if parts.hostname and parts.hostname.startswith(f"{self.bucket}."):
+            return self.endpoint
+        # obstore expects the bucket in a virtual-hosted endpoint.
+        return f"{parts.scheme}://{self.bucket}.{parts.netloc}{parts.path}"
+
+    def _default_public_url(self) -> str:
+        if self.endpoint and not self.virtual_hosted:
+            return f"{self.endpoint}/{quote(self.bucket)}/{{key}}"
+        if self.endpoint:
+            return f"{self._endpoint_for_client()}/{{key}}"
+        return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{{key}}"
+
+
+def _status(error: BaseException) -> int | None:
+    match = _STATUS.search(str(error))
+    return int(match.group(1)) if match else None
+
+
+def is_retryable(error: Exception) -> bool:
+    """Throttling, 5xx, request timeouts and connection errors: yes. Any other 4xx: never."""
+    if isinstance(
+        error,
+        PermissionDeniedError
+        | UnauthenticatedError
+        | AlreadyExistsError
+        | PreconditionError
+        | FileNotFoundError,
+    ):
+        return False
+    if not isinstance(error, BaseError):
+        return False
+    status = _status(error)
+    if status is not None:
+        return status in (408, 429) or status >= 500
+    text = str(error)
+    return any(
+        hint in text for hint in ("error sending request", "Connect", "Timeout", "timed out")
+    )
+
+
+def explain(error: BaseException) -> str:
+    """The reason in plain words, without URLs, request ids or anything signed."""
+    text = str(error)
+    code_match = _S3_CODE.search(text)
+    code = code_match.group(1) if code_match else ""
+    status = _status(error)
+    if code in ("SignatureDoesNotMatch", "InvalidAccessKeyId") or (
+        isinstance(error, UnauthenticatedError) and not code
+    ):
+        return (
+            "access denied: the access key or secret key is wrong "
+            "(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        )
+    if isinstance(error, PermissionDeniedError | UnauthenticatedError) or code == "AccessDenied":
+        return "access denied: these credentials may not write to this bucket"
+    if code == "NoSuchBucket":
+        return "the bucket does not exist"
+    if code in ("SlowDown", "TooManyRequests") or status == 429:
+        return "the service kept throttling requests (SlowDown) until the deadline"
+    if status is not None and status >= 500:
+        return f"the service kept failing (HTTP {status}{' ' + code if code else ''})"
+    if status is not None:
+        return f"the service refused the request (HTTP {status}{' ' + code if code else ''})"
+    if "error sending request" in text or "Connect" in text:
+        return "cannot connect to the endpoint (refused or unreachable)"
+    if "Timeout" in text or "timed out" in text:
+        return "the endpoint did not answer in time"
+    if isinstance(error, FileNotFoundError):
+        return "not found"
+    return f"unexpected storage error ({type(error).__name__})"

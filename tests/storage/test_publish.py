@@ -1,0 +1,210 @@
+"""All-or-nothing publishing to one or two real stores (Swift buckets and a local folder)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.swift import SwiftServer, free_port
+from uplodr.errors import StorageUnavailable
+from uplodr.storage import (
+    IMMUTABLE_CACHE_CONTROL,
+    Blob,
+    LocalStore,
+    NameTaken,
+    Publisher,
+    S3Store,
+    content_digest,
+)
+
+MakeStore = Callable[..., S3Store]
+PRESET = '{"formats":["webp","avif","jpeg"],"thumbnail_width":800}'
+
+
+def blobs(scale: int = 1, seed: int = 0) -> list[Blob]:
+    """Four variants shaped like a 12 MP photo's (random bytes; storage never decodes them)."""
+
+    def data(size: int) -> bytes:
+        n = size * scale // 64
+        return os.urandom(n) if seed < 0 else bytes([seed % 256]) * n
+
+    return [
+        Blob("", "webp", "image/webp", 4096, 3072, data(1_400_000)),
+        Blob("", "avif", "image/avif", 4096, 3072, data(900_000)),
+        Blob("", "jpg", "image/jpeg", 4096, 3072, data(2_100_000)),
+        Blob("-thumb", "png", "image/png", 800, 600, data(450_000)),
+    ]
+
+
+DIGEST = content_digest("ab" * 32, "preset1")
+
+
+async def test_two_stores_hold_everything(
+    swift: SwiftServer, make_bucket: Callable[[], str], s3_store: MakeStore
+) -> None:
+    a, b = make_bucket(), make_bucket()
+    publisher = Publisher([s3_store(a), s3_store(b)], "digest")
+    variants = blobs(seed=1)
+    published = await publisher.publish("blog", "cat", DIGEST, variants, PRESET)
+    assert not published.deduplicated
+    keys = [v.key for v in published.variants]
+    assert keys == [f"blog/cat-{DIGEST}{b.suffix}.{b.ext}" for b in variants]
+    manifest = f"blog/cat-{DIGEST}.json"
+    for bucket in (a, b):
+        assert sorted(swift.list_keys(bucket)) == sorted([*keys, manifest])
+    for variant, blob in zip(published.variants, variants, strict=True):
+        assert variant.url == f"{swift.endpoint}/v1/AUTH_test/{a}/{variant.key}"  # primary's URL
+        assert variant.size_bytes == len(blob.data)
+        response = swift.anonymous_get(a, variant.key)
+        assert response.content == blob.data
+        assert response.headers["content-type"] == blob.mime_type
+        assert response.headers["cache-control"] == IMMUTABLE_CACHE_CONTROL
+        assert int(response.headers["content-length"]) == variant.size_bytes
+        assert swift.anonymous_get(b, variant.key).content == blob.data
+    document = json.loads(swift.anonymous_get(b, manifest).content)
+    assert document["digest"] == DIGEST
+    assert document["preset"]["thumbnail_width"] == 800
+    assert [v["key"] for v in document["variants"]] == keys
+    assert {"url", "mime_type", "size_bytes", "width", "height"} <= set(document["variants"][0])
+
+    # Dedupe: the same digest is answered from the primary's manifest, with the same URLs.
+    again = await publisher.lookup("blog", "cat", DIGEST)
+    assert again is not None and again.deduplicated
+    assert again.variants == published.variants
+    assert await publisher.lookup("blog", "cat", content_digest("cd" * 32, "preset1")) is None
+    assert await publisher.lookup("other", "cat", DIGEST) is None
+
+
+async def assert_nothing_published(swift: SwiftServer, *buckets: str) -> None:
+    for bucket in buckets:
+        assert swift.list_keys(bucket) == [], bucket
+
+
+async def test_mirror_down_leaves_no_partial_set(
+    swift: SwiftServer, make_bucket: Callable[[], str], s3_store: MakeStore
+) -> None:
+    a = make_bucket()
+    dead = s3_store(a, deadline_s=1.0, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{free_port()}")
+    publisher = Publisher([s3_store(a), dead], "digest")
+    with pytest.raises(StorageUnavailable) as caught:
+        await publisher.publish("blog", "cat", DIGEST, blobs(seed=2), PRESET)
+    assert f"s3://{a}" in str(caught.value) and "cannot connect" in str(caught.value)
+    await assert_nothing_published(swift, a)  # the primary's objects were removed again
+    assert await publisher.lookup("blog", "cat", DIGEST) is None
+
+
+async def test_primary_refused_leaves_no_partial_set(
+    swift: SwiftServer, make_bucket: Callable[[], str], s3_store: MakeStore
+) -> None:
+    a, b = make_bucket(), make_bucket()
+    broken = s3_store(a, AWS_SECRET_ACCESS_KEY="wrong")
+    publisher = Publisher([broken, s3_store(b)], "digest")
+    with pytest.raises(StorageUnavailable, match="secret key is wrong"):
+        await publisher.publish("", "cat", DIGEST, blobs(seed=3), PRESET)
+    await assert_nothing_published(swift, a, b)
+
+
+async def test_server_stopped_mid_job_then_back(
+    swift: SwiftServer, make_bucket: Callable[[], str], s3_store: MakeStore
+) -> None:
+    """The proxy dies after the first objects are written and comes back 4 s later (after the
+    job's 3 s deadline): the job fails, the rollback's retries remove what it wrote, and the
+    next job through the same Publisher succeeds."""
+    a = make_bucket()
+    store = s3_store(a)
+    publisher = Publisher([store], "digest", concurrency=1)
+    written = asyncio.Event()
+
+    async def watch() -> None:
+        deadline = time.monotonic() + 10
+        while not await asyncio.to_thread(swift.list_keys, a):
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.005)
+        written.set()
+        swift.stop_proxy()
+        threading.Timer(4.0, swift.start_proxy).start()
+
+    watcher = asyncio.create_task(watch())
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageUnavailable, match=f"s3://{a}"):
+            await publisher.publish("blog", "cat", DIGEST, blobs(scale=64, seed=4), PRESET)
+    finally:
+        await watcher
+    assert written.is_set()
+    assert time.monotonic() - started < 3.0 + 10.0 + 1
+    for _ in range(100):  # the proxy restarts in the background
+        try:
+            keys = swift.list_keys(a)
+            break
+        except Exception:
+            await asyncio.sleep(0.1)
+    assert keys == []
+    published = await publisher.publish("blog", "cat", DIGEST, blobs(seed=5), PRESET)
+    assert len(swift.list_keys(a)) == 5 and not published.deduplicated
+
+
+async def test_existing_object_is_never_deleted(
+    swift: SwiftServer, make_bucket: Callable[[], str], s3_store: MakeStore
+) -> None:
+    a = make_bucket()
+    primary = s3_store(a)
+    variants = blobs(seed=6)
+    key = f"blog/cat-{DIGEST}.webp"
+    await primary.put(key, variants[0].data, "image/webp", IMMUTABLE_CACHE_CONTROL)
+    dead = s3_store(a, deadline_s=0.5, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StorageUnavailable):
+        await Publisher([primary, dead], "digest").publish("blog", "cat", DIGEST, variants, PRESET)
+    assert swift.list_keys(a) == [key]  # the earlier object stays, only this job's are gone
+
+
+async def test_name_mode_never_overwrites(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, "http://h/{key}")
+    publisher = Publisher([store], "name")
+    first = await publisher.publish("blog", "cat", DIGEST, blobs(seed=7), PRESET)
+    assert first.variants[0].key == "blog/cat.webp"
+    same = await publisher.publish("blog", "cat", DIGEST, blobs(seed=7), PRESET)
+    assert same.deduplicated and same.variants == first.variants
+    other = content_digest("ef" * 32, "preset1")
+    with pytest.raises(NameTaken):
+        await publisher.publish("blog", "cat", other, blobs(seed=8), PRESET)
+    assert (tmp_path / "blog/cat.webp").read_bytes() == blobs(seed=7)[0].data
+    # A leftover object of other content (no manifest) is refused too, and kept.
+    (tmp_path / "blog/dog.avif").write_bytes(b"someone else's")
+    with pytest.raises(NameTaken):
+        await publisher.publish("blog", "dog", other, blobs(seed=9), PRESET)
+    assert sorted(p.name for p in (tmp_path / "blog").iterdir()) == sorted(
+        ["cat.webp", "cat.avif", "cat.jpg", "cat-thumb.png", "cat.json", "dog.avif"]
+    )
+
+
+async def test_publish_timing_swift_vs_local(
+    swift: SwiftServer, bucket: str, s3_store: MakeStore, tmp_path: Path
+) -> None:
+    """Four variants of a 12 MP photo's sizes (~4.8 MB): time in storage, printed for the notes."""
+    variants = blobs(scale=64, seed=-1)
+    timings: dict[str, float] = {}
+    for name, store in (
+        ("swift", s3_store(bucket, deadline_s=20.0)),
+        ("local", LocalStore(tmp_path, "http://h/{key}")),
+    ):
+        best = float("inf")
+        for run in range(3):
+            digest = content_digest(f"{run:064x}", name)
+            started = time.perf_counter()
+            await Publisher([store], "digest").publish("bench", "photo", digest, variants, PRESET)
+            best = min(best, time.perf_counter() - started)
+        timings[name] = best
+    print(
+        f"\n4-variant publish ({sum(len(b.data) for b in variants) / 1e6:.1f} MB): "
+        f"swift {timings['swift'] * 1000:.0f} ms, local {timings['local'] * 1000:.0f} ms"
+    )
+    assert timings["swift"] < 20
