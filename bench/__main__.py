@@ -63,6 +63,13 @@ def worker_process(machine: Machine) -> psutil.Process:
     raise RuntimeError(f"no worker process for {machine.id}")
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 async def one_job(provider: LocalProvider, store: Path, photo: Path) -> JobFigures:
     token = secrets.token_urlsafe(16)
     env = {
@@ -85,13 +92,7 @@ async def one_job(provider: LocalProvider, store: Path, photo: Path) -> JobFigur
         (response,) = await client.stream([UploadSource(photo, photo.name, folder)], 300)
         finished = time.monotonic()
         cpu = sum(process.cpu_times()[:2]) - cpu_before
-        peak_kb = int(
-            next(
-                line.split()[1]
-                for line in Path(f"/proc/{process.pid}/status").read_text().splitlines()
-                if line.startswith("VmHWM:")
-            )
-        )
+        peak_mb = peak_rss_mb(process.pid)
         return JobFigures(
             photo=photo.name,
             megapixels=0.0,  # filled in from the in-process run
@@ -100,7 +101,7 @@ async def one_job(provider: LocalProvider, store: Path, photo: Path) -> JobFigur
             job_wall=finished - started,
             convert_wall=response.timings.convert,
             worker_cpu=cpu,
-            peak_rss_mb=peak_kb / 1024,
+            peak_rss_mb=peak_mb,
         )
     finally:
         await client.close()
@@ -137,13 +138,30 @@ async def main(photos: list[str], runs: int) -> None:
         finally:
             await provider.aclose()
     table = Table(title="one job per row (local provider, real worker process)")
-    for column in ("photo", "out MP", "create s", "boot→Ping s", "job wall s",
-                   "convert wall s", "worker CPU s", "wall ÷ CPU floor", "peak RSS MB"):
+    for column in (
+        "photo",
+        "out MP",
+        "create s",
+        "boot→Ping s",
+        "job wall s",
+        "convert wall s",
+        "worker CPU s",
+        "wall ÷ CPU floor",
+        "peak RSS MB",
+    ):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(r.photo, f"{r.megapixels:.1f}", f"{r.create:.3f}", f"{r.boot_to_ping:.3f}",
-                      f"{r.job_wall:.2f}", f"{r.convert_wall:.2f}", f"{r.worker_cpu:.2f}",
-                      f"{r.floor_ratio:.2f}", f"{r.peak_rss_mb:.0f}")
+        table.add_row(
+            r.photo,
+            f"{r.megapixels:.1f}",
+            f"{r.create:.3f}",
+            f"{r.boot_to_ping:.3f}",
+            f"{r.job_wall:.2f}",
+            f"{r.convert_wall:.2f}",
+            f"{r.worker_cpu:.2f}",
+            f"{r.floor_ratio:.2f}",
+            f"{r.peak_rss_mb:.0f}",
+        )
     console.print(table)
     encode_table = Table(title="encode time per variant (in-process, same preset)")
     encode_table.add_column("photo")

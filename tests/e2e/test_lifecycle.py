@@ -4,6 +4,7 @@ there) gets a clear error."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -34,10 +35,11 @@ def busy_worker(gateway: Gateway) -> psutil.Process:
 
     def converting() -> bool:
         for pid in gateway.workers():
-            proc = psutil.Process(pid)
-            if sum(proc.cpu_times()[:2]) > 1.5:
-                found.append(proc)
-                return True
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc = psutil.Process(pid)
+                if sum(proc.cpu_times()[:2]) > 1.5:
+                    found.append(proc)
+                    return True
         return False
 
     wait_for(converting, "a worker to start converting")

@@ -43,6 +43,7 @@ def running_worker(
 ) -> Iterator[Worker]:
     root.mkdir(parents=True, exist_ok=True)
     store, log = root / "store", root / "worker.log"
+    store.mkdir(exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     full_env = {**os.environ, **(env or {})}
     full_env.pop("UPLODR_WORKER_TOKEN", None)
@@ -66,7 +67,10 @@ def running_worker(
             command, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=root
         )
     try:
-        wait_for_ping(address, token)
+        try:
+            wait_for_ping(address, token)
+        except grpc.RpcError:
+            raise RuntimeError(f"worker did not answer Ping:\n{log.read_text()}") from None
         yield Worker(address, process, store, token, log)
     finally:
         process.terminate()

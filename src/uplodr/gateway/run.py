@@ -74,6 +74,9 @@ def resolve_stores(options: GatewayOptions) -> tuple[list[str], str | None]:
         else str(Path(s.removeprefix("file://")).expanduser().resolve())
         for s in specs
     ]
+    for spec in resolved:
+        if "://" not in spec:
+            Path(spec).mkdir(parents=True, exist_ok=True)
     public_url = options.public_url
     if public_url is None and "://" not in specs[0]:
         host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host

@@ -44,13 +44,25 @@ def scale_on_load(path: Path, info: ImageInfo, max_long_side: int) -> pyvips.Ima
     if info.format in ANIMATABLE and info.animated:
         options += ",n=-1"  # every frame; the box applies to each frame
     source = pyvips.Source.new_from_file(str(path))
-    return pyvips.Image.thumbnail_source(
-        source,
-        max_long_side,
-        height=max_long_side,
-        size="down",
-        option_string=options,
-        export_profile="srgb",
+    try:
+        # Shrink-on-load may already decode (JPEG's DCT scaling), so a truncated file can
+        # fail here as well as in decode().
+        return pyvips.Image.thumbnail_source(
+            source,
+            max_long_side,
+            height=max_long_side,
+            size="down",
+            option_string=options,
+            export_profile="srgb",
+        )
+    except pyvips.Error as error:
+        log.debug("load of %s failed: %s", info.format, error)
+        raise corrupt(info) from None
+
+
+def corrupt(info: ImageInfo) -> CorruptImage:
+    return CorruptImage(
+        f"the {FORMAT_NAMES[info.format]} image data is truncated or corrupt and cannot be decoded"
     )
 
 
@@ -62,10 +74,7 @@ def decode(image: pyvips.Image, info: ImageInfo, deadline: Deadline) -> pyvips.I
     except pyvips.Error as error:
         deadline.check()
         log.debug("decode of %s failed: %s", info.format, error)
-        raise CorruptImage(
-            f"the {FORMAT_NAMES[info.format]} image data is truncated or corrupt "
-            "and cannot be decoded"
-        ) from None
+        raise corrupt(info) from None
     deadline.check()
     return decoded
 
