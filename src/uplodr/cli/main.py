@@ -104,6 +104,37 @@ def main(verbose: bool) -> None:
     envvar="UPLODR_PRESET_FILE",
     help="JSON file of preset settings (see README).",
 )
+@click.option(
+    "--worker-idle-timeout",
+    type=DURATION,
+    default="30s",
+    envvar="UPLODR_WORKER_IDLE_TIMEOUT",
+    help="A worker whose gateway went silent this long ends itself.",
+)
+@click.option(
+    "--max-pixels",
+    type=int,
+    envvar="UPLODR_MAX_PIXELS",
+    help="Largest width × height × frames (default 100 000 000).",
+)
+@click.option(
+    "--max-side",
+    type=int,
+    envvar="UPLODR_MAX_SIDE",
+    help="Largest width or height in px (default 30 000).",
+)
+@click.option(
+    "--max-frames",
+    type=int,
+    envvar="UPLODR_MAX_FRAMES",
+    help="Most animation frames (default 500).",
+)
+@click.option(
+    "--max-seconds",
+    type=DURATION,
+    envvar="UPLODR_MAX_SECONDS",
+    help="Longest conversion of one image (default 60s).",
+)
 @provider_options
 def serve(
     host: str,
@@ -117,6 +148,11 @@ def serve(
     reap_interval: float,
     price_per_hour: float | None,
     preset_file: Path | None,
+    worker_idle_timeout: float,
+    max_pixels: int | None,
+    max_side: int | None,
+    max_frames: int | None,
+    max_seconds: float | None,
     provider: str,
     state_dir: Path | None,
     machine_memory: int | None,
@@ -138,6 +174,17 @@ def serve(
         preset_file=preset_file,
         provider=provider,
         machine_memory_mb=machine_memory // (1024 * 1024) if machine_memory else None,
+        worker_idle_timeout=worker_idle_timeout,
+        limits={
+            name: value
+            for name, value in (
+                ("max_pixels", max_pixels),
+                ("max_side", max_side),
+                ("max_frames", max_frames),
+                ("max_seconds", max_seconds),
+            )
+            if value is not None
+        },
     )
     sys.exit(run_gateway(options, build_provider(provider, state_dir, machine_memory)))
 

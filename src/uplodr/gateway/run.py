@@ -11,7 +11,7 @@ import os
 import secrets
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +23,8 @@ from uplodr.errors import UplodrError
 from uplodr.gateway.app import create_app
 from uplodr.gateway.service import ConversionService
 from uplodr.machines.base import Provider
+from uplodr.machines.fly import FlyProvider
+from uplodr.machines.pricing import fly_price_per_second
 from uplodr.preset import DEFAULT_PRESET, Preset
 from uplodr.storage import LocalStore, Publisher, open_store, store_env
 
@@ -44,7 +46,9 @@ class GatewayOptions:
     preset_file: Path | None = None
     provider: str = "local"
     machine_memory_mb: int | None = None
-    limits_json: str | None = None
+    worker_idle_timeout: float = 30.0
+    # ImageLimits overrides for the workers (max_pixels, max_side, max_frames, max_seconds).
+    limits: dict[str, float] = field(default_factory=dict)
 
 
 def data_dir() -> Path:
@@ -84,6 +88,13 @@ def resolve_stores(options: GatewayOptions) -> tuple[list[str], str | None]:
     return resolved, public_url
 
 
+def provider_price_per_second(provider: Provider, memory_mb: int | None) -> float:
+    if isinstance(provider, FlyProvider):
+        guest = provider.config.guest
+        return fly_price_per_second(guest.cpu_kind, guest.cpus, memory_mb or guest.memory_mb)
+    return 0.0
+
+
 def worker_env(
     stores: list[str], public_url: str | None, options: GatewayOptions, preset: Preset
 ) -> dict[str, str]:
@@ -98,8 +109,9 @@ def worker_env(
     env["UPLODR_KEYS"] = options.key_mode
     env["UPLODR_PRESET"] = preset.to_json()
     env["UPLODR_MAX_FILE_BYTES"] = str(options.max_upload_bytes)
-    if options.limits_json:
-        env["UPLODR_LIMITS"] = options.limits_json
+    env["UPLODR_IDLE_TIMEOUT"] = str(options.worker_idle_timeout)
+    if options.limits:
+        env["UPLODR_LIMITS"] = json.dumps(options.limits)
     return env
 
 
@@ -135,7 +147,11 @@ async def serve_gateway(options: GatewayOptions, provider: Provider) -> int:
         await provider.aclose()
         return 2
     gateway_id = f"{socket.gethostname()}-{secrets.token_hex(4)}"
-    price = (options.price_per_hour or 0.0) / 3600
+    price = (
+        options.price_per_hour / 3600
+        if options.price_per_hour is not None
+        else provider_price_per_second(provider, options.machine_memory_mb)
+    )
     dispatcher = Dispatcher(
         provider,
         worker_env(stores_specs, public_url, options, preset),
