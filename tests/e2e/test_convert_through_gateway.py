@@ -3,6 +3,9 @@ local store → URLs that the gateway serves. Every URL is fetched and its bytes
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +141,35 @@ def test_corrupt_image_is_refused_and_leaves_nothing(gateway: Gateway, tmp_path:
     response = post(gateway, not_an_image)
     assert response.status_code == 415
     assert "error" in response.json()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "uplodr", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_convert_prints_json_and_tables(gateway: Gateway, tmp_path: Path) -> None:
+    gif, png = corpus_file("iss634.gif"), corpus_file("sample-16bit.png")
+    result = run_cli(
+        "convert", str(gif), str(png), "--folder", "cli", "--server", gateway.url, "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)
+    assert [a["file_name"] for a in answers] == ["iss634.gif", "sample-16bit.png"]
+    assert all(len(a["variants"]) == 4 for a in answers)
+    # The same files again, as tables: answered from storage this time.
+    result = run_cli("convert", str(gif), "--folder", "cli", "--server", gateway.url)
+    assert result.returncode == 0, result.stderr
+    assert "iss634.gif → 4 variants (already converted)" in result.stdout
+    assert "image/avif" in result.stdout
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    result = run_cli("convert", str(broken), "--server", gateway.url)
+    assert result.returncode == 1
+    assert "broken.png:" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

@@ -51,14 +51,14 @@ def convert_files(
                 if not as_json:
                     console.print(f"[red]{path.name}: {answer.get('error')}[/red]")
             elif not as_json:
-                table = Table(
-                    "type",
-                    "dimensions",
-                    "size",
-                    "url",
-                    title=f"{path.name} → {len(answer['variants'])} variants"
-                    + (" (already converted)" if answer.get("deduplicated") else ""),
-                )
+                title = f"{path.name} → {len(answer['variants'])} variants"
+                if answer.get("deduplicated"):
+                    title += " (already converted)"
+                table = Table(title=title)
+                table.add_column("type")
+                table.add_column("dimensions")
+                table.add_column("size", justify="right")
+                table.add_column("url", overflow="fold")  # whole, so it can be copied
                 for v in answer["variants"]:
                     table.add_row(
                         v["mime_type"],
