@@ -118,7 +118,7 @@ def encode_times(photo: Path) -> tuple[float, dict[str, float]]:
 
 
 async def main(photos: list[str], runs: int) -> None:
-    console = Console()
+    console = Console(width=150)
     console.print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
@@ -126,6 +126,7 @@ async def main(photos: list[str], runs: int) -> None:
     results: list[JobFigures] = []
     with tempfile.TemporaryDirectory(prefix="uplodr-bench-") as tmp:
         provider = LocalProvider(Path(tmp) / "state")
+        (Path(tmp) / "store").mkdir()
         try:
             for name in photos:
                 photo = CORPUS / name

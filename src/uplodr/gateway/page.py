@@ -19,7 +19,9 @@ UPLOAD_PAGE = """<!doctype html>
   .job { border-top: 1px solid #ddd; padding: .8rem 0; }
   .error { color: #b00020; }
   table { border-collapse: collapse; width: 100%; margin-top: .4rem; }
-  td, th { text-align: left; padding: .2rem .5rem; border-bottom: 1px solid #eee; font-size: .85rem; }
+  td, th { text-align: left; padding: .2rem .5rem; border-bottom: 1px solid #eee; font-size: .85rem;
+           white-space: nowrap; }
+  td a { white-space: normal; word-break: break-all; }
   img.preview { max-width: 120px; max-height: 90px; }
 </style>
 </head>
