@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -54,7 +55,7 @@ def test_sigterm_lets_the_job_in_flight_finish(tmp_path: Path) -> None:
         errors: list[grpc.RpcError] = []
         started = threading.Event()
 
-        def messages():  # type: ignore[no-untyped-def]
+        def messages() -> Iterator[uplodr_pb2.UploadReq]:
             yield uplodr_pb2.UploadReq(file_name="beer.jpg", data=photo, done=True)
             started.set()
 

@@ -23,13 +23,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from uplodr.errors import InvalidRequest, Unauthenticated, UplodrError, status_of
+from uplodr.errors import InvalidRequest, TooLarge, Unauthenticated, UplodrError, status_of
 from uplodr.gateway import metrics
 from uplodr.gateway.body_limit import BodyLimit
 from uplodr.gateway.page import UPLOAD_PAGE
 from uplodr.gateway.service import ConversionService
 from uplodr.gateway.spool import Spooled, spool
 from uplodr.names import safe_file_name, safe_folder
+from uplodr.sniff import sniff_file
 
 log = logging.getLogger("uplodr.gateway")
 mimetypes.add_type("image/avif", ".avif")
@@ -45,8 +46,13 @@ class ClientGone(Exception):
 
 def error_response(error: UplodrError) -> JSONResponse:
     metrics.ERRORS.labels(code=error.code).inc()
+    # A body cut off at the limit was not read to its end: the connection cannot carry another
+    # request, so say it is closed (the server closes it after this answer).
+    headers = {"connection": "close"} if isinstance(error, TooLarge) else None
     return JSONResponse(
-        {"error": str(error), "code": error.code}, status_code=status_of(error).http
+        {"error": str(error), "code": error.code},
+        status_code=status_of(error).http,
+        headers=headers,
     )
 
 
@@ -124,6 +130,9 @@ def create_app(
                 metrics.UPLOAD_BYTES.inc(spooled.size)
                 if spooled.size == 0:
                     raise InvalidRequest("the request body is empty: send the image's bytes")
+                # Refuse a non-image (415) from its magic bytes before paying for a machine;
+                # the worker sniffs again and libvips allows only the listed loaders.
+                sniff_file(spooled.path)
                 answer = await until_disconnect(request, service.convert(spooled, name, folder))
             return JSONResponse(answer.as_json())
         except UplodrError as error:

@@ -8,15 +8,21 @@ in the gateway's memory or disk.
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uplodr.errors import TooLarge
+from uplodr.gateway import metrics
+
+log = logging.getLogger("uplodr.gateway")
 
 
 def _too_large_body(limit: int) -> bytes:
+    # The same shape and message as every other error answer (see gateway.app.error_response).
     return json.dumps(
-        {"error": f"upload is larger than the limit of {limit} bytes", "code": TooLarge.code}
+        {"error": f"upload is larger than the limit of {limit} bytes", "code": TooLarge.code},
+        separators=(",", ":"),
     ).encode()
 
 
@@ -31,6 +37,8 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            metrics.ERRORS.labels(code=TooLarge.code).inc()
+            log.info("upload refused: %d bytes declared, limit %d", int(declared), self.limit)
             body = _too_large_body(self.limit)
             await send(
                 {

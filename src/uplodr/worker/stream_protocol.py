@@ -44,6 +44,16 @@ class FileEnded:
 
 Event = FileStarted | Chunk | FileEnded
 
+SHOWN_NAME_CHARS = 60
+
+
+def _shown(name: str) -> str:
+    """A client's file name as error messages quote it: escaped, and cut short (the name is not
+    validated yet; a 5000-character name must not come back as a 5000-character message)."""
+    if len(name) > SHOWN_NAME_CHARS:
+        return repr(name[:SHOWN_NAME_CHARS]) + "..."
+    return repr(name)
+
 
 class StreamProtocol:
     def __init__(self, max_file_bytes: int) -> None:
@@ -74,7 +84,7 @@ class StreamProtocol:
         ):
             raise InvalidRequest(
                 "file_name or folder changed before 'done' ended the file "
-                f"{self._current.file_name!r}"
+                f"{_shown(self._current.file_name)}"
             )
         if message.data:
             self._size += len(message.data)
@@ -85,7 +95,7 @@ class StreamProtocol:
             raise InvalidRequest("empty chunk: a message without data must set done")
         if message.done:
             if self._size == 0:
-                raise InvalidRequest(f"file {self._current.file_name!r} is empty")
+                raise InvalidRequest(f"file {_shown(self._current.file_name)} is empty")
             events.append(FileEnded(self._size))
             self._current = None
             self.files_done += 1
@@ -94,6 +104,8 @@ class StreamProtocol:
     def end(self) -> None:
         """The client closed its side of the stream."""
         if self._current is not None:
-            raise InvalidRequest(f"stream ended before 'done' for file {self._current.file_name!r}")
+            raise InvalidRequest(
+                f"stream ended before 'done' for file {_shown(self._current.file_name)}"
+            )
         if self.files_done == 0:
             raise InvalidRequest("stream carried no file")

@@ -1,0 +1,88 @@
+"""`uplodr serve --machine-memory 512M`: a job that needs more memory than its machine has fails
+with a clear 422 that says so, and the machine is destroyed; the default preset keeps the same
+24 MP photo inside 512 MB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.hostile.support import MachineMemory, machines_created
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.paths import corpus_file
+from uplodr.machines import cgroup
+from uplodr.preset import DEFAULT_PRESET
+
+MEMORY = "512M"
+PHOTO = "craft-beer.jpg"  # 6000 x 4000: a full-resolution AVIF of it peaks at ~600-670 MB
+
+
+def post_photo(gateway: Gateway) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}/v1/images",
+        params={"name": PHOTO, "folder": "cap"},
+        content=corpus_file(PHOTO).read_bytes(),
+        timeout=240,
+    )
+
+
+def assert_nothing_left(gateway: Gateway) -> None:
+    assert gateway.workers() == []
+    assert gateway.machine_records() == []
+    parent = cgroup.default_parent()
+    if parent is not None:
+        assert not [m for m in machines_created(gateway) if (parent / m).exists()]
+
+
+@pytest.fixture
+def full_size_preset(tmp_path: Path) -> Path:
+    settings = json.loads(DEFAULT_PRESET.to_json())
+    settings["max_long_side"] = 8000  # no downscale: every variant at 24 MP
+    path = tmp_path / "full-size.json"
+    path.write_text(json.dumps(settings))
+    return path
+
+
+def test_a_job_beyond_the_machine_memory_fails_clearly(
+    tmp_path: Path, full_size_preset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_gateway(
+        tmp_path / "gw", "--machine-memory", MEMORY, "--preset", str(full_size_preset)
+    ) as gateway:
+        with MachineMemory(gateway) as memory:
+            response = post_photo(gateway)
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert body["code"] == "limit_exceeded"
+        assert "memory" in body["error"] and "512 MB" in body["error"]
+        assert "Traceback" not in response.text
+        assert len(machines_created(gateway)) == 1
+        assert_nothing_left(gateway)
+        # The gateway is fine and the next job gets a fresh machine.
+        assert httpx.get(f"{gateway.url}/healthz", timeout=10).status_code == 200
+    with capsys.disabled():
+        print(
+            f"\nfull-size preset under {MEMORY}: {response.status_code} {body['error']!r}; "
+            f"cgroup peak {memory.cgroup_peak_mb:.0f} MB"
+        )
+
+
+def test_the_default_preset_fits_the_photo_in_512_mb(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_gateway(tmp_path / "gw", "--machine-memory", MEMORY) as gateway:
+        with MachineMemory(gateway) as memory:
+            response = post_photo(gateway)
+        assert response.status_code == 200, response.text
+        variants = response.json()["variants"]
+        assert max(max(v["width"], v["height"]) for v in variants) == DEFAULT_PRESET.max_long_side
+        assert_nothing_left(gateway)
+    assert 0 < memory.worker_peak_mb < 512
+    with capsys.disabled():
+        print(
+            f"\ndefault preset under {MEMORY}: worker peak {memory.worker_peak_mb:.0f} MB "
+            f"(VmHWM), cgroup peak {memory.cgroup_peak_mb:.0f} MB"
+        )
