@@ -24,6 +24,11 @@ COST = Counter(
     "uplodr_cost", "Cost of machine time, in the price table's currency", registry=REGISTRY
 )
 UPLOAD_BYTES = Counter("uplodr_upload_bytes", "Bytes of uploads received", registry=REGISTRY)
+MACHINES_CREATED = Counter(
+    "uplodr_machines_created",
+    "Machines created for jobs (a deduplicated upload creates none)",
+    registry=REGISTRY,
+)
 
 
 def observe_job(timings: dict[str, float], cost: float) -> None:

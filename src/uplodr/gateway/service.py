@@ -59,6 +59,14 @@ class ConversionService:
         self.publisher = publisher
         self.preset = preset
         self._fingerprint = preset.fingerprint()
+        self._machines_counted = 0
+
+    def _count_machines(self) -> None:
+        """Move the Prometheus counter by the machines the dispatcher created since the last
+        call (also for failed jobs; jobs running at once are each counted once)."""
+        created = self.dispatcher.machines_created
+        metrics.MACHINES_CREATED.inc(created - self._machines_counted)
+        self._machines_counted = created
 
     async def convert(self, spooled: Spooled, name: SafeName, folder: str) -> Answer:
         started = time.monotonic()
@@ -73,7 +81,10 @@ class ConversionService:
                 deduplicated=True,
                 timings={"total": round(time.monotonic() - started, 4)},
             )
-        result = await self.dispatcher.run([UploadSource(spooled.path, name.file_name, folder)])
+        try:
+            result = await self.dispatcher.run([UploadSource(spooled.path, name.file_name, folder)])
+        finally:
+            self._count_machines()
         cost = result.timings.machine_seconds * self.dispatcher.settings.price_per_second
         metrics.observe_job(result.timings.as_dict(), cost)
         log.info(

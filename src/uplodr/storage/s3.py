@@ -16,8 +16,10 @@ words; obstore's own message (which holds URLs, request ids, the string to sign)
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, urlsplit
@@ -49,6 +51,21 @@ PROBE_KEY = ".uplodr-probe"
 
 _STATUS = re.compile(r"status code: (\d{3})")
 _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+
+# True while `check_writable` runs: its failure is one line that already says how long it tried.
+_PROBING: ContextVar[bool] = ContextVar("uplodr_s3_probing", default=False)
+
+
+class _QuietWhileProbing(logging.Filter):
+    """stamina logs every scheduled retry at WARNING. During the start-up probe those notices
+    would bury the one clear line `uplodr serve` / `uplodr worker` print, so they are dropped
+    there (and only there: a retry during a job stays in the log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _PROBING.get()
+
+
+logging.getLogger("stamina").addFilter(_QuietWhileProbing())
 
 
 class S3Store:
@@ -246,10 +263,14 @@ class S3Store:
 
     async def check_writable(self) -> None:
         probe = b"uplodr write probe"
-        await self.put(PROBE_KEY, probe, "text/plain", "no-store")
-        if await self.get(PROBE_KEY) != probe:
-            raise StorageUnavailable(f"{self.description}: a probe object did not read back")
-        await self.delete(PROBE_KEY)
+        probing = _PROBING.set(True)
+        try:
+            await self.put(PROBE_KEY, probe, "text/plain", "no-store")
+            if await self.get(PROBE_KEY) != probe:
+                raise StorageUnavailable(f"{self.description}: a probe object did not read back")
+            await self.delete(PROBE_KEY)
+        finally:
+            _PROBING.reset(probing)
 
     async def aclose(self) -> None:
         return None
