@@ -31,7 +31,10 @@ from uplodr.storage.keys import manifest_key, variant_key
 KeyMode = Literal["digest", "name"]
 MANIFEST_MIME = "application/json"
 MANIFEST_VERSION = 1
-ROLLBACK_DEADLINE_S = 10.0
+# How long a failed job keeps trying to remove what it wrote. A store that is down for a short
+# while (a proxy restart) comes back within this; objects left after it carry no manifest, so
+# they are incomplete by definition and never returned. The client's error waits for this.
+ROLLBACK_DEADLINE_S = 30.0
 
 
 class NameTaken(InvalidRequest):
