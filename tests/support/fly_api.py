@@ -13,8 +13,9 @@ What it does:
 - rate-limits per action and machine (per app for create and list) with a token bucket,
   1 request/s and a burst of 3 by default → 429;
 - moves machines created → starting → started with configurable latency; `Faults` injects
-  region capacity errors, machines stuck in `created`, machines that vanish, random 5xx and
-  creates whose answer is lost after the machine was made;
+  region capacity errors, machines stuck in `created`, machines that vanish, random 5xx (or
+  the next N of an action), and creates whose answer is lost after the machine was made;
+  `injected`, `created`, `destroyed`, `calls` and `statuses` count what happened;
 - runs each machine as a real local process (default: `python -m uplodr worker --grpc-addr
   127.0.0.N:PORT`, replaceable through `process_factory`) whose private_ip is its own loopback
   address; DELETE, or the process exiting (auto_destroy), destroys the machine and kills its
@@ -115,6 +116,9 @@ class Faults:
     vanish: float = 0.0  # a started machine disappears (record and process) at once
     error_5xx: float = 0.0  # any request answers 503 before doing anything
     lost_create: float = 0.0  # create makes the machine, then answers 500
+    capacity: float = 0.0  # a create finds its region (any region) without room
+    # the next N requests of an action ("create", "delete", "wait", ...) answer 503
+    fail_next: Counter[str] = field(default_factory=Counter)
     seed: int | None = None
 
 
@@ -230,6 +234,13 @@ class FlyApiServer:
         self.calls: Counter[str] = Counter()  # per operation, every request that was routed
         self.statuses: Counter[tuple[str, int]] = Counter()  # (operation, HTTP status)
         self.spec_errors: list[str] = []  # answers of ours that the spec does not allow
+        # faults that fired, by kind: rate_limited, error_5xx, capacity, stuck_in_created,
+        # vanish, lost_create
+        self.injected: Counter[str] = Counter()
+        self.created = 0  # machines made (a lost create's machine included)
+        # machines destroyed, by who: "user" (DELETE), "flyd" (auto_destroy after the process
+        # exited), "vanish", "shutdown"
+        self.destroyed: Counter[str] = Counter()
         self._machine_schema = self.spec.definition("Machine")
         self._buckets = _Buckets(rate, burst)
         self._random = random.Random(self.faults.seed)
@@ -321,6 +332,23 @@ class FlyApiServer:
         with self._lock:
             return self._machines.get(machine_id) or self._graveyard.get(machine_id)
 
+    def snapshot(self) -> list[FakeMachine]:
+        """The machines that exist now (not destroyed)."""
+        with self._lock:
+            return list(self._machines.values())
+
+    def kill_process(self, machine_id: str) -> bool:
+        """SIGKILL the machine's worker process, as a crash would (the machine then stops and,
+        with auto_destroy, is destroyed by flyd). False if it had no live process."""
+        with self._lock:
+            machine = self._machines.get(machine_id)
+            process = machine.process if machine is not None else None
+        if process is None or process.poll() is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return True
+
     def limit(self, rate: float, burst: int = 3) -> None:
         """Change the rate limit (requests/s per action and machine; 0 = unlimited)."""
         with self._lock:
@@ -332,6 +360,7 @@ class FlyApiServer:
             machine = self._machines.pop(machine_id, None)
             if machine is not None:
                 _kill(machine)
+                self.destroyed["vanish"] += 1
 
     # -- request pipeline --------------------------------------------------------------------
 
@@ -348,10 +377,16 @@ class FlyApiServer:
             return _error(404, "app not found"), {}, None
         wait = self._buckets.take((action, machine_id or bucket))
         if wait:
+            self.injected["rate_limited"] += 1
             headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
             body = {"error": f"rate limit exceeded for {action}"}
             return JSONResponse(body, status_code=429, headers=headers), {}, None
-        if self._random.random() < self.faults.error_5xx:
+        with self._lock:
+            forced = self.faults.fail_next[action] > 0
+            if forced:
+                self.faults.fail_next[action] -= 1
+        if forced or self._random.random() < self.faults.error_5xx:
+            self.injected["error_5xx"] += 1
             return _error(503, "simulated outage"), {}, None
         try:
             query = self.spec.check_query(operation, list(request.query_params.multi_items()))
@@ -381,7 +416,8 @@ class FlyApiServer:
         region = str(body.get("region") or "local")
         if not config.get("image"):
             return self._answer(op, _error(422, "a machine needs config.image"))
-        if region in self.faults.capacity_regions:
+        if region in self.faults.capacity_regions or self._random.random() < self.faults.capacity:
+            self.injected["capacity"] += 1
             message = f"insufficient resources to create new machine in {region}"
             status = self.faults.capacity_status
             return self._answer(op, _error(status, message, status="insufficient_capacity"))
@@ -397,10 +433,14 @@ class FlyApiServer:
             )
             machine.event("launch", "created", source="user")
             self._machines[machine.id] = machine
+            self.created += 1
             if self._random.random() >= self.faults.stuck_in_created:
                 self._later(self.boot_latency, self._boot, machine.id)
+            else:
+                self.injected["stuck_in_created"] += 1
             answer = self._machine_json(machine)
         if self._random.random() < self.faults.lost_create:
+            self.injected["lost_create"] += 1
             return self._answer(op, _error(500, "simulated: lost the answer"))
         return self._answer(op, JSONResponse(answer))
 
@@ -506,6 +546,7 @@ class FlyApiServer:
                 return
             machine.event("start", "started")
             if self._random.random() < self.faults.vanish:
+                self.injected["vanish"] += 1
                 self.vanish(machine_id)
 
     async def _monitor(self) -> None:
@@ -532,7 +573,8 @@ class FlyApiServer:
     def _destroy(self, machine: FakeMachine, source: str) -> None:
         _kill(machine)
         machine.event("destroy", "destroyed", source=source)
-        self._machines.pop(machine.id, None)
+        if self._machines.pop(machine.id, None) is not None:
+            self.destroyed[source] += 1
         self._graveyard[machine.id] = machine
 
     def _allocate_ip(self) -> int:

@@ -109,6 +109,7 @@ class LocalProvider:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._reasons: dict[str, str] = {}  # why our exited children stopped
         self._created: set[str] = set()  # ours and not destroyed yet (running or not)
+        self._creating: set[asyncio.Task[Machine]] = set()  # creates still running
         self._self_start = process_start_time(os.getpid()) or 0
         if memory_mb is not None:
             self._memory_cgroups()  # fail at construction, not at the first job
@@ -116,6 +117,15 @@ class LocalProvider:
     # -- the Provider protocol -----------------------------------------------------------
 
     async def create(self, spec: MachineSpec) -> Machine:
+        # Spawning and recording are one step that a cancellation cannot split: a process
+        # without a record could not be found by its tags (the caller looks for the machine by
+        # its job tag when its create was cancelled).
+        task = asyncio.create_task(self._create(spec))
+        self._creating.add(task)
+        task.add_done_callback(self._creating.discard)
+        return await asyncio.shield(task)
+
+    async def _create(self, spec: MachineSpec) -> Machine:
         memory_mb = spec.memory_mb if spec.memory_mb is not None else self.memory_mb
         if memory_mb is not None and memory_mb <= 0:
             raise ProviderError(f"memory limit must be positive, not {memory_mb} MB")
@@ -248,6 +258,8 @@ class LocalProvider:
     async def aclose(self) -> None:
         """Destroy the machines this provider created and nobody destroyed yet, running or
         crashed (nothing is left running, no record or cgroup left, when the gateway stops)."""
+        if self._creating:
+            await asyncio.gather(*self._creating, return_exceptions=True)
         for machine_id in sorted(self._created):
             await self.destroy(machine_id)
 

@@ -1,8 +1,20 @@
 """When a worker ends itself: SIGTERM, its maximum lifetime, or silence from its gateway.
 
 A machine that nobody destroys must still stop billing. The gateway calls Ping every few
-seconds while it owns a machine; when no call has arrived for `idle_timeout` and no job is in
-flight, the gateway is presumed gone and the worker exits (FLAME's terminator does the same).
+seconds while it owns a machine (booting: the readiness Ping; during a job: a heartbeat at a
+third of the idle timeout); every call and every stream message counts. The worker exits when:
+- no call arrived for `idle_timeout` and no job is in flight: the gateway is presumed gone
+  (FLAME's terminator does the same). A gateway process that dies mid-job closes its
+  connection, which ends the job's call at once, so this also covers a killed gateway;
+- a job is in flight but nothing arrived for twice `idle_timeout`: the gateway vanished without
+  closing its connection (its host is gone), since a live gateway keeps pinging during a job;
+- `max_lifetime` passed, whatever happens.
+
+Ending itself is bounded too: when the worker stops for one of these reasons, whatever is still
+running for the gone gateway (a conversion thread the server cannot interrupt) gets
+`exit_grace` seconds, then the process exits anyway (`os._exit`) — an orphan must stop billing
+within its idle timeout plus a few seconds, not whenever its last encode would have finished.
+A SIGTERM (the provider destroying the machine) is left to the provider's own SIGKILL.
 """
 
 from __future__ import annotations
@@ -10,16 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import threading
 import time
 
 log = logging.getLogger("uplodr.worker")
 
 
 class Lifetime:
-    def __init__(self, max_lifetime: float, idle_timeout: float) -> None:
+    def __init__(self, max_lifetime: float, idle_timeout: float, exit_grace: float = 2.0) -> None:
         self.max_lifetime = max_lifetime
         self.idle_timeout = idle_timeout
+        self.exit_grace = exit_grace
         self.started = time.monotonic()
         self.last_call = self.started
         self.in_flight = 0
@@ -44,9 +59,24 @@ class Lifetime:
         now = time.monotonic()
         if now - self.started >= self.max_lifetime:
             return f"max lifetime of {self.max_lifetime:g}s reached"
-        if self.in_flight == 0 and now - self.last_call >= self.idle_timeout:
+        silent = now - self.last_call
+        if self.in_flight == 0 and silent >= self.idle_timeout:
             return f"no call for {self.idle_timeout:g}s: the gateway is gone"
+        if self.in_flight > 0 and silent >= 2 * self.idle_timeout:
+            return f"no heartbeat for {2 * self.idle_timeout:g}s during a job: the gateway is gone"
         return None
+
+    def _exit_soon(self) -> None:
+        """Exit the process `exit_grace` seconds from now unless it has ended by then."""
+
+        def exit_now() -> None:
+            log.info("worker exiting: still busy %gs after stopping", self.exit_grace)
+            logging.shutdown()
+            os._exit(0)
+
+        timer = threading.Timer(self.exit_grace, exit_now)
+        timer.daemon = True
+        timer.start()
 
     async def wait(self) -> str:
         """Return the reason once the worker should stop."""
@@ -54,8 +84,11 @@ class Lifetime:
             reason = self._expired()
             if reason:
                 self.request_stop(reason)
+                self._exit_soon()
                 break
-            # Wake at least once a second to re-check the clocks; a stop request wakes at once.
+            # Re-check the clocks often enough for short timeouts (at most once a second); a
+            # stop request wakes at once.
+            tick = min(1.0, max(0.05, self.idle_timeout / 10))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+                await asyncio.wait_for(self._stop.wait(), timeout=tick)
         return self.reason
