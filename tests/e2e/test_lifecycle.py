@@ -4,11 +4,8 @@ there) gets a clear error."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
-import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,34 +13,9 @@ import psutil
 
 from tests.support.gateway import Gateway
 from tests.support.paths import corpus_file
+from tests.support.waiting import busy_worker, wait_for
 
 DEADLINE = 60.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.02)  # polling a condition under a deadline
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def busy_worker(gateway: Gateway) -> psutil.Process:
-    """The job's worker once it is converting (it has used real CPU time)."""
-    found: list[psutil.Process] = []
-
-    def converting() -> bool:
-        for pid in gateway.workers():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc = psutil.Process(pid)
-                if sum(proc.cpu_times()[:2]) > 1.5:
-                    found.append(proc)
-                    return True
-        return False
-
-    wait_for(converting, "a worker to start converting")
-    return found[0]
 
 
 def test_worker_killed_mid_job_gives_a_clear_error(gateway: Gateway) -> None:

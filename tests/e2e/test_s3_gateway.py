@@ -12,20 +12,17 @@ storage with S3 against the local folder store (run with `pytest -s`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 import pyvips
 
@@ -33,6 +30,7 @@ from tests.support.gateway import Gateway, running_gateway
 from tests.support.paths import corpus_file
 from tests.support.procs import free_port
 from tests.support.swift import ACCESS_KEY, SECRET_KEY, SwiftServer
+from tests.support.waiting import busy_worker, wait_for
 from uplodr.storage.s3 import S3Store
 
 # Short storage deadline for gateways and (through store_env) their workers: an outage is
@@ -51,32 +49,6 @@ LOADERS = {
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.02)  # polling a condition under a deadline
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def busy_worker(gateway: Gateway) -> psutil.Process:
-    """The job's worker once it is converting (it has used real CPU time)."""
-    found: list[psutil.Process] = []
-
-    def converting() -> bool:
-        for pid in gateway.workers():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc = psutil.Process(pid)
-                if sum(proc.cpu_times()[:2]) > 1.5:
-                    found.append(proc)
-                    return True
-        return False
-
-    wait_for(converting, "a worker to start converting")
-    return found[0]
 
 
 def no_machine_left(gateway: Gateway) -> None:

@@ -205,6 +205,25 @@ async def test_boot_deadline_leaves_nothing_local(
     await never.aclose()
 
 
+async def test_worker_that_exits_while_booting_fails_fast(
+    env: dict[str, str], mark: str, tmp_path: Path
+) -> None:
+    """A worker that cannot start (it exits at once) fails the job with its exit reason long
+    before the boot deadline, and its machine is gone."""
+    broken = LocalProvider(
+        tmp_path / "state-broken",
+        command=lambda port: [sys.executable, "-c", "raise SystemExit(2)"],
+        grace=1.0,
+    )
+    dispatcher, _ = make(broken, env, boot_timeout=30.0)
+    started = time.monotonic()
+    with pytest.raises(WorkerUnavailable, match="exited with code 2"):
+        await dispatcher.run([upload(tmp_path, image())])
+    assert time.monotonic() - started < 10  # not the 30 s boot deadline
+    await nothing_left(broken, mark)
+    await broken.aclose()
+
+
 async def test_boot_deadline_leaves_nothing_fly(
     fly: FlyApiServer, fly_provider: FlyProvider, env: dict[str, str], mark: str, tmp_path: Path
 ) -> None:

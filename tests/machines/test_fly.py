@@ -70,10 +70,19 @@ async def provider(fly: FlyApiServer) -> AsyncIterator[FlyProvider]:
     await provider.aclose()
 
 
-def greet(address: str) -> bytes:
+def greet(address: str, deadline: float = 10.0) -> bytes:
+    """The stand-in's greeting. "started" means the machine booted, not that its process
+    listens yet (the dispatcher waits with a Ping for the same reason): retry until it does."""
     host, port = address.rsplit(":", 1)
-    with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as conn:
-        return conn.recv(64)
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as conn:
+                return conn.recv(64)
+        except ConnectionRefusedError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.02)  # polling a real connection under a deadline
 
 
 async def test_lifecycle_create_wait_list_destroy(
@@ -324,6 +333,7 @@ async def test_real_worker_machine_answers_ping_at_its_address(
     tmp_path: Path, mark_env: dict[str, str], no_leftover_processes: None
 ) -> None:
     """The default process factory: `python -m uplodr worker` on the machine's private IP."""
+    (tmp_path / "store").mkdir()
     env = {
         "UPLODR_STORES": json.dumps([str(tmp_path / "store")]),
         "UPLODR_PUBLIC_URL": "http://files.test/{key}",

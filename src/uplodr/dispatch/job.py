@@ -90,6 +90,11 @@ class DispatchTotals:
     cost: float = 0.0
 
 
+# How often the provider is asked whether a booting machine has already stopped (one GET on
+# Fly, within its rate limit of ~1 request/s per action and machine).
+BOOT_EXIT_POLL_SECONDS = 1.0
+
+
 def _is_retryable_destroy_error(error: Exception) -> bool:
     return not isinstance(error, ProviderError)
 
@@ -211,7 +216,7 @@ class Dispatcher:
         try:
             async with asyncio.timeout(deadline):
                 await self.provider.wait_started(machine, deadline)
-                await client.wait_ready(deadline)
+                await self._ready_unless_exited(machine, client, deadline)
         except TimeoutError:
             raise await self._explain_worker_failure(
                 machine, WorkerUnavailable(f"worker did not become ready within {deadline:g}s")
@@ -219,16 +224,39 @@ class Dispatcher:
         except WorkerUnavailable as error:
             raise await self._explain_worker_failure(machine, error) from None
 
+    async def _ready_unless_exited(
+        self, machine: Machine, client: WorkerClient, deadline: float
+    ) -> None:
+        """Wait for the worker's first Ping answer, but give up as soon as the provider says the
+        machine stopped (a worker that cannot start — bad storage credentials, say — must not
+        make the job wait out the whole boot deadline)."""
+        ready = asyncio.ensure_future(client.wait_ready(deadline))
+        try:
+            while not ready.done():
+                await asyncio.wait({ready}, timeout=BOOT_EXIT_POLL_SECONDS)
+                if not ready.done() and await self.provider.failure(machine.id):
+                    raise WorkerUnavailable("worker stopped while booting")
+            ready.result()
+        finally:
+            ready.cancel()
+
     async def _explain_worker_failure(
         self, machine: Machine, error: WorkerUnavailable
     ) -> UplodrError:
-        """The provider's reason when it knows one (crash, out of memory), else `error`."""
+        """The provider's reason when it knows one (crash, out of memory), else `error`.
+
+        A worker killed by the kernel's OOM killer drops its connection a moment before the
+        provider has reaped it, so the reason is asked for up to four times over ~1.7 s."""
         with contextlib.suppress(Exception):
-            reason = await self.provider.failure(machine.id)
-            if reason and "out of memory" in reason:
-                return LimitExceeded(f"the image needs more memory than the worker has: {reason}")
-            if reason:
-                return WorkerUnavailable(f"worker stopped: {reason}")
+            for pause in (0.0, 0.2, 0.5, 1.0):  # within Fly's burst of 3, then 1/s
+                await asyncio.sleep(pause)
+                reason = await self.provider.failure(machine.id)
+                if reason and "out of memory" in reason:
+                    return LimitExceeded(
+                        f"the image needs more memory than the worker has: {reason}"
+                    )
+                if reason:
+                    return WorkerUnavailable(f"worker stopped: {reason}")
         return error
 
     async def _heartbeat(self, client: WorkerClient) -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from uplodr.dispatch.job import DispatchTotals
 
 REGISTRY = CollectorRegistry()
 
@@ -17,24 +23,46 @@ PHASE_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
 )
-MACHINE_SECONDS = Counter(
-    "uplodr_machine_seconds", "Machine-seconds used, from create to destroyed", registry=REGISTRY
-)
-COST = Counter(
-    "uplodr_cost", "Cost of machine time, in the price table's currency", registry=REGISTRY
-)
 UPLOAD_BYTES = Counter("uplodr_upload_bytes", "Bytes of uploads received", registry=REGISTRY)
-MACHINES_CREATED = Counter(
-    "uplodr_machines_created",
-    "Machines created for jobs (a deduplicated upload creates none)",
-    registry=REGISTRY,
-)
 
 
-def observe_job(timings: dict[str, float], cost: float) -> None:
+class DispatchCollector(Collector):
+    """Machine counts, machine-seconds and cost straight from the dispatcher's totals, so that
+    failed and cancelled jobs — whose machines billed too — are counted like successful ones."""
+
+    def __init__(self, totals: Callable[[], DispatchTotals]) -> None:
+        self._totals = totals
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self._totals()
+        for name, documentation, value in (
+            (
+                "uplodr_machines_created",
+                "Machines created for jobs (a deduplicated upload creates none)",
+                totals.machines_created,
+            ),
+            (
+                "uplodr_machines_destroyed",
+                "Machines destroyed by their job",
+                totals.machines_destroyed,
+            ),
+            (
+                "uplodr_machine_destroy_failures",
+                "Destroys that failed (left to the reaper)",
+                totals.destroy_failures,
+            ),
+            (
+                "uplodr_machine_seconds",
+                "Machine-seconds used, from create to destroyed",
+                totals.machine_seconds,
+            ),
+            ("uplodr_cost", "Cost of machine time, in the price table's currency", totals.cost),
+        ):
+            yield CounterMetricFamily(name, documentation, value=value)
+
+
+def observe_job(timings: dict[str, float]) -> None:
     JOBS.labels(outcome="converted").inc()
     for phase, seconds in timings.items():
         if phase != "machine_seconds":
             PHASE_SECONDS.labels(phase=phase).observe(seconds)
-    MACHINE_SECONDS.inc(timings.get("machine_seconds", 0.0))
-    COST.inc(cost)

@@ -20,6 +20,7 @@ import uvicorn
 from uplodr.dispatch.job import Dispatcher, DispatchSettings
 from uplodr.dispatch.reaper import reap
 from uplodr.errors import UplodrError
+from uplodr.gateway import metrics
 from uplodr.gateway.app import create_app
 from uplodr.gateway.service import ConversionService
 from uplodr.machines.base import Provider
@@ -165,6 +166,7 @@ async def serve_gateway(options: GatewayOptions, provider: Provider) -> int:
             price_per_second=price,
         ),
     )
+    metrics.REGISTRY.register(metrics.DispatchCollector(lambda: dispatcher.totals))
     reaper: asyncio.Task[None] | None = None
 
     async def reap_forever() -> None:

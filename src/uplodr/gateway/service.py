@@ -59,14 +59,6 @@ class ConversionService:
         self.publisher = publisher
         self.preset = preset
         self._fingerprint = preset.fingerprint()
-        self._machines_counted = 0
-
-    def _count_machines(self) -> None:
-        """Move the Prometheus counter by the machines the dispatcher created since the last
-        call (also for failed jobs; jobs running at once are each counted once)."""
-        created = self.dispatcher.machines_created
-        metrics.MACHINES_CREATED.inc(created - self._machines_counted)
-        self._machines_counted = created
 
     async def convert(self, spooled: Spooled, name: SafeName, folder: str) -> Answer:
         started = time.monotonic()
@@ -81,12 +73,9 @@ class ConversionService:
                 deduplicated=True,
                 timings={"total": round(time.monotonic() - started, 4)},
             )
-        try:
-            result = await self.dispatcher.run([UploadSource(spooled.path, name.file_name, folder)])
-        finally:
-            self._count_machines()
-        cost = result.timings.machine_seconds * self.dispatcher.settings.price_per_second
-        metrics.observe_job(result.timings.as_dict(), cost)
+        result = await self.dispatcher.run([UploadSource(spooled.path, name.file_name, folder)])
+        cost = result.cost
+        metrics.observe_job(result.timings.as_dict())
         log.info(
             "job %s on %s: %.2fs total, %.2f machine-seconds, cost %.6f",
             result.job_id,
@@ -115,6 +104,6 @@ class ConversionService:
                 "id": result.job_id,
                 "machine": result.machine_id,
                 "machine_seconds": round(result.timings.machine_seconds, 4),
-                "cost": round(cost, 8),
+                "cost": cost,
             },
         )

@@ -5,7 +5,10 @@ Stores know nothing of images: a variant arrives as bytes with a content type.
 
 from __future__ import annotations
 
+import secrets
 from typing import Protocol
+
+from uplodr.errors import StorageUnavailable
 
 # Variants are content-addressed by default, so they may be cached forever.
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
@@ -49,3 +52,16 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def probe_round_trip(store: Store) -> None:
+    """Write, read back and delete a probe object. Each call uses its own key: workers that
+    boot at the same moment must not race on one probe object."""
+    key = f".uplodr-probe-{secrets.token_hex(8)}"
+    data = key.encode()
+    await store.put(key, data, "text/plain", "no-store")
+    try:
+        if await store.get(key) != data:
+            raise StorageUnavailable(f"{store.description}: a probe object did not read back")
+    finally:
+        await store.delete(key)

@@ -18,8 +18,8 @@ from typing import ParamSpec, TypeVar
 from urllib.parse import quote
 
 from uplodr.errors import InvalidRequest, StorageUnavailable
+from uplodr.storage.base import probe_round_trip
 
-PROBE_KEY = ".uplodr-probe"
 TEMP_PREFIX = ".tmp-"
 
 P = ParamSpec("P")
@@ -65,10 +65,7 @@ class LocalStore:
     async def check_writable(self) -> None:
         if not self.root.is_dir():
             raise StorageUnavailable(f"{self.description}: the folder does not exist")
-        await self.put(PROBE_KEY, b"probe", "text/plain", "no-store")
-        if await self.get(PROBE_KEY) != b"probe":
-            raise StorageUnavailable(f"{self.description}: a probe file did not read back")
-        await self.delete(PROBE_KEY)
+        await probe_round_trip(self)
 
     async def aclose(self) -> None:
         return None

@@ -36,6 +36,7 @@ from obstore.exceptions import (
 from obstore.store import S3Store as _ObstoreS3
 
 from uplodr.errors import StorageUnavailable
+from uplodr.storage.base import probe_round_trip
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config
@@ -47,7 +48,6 @@ DEFAULT_REGION = "us-east-1"
 # Objects larger than this go up in 5 MiB parts (S3's minimum part size), several at once.
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNK = 5 * 1024 * 1024
-PROBE_KEY = ".uplodr-probe"
 
 _STATUS = re.compile(r"status code: (\d{3})")
 _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
@@ -262,13 +262,9 @@ class S3Store:
         return self.public_url.replace("{key}", quote(full, safe="/"))
 
     async def check_writable(self) -> None:
-        probe = b"uplodr write probe"
         probing = _PROBING.set(True)
         try:
-            await self.put(PROBE_KEY, probe, "text/plain", "no-store")
-            if await self.get(PROBE_KEY) != probe:
-                raise StorageUnavailable(f"{self.description}: a probe object did not read back")
-            await self.delete(PROBE_KEY)
+            await probe_round_trip(self)
         finally:
             _PROBING.reset(probing)
 
