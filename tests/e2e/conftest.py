@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway import Gateway, running_gateway
-from tests.support.swift import SwiftServer
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +24,6 @@ def no_worker_left_after_each_test(request: pytest.FixtureRequest) -> Iterator[N
         running: Gateway = request.getfixturevalue("gateway")
         assert running.workers() == [], "a worker process outlived its job"
         assert running.machine_records() == [], "a machine record outlived its job"
-
-
-@pytest.fixture(scope="module")
-def swift() -> Iterator[SwiftServer]:
-    """A real Swift S3 server (s3api, SigV4) for one test module; started only when asked for."""
-    server = SwiftServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

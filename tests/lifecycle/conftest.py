@@ -99,16 +99,6 @@ def fly(tmp_path: Path, mark: str) -> Iterator[FlyApiServer]:
     assert server.processes_alive == 0
 
 
-@pytest.fixture(scope="session")
-def swift() -> Iterator[SwiftServer]:
-    server = SwiftServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def bucket(swift: SwiftServer) -> str:
     name = f"l-{uuid.uuid4().hex[:12]}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -12,16 +12,6 @@ from uplodr.storage.s3 import S3Store
 
 # Short enough for outage tests to finish quickly, long enough for a loaded CI machine.
 TEST_DEADLINE_S = 3.0
-
-
-@pytest.fixture(scope="session")
-def swift() -> Iterator[SwiftServer]:
-    server = SwiftServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -19,9 +19,10 @@ from uplodr.imaging import pipeline
 from uplodr.imaging.deadline import Deadline
 from uplodr.imaging.encode import EncodedVariant, VariantName, encode
 from uplodr.imaging.limits import ImageLimits
-from uplodr.imaging.probe import FORMAT_NAMES, probe
+from uplodr.imaging.probe import probe
 from uplodr.imaging.vips import release_memory
 from uplodr.preset import Preset
+from uplodr.sniff import FORMAT_NAMES
 
 log = logging.getLogger(__name__)
 

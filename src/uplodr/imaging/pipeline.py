@@ -25,7 +25,8 @@ import pyvips
 
 from uplodr.errors import CorruptImage
 from uplodr.imaging.deadline import Deadline
-from uplodr.imaging.probe import ANIMATABLE, FORMAT_NAMES, ImageInfo
+from uplodr.imaging.probe import ANIMATABLE, ImageInfo
+from uplodr.sniff import FORMAT_NAMES
 
 log = logging.getLogger(__name__)
 

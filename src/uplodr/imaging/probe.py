@@ -11,8 +11,9 @@ import pyvips
 
 from uplodr.errors import CorruptImage, LimitExceeded, UnsupportedImage
 from uplodr.imaging.limits import ImageLimits
-from uplodr.imaging.sniff import ALLOWED_FORMATS, SNIFF_BYTES, ImageFormat, sniff
+from uplodr.imaging.sniff import SNIFF_BYTES, ImageFormat, sniff
 from uplodr.imaging.vips import configure_vips
+from uplodr.sniff import ALLOWED_TEXT, FORMAT_NAMES, UNSUPPORTED_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,6 @@ LOADERS: Final[dict[ImageFormat, str]] = {
 # Formats whose extra pages are animation frames. (A HEIF file's extra images are separate
 # pictures, not frames: only its primary image is used.)
 ANIMATABLE: Final[frozenset[ImageFormat]] = frozenset({"gif", "webp"})
-FORMAT_NAMES: Final[dict[ImageFormat, str]] = {
-    "jpeg": "JPEG",
-    "png": "PNG",
-    "webp": "WebP",
-    "gif": "GIF",
-    "avif": "AVIF",
-    "heif": "HEIF",
-}
-ALLOWED_TEXT: Final = ", ".join(FORMAT_NAMES[f] for f in ALLOWED_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -81,7 +73,7 @@ def probe(path: Path, limits: ImageLimits) -> ImageInfo:
     configure_vips()
     fmt = sniff(read_head(path))
     if fmt is None:
-        raise UnsupportedImage(f"not an allowed image format; allowed formats are {ALLOWED_TEXT}")
+        raise UnsupportedImage(UNSUPPORTED_MESSAGE)
     header = _open_header(path, fmt)
     info = _info(header, fmt, path.stat().st_size)
     _check_codec(header, info)
