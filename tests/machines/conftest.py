@@ -40,11 +40,15 @@ def mark_env(leak_mark: str) -> dict[str, str]:
 
 @pytest.fixture
 def no_leftover_processes(leak_mark: str) -> Iterator[None]:
-    """After the test: no child of ours (not even a zombie) and no marked process anywhere."""
+    """After the test: no new child of ours (not even a zombie) and no marked process anywhere.
+    Children from before the test (a session-wide test server) are not the test's."""
+    before = {proc.pid for proc in psutil.Process().children(recursive=True)}
     yield
     deadline = time.monotonic() + 3
     while True:
-        children = psutil.Process().children(recursive=True)
+        children = [
+            proc for proc in psutil.Process().children(recursive=True) if proc.pid not in before
+        ]
         marked = _marked(leak_mark)
         if (not children and not marked) or time.monotonic() > deadline:
             break
