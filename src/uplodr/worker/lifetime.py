@@ -11,9 +11,11 @@ third of the idle timeout); every call and every stream message counts. The work
 - `max_lifetime` passed, whatever happens.
 
 Ending itself is bounded too: when the worker stops for one of these reasons, whatever is still
-running for the gone gateway (a conversion thread the server cannot interrupt) gets
-`exit_grace` seconds, then the process exits anyway (`os._exit`) — an orphan must stop billing
-within its idle timeout plus a few seconds, not whenever its last encode would have finished.
+running (a conversion thread the server cannot interrupt) gets a grace period, then the process
+exits anyway (`os._exit`): `shutdown_grace` (30 s) at the end of its lifetime, so the job in
+flight can finish or fail cleanly, and `orphan_grace` (2 s) when its gateway is gone — an
+orphan must stop billing within its idle timeout plus a few seconds, not whenever its last
+encode would have finished.
 A SIGTERM (the provider destroying the machine) is left to the provider's own SIGKILL.
 """
 
@@ -31,10 +33,19 @@ log = logging.getLogger("uplodr.worker")
 
 
 class Lifetime:
-    def __init__(self, max_lifetime: float, idle_timeout: float, exit_grace: float = 2.0) -> None:
+    def __init__(
+        self,
+        max_lifetime: float,
+        idle_timeout: float,
+        shutdown_grace: float = 30.0,
+        orphan_grace: float = 2.0,
+    ) -> None:
         self.max_lifetime = max_lifetime
         self.idle_timeout = idle_timeout
-        self.exit_grace = exit_grace
+        # At the end of its lifetime the job in flight may finish (or fail cleanly) within
+        # shutdown_grace; when the gateway is gone nobody waits for an answer: orphan_grace.
+        self.shutdown_grace = shutdown_grace
+        self.orphan_grace = orphan_grace
         self.started = time.monotonic()
         self.last_call = self.started
         self.in_flight = 0
@@ -55,36 +66,41 @@ class Lifetime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, f"received {sig.name}")
 
-    def _expired(self) -> str | None:
+    def _expired(self) -> tuple[str, float] | None:
+        """Why the worker should stop, and how long work in flight may still take."""
         now = time.monotonic()
         if now - self.started >= self.max_lifetime:
-            return f"max lifetime of {self.max_lifetime:g}s reached"
+            return f"max lifetime of {self.max_lifetime:g}s reached", self.shutdown_grace
         silent = now - self.last_call
         if self.in_flight == 0 and silent >= self.idle_timeout:
-            return f"no call for {self.idle_timeout:g}s: the gateway is gone"
+            return f"no call for {self.idle_timeout:g}s: the gateway is gone", self.orphan_grace
         if self.in_flight > 0 and silent >= 2 * self.idle_timeout:
-            return f"no heartbeat for {2 * self.idle_timeout:g}s during a job: the gateway is gone"
+            silence = 2 * self.idle_timeout
+            return f"no heartbeat for {silence:g}s during a job: the gateway is gone", (
+                self.orphan_grace
+            )
         return None
 
-    def _exit_soon(self) -> None:
-        """Exit the process `exit_grace` seconds from now unless it has ended by then."""
+    def _exit_soon(self, grace: float) -> None:
+        """Exit the process `grace` seconds from now unless it has ended by then."""
 
         def exit_now() -> None:
-            log.info("worker exiting: still busy %gs after stopping", self.exit_grace)
+            log.info("worker exiting: still busy %gs after stopping", grace)
             logging.shutdown()
             os._exit(0)
 
-        timer = threading.Timer(self.exit_grace, exit_now)
+        timer = threading.Timer(grace, exit_now)
         timer.daemon = True
         timer.start()
 
     async def wait(self) -> str:
         """Return the reason once the worker should stop."""
         while not self._stop.is_set():
-            reason = self._expired()
-            if reason:
+            expired = self._expired()
+            if expired:
+                reason, grace = expired
                 self.request_stop(reason)
-                self._exit_soon()
+                self._exit_soon(grace)
                 break
             # Re-check the clocks often enough for short timeouts (at most once a second); a
             # stop request wakes at once.

@@ -169,7 +169,7 @@ async def serve(config: WorkerConfig) -> str:
     configure_vips()
     publisher = open_publisher(config)
     await publisher.check_writable()
-    lifetime = Lifetime(config.max_lifetime, config.idle_timeout)
+    lifetime = Lifetime(config.max_lifetime, config.idle_timeout, config.shutdown_grace)
     interceptors = [TokenInterceptor(config.token)] if config.token else []
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config.msg_size))
     uplodr_pb2_grpc.add_ImageServicer_to_server(ImageService(config, publisher, lifetime), server)
