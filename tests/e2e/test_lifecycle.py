@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import psutil
 
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, running_gateway
 from tests.support.paths import corpus_file
 from tests.support.waiting import busy_worker, wait_for
 
@@ -81,3 +82,37 @@ def test_client_hang_up_during_conversion_destroys_the_machine(gateway: Gateway)
         "the abandoned job's worker to be destroyed",
     )
     wait_for(lambda: gateway.workers() == [] and gateway.machine_records() == [], "no machine left")
+
+
+def test_uploads_beyond_the_machine_cap_wait_or_get_503(tmp_path: Path) -> None:
+    """At most --max-machines conversions run at once; --max-queue more wait; the rest are
+    answered 503 at once instead of piling up machines."""
+    photo = corpus_file("craft-beer.jpg").read_bytes()
+    small = corpus_file("sample-16bit.png").read_bytes()
+    with running_gateway(tmp_path / "capped", "--max-machines", "1", "--max-queue", "1") as gw:
+        results: dict[str, httpx.Response] = {}
+
+        def upload(key: str, name: str, data: bytes) -> None:
+            results[key] = httpx.post(
+                f"{gw.url}/v1/images", params={"name": name}, content=data, timeout=120
+            )
+
+        first = threading.Thread(target=upload, args=("first", "beer.jpg", photo))
+        first.start()
+        busy_worker(gw)  # the one machine is converting
+        queued = threading.Thread(target=upload, args=("queued", "sample.png", small))
+        queued.start()
+        wait_for(
+            lambda: "uplodr_jobs_waiting 1.0" in httpx.get(f"{gw.url}/metrics").text,
+            "the second upload to wait for the machine slot",
+        )
+        refused = httpx.post(
+            f"{gw.url}/v1/images", params={"name": "third.png"}, content=small, timeout=60
+        )
+        assert refused.status_code == 503, refused.text
+        assert "busy" in refused.json()["error"]
+        first.join(DEADLINE)
+        queued.join(DEADLINE)
+        assert results["first"].status_code == 200, results["first"].text
+        assert results["queued"].status_code == 200, results["queued"].text
+        wait_for(lambda: gw.workers() == [], "no machine left")

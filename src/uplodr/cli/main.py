@@ -105,6 +105,19 @@ def main(verbose: bool) -> None:
     help="JSON file of preset settings (see README).",
 )
 @click.option(
+    "--max-machines",
+    type=int,
+    envvar="UPLODR_MAX_MACHINES",
+    help="Conversions (machines) at once; default: one per core for local, 16 for fly.",
+)
+@click.option(
+    "--max-queue",
+    type=int,
+    default=16,
+    envvar="UPLODR_MAX_QUEUE",
+    help="Uploads that may wait for a machine; beyond that, 503 at once.",
+)
+@click.option(
     "--worker-idle-timeout",
     type=DURATION,
     default="30s",
@@ -148,6 +161,8 @@ def serve(
     reap_interval: float,
     price_per_hour: float | None,
     preset_file: Path | None,
+    max_machines: int | None,
+    max_queue: int,
     worker_idle_timeout: float,
     max_pixels: int | None,
     max_side: int | None,
@@ -175,6 +190,8 @@ def serve(
         provider=provider,
         machine_memory_mb=machine_memory // (1024 * 1024) if machine_memory else None,
         worker_idle_timeout=worker_idle_timeout,
+        max_machines=max_machines,
+        max_queue=max_queue,
         limits={
             name: value
             for name, value in (

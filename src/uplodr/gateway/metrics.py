@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -23,6 +23,10 @@ PHASE_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
 )
+WAITING = Gauge(
+    "uplodr_jobs_waiting", "Uploads waiting for a machine slot (--max-machines)", registry=REGISTRY
+)
+RUNNING = Gauge("uplodr_jobs_running", "Jobs holding a machine slot", registry=REGISTRY)
 UPLOAD_BYTES = Counter("uplodr_upload_bytes", "Bytes of uploads received", registry=REGISTRY)
 
 

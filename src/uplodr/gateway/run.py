@@ -48,6 +48,8 @@ class GatewayOptions:
     provider: str = "local"
     machine_memory_mb: int | None = None
     worker_idle_timeout: float = 30.0
+    max_machines: int | None = None  # None: the provider's default
+    max_queue: int = 16
     # ImageLimits overrides for the workers (max_pixels, max_side, max_frames, max_seconds).
     limits: dict[str, float] = field(default_factory=dict)
 
@@ -87,6 +89,12 @@ def resolve_stores(options: GatewayOptions) -> tuple[list[str], str | None]:
         host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
         public_url = f"http://{host}:{options.port}/files/{{key}}"
     return resolved, public_url
+
+
+def default_max_machines(provider: str) -> int:
+    """Local machines share this host: one per core (each peaks near 450 MB). Remote machines
+    bring their own cores; the cap only bounds the bill."""
+    return (os.cpu_count() or 1) if provider == "local" else 16
 
 
 def provider_price_per_second(provider: Provider, memory_mb: int | None) -> float:
@@ -198,7 +206,13 @@ async def serve_gateway(options: GatewayOptions, provider: Provider) -> int:
 
     primary = stores[0]
     app = create_app(
-        ConversionService(dispatcher, publisher, preset),
+        ConversionService(
+            dispatcher,
+            publisher,
+            preset,
+            max_machines=options.max_machines or default_max_machines(options.provider),
+            max_queue=options.max_queue,
+        ),
         tokens=tokens,
         max_upload_bytes=options.max_upload_bytes,
         files_root=primary.root if isinstance(primary, LocalStore) else None,

@@ -3,13 +3,17 @@ same bytes were converted before with the same preset, otherwise run a job on a 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from uplodr.dispatch.job import Dispatcher
 from uplodr.dispatch.worker_client import UploadSource
+from uplodr.errors import WorkerUnavailable
 from uplodr.gateway import metrics
 from uplodr.gateway.spool import Spooled
 from uplodr.names import SafeName
@@ -54,11 +58,48 @@ def _variants_from_storage(published: Published) -> list[dict[str, Any]]:
 
 
 class ConversionService:
-    def __init__(self, dispatcher: Dispatcher, publisher: Publisher, preset: Preset) -> None:
+    """Converts uploads, at most `max_machines` at once (each job is a machine: on the local
+    provider a ~450 MB process, on Fly a bill); up to `max_queue` more wait for a turn, and
+    beyond that an upload is answered 503 at once rather than piling up machines."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        publisher: Publisher,
+        preset: Preset,
+        max_machines: int = 2,
+        max_queue: int = 16,
+    ) -> None:
         self.dispatcher = dispatcher
         self.publisher = publisher
         self.preset = preset
         self._fingerprint = preset.fingerprint()
+        self.max_machines = max_machines
+        self.max_queue = max_queue
+        self._slots = asyncio.Semaphore(max_machines)
+        self._queued = 0
+
+    @contextlib.asynccontextmanager
+    async def _machine_slot(self) -> AsyncIterator[None]:
+        if self._slots.locked() and self._queued >= self.max_queue:
+            metrics.JOBS.labels(outcome="busy").inc()
+            raise WorkerUnavailable(
+                f"busy: {self.max_machines} conversion(s) running and {self._queued} waiting; "
+                "try again shortly"
+            )
+        self._queued += 1
+        metrics.WAITING.inc()
+        try:
+            await self._slots.acquire()
+        finally:
+            self._queued -= 1
+            metrics.WAITING.dec()
+        metrics.RUNNING.inc()
+        try:
+            yield
+        finally:
+            metrics.RUNNING.dec()
+            self._slots.release()
 
     async def convert(self, spooled: Spooled, name: SafeName, folder: str) -> Answer:
         started = time.monotonic()
@@ -73,7 +114,8 @@ class ConversionService:
                 deduplicated=True,
                 timings={"total": round(time.monotonic() - started, 4)},
             )
-        result = await self.dispatcher.run([UploadSource(spooled.path, name.file_name, folder)])
+        async with self._machine_slot():
+            result = await self.dispatcher.run([UploadSource(spooled.path, name.file_name, folder)])
         cost = result.cost
         metrics.observe_job(result.timings.as_dict())
         log.info(
