@@ -17,6 +17,8 @@ import click
 
 from uplodr.cli.providers import build_provider, provider_options
 from uplodr.cli.units import DURATION, SIZE
+from uplodr.dispatch.reaper import created_time
+from uplodr.machines.base import Machine
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -330,7 +332,7 @@ def reap(
         verb = "would destroy" if dry_run else "destroyed"
         for machine in result.stale:
             if dry_run or machine.id in result.destroyed:
-                click.echo(f"{verb} {machine.id} ({_age(machine.tags, machine.created_at)} old)")
+                click.echo(f"{verb} {machine.id} ({_age(machine)} old)")
         for machine_id, why in result.failed.items():
             click.echo(f"failed to destroy {machine_id}: {why}", err=True)
         click.echo(
@@ -342,11 +344,11 @@ def reap(
     sys.exit(asyncio.run(go()))
 
 
-def _age(tags: dict[str, str] | object, created_at: float) -> str:
-    created = created_at
-    if isinstance(tags, dict) and str(tags.get("created_at", "")).isdigit():
-        created = float(tags["created_at"])
-    seconds = max(0, int(time.time() - created)) if created else 0
+def _age(machine: Machine) -> str:
+    created = created_time(machine)
+    if created is None:
+        return "unknown"
+    seconds = max(0, int(time.time() - created))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
@@ -395,7 +397,7 @@ def machines_ls(
                 m.id,
                 m.state,
                 m.address,
-                _age(dict(m.tags), m.created_at),
+                _age(m),
                 m.tags.get("gateway", ""),
                 m.tags.get("job", ""),
             )

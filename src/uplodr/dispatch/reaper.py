@@ -31,12 +31,18 @@ def _number(tags: Mapping[str, str], key: str) -> float | None:
         return None
 
 
+def created_time(machine: Machine) -> float | None:
+    """When the machine was created (unix time): uplodr's tag, else the provider's own record;
+    None when neither is known (never taken as "very old")."""
+    return _number(machine.tags, "created_at") or machine.created_at or None
+
+
 def is_stale(machine: Machine, older_than: float | None, now: float) -> bool:
     deadline = _number(machine.tags, "deadline")
     if deadline is not None and now >= deadline:
         return True
-    created = _number(machine.tags, "created_at") or machine.created_at
-    return older_than is not None and bool(created) and now - created >= older_than
+    created = created_time(machine)
+    return older_than is not None and created is not None and now - created >= older_than
 
 
 async def reap(provider: Provider, older_than: float | None, dry_run: bool = False) -> ReapResult:
