@@ -169,8 +169,6 @@ async def serve_gateway(options: GatewayOptions, provider: Provider) -> int:
             boot_timeout=options.boot_timeout,
             job_timeout=options.job_timeout,
             memory_mb=options.machine_memory_mb,
-            # Several heartbeats per idle period, so one lost Ping never ends a worker.
-            heartbeat_interval=min(5.0, options.worker_idle_timeout / 3),
             price_per_second=price,
         ),
     )
