@@ -123,6 +123,14 @@ def spec(mark_env: dict[str, str], tags: dict[str, str] | None = None, **kw: obj
     return MachineSpec(env=env, tags=MARKED if tags is None else tags, memory_mb=memory_mb)
 
 
+async def create_ready(provider: LocalProvider, mark_env: dict[str, str]) -> Machine:
+    """Create a stand-in machine and wait until it has printed "ready"."""
+    machine = await provider.create(spec(mark_env))
+    log = provider.log_path(machine.id)
+    await eventually(lambda: asyncio.to_thread(lambda: "ready" in log.read_text()), 30)
+    return machine
+
+
 async def test_create_list_destroy_from_another_process(
     state_dir: Path, mark_env: dict[str, str]
 ) -> None:
@@ -241,9 +249,7 @@ async def test_sigterm_ignored_then_sigkill_whole_group(
     state_dir: Path, mark_env: dict[str, str]
 ) -> None:
     provider = LocalProvider(state_dir, command=standin(IGNORE_TERM), grace=0.5)
-    machine = await provider.create(spec(mark_env))
-    log = provider.log_path(machine.id)
-    await eventually(lambda: asyncio.to_thread(lambda: "ready" in log.read_text()))
+    machine = await create_ready(provider, mark_env)
     pid = pid_of(provider, machine)
     grandchildren = psutil.Process(pid).children()
     assert len(grandchildren) == 1
@@ -255,13 +261,32 @@ async def test_sigterm_ignored_then_sigkill_whole_group(
     await provider.aclose()
 
 
+# Ignores SIGTERM and holds 1 GiB of written pages, so that dying after SIGKILL takes a moment.
+BIG_IGNORE_TERM = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "chunks = [bytearray(b'x' * (1 << 20)) for _ in range(1024)]\n"
+    "print('ready', flush=True); time.sleep(600)"
+)
+
+
+async def test_destroy_from_another_process_returns_only_once_the_process_is_gone(
+    state_dir: Path, mark_env: dict[str, str]
+) -> None:
+    # The reaper's case: the machine is not the destroyer's child, and it ignores SIGTERM.
+    provider = LocalProvider(state_dir, command=standin(BIG_IGNORE_TERM), grace=1.0)
+    machine = await create_ready(provider, mark_env)
+    pid = pid_of(provider, machine)
+    await other_process(state_dir, "destroy", machine.id)
+    assert not alive(pid)
+    await provider.aclose()
+
+
 async def test_destroy_does_not_block_the_event_loop(
     state_dir: Path, mark_env: dict[str, str]
 ) -> None:
     provider = LocalProvider(state_dir, command=standin(IGNORE_TERM), grace=1.0)
-    machine = await provider.create(spec(mark_env))
-    log = provider.log_path(machine.id)
-    await eventually(lambda: asyncio.to_thread(lambda: "ready" in log.read_text()))
+    machine = await create_ready(provider, mark_env)
     ticks = 0
 
     async def ticker() -> None:
