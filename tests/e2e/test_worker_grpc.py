@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +207,24 @@ def test_buf_curl_pings_and_uploads_with_reflection(worker: Worker) -> None:
     assert all(
         Path(worker.store / v["url"].removeprefix("http://files.test/")).is_file() for v in variants
     )
+
+
+def test_a_second_worker_on_a_taken_port_refuses_to_start(worker: Worker, tmp_path: Path) -> None:
+    """gRPC would share a port between two servers (SO_REUSEPORT) and split the calls between
+    them; a worker started on a port another worker holds must exit with one clear line."""
+    store = tmp_path / "store"
+    store.mkdir()
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "uplodr", "worker", "--grpc-addr", worker.address),
+            *("--store", str(store), "--public-url", "http://files.test/{key}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"cannot listen on {worker.address}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(store.iterdir()) == []  # it stopped before doing anything

@@ -200,7 +200,9 @@ async def test_boot_deadline_leaves_nothing_local(
     started = time.monotonic()
     with pytest.raises(WorkerUnavailable, match=r"within 1\.5"):
         await dispatcher.run([upload(tmp_path, image())])
-    assert 1.5 <= time.monotonic() - started < 5
+    # at least the deadline; far less than waiting for the worker (the upper bound is slack for
+    # the failure probe and the destroy on a loaded machine, not a speed target)
+    assert 1.5 <= time.monotonic() - started < 15
     await nothing_left(never, mark)
     await never.aclose()
 
@@ -233,7 +235,9 @@ async def test_boot_deadline_leaves_nothing_fly(
     started = time.monotonic()
     with pytest.raises(WorkerUnavailable, match=r"within 1\.5"):
         await dispatcher.run([upload(tmp_path, image())])
-    assert 1.5 <= time.monotonic() - started < 5
+    # at least the deadline; far less than waiting for the worker (the upper bound is slack for
+    # the failure probe and the destroy on a loaded machine, not a speed target)
+    assert 1.5 <= time.monotonic() - started < 15
     assert fly.destroyed["user"] == 1  # destroyed by our DELETE, not by itself
     await nothing_left(fly_provider, mark, fly)
 
@@ -262,7 +266,8 @@ async def test_worker_crash_leaves_nothing(
 
     crasher = asyncio.create_task(crash())
     with pytest.raises(WorkerUnavailable, match=r"worker stopped|no longer exists"):
-        await dispatcher.run([upload(tmp_path, image(1024))])
+        # 4 MP of noise: the conversion outlasts the 0.2 s before the kill by far
+        await dispatcher.run([upload(tmp_path, image(2048))])
     await crasher
     await nothing_left(provider, mark, fly)
 

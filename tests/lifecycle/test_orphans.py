@@ -23,9 +23,10 @@ from tests.support.swift import SwiftServer
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, MachineSpec
 from uplodr.machines.local import LocalProvider
 
-# Once its gateway is gone, a worker's idle timer runs out within IDLE_TIMEOUT; it then stops
-# its gRPC server and waits for the conversion thread it was running to finish.
-MARGIN = 5.0
+# Once its gateway is gone, a worker's idle timer runs out within IDLE_TIMEOUT; it then gives
+# the conversion in flight the 2 s orphan grace and tears down. The margin is slack for a loaded
+# machine: what matters is that the orphan ends in seconds, not after its 10 min idle timeout.
+MARGIN = 15.0
 
 
 def upload_in_background(url: str, photo: Path) -> threading.Thread:

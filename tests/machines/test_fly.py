@@ -186,7 +186,8 @@ async def test_capacity_in_first_region_falls_back_to_the_next(
     try:
         started = time.monotonic()
         machine = await provider.create(spec)
-        assert time.monotonic() - started < 1.0  # no backoff before trying a fresh region
+        # no backoff before trying a fresh region (the first backoff alone would be seconds)
+        assert time.monotonic() - started < 3.0
         served = fly.machine(machine.id)
         assert served is not None and served.region == "fra"
         assert fly.statuses[("create", 422)] == 1 and fly.statuses[("create", 200)] == 1
@@ -241,8 +242,8 @@ async def test_stuck_in_created_times_out(
     started = time.monotonic()
     with pytest.raises(WorkerUnavailable, match=r"did not start within 1\.5 s"):
         await provider.wait_started(machine, timeout=1.5)
-    assert 1.5 <= time.monotonic() - started < 2.0
-    assert fly.statuses[("wait", 408)] >= 1 and fly.calls["wait"] == 2  # 408 → asked again
+    assert 1.5 <= time.monotonic() - started < 5.0  # the deadline, not the server's patience
+    assert fly.statuses[("wait", 408)] >= 1 and fly.calls["wait"] >= 2  # 408 → asked again
     await provider.destroy(machine.id)
     assert fly.machines_alive == 0
 

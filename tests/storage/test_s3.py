@@ -78,11 +78,12 @@ async def test_check_writable_ok(swift: SwiftServer, bucket: str, s3_store: Make
 
 
 async def test_wrong_secret_is_one_clear_line(bucket: str, s3_store: MakeStore) -> None:
-    store = s3_store(bucket, AWS_SECRET_ACCESS_KEY="not-the-secret-42")
+    # retried, a 403 would go on until this deadline
+    store = s3_store(bucket, deadline_s=30.0, AWS_SECRET_ACCESS_KEY="not-the-secret-42")
     started = time.monotonic()
     with pytest.raises(StorageUnavailable) as caught:
         await store.check_writable()
-    assert time.monotonic() - started < 1.0, "a 403 must not be retried"
+    assert time.monotonic() - started < 10.0, "a 403 must not be retried"
     message = assert_clean_message(caught.value, store, "not-the-secret-42", "testing")
     assert "secret key is wrong" in message
 
@@ -101,7 +102,7 @@ async def test_unreachable_endpoint_is_one_clear_line(bucket: str, s3_store: Mak
     with pytest.raises(StorageUnavailable) as caught:
         await store.check_writable()
     elapsed = time.monotonic() - started
-    assert 0.5 < elapsed < 1.5 + 0.5, elapsed  # retried, then gave up at the deadline
+    assert 0.5 < elapsed < 1.5 + 3.0, elapsed  # retried, then gave up at the deadline
     message = assert_clean_message(caught.value, store, "testing")
     assert "cannot connect" in message or "no answer" in message
 
@@ -115,7 +116,7 @@ async def test_proxy_down_then_back(swift: SwiftServer, bucket: str, s3_store: M
         with pytest.raises(StorageUnavailable) as caught:
             await store.put("during.webp", b"2", "image/webp", IMMUTABLE_CACHE_CONTROL)
         elapsed = time.monotonic() - started
-        assert elapsed < TEST_DEADLINE_S + 0.5, elapsed
+        assert elapsed < TEST_DEADLINE_S + 3.0, elapsed  # gave up at the deadline, no hang
         assert_clean_message(caught.value, store, "testing")
     finally:
         swift.start_proxy()

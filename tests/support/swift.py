@@ -117,6 +117,10 @@ workers = 0
 user = {user}
 swift_dir = {swift_dir}
 log_level = WARNING
+# The object server waits this long for the container listing to take a new object before it
+# answers (default 1 s, then the update is left to an updater daemon these tests do not run):
+# tests list buckets right after writing, also on a loaded machine.
+container_update_timeout = 30
 
 [pipeline:main]
 pipeline = {kind}-server

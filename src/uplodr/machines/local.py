@@ -229,11 +229,12 @@ class LocalProvider:
         cgroup_path = self._cgroup_of(machine_id, record)
         if cgroup_path is not None:
             cgroup.kill_all(cgroup_path)
-        if pid is not None:
-            # SIGKILL is delivered asynchronously and a large process takes a moment to tear
-            # down; destroy returns only once it has exited, also when it is not our child
-            # (a reaper destroying another gateway's orphan), and reaps it when it is.
-            await wait_exit(pid, alive, 5.0)
+        # SIGKILL is delivered asynchronously and a large process takes a moment to tear down;
+        # destroy returns only once it has exited, also when it is not our child (a reaper
+        # destroying another gateway's orphan), and reaps it when it is.
+        if pid is not None and not await wait_exit(pid, alive, 5.0):
+            # Keep its record so that a retry, or the reaper, can still find it.
+            raise WorkerUnavailable(f"worker {machine_id} did not exit after SIGKILL")
         self._children.pop(machine_id, None)
         self._reasons.pop(machine_id, None)
         self._created.discard(machine_id)

@@ -161,6 +161,9 @@ def grpc_options(msg_size: int) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", msg_size),
         ("grpc.max_send_message_length", msg_size),
+        # gRPC sets SO_REUSEPORT by default: a second worker on a taken port would silently
+        # share it and get half of another worker's calls. Fail to start instead.
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -178,8 +181,12 @@ async def serve(config: WorkerConfig) -> str:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if server.add_insecure_port(config.grpc_addr) == 0:
-        raise OSError(f"cannot listen on {config.grpc_addr}")
+    try:
+        port = server.add_insecure_port(config.grpc_addr)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {config.grpc_addr} (address in use or not available)")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
