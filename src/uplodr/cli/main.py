@@ -1,4 +1,4 @@
-"""`uplodr` — serve, worker, convert, reap, machines.
+"""`uplodr` — serve, worker, convert, reap, sweep, machines.
 
 Subcommands import their parts lazily: `uplodr serve` never loads libvips (the gateway stays
 small), and `uplodr convert` needs neither gRPC nor libvips.
@@ -342,6 +342,32 @@ def reap(
         return 1 if result.failed else 0
 
     sys.exit(asyncio.run(go()))
+
+
+@main.command()
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    help="A store as `uplodr serve` takes it (repeat for mirrors). Default: serve's default "
+    "local store.",
+)
+@click.option(
+    "--older-than",
+    type=DURATION,
+    default="1h",
+    help="Only leftovers this old: longer than any job can run (a worker lives 20m at most).",
+)
+@click.option("--folder", default="", help="Only under this folder.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+def sweep(stores: tuple[str, ...], older_than: float, folder: str, dry_run: bool) -> None:
+    """Delete what failed jobs left in the stores: variant sets that never got their manifest,
+    and stray temporary and probe objects. Complete sets are never touched."""
+    from uplodr.cli.sweep import sweep_stores
+    from uplodr.gateway.run import data_dir
+
+    specs = list(stores) or [str(data_dir() / "store")]
+    sys.exit(sweep_stores(specs, older_than, dry_run, folder))
 
 
 def _age(machine: Machine) -> str:

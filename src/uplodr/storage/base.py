@@ -6,12 +6,28 @@ Stores know nothing of images: a variant arrives as bytes with a content type.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from uplodr.errors import StorageUnavailable
 
 # Variants are content-addressed by default, so they may be cached forever.
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+# Keys of the probe objects `check_writable` writes and deletes at once (a killed process may
+# leave one behind; `uplodr sweep` removes them).
+PROBE_KEY_PREFIX = ".uplodr-probe-"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as a listing reports it."""
+
+    key: str
+    size: int
+    modified: float  # seconds since the epoch
 
 
 class Store(Protocol):
@@ -42,6 +58,11 @@ class Store(Protocol):
         """Delete; a missing key is not an error. Raises StorageUnavailable."""
         ...
 
+    def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        """Every object whose key starts with the folder `prefix` ("" = all), in key order.
+        Raises StorageUnavailable."""
+        ...
+
     def url(self, key: str) -> str:
         """The public URL of a key."""
         ...
@@ -57,7 +78,7 @@ class Store(Protocol):
 async def probe_round_trip(store: Store) -> None:
     """Write, read back and delete a probe object. Each call uses its own key: workers that
     boot at the same moment must not race on one probe object."""
-    key = f".uplodr-probe-{secrets.token_hex(8)}"
+    key = f"{PROBE_KEY_PREFIX}{secrets.token_hex(8)}"
     data = key.encode()
     await store.put(key, data, "text/plain", "no-store")
     try:

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path, PurePosixPath
 from typing import ParamSpec, TypeVar
 from urllib.parse import quote
 
 from uplodr.errors import InvalidRequest, StorageUnavailable
-from uplodr.storage.base import probe_round_trip
+from uplodr.storage.base import StoredObject, probe_round_trip
 
 TEMP_PREFIX = ".tmp-"
 
@@ -57,6 +57,12 @@ class LocalStore:
     async def delete(self, key: str) -> None:
         path = self.path_of(key)
         await self._io(key, "delete", _unlink, path)
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        folder = self.path_of(prefix.strip("/")) if prefix.strip("/") else self.root
+        found = await self._io(prefix or "/", "list keys under", _walk, folder, self.root)
+        for item in found:
+            yield item
 
     def url(self, key: str) -> str:
         self.path_of(key)
@@ -137,6 +143,28 @@ def _read(path: Path) -> bytes | None:
         return path.read_bytes()
     except (FileNotFoundError, IsADirectoryError):
         return None
+
+
+def _walk(folder: Path, root: Path) -> list[StoredObject]:
+    """Every regular file under `folder` as an object of the store at `root`, in key order
+    (temporary files of writes in flight, or of writers that died, included)."""
+    found: list[StoredObject] = []
+    for directory, subdirectories, files in os.walk(folder, onerror=_raise):
+        subdirectories.sort()
+        for name in files:
+            path = Path(directory, name)
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                stat = path.lstat()
+                if not path.is_symlink():
+                    key = path.relative_to(root).as_posix()
+                    found.append(StoredObject(key, stat.st_size, stat.st_mtime))
+    found.sort(key=lambda item: item.key)
+    return found
+
+
+def _raise(error: OSError) -> None:
+    if not isinstance(error, FileNotFoundError):  # a folder removed meanwhile is fine
+        raise error
 
 
 def _unlink(path: Path) -> None:

@@ -77,6 +77,8 @@ class _StoreJob:
     created: list[str] = field(default_factory=list)
     uncertain: list[str] = field(default_factory=list)  # write failed: may or may not exist
     sizes: dict[str, int] = field(default_factory=dict)
+    # Keys that already held our bytes (an identical job's, maybe a failed one's): reused.
+    reused: dict[str, Blob] = field(default_factory=dict)
     manifest_created: bool = False
 
 
@@ -165,6 +167,7 @@ class Publisher:
             ]
             manifest = _manifest_bytes(variants, digest, preset_json)
             await self._all_stores(jobs, lambda job: self._write_manifest(job, mkey, manifest))
+            await self._all_stores(jobs, self._restore_reused)
         except BaseException:
             await asyncio.shield(self._roll_back(jobs, mkey, digest))
             raise
@@ -214,6 +217,7 @@ class Publisher:
                     return
                 size = await job.store.size(key)
                 job.sizes[key] = size if size is not None else len(blob.data)
+                job.reused[key] = blob
 
         # Every write settles before a failure is raised, so the rollback cannot race a write
         # still in flight (a thread of the local store cannot be cancelled).
@@ -236,6 +240,14 @@ class Publisher:
                     f"{mkey!r} was published by another upload in {job.store.description} "
                     "meanwhile; choose another name or use digest keys"
                 )
+
+    async def _restore_reused(self, job: _StoreJob) -> None:
+        """A reused object may belong to a failed job's incomplete set, which `uplodr sweep`
+        deletes once it is old: if one went between our check and our manifest, it is written
+        again, so the committed set is whole."""
+        for key, blob in job.reused.items():
+            if await job.store.size(key) is None:
+                await job.store.put(key, blob.data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)
 
     async def _check_name_free(self, mkey: str, digest: str) -> Published | None:
         """Name mode: the same content already published → that; other content → NameTaken."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
@@ -36,9 +36,10 @@ from obstore.exceptions import (
 from obstore.store import S3Store as _ObstoreS3
 
 from uplodr.errors import StorageUnavailable
-from uplodr.storage.base import probe_round_trip
+from uplodr.storage.base import StoredObject, probe_round_trip
 
 if TYPE_CHECKING:
+    from obstore import ObjectMeta
     from obstore.store import ClientConfig, S3Config
 
 T = TypeVar("T")
@@ -48,6 +49,7 @@ DEFAULT_REGION = "us-east-1"
 # Objects larger than this go up in 5 MiB parts (S3's minimum part size), several at once.
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNK = 5 * 1024 * 1024
+LIST_PAGE = 1000  # keys per listing request (S3's maximum)
 
 _STATUS = re.compile(r"status code: (\d{3})")
 _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
@@ -256,6 +258,27 @@ class S3Store:
         except FileNotFoundError as error:
             if "NoSuchBucket" in str(error):
                 raise StorageUnavailable(f"{self.description}: the bucket does not exist") from None
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        folder = prefix.strip("/") or None
+        after: str | None = None
+        while True:
+            # One page per call, so that the deadline and the retries apply to each request,
+            # and a retried page starts after the last key already seen.
+            async def page(after: str | None = after) -> Sequence[ObjectMeta]:
+                stream = obstore.list(self._store, folder, offset=after, chunk_size=LIST_PAGE)
+                async for batch in stream:
+                    return batch
+                return []
+
+            batch = await self._call("list keys under", prefix or "/", page)
+            for meta in batch:
+                yield StoredObject(
+                    meta["path"], int(meta["size"]), meta["last_modified"].timestamp()
+                )
+            if not batch:
+                return
+            after = batch[-1]["path"]
 
     def url(self, key: str) -> str:
         full = f"{self.prefix}/{key}" if self.prefix else key

@@ -1,0 +1,199 @@
+"""`uplodr sweep` against real stores: a folder and a Swift bucket. Only what failed jobs left
+(sets without a manifest, stray temporary and probe objects) goes, and only once it is old;
+complete sets, name-mode keys and other files stay."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.swift import SwiftServer
+from uplodr.storage import IMMUTABLE_CACHE_CONTROL, Blob, LocalStore, Publisher, content_digest
+from uplodr.storage import s3 as s3_module
+from uplodr.storage.base import Store, StoredObject
+from uplodr.storage.keys import manifest_key, variant_key
+from uplodr.storage.s3 import S3Store
+from uplodr.storage.sweep import sweep
+
+MakeStore = Callable[..., S3Store]
+URL = "http://127.0.0.1:8080/files/{key}"
+PRESET = '{"formats":["webp","jpeg"],"thumbnail_width":800}'
+HOUR = 3600.0
+
+
+def blobs(tag: bytes) -> list[Blob]:
+    return [
+        Blob("", "webp", "image/webp", 40, 30, b"webp-" + tag),
+        Blob("", "jpg", "image/jpeg", 40, 30, b"jpeg-" + tag),
+        Blob("-thumb", "png", "image/png", 8, 6, b"png-" + tag),
+    ]
+
+
+async def half_a_set(store: Store, folder: str, stem: str, digest: str) -> list[str]:
+    """What a job killed while publishing leaves: some variants, no manifest."""
+    keys = []
+    for blob in blobs(stem.encode())[:2]:
+        key = variant_key(folder, stem, digest, blob.suffix, blob.ext)
+        await store.put(key, blob.data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)
+        keys.append(key)
+    return keys
+
+
+async def keys_in(store: Store) -> list[str]:
+    return [item.key async for item in store.list_objects()]
+
+
+def digest(n: int) -> str:
+    return content_digest(f"{n:064x}", "preset")
+
+
+async def test_local_sweep_removes_only_old_leftovers(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, URL)
+    complete = await Publisher([store]).publish("blog", "done", digest(1), blobs(b"1"), PRESET)
+    by_name = await Publisher([store], "name").publish("blog", "plain", digest(2), blobs(b"2"), "")
+    partial = await half_a_set(store, "blog", "cat", digest(3))
+    fresh = await half_a_set(store, "blog", "dog", digest(4))  # a job may still be writing it
+    (tmp_path / "blog" / ".tmp-x1y2").write_bytes(b"a writer died here")
+    (tmp_path / ".uplodr-probe-0011223344556677").write_bytes(b"probe")
+    (tmp_path / "blog" / "readme-0123456789abcdef.txt").write_bytes(b"shaped like a set")
+    old = time.time() - 2 * HOUR
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and "dog" not in path.name:
+            os.utime(path, (old, old))
+    before = await keys_in(store)
+
+    dry = await sweep(store, HOUR, dry_run=True)
+    assert sorted(leftover.name for leftover in dry.stale) == [
+        ".uplodr-probe-0011223344556677",
+        "blog/.tmp-x1y2",
+        f"blog/cat-{digest(3)}",
+        "blog/readme-0123456789abcdef",  # the store is uplodr's: a set's shape is a set
+    ]
+    assert dry.deleted == [] and dry.young == 1 and await keys_in(store) == before
+
+    swept = await sweep(store, HOUR)
+    assert [leftover.name for leftover in swept.deleted] == [
+        leftover.name for leftover in dry.stale
+    ]
+    assert swept.failed == {}
+    left = await keys_in(store)
+    assert not set(partial) & set(left)
+    assert set(fresh) <= set(left)
+    assert {v.key for v in complete.variants + by_name.variants} <= set(left)
+    assert manifest_key("blog", "done", digest(1)) in left
+    assert manifest_key("blog", "plain", None) in left
+
+
+async def test_a_set_committed_after_the_listing_is_kept(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, URL)
+    keys = await half_a_set(store, "", "late", digest(5))
+    mkey = manifest_key("", "late", digest(5))
+    listed = store.list_objects
+
+    async def listing_then_commit(prefix: str = "") -> AsyncIterator[StoredObject]:
+        async for item in listed(prefix):
+            yield item
+        # the job that owns the set writes its manifest while the sweep decides
+        await store.put(mkey, b"{}", "application/json", "no-cache")
+
+    store.list_objects = listing_then_commit  # type: ignore[method-assign]
+    result = await sweep(store, 0.0, now=time.time() + HOUR)
+    assert result.stale == [] and result.deleted == []
+    assert await keys_in(store) == sorted([*keys, mkey])
+
+
+async def test_publish_rewrites_a_reused_object_swept_before_its_manifest(
+    tmp_path: Path,
+) -> None:
+    """A retry of a failed upload reuses the objects its failed run left; if the sweep takes
+    one of them before the manifest is written, the publish writes it again: the committed
+    set is whole."""
+    store = LocalStore(tmp_path, URL)
+    leftover = await half_a_set(store, "blog", "cat", digest(6))
+    write_new = store.put_new
+
+    async def sweep_races_the_manifest(
+        key: str, data: bytes, content_type: str, cache_control: str
+    ) -> bool:
+        if key.endswith(".json"):
+            await store.delete(leftover[0])
+        return await write_new(key, data, content_type, cache_control)
+
+    store.put_new = sweep_races_the_manifest  # type: ignore[method-assign]
+    published = await Publisher([store]).publish("blog", "cat", digest(6), blobs(b"cat"), PRESET)
+    for variant, blob in zip(published.variants, blobs(b"cat"), strict=True):
+        assert await store.get(variant.key) == blob.data
+    assert (await sweep(store, 0.0, now=time.time() + HOUR)).stale == []
+
+
+async def test_s3_listing_pages_and_prefix(
+    swift: SwiftServer, bucket: str, s3_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3_module, "LIST_PAGE", 3)  # several pages, each after the last key
+    store = s3_store(bucket, prefix="site")
+    keys = [f"blog/{n:02d}.webp" for n in range(8)] + ["other/x.webp"]
+    for key in keys:
+        await store.put(key, key.encode(), "image/webp", IMMUTABLE_CACHE_CONTROL)
+    listed = [item async for item in store.list_objects()]
+    assert [item.key for item in listed] == sorted(keys)
+    assert [item.size for item in listed] == [len(key) for key in sorted(keys)]
+    assert all(abs(item.modified - time.time()) < 600 for item in listed)
+    assert [item.key async for item in store.list_objects("blog/")] == sorted(keys)[:8]
+    assert [item.key async for item in store.list_objects("nothing")] == []
+    assert sorted(swift.list_keys(bucket)) == sorted(f"site/{key}" for key in keys)
+
+
+async def test_s3_sweep(swift: SwiftServer, bucket: str, s3_store: MakeStore) -> None:
+    store = s3_store(bucket)
+    complete = await Publisher([store]).publish("", "done", digest(7), blobs(b"7"), PRESET)
+    partial = await half_a_set(store, "", "cat", digest(8))
+    # S3 keeps its own modification times: judge them from two hours ahead instead
+    result = await sweep(store, HOUR, now=time.time() + 2 * HOUR)
+    assert [leftover.name for leftover in result.deleted] == [f"cat-{digest(8)}"]
+    left = swift.list_keys(bucket)
+    assert not set(partial) & set(left)
+    assert {v.key for v in complete.variants} < set(left)
+    young = await sweep(store, HOUR)
+    assert young.stale == [] and young.young == 0
+
+
+def test_cli_dry_run_then_sweep(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    (store / "blog").mkdir(parents=True)
+    leftover = store / "blog" / f"cat-{digest(9)}.webp"
+    leftover.write_bytes(b"half a set")
+    old = time.time() - 2 * HOUR
+    os.utime(leftover, (old, old))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "uplodr", "sweep", "--store", str(store), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    dry = run("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would delete incomplete set blog/cat-{digest(9)} (1 object" in dry.stdout
+    assert leftover.exists()
+    assert "0 stale" in run("--older-than", "3h").stdout and leftover.exists()
+    done = run("--folder", "blog")
+    assert done.returncode == 0, done.stderr
+    assert "1 stale, 1 deleted (1 objects" in done.stdout
+    assert not leftover.exists()
+    missing = subprocess.run(
+        [sys.executable, "-m", "uplodr", "sweep", "--store", "s3://"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
