@@ -1,3 +1,3 @@
-from uplodr.cli.main import main
+from uplodr.cli.main import run
 
-main()
+run()

@@ -1,6 +1,6 @@
 """`uplodr sweep` against real stores: a folder and a Swift bucket. Only what failed jobs left
-(sets without a manifest, stray temporary and probe objects) goes, and only once it is old;
-complete sets, name-mode keys and other files stay."""
+(sets without a manifest, stray temporary and probe objects) goes, and only once it is old and
+still unused; complete sets, name-mode keys and other files stay."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.swift import SwiftServer
+from tests.support.swift import SwiftServer, free_port
 from uplodr.storage import IMMUTABLE_CACHE_CONTROL, Blob, LocalStore, Publisher, content_digest
 from uplodr.storage import s3 as s3_module
 from uplodr.storage.base import Store, StoredObject
@@ -57,11 +57,21 @@ async def test_local_sweep_removes_only_old_leftovers(tmp_path: Path) -> None:
     store = LocalStore(tmp_path, URL)
     complete = await Publisher([store]).publish("blog", "done", digest(1), blobs(b"1"), PRESET)
     by_name = await Publisher([store], "name").publish("blog", "plain", digest(2), blobs(b"2"), "")
+    # name-mode stems that look like digests, one complete and one left half-written
+    by_name_tricky = await Publisher([store], "name").publish(
+        "blog", "cam-1732761080123456-edit", digest(10), blobs(b"10"), ""
+    )
+    tricky_half = [
+        f"blog/cam-{n}-1732761080123456-edit.webp" for n in (1, 2)
+    ]  # no manifest, but not digest-shaped: never a set
     partial = await half_a_set(store, "blog", "cat", digest(3))
     fresh = await half_a_set(store, "blog", "dog", digest(4))  # a job may still be writing it
     (tmp_path / "blog" / ".tmp-x1y2").write_bytes(b"a writer died here")
     (tmp_path / ".uplodr-probe-0011223344556677").write_bytes(b"probe")
-    (tmp_path / "blog" / "readme-0123456789abcdef.txt").write_bytes(b"shaped like a set")
+    (tmp_path / "blog" / "readme-0123456789abcdef.txt").write_bytes(b"not a variant's shape")
+    (tmp_path / "blog" / "x-0123456789abcdef-edit.webp").write_bytes(b"not a variant's shape")
+    for key in tricky_half:
+        (tmp_path / key).write_bytes(b"name mode")
     old = time.time() - 2 * HOUR
     for path in tmp_path.rglob("*"):
         if path.is_file() and "dog" not in path.name:
@@ -73,7 +83,6 @@ async def test_local_sweep_removes_only_old_leftovers(tmp_path: Path) -> None:
         ".uplodr-probe-0011223344556677",
         "blog/.tmp-x1y2",
         f"blog/cat-{digest(3)}",
-        "blog/readme-0123456789abcdef",  # the store is uplodr's: a set's shape is a set
     ]
     assert dry.deleted == [] and dry.young == 1 and await keys_in(store) == before
 
@@ -85,7 +94,10 @@ async def test_local_sweep_removes_only_old_leftovers(tmp_path: Path) -> None:
     left = await keys_in(store)
     assert not set(partial) & set(left)
     assert set(fresh) <= set(left)
-    assert {v.key for v in complete.variants + by_name.variants} <= set(left)
+    kept = complete.variants + by_name.variants + by_name_tricky.variants
+    assert {v.key for v in kept} <= set(left)
+    assert {"blog/readme-0123456789abcdef.txt", "blog/x-0123456789abcdef-edit.webp"} <= set(left)
+    assert set(tricky_half) <= set(left)
     assert manifest_key("blog", "done", digest(1)) in left
     assert manifest_key("blog", "plain", None) in left
 
@@ -106,6 +118,37 @@ async def test_a_set_committed_after_the_listing_is_kept(tmp_path: Path) -> None
     result = await sweep(store, 0.0, now=time.time() + HOUR)
     assert result.stale == [] and result.deleted == []
     assert await keys_in(store) == sorted([*keys, mkey])
+
+
+async def test_a_set_a_job_is_reusing_is_kept(tmp_path: Path) -> None:
+    """A retry of a failed upload writes the failed run's objects again (same bytes) before its
+    manifest: if that happens while the sweep decides, the set is in use and stays."""
+    store = LocalStore(tmp_path, URL)
+    keys = await half_a_set(store, "", "again", digest(11))
+    listed = store.list_objects
+
+    async def listing_then_reuse(prefix: str = "") -> AsyncIterator[StoredObject]:
+        async for item in listed(prefix):
+            yield item
+        for key in keys:
+            data = await store.get(key)
+            assert data is not None
+            await store.put(key, data, "image/webp", IMMUTABLE_CACHE_CONTROL)
+
+    store.list_objects = listing_then_reuse  # type: ignore[method-assign]
+    old = time.time() - 2 * HOUR
+    for key in keys:
+        os.utime(tmp_path / key, (old, old))
+    result = await sweep(store, HOUR)
+    assert result.stale == [] and result.deleted == [] and result.young == 1
+    assert await keys_in(store) == sorted(keys)
+
+
+def test_variant_shapes_match_the_encoders() -> None:
+    from uplodr.imaging.encode import CODECS
+    from uplodr.storage.keys import VARIANT_SHAPES
+
+    assert {(codec.suffix, codec.ext) for codec in CODECS.values()} == VARIANT_SHAPES
 
 
 async def test_publish_rewrites_a_reused_object_swept_before_its_manifest(
@@ -137,30 +180,51 @@ async def test_s3_listing_pages_and_prefix(
 ) -> None:
     monkeypatch.setattr(s3_module, "LIST_PAGE", 3)  # several pages, each after the last key
     store = s3_store(bucket, prefix="site")
-    keys = [f"blog/{n:02d}.webp" for n in range(8)] + ["other/x.webp"]
+    keys = [f"blog/{n:02d}.webp" for n in range(8)] + ["blog.txt", "blogx/y.webp", "other/x.webp"]
     for key in keys:
         await store.put(key, key.encode(), "image/webp", IMMUTABLE_CACHE_CONTROL)
+    outside = s3_store(bucket)  # the same bucket without the prefix
+    await outside.put("sitex/z.webp", b"not under site/", "image/webp", IMMUTABLE_CACHE_CONTROL)
     listed = [item async for item in store.list_objects()]
     assert [item.key for item in listed] == sorted(keys)
     assert [item.size for item in listed] == [len(key) for key in sorted(keys)]
     assert all(abs(item.modified - time.time()) < 600 for item in listed)
-    assert [item.key async for item in store.list_objects("blog/")] == sorted(keys)[:8]
+    assert [item.key async for item in store.list_objects("blog/")] == keys[:8]
+    assert [item.key async for item in store.list_objects("blog")] == keys[:8]  # not blogx/
     assert [item.key async for item in store.list_objects("nothing")] == []
-    assert sorted(swift.list_keys(bucket)) == sorted(f"site/{key}" for key in keys)
+    assert sorted(swift.list_keys(bucket)) == sorted(
+        [*(f"site/{key}" for key in keys), "sitex/z.webp"]
+    )
 
 
 async def test_s3_sweep(swift: SwiftServer, bucket: str, s3_store: MakeStore) -> None:
     store = s3_store(bucket)
     complete = await Publisher([store]).publish("", "done", digest(7), blobs(b"7"), PRESET)
     partial = await half_a_set(store, "", "cat", digest(8))
+    await store.put(".uplodr-probe-0011223344556677", b"p", "text/plain", "no-store")
+    await store.put("cache/.tmp-mine", b"someone's", "text/plain", "no-store")  # not S3 debris
     # S3 keeps its own modification times: judge them from two hours ahead instead
     result = await sweep(store, HOUR, now=time.time() + 2 * HOUR)
-    assert [leftover.name for leftover in result.deleted] == [f"cat-{digest(8)}"]
+    assert [leftover.name for leftover in result.deleted] == [
+        ".uplodr-probe-0011223344556677",
+        f"cat-{digest(8)}",
+    ]
     left = swift.list_keys(bucket)
     assert not set(partial) & set(left)
     assert {v.key for v in complete.variants} < set(left)
+    assert "cache/.tmp-mine" in left
     young = await sweep(store, HOUR)
     assert young.stale == [] and young.young == 0
+
+
+def run_sweep(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "uplodr", "sweep", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_cli_dry_run_then_sweep(tmp_path: Path) -> None:
@@ -170,30 +234,47 @@ def test_cli_dry_run_then_sweep(tmp_path: Path) -> None:
     leftover.write_bytes(b"half a set")
     old = time.time() - 2 * HOUR
     os.utime(leftover, (old, old))
+    at = ("--store", str(store))
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "uplodr", "sweep", "--store", str(store), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    dry = run("--dry-run")
+    dry = run_sweep(*at, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert f"would delete incomplete set blog/cat-{digest(9)} (1 object" in dry.stdout
     assert leftover.exists()
-    assert "0 stale" in run("--older-than", "3h").stdout and leftover.exists()
-    done = run("--folder", "blog")
+    assert "0 stale" in run_sweep(*at, "--older-than", "3h").stdout and leftover.exists()
+    done = run_sweep(*at, "--folder", "blog")
     assert done.returncode == 0, done.stderr
     assert "1 stale, 1 deleted (1 objects" in done.stdout
     assert not leftover.exists()
-    missing = subprocess.run(
-        [sys.executable, "-m", "uplodr", "sweep", "--store", "s3://"],
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    bad_spec = run_sweep("--store", "s3://")
+    assert bad_spec.returncode == 1 and "expected s3://BUCKET" in bad_spec.stderr
+    nowhere = run_sweep("--store", str(tmp_path / "typo"))
+    assert nowhere.returncode == 1
+    assert nowhere.stderr.strip().endswith("the folder does not exist")
+    climbing = run_sweep("--store", str(tmp_path), "--folder", "a/../b")
+    assert climbing.returncode == 2 and "Invalid value for --folder" in climbing.stderr
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "uplodr", "sweep", "--store", "s3://bucket"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={
+            **os.environ,
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
+            "AWS_ACCESS_KEY_ID": "id",
+            "AWS_SECRET_ACCESS_KEY": "secret",
+            "UPLODR_STORAGE_DEADLINE": "2",
+        },
     )
-    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert unreachable.returncode == 1
+    # one line, without the retry notices before it (it may or may not add how long it tried)
+    (line,) = unreachable.stderr.strip().splitlines()
+    assert line.startswith(
+        "s3://bucket: cannot list keys under '/': cannot connect to the endpoint "
+        "(refused or unreachable)"
+    )
+    for run in (bad_spec, nowhere, climbing, unreachable):
+        assert "Traceback" not in run.stderr

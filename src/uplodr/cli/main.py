@@ -7,11 +7,14 @@ small), and `uplodr convert` needs neither gRPC nor libvips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -364,10 +367,40 @@ def sweep(stores: tuple[str, ...], older_than: float, folder: str, dry_run: bool
     """Delete what failed jobs left in the stores: variant sets that never got their manifest,
     and stray temporary and probe objects. Complete sets are never touched."""
     from uplodr.cli.sweep import sweep_stores
+    from uplodr.errors import InvalidRequest
     from uplodr.gateway.run import data_dir
+    from uplodr.names import safe_folder
 
+    try:
+        folder = safe_folder(folder)
+    except InvalidRequest as error:
+        raise click.BadParameter(str(error), param_hint="--folder") from None
     specs = list(stores) or [str(data_dir() / "store")]
     sys.exit(sweep_stores(specs, older_than, dry_run, folder))
+
+
+def run() -> NoReturn:
+    """The `uplodr` command: `main`, then an exit that skips the interpreter's finalization.
+
+    obstore runs S3 requests on a Rust (tokio) runtime whose threads may still be handing back
+    a finished request while Python finalizes; now and then that aborts the process (SIGABRT,
+    pyo3-async-runtimes' known exit race), turning a clean exit status into 134. Every command
+    has closed its stores, machines and servers by the time `main` returns, so nothing is lost
+    by leaving without finalization once output and logs are flushed."""
+    try:
+        main.main(prog_name="uplodr")
+        code = 0
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _age(machine: Machine) -> str:

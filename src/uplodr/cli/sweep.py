@@ -8,7 +8,8 @@ import time
 
 import click
 
-from uplodr.errors import StorageUnavailable
+from uplodr.errors import InvalidRequest, UplodrError
+from uplodr.storage.s3 import quiet_retries
 from uplodr.storage.spec import open_store
 from uplodr.storage.sweep import Leftover, SweepResult, sweep
 
@@ -23,14 +24,20 @@ async def _sweep_all(specs: list[str], older_than: float, dry_run: bool, folder:
     for spec in specs:
         try:
             store = open_store(spec, None, os.environ)
-        except (ValueError, StorageUnavailable) as error:
+        except (ValueError, UplodrError) as error:
             click.echo(f"{spec}: {error}", err=True)
             status = 1
             continue
         try:
-            result = await sweep(store, older_than, dry_run=dry_run, prefix=folder)
-        except StorageUnavailable as error:
-            click.echo(str(error), err=True)
+            with quiet_retries():  # the one line of a failure says how long it tried
+                result = await sweep(store, older_than, dry_run=dry_run, prefix=folder)
+        except UplodrError as error:
+            click.echo(
+                f"{store.description}: {error}"
+                if isinstance(error, InvalidRequest)
+                else str(error),
+                err=True,
+            )
             status = 1
             continue
         finally:

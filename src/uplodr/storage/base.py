@@ -50,6 +50,11 @@ class Store(Protocol):
         Raises StorageUnavailable."""
         ...
 
+    async def info(self, key: str) -> StoredObject | None:
+        """The object's size and modification time, or None when there is no such key.
+        Raises StorageUnavailable."""
+        ...
+
     async def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such key. Raises StorageUnavailable."""
         ...
@@ -63,6 +68,11 @@ class Store(Protocol):
         Raises StorageUnavailable."""
         ...
 
+    def is_debris(self, key: str) -> bool:
+        """True for a temporary object this store's own writes or probes may leave behind when
+        their process dies (never a variant or a manifest)."""
+        ...
+
     def url(self, key: str) -> str:
         """The public URL of a key."""
         ...
@@ -73,6 +83,11 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def is_probe_key(key: str) -> bool:
+    """A probe object of `probe_round_trip`: always at the store's root."""
+    return key.startswith(PROBE_KEY_PREFIX) and "/" not in key
 
 
 async def probe_round_trip(store: Store) -> None:

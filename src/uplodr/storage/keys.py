@@ -14,6 +14,11 @@ import hashlib
 
 DIGEST_HEX_CHARS = 16  # 64 bits: collisions need ~4 billion uploads of one folder and stem
 MANIFEST_EXT = "json"
+# The (suffix, extension) of every variant the encoders write (imaging's CODECS; a test keeps
+# the two in step). `uplodr sweep` recognises a set's objects by exactly these.
+VARIANT_SHAPES: frozenset[tuple[str, str]] = frozenset(
+    {("", "webp"), ("", "avif"), ("", "jpg"), ("-thumb", "png")}
+)
 
 
 def content_digest(upload_sha256_hex: str, preset_fingerprint: str) -> str:

@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 from urllib.parse import quote
 
 from uplodr.errors import InvalidRequest, StorageUnavailable
-from uplodr.storage.base import StoredObject, probe_round_trip
+from uplodr.storage.base import StoredObject, is_probe_key, probe_round_trip
 
 TEMP_PREFIX = ".tmp-"
 
@@ -47,8 +47,12 @@ class LocalStore:
         return await self._io(key, "write", self._write, path, data, True)
 
     async def size(self, key: str) -> int | None:
+        found = await self.info(key)
+        return None if found is None else found.size
+
+    async def info(self, key: str) -> StoredObject | None:
         path = self.path_of(key)
-        return await self._io(key, "read", _size, path)
+        return await self._io(key, "read", _stat, path, key)
 
     async def get(self, key: str) -> bytes | None:
         path = self.path_of(key)
@@ -60,9 +64,15 @@ class LocalStore:
 
     async def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
         folder = self.path_of(prefix.strip("/")) if prefix.strip("/") else self.root
+        if not self.root.is_dir():
+            raise StorageUnavailable(f"{self.description}: the folder does not exist")
         found = await self._io(prefix or "/", "list keys under", _walk, folder, self.root)
         for item in found:
             yield item
+
+    def is_debris(self, key: str) -> bool:
+        # a temporary file of a write whose process died, in any folder; or a probe
+        return key.rsplit("/", 1)[-1].startswith(TEMP_PREFIX) or is_probe_key(key)
 
     def url(self, key: str) -> str:
         self.path_of(key)
@@ -102,6 +112,9 @@ class LocalStore:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except OSError as error:
             reason = error.strerror or type(error).__name__
+            if error.filename and Path(error.filename) != self.root:
+                with contextlib.suppress(ValueError):  # name the file or folder at fault
+                    reason += f" ({Path(error.filename).relative_to(self.root).as_posix()})"
             raise StorageUnavailable(
                 f"{self.description}: cannot {verb} {key!r}: {reason}"
             ) from None
@@ -131,11 +144,12 @@ class LocalStore:
             temp.unlink(missing_ok=True)
 
 
-def _size(path: Path) -> int | None:
+def _stat(path: Path, key: str) -> StoredObject | None:
     try:
-        return path.stat().st_size if path.is_file() else None
+        stat = path.stat()
     except FileNotFoundError:
         return None
+    return StoredObject(key, stat.st_size, stat.st_mtime) if path.is_file() else None
 
 
 def _read(path: Path) -> bytes | None:

@@ -9,7 +9,8 @@
        deleted.
 
 Keys in digest mode embed a hash of the upload and the preset, so an existing key holds the same
-bytes: it is reused, left alone, and reported with its stored size. In name mode a key may be
+bytes: it is reused (written again with those same bytes, see `_write_variants`) and never deleted
+by this job. In name mode a key may be
 reused by another upload: when the name's manifest belongs to other content, or an object under
 one of the keys holds other bytes, the job is refused with NameTaken and nothing is written over.
 """
@@ -215,8 +216,12 @@ class Publisher:
                         )
                     job.sizes[key] = len(blob.data)
                     return
-                size = await job.store.size(key)
-                job.sizes[key] = size if size is not None else len(blob.data)
+                # Digest mode: the key holds these very bytes, from an identical job that is
+                # running or failed (a committed one is answered by dedupe before any machine).
+                # Writing them again gives the object a fresh modification time, so that
+                # `uplodr sweep` does not take a failed run's object this job is about to commit.
+                await job.store.put(key, blob.data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)
+                job.sizes[key] = len(blob.data)
                 job.reused[key] = blob
 
         # Every write settles before a failure is raised, so the rollback cannot race a write
@@ -242,9 +247,9 @@ class Publisher:
                 )
 
     async def _restore_reused(self, job: _StoreJob) -> None:
-        """A reused object may belong to a failed job's incomplete set, which `uplodr sweep`
-        deletes once it is old: if one went between our check and our manifest, it is written
-        again, so the committed set is whole."""
+        """A reused object may also go between our write and our manifest (the rollback of the
+        identical job that created it, or a sweep that judged it just before our write): it is
+        written again, so the committed set is whole."""
         for key, blob in job.reused.items():
             if await job.store.size(key) is None:
                 await job.store.put(key, blob.data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)

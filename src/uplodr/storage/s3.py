@@ -16,9 +16,10 @@ words; obstore's own message (which holds URLs, request ids, the string to sign)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
@@ -36,7 +37,7 @@ from obstore.exceptions import (
 from obstore.store import S3Store as _ObstoreS3
 
 from uplodr.errors import StorageUnavailable
-from uplodr.storage.base import StoredObject, probe_round_trip
+from uplodr.storage.base import StoredObject, is_probe_key, probe_round_trip
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta
@@ -54,20 +55,30 @@ LIST_PAGE = 1000  # keys per listing request (S3's maximum)
 _STATUS = re.compile(r"status code: (\d{3})")
 _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 
-# True while `check_writable` runs: its failure is one line that already says how long it tried.
-_PROBING: ContextVar[bool] = ContextVar("uplodr_s3_probing", default=False)
+# True while a call's failure will be one line that already says how long it tried.
+_QUIET: ContextVar[bool] = ContextVar("uplodr_s3_quiet_retries", default=False)
 
 
-class _QuietWhileProbing(logging.Filter):
-    """stamina logs every scheduled retry at WARNING. During the start-up probe those notices
-    would bury the one clear line `uplodr serve` / `uplodr worker` print, so they are dropped
-    there (and only there: a retry during a job stays in the log)."""
+class _QuietRetries(logging.Filter):
+    """stamina logs every scheduled retry at WARNING. During the start-up probe, and in commands
+    like `uplodr sweep`, those notices would bury the one clear line printed at the end, so they
+    are dropped there (and only there: a retry during a job stays in the log)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not _PROBING.get()
+        return not _QUIET.get()
 
 
-logging.getLogger("stamina").addFilter(_QuietWhileProbing())
+logging.getLogger("stamina").addFilter(_QuietRetries())
+
+
+@contextlib.contextmanager
+def quiet_retries() -> Iterator[None]:
+    """Drop stamina's retry notices in this context (the final error says it all)."""
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
 
 
 class S3Store:
@@ -224,6 +235,10 @@ class S3Store:
         return True
 
     async def size(self, key: str) -> int | None:
+        found = await self.info(key)
+        return None if found is None else found.size
+
+    async def info(self, key: str) -> StoredObject | None:
         try:
             meta = await self._call(
                 "read",
@@ -233,7 +248,7 @@ class S3Store:
             )
         except FileNotFoundError:
             return None
-        return int(meta["size"])
+        return _stored_object(meta)
 
     async def get(self, key: str) -> bytes | None:
         async def fetch() -> bytes:
@@ -273,23 +288,21 @@ class S3Store:
 
             batch = await self._call("list keys under", prefix or "/", page)
             for meta in batch:
-                yield StoredObject(
-                    meta["path"], int(meta["size"]), meta["last_modified"].timestamp()
-                )
+                yield _stored_object(meta)
             if not batch:
                 return
             after = batch[-1]["path"]
+
+    def is_debris(self, key: str) -> bool:
+        return is_probe_key(key)  # writes are atomic in S3: nothing temporary but probes
 
     def url(self, key: str) -> str:
         full = f"{self.prefix}/{key}" if self.prefix else key
         return self.public_url.replace("{key}", quote(full, safe="/"))
 
     async def check_writable(self) -> None:
-        probing = _PROBING.set(True)
-        try:
+        with quiet_retries():
             await probe_round_trip(self)
-        finally:
-            _PROBING.reset(probing)
 
     async def aclose(self) -> None:
         return None
@@ -346,6 +359,10 @@ class S3Store:
         if self.endpoint:
             return f"{self._endpoint_for_client()}/{{key}}"
         return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{{key}}"
+
+
+def _stored_object(meta: ObjectMeta) -> StoredObject:
+    return StoredObject(meta["path"], int(meta["size"]), meta["last_modified"].timestamp())
 
 
 def _status(error: BaseException) -> int | None:

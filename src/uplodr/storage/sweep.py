@@ -3,14 +3,15 @@
 A job's rollback deletes its own partial objects, but it cannot when the store is down for
 longer than the rollback's deadline, or when the worker is killed while it writes. What is
 left is recognisable: the objects of a variant set whose manifest (the commit point) was never
-written, plus the local store's temporary files and the start-up probe objects. `sweep` finds
+written, and the store's own temporary and probe objects (`Store.is_debris`). `sweep` finds
 them and, once they are older than any job could still be running, deletes them.
 
-What counts as a set is the key shape of digest mode, `{folder}/{stem}-{digest}{suffix}.{ext}`
-with its manifest at `{folder}/{stem}-{digest}.json`. Name-mode keys carry no digest and are
-never touched. The sweep assumes the store (its bucket and prefix) belongs to uplodr: an
-object of someone else's that happens to have that shape and no manifest would be taken for
-debris, which is why `--dry-run` exists.
+A set is recognised by the exact key shapes of digest mode: `{folder}/{stem}-{digest}{suffix}.
+{ext}` for the (suffix, ext) pairs the encoders write, with its manifest at
+`{folder}/{stem}-{digest}.json`. Anything else — name-mode keys that do not have that shape,
+other files — is never touched. The sweep assumes the store (its bucket and prefix) belongs to
+uplodr: an object of someone else's with exactly that shape and no manifest would be taken for
+a leftover, which is why `--dry-run` exists.
 """
 
 from __future__ import annotations
@@ -20,23 +21,27 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from uplodr.storage.base import PROBE_KEY_PREFIX, Store, StoredObject
-from uplodr.storage.keys import DIGEST_HEX_CHARS, MANIFEST_EXT
-from uplodr.storage.local import TEMP_PREFIX
+from uplodr.storage.base import Store, StoredObject
+from uplodr.storage.keys import DIGEST_HEX_CHARS, MANIFEST_EXT, VARIANT_SHAPES
 
-# `{stem}-{digest}` (the set), an optional `-suffix` like `-thumb`, then the extension.
+_SUFFIXES = "|".join(sorted({re.escape(suffix) for suffix, _ in VARIANT_SHAPES if suffix}))
+_EXTS = "|".join(sorted({re.escape(ext) for _, ext in VARIANT_SHAPES}))
+# `{stem}-{digest}` (the set), an optional variant suffix like `-thumb`, then the extension.
 _SET_MEMBER = re.compile(
-    rf"^(?P<set>(?:.*/)?[^/]*-[0-9a-f]{{{DIGEST_HEX_CHARS}}})(?:-[a-z]+)?\.(?P<ext>[a-z0-9]+)$"
+    rf"^(?P<set>(?:.*/)?[^/]*-[0-9a-f]{{{DIGEST_HEX_CHARS}}})"
+    rf"(?P<suffix>{_SUFFIXES})?\.(?P<ext>{_EXTS})$"
 )
-_DEBRIS_PREFIXES = (TEMP_PREFIX, PROBE_KEY_PREFIX)
+
+INCOMPLETE_SET = "incomplete set"
+DEBRIS = "leftover temporary object"
 
 
 @dataclass(frozen=True)
 class Leftover:
-    """Objects that belong together and go together: one incomplete set, or one stray file."""
+    """Objects that belong together and go together: one incomplete set, or one stray object."""
 
     name: str  # the set's `{folder}/{stem}-{digest}`, or the stray object's key
-    kind: str  # "incomplete set" or "leftover temporary object"
+    kind: str  # INCOMPLETE_SET or DEBRIS
     objects: tuple[StoredObject, ...]
 
     @property
@@ -56,24 +61,25 @@ class SweepResult:
     failed: dict[str, str] = field(default_factory=dict)  # name → why
 
 
-def find_leftovers(objects: list[StoredObject]) -> list[Leftover]:
-    """The incomplete sets and stray temporary/probe objects among a listing."""
-    manifests = {
-        item.key.removesuffix(f".{MANIFEST_EXT}")
-        for item in objects
-        if item.key.endswith(f".{MANIFEST_EXT}")
-    }
+def set_of(key: str) -> str | None:
+    """The `{folder}/{stem}-{digest}` a variant key belongs to, None for any other key."""
+    match = _SET_MEMBER.match(key)
+    if match is None or (match["suffix"] or "", match["ext"]) not in VARIANT_SHAPES:
+        return None
+    return match["set"]
+
+
+def find_leftovers(store: Store, objects: list[StoredObject]) -> list[Leftover]:
+    """The incomplete sets and the store's stray temporary objects among a listing."""
+    keys = {item.key for item in objects}
     sets: dict[str, list[StoredObject]] = defaultdict(list)
     found: list[Leftover] = []
     for item in objects:
-        basename = item.key.rsplit("/", 1)[-1]
-        if basename.startswith(_DEBRIS_PREFIXES):
-            found.append(Leftover(item.key, "leftover temporary object", (item,)))
-            continue
-        match = _SET_MEMBER.match(item.key)
-        if match and match["ext"] != MANIFEST_EXT and match["set"] not in manifests:
-            sets[match["set"]].append(item)
-    found += [Leftover(name, "incomplete set", tuple(items)) for name, items in sets.items()]
+        if store.is_debris(item.key):
+            found.append(Leftover(item.key, DEBRIS, (item,)))
+        elif (name := set_of(item.key)) is not None and f"{name}.{MANIFEST_EXT}" not in keys:
+            sets[name].append(item)
+    found += [Leftover(name, INCOMPLETE_SET, tuple(items)) for name, items in sets.items()]
     return sorted(found, key=lambda leftover: leftover.name)
 
 
@@ -87,29 +93,43 @@ async def sweep(
 ) -> SweepResult:
     """Delete the leftovers under `prefix` whose newest object is older than `older_than` s.
 
-    A set is checked once more right before it goes: a job that committed its manifest since
-    the listing keeps its objects. Raises StorageUnavailable when the listing fails; a failed
+    Right before a leftover goes, it is looked at again: a set whose manifest appeared since the
+    listing is complete after all, and an object written since (a job reusing it) is in use;
+    either keeps what is left of it. Raises StorageUnavailable when the listing fails; a failed
     delete is reported in the result and the sweep goes on."""
     cutoff = (time.time() if now is None else now) - older_than
     listing = [item async for item in store.list_objects(prefix)]
     result = SweepResult()
-    for leftover in find_leftovers(listing):
+    for leftover in find_leftovers(store, listing):
         if leftover.newest >= cutoff:
             result.young += 1
             continue
-        result.stale.append(leftover)
         if dry_run:
+            result.stale.append(leftover)
             continue
         try:
-            if leftover.kind == "incomplete set":
-                manifest = f"{leftover.name}.{MANIFEST_EXT}"
-                if await store.size(manifest) is not None:
-                    result.stale.pop()  # committed meanwhile: complete after all
-                    continue
-            for item in leftover.objects:
-                await store.delete(item.key)
+            gone = await _delete_if_still_stale(store, leftover, cutoff)
         except Exception as error:  # a store error, reported per leftover
+            result.stale.append(leftover)
             result.failed[leftover.name] = str(error)
             continue
-        result.deleted.append(leftover)
+        if gone:
+            result.stale.append(leftover)
+            result.deleted.append(leftover)
+        else:
+            result.young += 1
     return result
+
+
+async def _delete_if_still_stale(store: Store, leftover: Leftover, cutoff: float) -> bool:
+    """Delete the leftover's objects unless it became part of a live job; True when it went."""
+    manifest = f"{leftover.name}.{MANIFEST_EXT}"
+    if leftover.kind == INCOMPLETE_SET and await store.info(manifest) is not None:
+        return False  # committed since the listing
+    for item in leftover.objects:
+        current = await store.info(item.key)
+        if current is not None and current.modified >= cutoff:
+            return False  # written again since the listing: a job is reusing it
+        if current is not None:
+            await store.delete(item.key)
+    return True
