@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
 from uplodr.storage.base import Store, StoredObject
@@ -69,16 +70,22 @@ def set_of(key: str) -> str | None:
     return match["set"]
 
 
-def find_leftovers(store: Store, objects: list[StoredObject]) -> list[Leftover]:
-    """The incomplete sets and the store's stray temporary objects among a listing."""
-    keys = {item.key for item in objects}
+async def find_leftovers(store: Store, objects: AsyncIterable[StoredObject]) -> list[Leftover]:
+    """The incomplete sets and the store's stray temporary objects in a listing. Only manifest
+    names and the objects of sets not (yet) known to be complete are kept while it streams by:
+    a set's keys are next to one another in key order, so a large bucket costs little memory."""
+    manifests: set[str] = set()
     sets: dict[str, list[StoredObject]] = defaultdict(list)
     found: list[Leftover] = []
-    for item in objects:
+    async for item in objects:
         if store.is_debris(item.key):
             found.append(Leftover(item.key, DEBRIS, (item,)))
-        elif (name := set_of(item.key)) is not None and f"{name}.{MANIFEST_EXT}" not in keys:
-            sets[name].append(item)
+        elif item.key.endswith(f".{MANIFEST_EXT}"):
+            complete = item.key.removesuffix(f".{MANIFEST_EXT}")
+            manifests.add(complete)
+            sets.pop(complete, None)
+        elif (member_of := set_of(item.key)) is not None and member_of not in manifests:
+            sets[member_of].append(item)
     found += [Leftover(name, INCOMPLETE_SET, tuple(items)) for name, items in sets.items()]
     return sorted(found, key=lambda leftover: leftover.name)
 
@@ -98,9 +105,8 @@ async def sweep(
     either keeps what is left of it. Raises StorageUnavailable when the listing fails; a failed
     delete is reported in the result and the sweep goes on."""
     cutoff = (time.time() if now is None else now) - older_than
-    listing = [item async for item in store.list_objects(prefix)]
     result = SweepResult()
-    for leftover in find_leftovers(store, listing):
+    for leftover in await find_leftovers(store, store.list_objects(prefix)):
         if leftover.newest >= cutoff:
             result.young += 1
             continue
