@@ -155,6 +155,34 @@ async def test_create_list_destroy_from_another_process(
     await provider.aclose()
 
 
+def port_is_free(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return False
+        return True
+
+
+async def test_a_machines_port_is_held_for_it_until_destroy(
+    state_dir: Path, mark_env: dict[str, str]
+) -> None:
+    """No one else can bind the port between its choice and the worker's bind (two machines
+    created at once never share one); the worker itself binds it fine."""
+    provider = LocalProvider(state_dir, command=standin(SLEEP), grace=1.0)
+    machines = await asyncio.gather(*(provider.create(spec(mark_env)) for _ in range(4)))
+    assert len({m.address for m in machines}) == 4
+    assert not any(port_is_free(m.address) for m in machines)  # the sleeper never binds it
+    listener = LocalProvider(state_dir, command=standin(LISTEN), grace=1.0)
+    listening = await listener.create(spec(mark_env))
+    await eventually(lambda: asyncio.to_thread(can_connect, listening.address))
+    for machine in machines:
+        await provider.destroy(machine.id)
+    assert all(port_is_free(m.address) for m in machines)
+    await listener.aclose()
+
+
 async def test_destroy_is_idempotent_and_checks_ids(
     state_dir: Path, mark_env: dict[str, str]
 ) -> None:

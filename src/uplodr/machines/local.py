@@ -57,11 +57,21 @@ def base_env() -> dict[str, str]:
     }
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (the worker binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def reserve_port() -> socket.socket:
+    """A free loopback port, held by a bound socket that never listens.
+
+    Both it and gRPC set SO_REUSEADDR, so the worker can bind and listen on the port while this
+    socket holds it, but no one else can bind it meanwhile: another machine created at the same
+    moment cannot be handed the same port between our choice and the worker's bind. The holder
+    keeps it until the machine is destroyed."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+    except OSError:
+        holder.close()
+        raise
+    return holder
 
 
 def describe_exit(returncode: int) -> str:
@@ -110,6 +120,7 @@ class LocalProvider:
         self._reasons: dict[str, str] = {}  # why our exited children stopped
         self._created: set[str] = set()  # ours and not destroyed yet (running or not)
         self._creating: set[asyncio.Task[Machine]] = set()  # creates still running
+        self._ports: dict[str, socket.socket] = {}  # port reservations of our machines
         self._self_start = process_start_time(os.getpid()) or 0
         if memory_mb is not None:
             self._memory_cgroups()  # fail at construction, not at the first job
@@ -126,11 +137,23 @@ class LocalProvider:
         return await asyncio.shield(task)
 
     async def _create(self, spec: MachineSpec) -> Machine:
+        machine_id = new_machine_id()
+        try:
+            self._ports[machine_id] = reserve_port()
+        except OSError as e:
+            raise WorkerUnavailable(f"cannot find a free local port: {e}") from e
+        try:
+            return await self._spawn(machine_id, spec)
+        except BaseException:
+            if machine_id not in self._created:  # else destroy releases it
+                self._release_port(machine_id)
+            raise
+
+    async def _spawn(self, machine_id: str, spec: MachineSpec) -> Machine:
         memory_mb = spec.memory_mb if spec.memory_mb is not None else self.memory_mb
         if memory_mb is not None and memory_mb <= 0:
             raise ProviderError(f"memory limit must be positive, not {memory_mb} MB")
-        machine_id = new_machine_id()
-        port = free_port()
+        port = int(self._ports[machine_id].getsockname()[1])
         address = f"127.0.0.1:{port}"
         argv = list(self.command(port))
         cgroup_path: Path | None = None
@@ -238,6 +261,7 @@ class LocalProvider:
         self._children.pop(machine_id, None)
         self._reasons.pop(machine_id, None)
         self._created.discard(machine_id)
+        self._release_port(machine_id)
         await self._remove_cgroup(cgroup_path)
         if record is not None:
             self._cleanup(record, cgroup_removed=True)
@@ -266,6 +290,8 @@ class LocalProvider:
             await asyncio.gather(*self._creating, return_exceptions=True)
         for machine_id in sorted(self._created):
             await self.destroy(machine_id)
+        for machine_id in list(self._ports):
+            self._release_port(machine_id)
 
     # -- extras ----------------------------------------------------------------------------
 
@@ -287,6 +313,11 @@ class LocalProvider:
             except (cgroup.CgroupUnavailable, OSError) as e:
                 raise ProviderError(f"a memory limit needs a memory cgroup: {e}") from e
         return self._cgroups
+
+    def _release_port(self, machine_id: str) -> None:
+        holder = self._ports.pop(machine_id, None)
+        if holder is not None:
+            holder.close()
 
     def _ours(self, record: Record) -> bool:
         return record.owner_pid == os.getpid() and record.owner_start_time == self._self_start
