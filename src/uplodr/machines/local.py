@@ -289,7 +289,10 @@ class LocalProvider:
         if self._creating:
             await asyncio.gather(*self._creating, return_exceptions=True)
         for machine_id in sorted(self._created):
-            await self.destroy(machine_id)
+            try:
+                await self.destroy(machine_id)
+            except WorkerUnavailable as error:  # the others still go; the reaper finds this one
+                log.error("could not destroy local worker %s: %s", machine_id, error)
         for machine_id in list(self._ports):
             self._release_port(machine_id)
 
