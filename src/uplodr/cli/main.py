@@ -359,7 +359,7 @@ def reap(
     "--older-than",
     type=DURATION,
     default="1h",
-    help="Only leftovers this old: longer than any job can run (a worker lives 20m at most).",
+    help="Only leftovers this old; keep it above the workers' --max-lifetime (20m by default).",
 )
 @click.option("--folder", default="", help="Only under this folder.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
