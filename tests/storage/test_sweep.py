@@ -102,6 +102,16 @@ async def test_local_sweep_removes_only_old_leftovers(tmp_path: Path) -> None:
     assert manifest_key("blog", "plain", None) in left
 
 
+async def test_local_listing_walks_every_folder(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, URL)
+    keys = ["a/b/c/deep.webp", "a/b/mid.webp", "a/top.webp", "z/last.webp"]  # no file at the root
+    for key in keys:
+        await store.put(key, b"x", "image/webp", IMMUTABLE_CACHE_CONTROL)
+    assert sorted(await keys_in(store)) == keys
+    assert sorted([item.key async for item in store.list_objects("a/b")]) == keys[:2]
+    assert [item.key async for item in store.list_objects("nothing/here")] == []
+
+
 async def test_a_set_committed_after_the_listing_is_kept(tmp_path: Path) -> None:
     store = LocalStore(tmp_path, URL)
     keys = await half_a_set(store, "", "late", digest(5))

@@ -56,7 +56,9 @@ class GatewayOptions:
 
 def data_dir() -> Path:
     configured = os.environ.get("UPLODR_DATA_DIR")
-    return Path(configured) if configured else Path.home() / ".local" / "share" / "uplodr"
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".local" / "share" / "uplodr"
 
 
 def is_loopback(host: str) -> bool:

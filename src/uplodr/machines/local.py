@@ -61,9 +61,9 @@ def reserve_port() -> socket.socket:
     """A free loopback port, held by a bound socket that never listens.
 
     Both it and gRPC set SO_REUSEADDR, so the worker can bind and listen on the port while this
-    socket holds it, but no one else can bind it meanwhile: another machine created at the same
-    moment cannot be handed the same port between our choice and the worker's bind. The holder
-    keeps it until the machine is destroyed."""
+    socket holds it, but the kernel never hands it out to another `bind(port 0)`: another
+    machine created at the same moment cannot get the same port between our choice and the
+    worker's bind. The holder keeps it until the machine is destroyed."""
     holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -121,6 +121,7 @@ class LocalProvider:
         self._created: set[str] = set()  # ours and not destroyed yet (running or not)
         self._creating: set[asyncio.Task[Machine]] = set()  # creates still running
         self._ports: dict[str, socket.socket] = {}  # port reservations of our machines
+        self._sigkilled: set[str] = set()  # destroyed once already, and still not gone
         self._self_start = process_start_time(os.getpid()) or 0
         if memory_mb is not None:
             self._memory_cgroups()  # fail at construction, not at the first job
@@ -243,9 +244,10 @@ class LocalProvider:
 
         if pid is not None and alive():
             # Never signal a pid whose start time does not match: it is someone else now.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-            await wait_exit(pid, alive, self.grace)
+            if machine_id not in self._sigkilled:  # a retry needs no second grace
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGTERM)
+                await wait_exit(pid, alive, self.grace)
             # Whatever is left of its process group (the leader may be gone, the group stays).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
@@ -257,7 +259,9 @@ class LocalProvider:
         # destroying another gateway's orphan), and reaps it when it is.
         if pid is not None and not await wait_exit(pid, alive, 5.0):
             # Keep its record so that a retry, or the reaper, can still find it.
+            self._sigkilled.add(machine_id)
             raise WorkerUnavailable(f"worker {machine_id} did not exit after SIGKILL")
+        self._sigkilled.discard(machine_id)
         self._children.pop(machine_id, None)
         self._reasons.pop(machine_id, None)
         self._created.discard(machine_id)

@@ -64,7 +64,8 @@ class Store(Protocol):
         ...
 
     def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
-        """Every object whose key starts with the folder `prefix` ("" = all), in key order.
+        """Every object whose key starts with the folder `prefix` ("" = all): in key order
+        from S3, folder by folder (each in name order) from a local store.
         Raises StorageUnavailable."""
         ...
 

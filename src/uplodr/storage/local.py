@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import ParamSpec, TypeVar
 from urllib.parse import quote
@@ -66,9 +66,15 @@ class LocalStore:
         folder = self.path_of(prefix.strip("/")) if prefix.strip("/") else self.root
         if not self.root.is_dir():
             raise StorageUnavailable(f"{self.description}: the folder does not exist")
-        found = await self._io(prefix or "/", "list keys under", _walk, folder, self.root)
-        for item in found:
-            yield item
+        # One folder per step, so a large store is never held in memory as a whole.
+        folders = os.walk(folder, onerror=_raise)
+        where = prefix or "/"
+        while True:
+            found = await self._io(where, "list keys under", _next, folders, self.root)
+            if found is None:  # the walk is done ([] is a folder holding only folders)
+                return
+            for item in found:
+                yield item
 
     def is_debris(self, key: str) -> bool:
         # a temporary file of a write whose process died, in any folder; or a probe
@@ -159,20 +165,26 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _walk(folder: Path, root: Path) -> list[StoredObject]:
-    """Every regular file under `folder` as an object of the store at `root`, in key order
-    (temporary files of writes in flight, or of writers that died, included)."""
+_Folder = tuple[str, list[str], list[str]]
+
+
+def _next(folders: Iterator[_Folder], root: Path) -> list[StoredObject] | None:
+    """The regular files of the next folder of a walk as objects of the store at `root`, in
+    name order (temporary files of writes in flight, or of writers that died, included); None
+    when the walk is done."""
+    try:
+        directory, subdirectories, files = next(folders)
+    except StopIteration:
+        return None
+    subdirectories.sort()
     found: list[StoredObject] = []
-    for directory, subdirectories, files in os.walk(folder, onerror=_raise):
-        subdirectories.sort()
-        for name in files:
-            path = Path(directory, name)
-            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
-                stat = path.lstat()
-                if not path.is_symlink():
-                    key = path.relative_to(root).as_posix()
-                    found.append(StoredObject(key, stat.st_size, stat.st_mtime))
-    found.sort(key=lambda item: item.key)
+    for name in sorted(files):
+        path = Path(directory, name)
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+            stat = path.lstat()
+            if not path.is_symlink():
+                key = path.relative_to(root).as_posix()
+                found.append(StoredObject(key, stat.st_size, stat.st_mtime))
     return found
 
 
