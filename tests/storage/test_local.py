@@ -17,7 +17,8 @@ async def test_round_trip_and_url(tmp_path: Path) -> None:
     store = LocalStore(tmp_path, URL)
     await store.put("a/b c.webp", b"hello", "image/webp", IMMUTABLE_CACHE_CONTROL)
     assert await store.get("a/b c.webp") == b"hello"
-    assert await store.size("a/b c.webp") == 5
+    stored = await store.info("a/b c.webp")
+    assert stored is not None and stored.size == 5
     assert store.url("a/b c.webp") == "http://127.0.0.1:8080/files/a/b%20c.webp"
     assert await store.put_new("a/b c.webp", b"other", "image/webp", "x") is False
     assert await store.get("a/b c.webp") == b"hello"
@@ -25,7 +26,7 @@ async def test_round_trip_and_url(tmp_path: Path) -> None:
     await store.delete("a/b c.webp")
     await store.delete("a/b c.webp")  # missing is fine
     assert await store.get("a/b c.webp") is None
-    assert await store.size("a/b c.webp") is None
+    assert await store.info("a/b c.webp") is None
     await store.check_writable()
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["new.webp"]  # no temp files
 

@@ -37,9 +37,10 @@ async def test_put_then_anonymous_get(swift: SwiftServer, bucket: str, s3_store:
     assert response.headers["content-type"] == "image/webp"
     assert response.headers["cache-control"] == IMMUTABLE_CACHE_CONTROL
     assert await store.get("blog/cat-0123.webp") == data
-    assert await store.size("blog/cat-0123.webp") == len(data)
+    stored = await store.info("blog/cat-0123.webp")
+    assert stored is not None and stored.size == len(data)
     assert await store.get("nope") is None
-    assert await store.size("nope") is None
+    assert await store.info("nope") is None
     await store.delete("blog/cat-0123.webp")
     await store.delete("blog/cat-0123.webp")
     assert swift.list_keys(bucket) == []

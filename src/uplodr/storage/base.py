@@ -45,11 +45,6 @@ class Store(Protocol):
         Raises StorageUnavailable."""
         ...
 
-    async def size(self, key: str) -> int | None:
-        """The stored object's size in bytes, or None when there is no such key.
-        Raises StorageUnavailable."""
-        ...
-
     async def info(self, key: str) -> StoredObject | None:
         """The object's size and modification time, or None when there is no such key.
         Raises StorageUnavailable."""

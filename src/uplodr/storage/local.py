@@ -46,10 +46,6 @@ class LocalStore:
         path = self.path_of(key)
         return await self._io(key, "write", self._write, path, data, True)
 
-    async def size(self, key: str) -> int | None:
-        found = await self.info(key)
-        return None if found is None else found.size
-
     async def info(self, key: str) -> StoredObject | None:
         path = self.path_of(key)
         return await self._io(key, "read", _stat, path, key)
@@ -64,8 +60,7 @@ class LocalStore:
 
     async def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
         folder = self.path_of(prefix.strip("/")) if prefix.strip("/") else self.root
-        if not self.root.is_dir():
-            raise StorageUnavailable(f"{self.description}: the folder does not exist")
+        self._require_root()
         # One folder per step, so a large store is never held in memory as a whole.
         folders = os.walk(folder, onerror=_raise)
         where = prefix or "/"
@@ -85,14 +80,17 @@ class LocalStore:
         return self.public_url.replace("{key}", quote(key, safe="/"))
 
     async def check_writable(self) -> None:
-        if not self.root.is_dir():
-            raise StorageUnavailable(f"{self.description}: the folder does not exist")
+        self._require_root()
         await probe_round_trip(self)
 
     async def aclose(self) -> None:
         return None
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _require_root(self) -> None:
+        if not self.root.is_dir():
+            raise StorageUnavailable(f"{self.description}: the folder does not exist")
 
     def path_of(self, key: str) -> Path:
         """The file for a key; refuses any key that would land outside the root."""

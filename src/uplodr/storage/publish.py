@@ -251,7 +251,7 @@ class Publisher:
         identical job that created it, or a sweep that judged it just before our write): it is
         written again, so the committed set is whole."""
         for key, blob in job.reused.items():
-            if await job.store.size(key) is None:
+            if await job.store.info(key) is None:
                 await job.store.put(key, blob.data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)
 
     async def _check_name_free(self, mkey: str, digest: str) -> Published | None:

@@ -191,52 +191,21 @@ class S3Store:
     # -- the Store contract --------------------------------------------------------------------
 
     async def put(self, key: str, data: bytes, content_type: str, cache_control: str) -> None:
-        attributes: dict[str, str] = {"Content-Type": content_type, "Cache-Control": cache_control}
-        multipart = len(data) > self.multipart_threshold
-        await self._call(
-            "write",
-            key,
-            lambda: obstore.put_async(
-                self._store,
-                key,
-                data,
-                attributes=attributes,
-                use_multipart=multipart,
-                chunk_size=MULTIPART_CHUNK,
-                max_concurrency=4,
-            ),
-        )
+        await self._put(key, data, content_type, cache_control, create=False)
 
     async def put_new(self, key: str, data: bytes, content_type: str, cache_control: str) -> bool:
         if len(data) > self.multipart_threshold:
             # obstore sends conditional PUTs as one request; a multipart upload cannot carry
             # If-None-Match everywhere, so big objects check first (a small race, see README).
-            if await self.size(key) is not None:
+            if await self.info(key) is not None:
                 return False
             await self.put(key, data, content_type, cache_control)
             return True
-        attributes: dict[str, str] = {"Content-Type": content_type, "Cache-Control": cache_control}
         try:
-            await self._call(
-                "write",
-                key,
-                lambda: obstore.put_async(
-                    self._store,
-                    key,
-                    data,
-                    attributes=attributes,
-                    mode="create",
-                    use_multipart=False,
-                ),
-                passthrough=(AlreadyExistsError, PreconditionError),
-            )
+            await self._put(key, data, content_type, cache_control, create=True)
         except (AlreadyExistsError, PreconditionError):
             return False
         return True
-
-    async def size(self, key: str) -> int | None:
-        found = await self.info(key)
-        return None if found is None else found.size
 
     async def info(self, key: str) -> StoredObject | None:
         try:
@@ -308,6 +277,28 @@ class S3Store:
         return None
 
     # -- helpers -------------------------------------------------------------------------------
+
+    async def _put(
+        self, key: str, data: bytes, content_type: str, cache_control: str, *, create: bool
+    ) -> None:
+        """One write. `create`: only if the key is free (one request, so never multipart);
+        the refusal comes back as AlreadyExistsError or PreconditionError."""
+        attributes: dict[str, str] = {"Content-Type": content_type, "Cache-Control": cache_control}
+        await self._call(
+            "write",
+            key,
+            lambda: obstore.put_async(
+                self._store,
+                key,
+                data,
+                attributes=attributes,
+                mode="create" if create else "overwrite",
+                use_multipart=not create and len(data) > self.multipart_threshold,
+                chunk_size=MULTIPART_CHUNK,
+                max_concurrency=4,
+            ),
+            passthrough=(AlreadyExistsError, PreconditionError) if create else (),
+        )
 
     async def _call(
         self,
