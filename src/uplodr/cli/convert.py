@@ -10,9 +10,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+from uplodr.cli.units import format_size
 
 
 def convert_files(
@@ -63,7 +61,7 @@ def convert_files(
                     table.add_row(
                         v["mime_type"],
                         f"{v['width']}×{v['height']}",
-                        _size(v["size_bytes"]),
+                        format_size(v["size_bytes"]),
                         v["url"],
                     )
                 console.print(table)

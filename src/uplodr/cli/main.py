@@ -19,7 +19,7 @@ from typing import NoReturn
 import click
 
 from uplodr.cli.providers import build_provider, provider_options
-from uplodr.cli.units import DURATION, SIZE
+from uplodr.cli.units import DURATION, SIZE, format_age
 from uplodr.dispatch.reaper import created_time
 from uplodr.machines.base import Machine
 
@@ -407,8 +407,7 @@ def _age(machine: Machine) -> str:
     created = created_time(machine)
     if created is None:
         return "unknown"
-    seconds = max(0, int(time.time() - created))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+    return format_age(time.time() - created)
 
 
 @main.group()

@@ -8,6 +8,7 @@ import time
 
 import click
 
+from uplodr.cli.units import format_age, format_size
 from uplodr.errors import InvalidRequest, UplodrError
 from uplodr.storage.s3 import quiet_retries
 from uplodr.storage.spec import open_store
@@ -58,19 +59,14 @@ def _report(where: str, result: SweepResult, dry_run: bool) -> None:
     objects = sum(len(leftover.objects) for leftover in done)
     click.echo(
         f"{where}: {len(result.stale)} stale, {len(done)} {verb} ({objects} objects, "
-        f"{_mb(sum(leftover.size for leftover in done))}), {len(result.failed)} failed, "
+        f"{format_size(sum(leftover.size for leftover in done))}), {len(result.failed)} failed, "
         f"{result.young} too recent to touch"
     )
 
 
 def _describe(leftover: Leftover) -> str:
-    age = int(max(0.0, time.time() - leftover.newest))
     count = len(leftover.objects)
     return (
         f"{leftover.kind} {leftover.name} ({count} object{'s' if count != 1 else ''}, "
-        f"{_mb(leftover.size)}, {age // 3600}h{age % 3600 // 60:02d}m old)"
+        f"{format_size(leftover.size)}, {format_age(time.time() - leftover.newest)} old)"
     )
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB"

@@ -27,6 +27,17 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * 1024**power)
 
 
+def format_size(n: int) -> str:
+    """Bytes for people: "132.0 kB", "4.70 MB" (decimal, like file browsers)."""
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def format_age(seconds: float) -> str:
+    """An age as "2h05m09s"."""
+    whole = max(0, int(seconds))
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m{whole % 60:02d}s"
+
+
 class Duration(click.ParamType[float]):
     name = "duration"
 
