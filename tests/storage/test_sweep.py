@@ -227,13 +227,15 @@ async def test_s3_sweep(swift: SwiftServer, bucket: str, s3_store: MakeStore) ->
     assert young.stale == [] and young.young == 0
 
 
-def run_sweep(*args: str) -> subprocess.CompletedProcess[str]:
+def run_sweep(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`uplodr sweep ARGS` in its own process, with `env` over this one's environment."""
     return subprocess.run(
         [sys.executable, "-m", "uplodr", "sweep", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, **env},
     )
 
 
@@ -265,19 +267,13 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert nowhere.stderr.strip().endswith("the folder does not exist")
     climbing = run_sweep("--store", str(tmp_path), "--folder", "a/../b")
     assert climbing.returncode == 2 and "Invalid value for --folder" in climbing.stderr
-    unreachable = subprocess.run(
-        [sys.executable, "-m", "uplodr", "sweep", "--store", "s3://bucket"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={
-            **os.environ,
-            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
-            "AWS_ACCESS_KEY_ID": "id",
-            "AWS_SECRET_ACCESS_KEY": "secret",
-            "UPLODR_STORAGE_DEADLINE": "2",
-        },
+    unreachable = run_sweep(
+        "--store",
+        "s3://bucket",
+        AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{free_port()}",
+        AWS_ACCESS_KEY_ID="id",
+        AWS_SECRET_ACCESS_KEY="secret",
+        UPLODR_STORAGE_DEADLINE="2",
     )
     assert unreachable.returncode == 1
     # one line, without the retry notices before it (it may or may not add how long it tried)
