@@ -57,8 +57,8 @@ from tests.support.fly_api import (
     FlyApiServer,
     ProcessFactory,
     WorkerLaunch,
-    free_port,
 )
+from tests.support.procs import free_port
 from tests.support.swift import SwiftServer
 from uplodr.dispatch.job import Dispatcher, DispatchSettings
 from uplodr.dispatch.worker_client import UploadSource, WorkerClient

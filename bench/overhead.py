@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.faults import fly_config, logged_worker
-from tests.support.fly_api import FlyApiServer, free_port
+from tests.support.fly_api import FlyApiServer
+from tests.support.procs import free_port
 from uplodr.dispatch.job import Dispatcher, DispatchSettings, JobResult
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.gateway.run import GatewayOptions, worker_env

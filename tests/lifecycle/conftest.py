@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 from bench.faults import RUN_MARK, GatewayProcess, fly_env, logged_worker, run_cli
-from tests.support.fly_api import FlyApiServer, free_port
+from tests.support.fly_api import FlyApiServer
+from tests.support.procs import free_port
 from tests.support.swift import SwiftServer
 from uplodr.gateway.run import GatewayOptions, worker_env
 from uplodr.machines.local import LocalProvider

@@ -16,9 +16,10 @@ import pytest
 
 from bench.faults import fly_env
 from tests.lifecycle.conftest import IDLE_TIMEOUT, cli, fly_gateway, marked_workers, wait_until
-from tests.support.fly_api import FlyApiServer, free_port, standin_process
+from tests.support.fly_api import FlyApiServer, standin_process
 from tests.support.gateway import Gateway, start_gateway, stop_gateway
 from tests.support.paths import corpus_file
+from tests.support.procs import free_port
 from tests.support.swift import SwiftServer
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, MachineSpec
 from uplodr.machines.local import LocalProvider

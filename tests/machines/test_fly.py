@@ -18,7 +18,8 @@ import grpc
 import httpx
 import pytest
 
-from tests.support.fly_api import Faults, FlyApiServer, free_port, standin_process
+from tests.support.fly_api import Faults, FlyApiServer, standin_process
+from tests.support.procs import free_port
 from tests.support.worker import wait_for_ping
 from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, MachineSpec

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.swift import SwiftServer, free_port
+from tests.support.procs import free_port
+from tests.support.swift import SwiftServer
 from uplodr.errors import StorageUnavailable
 from uplodr.storage import (
     IMMUTABLE_CACHE_CONTROL,

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.storage.conftest import TEST_DEADLINE_S
-from tests.support.swift import SwiftServer, free_port
+from tests.support.procs import free_port
+from tests.support.swift import SwiftServer
 from uplodr.errors import StorageUnavailable
 from uplodr.storage import IMMUTABLE_CACHE_CONTROL, S3Store
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.swift import SwiftServer, free_port
+from tests.support.procs import free_port
+from tests.support.swift import SwiftServer
 from uplodr.storage import IMMUTABLE_CACHE_CONTROL, Blob, LocalStore, Publisher, content_digest
 from uplodr.storage import s3 as s3_module
 from uplodr.storage.base import Store, StoredObject

@@ -30,7 +30,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -197,13 +196,6 @@ class _Buckets:
             return 0.0
         self._state[key] = (tokens, now)
         return (1 - tokens) / self.rate
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class FlyApiServer:

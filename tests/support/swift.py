@@ -30,7 +30,6 @@ import contextlib
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+
+from tests.support.procs import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup-swift"
@@ -67,13 +68,6 @@ def swift_bin_dir(install: bool = True) -> Path:
             raise RuntimeError(f"Swift is not installed in {venv}: run scripts/setup-swift")
         subprocess.run([str(SETUP_SCRIPT)], check=True, env={**os.environ, "SWIFT_VENV": str(venv)})
     return bin_dir
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def supports_xattrs(path: Path) -> bool:
