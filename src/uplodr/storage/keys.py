@@ -56,10 +56,12 @@ class VariantShape:
     width: int | None  # for a role with a width
 
 
+_SHAPES = variant_shapes()
+
+
 def _shape_pattern() -> re.Pattern[str]:
-    shapes = variant_shapes()
-    suffixes = sorted({role.suffix_regex for role, _ in shapes}, key=len, reverse=True)
-    exts = sorted({re.escape(fmt.ext) for _, fmt in shapes})
+    suffixes = sorted({role.suffix_regex for role, _ in _SHAPES}, key=len, reverse=True)
+    exts = sorted({re.escape(fmt.ext) for _, fmt in _SHAPES})
     return re.compile(
         rf"^(?P<set>(?:.*/)?[^/]*-[0-9a-f]{{{DIGEST_HEX_CHARS}}})"
         rf"(?P<suffix>{'|'.join(suffixes)})\.(?P<ext>{'|'.join(exts)})$"
@@ -75,7 +77,7 @@ def variant_shape(key: str) -> VariantShape | None:
     match = _SHAPE.match(key)
     if match is None:
         return None
-    for role, fmt in variant_shapes():
+    for role, fmt in _SHAPES:
         if fmt.ext != match["ext"]:
             continue
         try:
