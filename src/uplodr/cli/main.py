@@ -2,6 +2,10 @@
 
 Subcommands import their parts lazily: `uplodr serve` never loads libvips (the gateway stays
 small), and `uplodr convert` needs neither gRPC nor libvips.
+
+Errors of the command line itself — an unknown option, a value of the wrong type, a bad preset
+file — are said once for every command, by `run()`: one line on stderr, `uplodr CMD: what is
+wrong`, exit status 2, no traceback and no usage block (`--help` prints that).
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from uplodr.cli.providers import build_provider, provider_options
 from uplodr.cli.units import DURATION, SIZE, format_age
 from uplodr.dispatch.reaper import created_time
 from uplodr.machines.base import Machine
+from uplodr.preset import PresetError
+
+# Errors a command's body raises for bad input on its command line: said as one usage line.
+USAGE_ERRORS: tuple[type[Exception], ...] = (PresetError,)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -34,7 +42,49 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class _Failed(Exception):
+    """An error from a command's body, said as `uplodr CMD: message`."""
+
+    def __init__(self, message: str, command_path: str, exit_code: int) -> None:
+        super().__init__(f"{command_path}: {' '.join(message.split())}")
+        self.exit_code = exit_code
+
+
+class _Command(click.Command):
+    """Every subcommand: what its body raises for bad input knows which command it was."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except USAGE_ERRORS as error:
+            raise _Failed(str(error), ctx.command_path, 2) from None
+        except click.UsageError as error:
+            if error.ctx is None:
+                error.ctx = ctx
+            raise
+        except click.ClickException as error:
+            raise _Failed(error.format_message(), ctx.command_path, error.exit_code) from None
+
+
+class _Group(click.Group):
+    command_class = _Command
+    group_class = type  # subgroups (machines) are _Groups too
+
+
+def one_line(error: click.ClickException) -> str:
+    """The error as the one line `run()` prints: `uplodr serve: <what is wrong>`; a usage
+    error found by click itself ends with where to read the usage."""
+    message = " ".join(error.format_message().split())
+    if isinstance(error, click.UsageError) and error.ctx is not None:
+        path = error.ctx.command_path
+        return f"{path}: {message} (see '{path} --help')"
+    return f"uplodr: {message}"
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.version_option(package_name="uplodr")
 def main(verbose: bool) -> None:
@@ -386,10 +436,25 @@ def run() -> NoReturn:
     a finished request while Python finalizes; now and then that aborts the process (SIGABRT,
     pyo3-async-runtimes' known exit race), turning a clean exit status into 134. Every command
     has closed its stores, machines and servers by the time `main` returns, so nothing is lost
-    by leaving without finalization once output and logs are flushed."""
+    by leaving without finalization once output and logs are flushed.
+
+    Errors of the command line are printed here as one line (see the module docstring)."""
     try:
-        main.main(prog_name="uplodr")
-        code = 0
+        result = main.main(prog_name="uplodr", standalone_mode=False)
+        # --help and ctx.exit(n) give their exit status; a finished command gives None.
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.NoArgsIsHelpError as error:
+        error.show()  # `uplodr` or `uplodr machines` alone: their help, as click prints it
+        code = error.exit_code
+    except click.ClickException as error:
+        click.echo(one_line(error), err=True)
+        code = error.exit_code
+    except _Failed as error:
+        click.echo(str(error), err=True)
+        code = error.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        code = 1
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
             code = stop.code or 0
