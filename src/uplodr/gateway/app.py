@@ -23,7 +23,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from uplodr.errors import InvalidRequest, TooLarge, Unauthenticated, UplodrError, status_of
+from uplodr.errors import (
+    Busy,
+    InvalidRequest,
+    TooLarge,
+    Unauthenticated,
+    UplodrError,
+    status_of,
+)
 from uplodr.gateway import metrics
 from uplodr.gateway.body_limit import BodyLimit
 from uplodr.gateway.page import UPLOAD_PAGE
@@ -46,13 +53,17 @@ class ClientGone(Exception):
 
 def error_response(error: UplodrError) -> JSONResponse:
     metrics.ERRORS.labels(code=error.code).inc()
-    # A body cut off at the limit was not read to its end: the connection cannot carry another
-    # request, so say it is closed (the server closes it after this answer).
-    headers = {"connection": "close"} if isinstance(error, TooLarge) else None
+    headers: dict[str, str] = {}
+    if isinstance(error, TooLarge):
+        # A body cut off at the limit was not read to its end: the connection cannot carry
+        # another request, so say it is closed (the server closes it after this answer).
+        headers["connection"] = "close"
+    if isinstance(error, Busy):
+        headers["retry-after"] = str(error.retry_after)
     return JSONResponse(
         {"error": str(error), "code": error.code},
         status_code=status_of(error).http,
-        headers=headers,
+        headers=headers or None,
     )
 
 
@@ -101,6 +112,36 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     return job.result()
 
 
+async def refused(request: Request, error: Exception) -> Response:
+    """Every error a client can see (uplodr.errors) — raised by the endpoint, by the body limit
+    while the upload arrives, or by the conversion — as `{"error", "code"}` with its status."""
+    assert isinstance(error, UplodrError)
+    log.info("upload refused: %s (%s)", error, error.code)
+    return error_response(error)
+
+
+async def client_gone(request: Request, error: Exception) -> Response:
+    """The client hung up: its job was cancelled (and its machine destroyed). Nobody reads this
+    answer; 499 is what the access log and the metrics see."""
+    metrics.JOBS.labels(outcome="client_gone").inc()
+    log.info("client hung up; job cancelled")
+    return Response(status_code=499)
+
+
+async def internal_error(request: Request, error: Exception) -> Response:
+    """Anything unexpected: a one-line JSON 500; the traceback goes to the log only (Starlette
+    re-raises the exception after this answer and the server logs it)."""
+    return error_response(UplodrError("internal error"))
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    UplodrError: refused,
+    ClientGone: client_gone,
+    ClientDisconnect: client_gone,
+    Exception: internal_error,
+}
+
+
 def create_app(
     service: ConversionService,
     *,
@@ -112,39 +153,28 @@ def create_app(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
     async def post_image(request: Request) -> Response:
-        try:
-            check_token(request, tokens)
-            content_type = request.headers.get("content-type", "")
-            with tempfile.TemporaryDirectory(prefix="uplodr-upload-", dir=spool_dir) as tmp:
-                if content_type.startswith("multipart/form-data"):
-                    part_name, chunks = await _multipart_file_chunks(request)
-                    file_name = request.query_params.get("name") or part_name
-                else:
-                    file_name = request.query_params.get("name", "")
-                    chunks = request.stream()
-                if not file_name:
-                    raise InvalidRequest("give the file's name: ?name=photo.jpg")
-                name = safe_file_name(file_name)
-                folder = safe_folder(request.query_params.get("folder", ""))
-                spooled: Spooled = await spool(chunks, Path(tmp) / "upload", max_upload_bytes)
-                metrics.UPLOAD_BYTES.inc(spooled.size)
-                if spooled.size == 0:
-                    raise InvalidRequest("the request body is empty: send the image's bytes")
-                # Refuse a non-image (415) from its magic bytes before paying for a machine;
-                # the worker sniffs again and libvips allows only the listed loaders.
-                sniff_file(spooled.path)
-                answer = await until_disconnect(request, service.convert(spooled, name, folder))
-            return JSONResponse(answer.as_json())
-        except UplodrError as error:
-            log.info("upload refused: %s (%s)", error, error.code)
-            return error_response(error)
-        except (ClientGone, ClientDisconnect):
-            metrics.JOBS.labels(outcome="client_gone").inc()
-            log.info("client hung up; job cancelled")
-            return Response(status_code=499)
-        except Exception:
-            log.exception("upload failed")
-            return error_response(UplodrError("internal error"))
+        check_token(request, tokens)
+        content_type = request.headers.get("content-type", "")
+        with tempfile.TemporaryDirectory(prefix="uplodr-upload-", dir=spool_dir) as tmp:
+            if content_type.startswith("multipart/form-data"):
+                part_name, chunks = await _multipart_file_chunks(request)
+                file_name = request.query_params.get("name") or part_name
+            else:
+                file_name = request.query_params.get("name", "")
+                chunks = request.stream()
+            if not file_name:
+                raise InvalidRequest("give the file's name: ?name=photo.jpg")
+            name = safe_file_name(file_name)
+            folder = safe_folder(request.query_params.get("folder", ""))
+            spooled: Spooled = await spool(chunks, Path(tmp) / "upload", max_upload_bytes)
+            metrics.UPLOAD_BYTES.inc(spooled.size)
+            if spooled.size == 0:
+                raise InvalidRequest("the request body is empty: send the image's bytes")
+            # Refuse a non-image (415) from its magic bytes before paying for a machine;
+            # the worker sniffs again and libvips allows only the listed loaders.
+            sniff_file(spooled.path)
+            answer = await until_disconnect(request, service.convert(spooled, name, folder))
+        return JSONResponse(answer.as_json())
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -178,5 +208,6 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[Middleware(BodyLimit, limit=max_upload_bytes)],
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
