@@ -1,11 +1,14 @@
-"""The HTTP API: POST /v1/images, GET /healthz, GET /metrics, the upload page, and the local
-store's files under /files. Every error is JSON `{"error", "code"}` with the status from the
-one table in uplodr.errors; tracebacks go to the log only."""
+"""The HTTP API: POST /v1/images, GET /healthz, GET /metrics, the upload page, the local
+store's files under /files, and the OpenAPI document of all of them (/openapi.json, /docs),
+made from the same route table. Every error is JSON `{"error", "code"}` with the status from
+the one table in uplodr.errors, answered by Starlette exception handlers (one per family of
+errors); tracebacks go to the log only."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import mimetypes
@@ -17,26 +20,41 @@ from typing import Any, TypeVar
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
+from uplodr.answer import Conversion, Health
 from uplodr.errors import (
     Busy,
+    CorruptImage,
     InvalidRequest,
+    LimitExceeded,
+    ProviderError,
+    StorageUnavailable,
     TooLarge,
     Unauthenticated,
+    UnsupportedImage,
     UplodrError,
+    WorkerUnavailable,
     status_of,
 )
 from uplodr.gateway import metrics
 from uplodr.gateway.body_limit import BodyLimit
-from uplodr.gateway.page import UPLOAD_PAGE
+from uplodr.gateway.openapi import (
+    ApiMount,
+    ApiRoute,
+    Operation,
+    Param,
+    openapi_document,
+)
+from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
 from uplodr.gateway.service import ConversionService
 from uplodr.gateway.spool import Spooled, spool
-from uplodr.names import safe_file_name, safe_folder
+from uplodr.names import MAX_FOLDER_CHARS, MAX_NAME_CHARS, safe_file_name, safe_folder
 from uplodr.sniff import sniff_file
 
 log = logging.getLogger("uplodr.gateway")
@@ -78,7 +96,10 @@ def check_token(request: Request, tokens: Sequence[str]) -> None:
 
 
 async def _multipart_file_chunks(request: Request) -> tuple[str, AsyncIterator[bytes]]:
-    form = await request.form(max_files=1, max_fields=10)
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except HTTPException as error:  # Starlette's own answer would be plain text
+        raise InvalidRequest(f"malformed multipart upload: {error.detail}") from None
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("multipart upload needs a file in the field 'file'")
@@ -142,6 +163,102 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 
+# What each route takes and answers: the OpenAPI document (/openapi.json) is made from these.
+# The schemas state what the gateway always refuses (uplodr.names enforces more, e.g. no `..`).
+NAME = Param(
+    "name",
+    "The file's name, e.g. photo.jpg: its stem names the stored variants. Required with a raw "
+    "body; for a multipart upload it defaults to the part's file name. No `/`, `\\` or "
+    "control characters.",
+    schema={
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_NAME_CHARS,
+        "pattern": r"^[^/\\\x00-\x1f\x7f]*$",
+    },
+)
+FOLDER = Param(
+    "folder",
+    "Where the variants go, e.g. blog/2026: `/`-separated parts of letters, digits, `-`, `_` "
+    "and `.`, each starting with a letter or digit, at most 8 deep; empty is the store's root.",
+    schema={
+        "type": "string",
+        "maxLength": MAX_FOLDER_CHARS,
+        "pattern": r"^(?!/)[^\\\x00-\x1f\x7f]*$",
+    },
+)
+BINARY = {"type": "string", "format": "binary"}
+CONVERT = Operation(
+    summary="Convert an image to web variants and store them",
+    description="The body is the image: raw bytes (any content type but multipart), or a "
+    "multipart form with the image in the field `file`. Bytes that are not JPEG, PNG, WebP, "
+    "GIF, AVIF or HEIF are refused (415) before any machine is created. The same bytes "
+    "converted before in the same folder under the same name are answered from storage "
+    "(`deduplicated`, no `job`).",
+    params=(NAME, FOLDER),
+    body={
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": BINARY},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": BINARY},
+                    "required": ["file"],
+                }
+            },
+        },
+    },
+    answer=Conversion,
+    errors=(
+        InvalidRequest,
+        TooLarge,
+        UnsupportedImage,
+        CorruptImage,
+        LimitExceeded,
+        StorageUnavailable,
+        WorkerUnavailable,
+        Busy,
+        ProviderError,
+        UplodrError,
+    ),
+    authenticated=True,
+)
+HEALTHZ = Operation(summary="Liveness: the gateway answers", answer=Health, tag="operations")
+METRICS = Operation(
+    summary="Prometheus metrics: jobs by outcome, errors by code, phase timings, machines, cost",
+    answer={"text/plain": {"schema": {"type": "string"}}},
+    tag="operations",
+)
+PAGE = Operation(
+    summary="The upload page",
+    answer={"text/html": {"schema": {"type": "string"}}},
+    tag="pages",
+)
+FILES = Operation(
+    summary="A stored file of the local store (only when the primary store is a local folder)",
+    params=(Param("key", "The file's key, as in a variant's URL.", where="path"),),
+    answer={"*/*": {"schema": BINARY}},
+    other_responses={
+        "404": {
+            "description": "No such file",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+    tag="files",
+)
+OPENAPI = Operation(
+    summary="This document (OpenAPI 3.1)",
+    answer={"application/json": {"schema": {"type": "object"}}},
+    tag="pages",
+)
+DOCS = Operation(
+    summary="This document for people",
+    answer={"text/html": {"schema": {"type": "string"}}},
+    tag="pages",
+)
+
+
 def create_app(
     service: ConversionService,
     *,
@@ -158,11 +275,12 @@ def create_app(
         with tempfile.TemporaryDirectory(prefix="uplodr-upload-", dir=spool_dir) as tmp:
             if content_type.startswith("multipart/form-data"):
                 part_name, chunks = await _multipart_file_chunks(request)
-                file_name = request.query_params.get("name") or part_name
+                # An explicit ?name= wins, even an empty one (which is refused below).
+                file_name = request.query_params.get("name", part_name)
             else:
                 file_name = request.query_params.get("name", "")
                 chunks = request.stream()
-            if not file_name:
+            if "name" not in request.query_params and not file_name:
                 raise InvalidRequest("give the file's name: ?name=photo.jpg")
             name = safe_file_name(file_name)
             folder = safe_folder(request.query_params.get("folder", ""))
@@ -185,15 +303,32 @@ def create_app(
     async def page(_request: Request) -> Response:
         return HTMLResponse(UPLOAD_PAGE)
 
-    routes: list[Any] = [
-        Route("/", page),
-        Route("/v1/images", post_image, methods=["POST"]),
-        Route("/healthz", healthz),
-        Route("/metrics", metrics_endpoint),
+    routes: list[BaseRoute] = [
+        ApiRoute("/", page, operation=PAGE),
+        ApiRoute("/v1/images", post_image, methods=["POST"], operation=CONVERT),
+        ApiRoute("/healthz", healthz, operation=HEALTHZ),
+        ApiRoute("/metrics", metrics_endpoint, operation=METRICS),
     ]
     if files_root is not None:
         files_root.mkdir(parents=True, exist_ok=True)
-        routes.append(Mount("/files", app=StaticFiles(directory=files_root), name="files"))
+        files = StaticFiles(directory=files_root)
+        routes.append(ApiMount("/files", app=files, operation=FILES, param="key"))
+
+    @functools.cache
+    def document() -> dict[str, Any]:
+        # From the app's own route table, once: what is served is what is documented.
+        return openapi_document(routes, authenticated=bool(tokens))
+
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(document())
+
+    async def docs(_request: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE)
+
+    routes += [
+        ApiRoute("/openapi.json", openapi, operation=OPENAPI),
+        ApiRoute("/docs", docs, operation=DOCS),
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

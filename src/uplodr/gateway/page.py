@@ -1,4 +1,5 @@
-"""A one-file upload page: pick or drop images, see each variant with its size."""
+"""The gateway's pages: the upload page, and /docs, which renders /openapi.json in the browser
+without loading anything from another site (many deployments have no internet)."""
 
 UPLOAD_PAGE = """<!doctype html>
 <html lang="en">
@@ -92,6 +93,73 @@ drop.addEventListener("drop", (e) => {
   e.preventDefault(); drop.classList.remove("over");
   for (const f of e.dataTransfer.files) convert(f);
 });
+</script>
+</body>
+</html>
+"""
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>uplodr API</title>
+<style>
+  body { font: 15px/1.45 system-ui, sans-serif; max-width: 960px; margin: 2rem auto; padding: 0 1rem; color: #222; }
+  h2 { border-top: 1px solid #ddd; padding-top: 1rem; font-size: 1.1rem; }
+  code, pre { font: 13px ui-monospace, monospace; background: #f5f5f5; border-radius: 4px; }
+  code { padding: 0 .25rem; }
+  pre { padding: .6rem; overflow: auto; max-height: 24rem; }
+  .method { font-weight: bold; text-transform: uppercase; margin-right: .5rem; }
+  table { border-collapse: collapse; margin: .3rem 0 .8rem; }
+  td, th { text-align: left; padding: .15rem .6rem .15rem 0; vertical-align: top; font-size: .9rem; }
+</style>
+</head>
+<body>
+<h1>uplodr API</h1>
+<p>The machine-readable document is <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1).</p>
+<div id="api">Loading…</div>
+<script>
+const el = (tag, text) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; return e; };
+fetch("/openapi.json").then((r) => r.json()).then((doc) => {
+  const root = document.getElementById("api");
+  root.textContent = "";
+  root.append(el("p", doc.info.description));
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(item)) {
+      const h = el("h2");
+      h.append(el("span", method), el("code", path));
+      h.firstChild.className = "method";
+      root.append(h, el("p", op.summary));
+      if (op.description) root.append(el("p", op.description));
+      if (op.parameters) {
+        const t = el("table");
+        t.append(Object.assign(el("tr"), { innerHTML: "<th>parameter</th><th>in</th><th></th>" }));
+        for (const p of op.parameters) {
+          const row = t.insertRow();
+          row.insertCell().append(el("code", p.name + (p.required ? " *" : "")));
+          row.insertCell().textContent = p.in;
+          row.insertCell().textContent = p.description || "";
+        }
+        root.append(t);
+      }
+      if (op.requestBody) root.append(el("p", "Body: " + Object.keys(op.requestBody.content).join(" or ")));
+      const t = el("table");
+      t.append(Object.assign(el("tr"), { innerHTML: "<th>status</th><th>answer</th>" }));
+      for (const [status, response] of Object.entries(op.responses)) {
+        const row = t.insertRow();
+        row.insertCell().append(el("code", status));
+        const types = Object.keys(response.content || {}).join(", ");
+        row.insertCell().textContent = response.description + (types ? " (" + types + ")" : "")
+          + (response.headers ? "; headers: " + Object.keys(response.headers).join(", ") : "");
+      }
+      root.append(t);
+    }
+  }
+  const schemas = el("h2", "Schemas");
+  root.append(schemas, el("pre", JSON.stringify(doc.components.schemas, null, 2)));
+}).catch((err) => { document.getElementById("api").textContent = "Could not load /openapi.json: " + err; });
 </script>
 </body>
 </html>
