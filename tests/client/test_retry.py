@@ -151,3 +151,14 @@ def test_an_answer_that_is_not_a_conversion_is_an_error() -> None:
     ):
         client.convert(b"GIF89a", name="a.gif")
     assert failed.value.code == "invalid_answer"
+
+
+def test_a_busy_timeout_of_zero_never_retries() -> None:
+    busy = error(503, "busy", **{"retry-after": "1"})
+    with (
+        scripted_server(busy, OK) as server,
+        Client(server.url, busy_timeout=0) as client,
+        pytest.raises(Busy),
+    ):
+        client.convert(b"GIF89a", name="a.gif")
+    assert len(server.bodies) == 1

@@ -271,7 +271,9 @@ def convert_paths(
     bar = Bar(Console(stderr=True).is_terminal, len(inputs.images), inputs.total_bytes)
 
     async def run() -> None:
-        async with AsyncClient(server, token=token, timeout=timeout) as client:
+        async with AsyncClient(
+            server, token=token, timeout=timeout, max_connections=jobs
+        ) as client:
             await _convert_all(
                 inputs.images,
                 client=client,

@@ -71,7 +71,7 @@ class Client:
         params = query(upload, folder, preset, alt, original)
         retry = BusyRetry(upload, time.monotonic() + self.busy_timeout)
         for attempt in stamina.retry_context(
-            on=retry, attempts=None, timeout=self.busy_timeout, wait_initial=0.5, wait_max=10.0
+            on=retry, attempts=None, timeout=None, wait_initial=0.5, wait_max=10.0
         ):
             with attempt:
                 upload.rewind()

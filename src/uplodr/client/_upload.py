@@ -177,7 +177,9 @@ def answer(response: httpx.Response) -> Conversion:
 class BusyRetry:
     """stamina's backoff hook for one upload: retry a `busy` answer — waiting what its
     Retry-After says, else stamina's exponential backoff with jitter — while the body can be
-    sent again and the wait still ends before the deadline; nothing else is retried."""
+    sent again and the wait still ends before the deadline; nothing else is retried. It is the
+    one deadline of the retries (stamina's own timeout is off), so `busy_timeout=0` simply
+    means "never retry"."""
 
     def __init__(self, upload: Upload, deadline: float) -> None:
         self.upload = upload
