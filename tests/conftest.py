@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.docker_engine import DockerEngine
 from tests.support.swift import SwiftServer
 
 
@@ -18,3 +19,15 @@ def swift() -> Iterator[SwiftServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A private dockerd (own socket, state, bridge; no iptables rules), started once, only when
+    a test asks for it; stopped and removed with everything it made at the end."""
+    engine = DockerEngine()
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
