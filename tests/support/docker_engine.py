@@ -112,7 +112,8 @@ def _mounts_under(root: Path) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def _unmount_all(root: Path) -> None:
+def unmount_all(root: Path) -> None:
+    """Lazily unmount everything mounted at or below `root` (netns, overlays, /proc of a chroot)."""
     for point in _mounts_under(root):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
@@ -312,7 +313,7 @@ def clean_stale() -> list[Path]:
             bridge = (root / "bridge").read_text().strip() if (root / "bridge").exists() else ""
             _kill_and_reap(_pids_using(root))
             _remove_shim_sockets(root)
-            _unmount_all(root)
+            unmount_all(root)
             if bridge.startswith(BRIDGE_PREFIX):
                 _ip("link", "del", bridge)
                 _remove_cgroups(bridge)
@@ -431,9 +432,9 @@ class DockerEngine:
             finally:
                 _kill_and_reap(_pids_using(root))
                 _remove_shim_sockets(root)
-                _unmount_all(root)
+                unmount_all(root)
                 if self._data_lock is not None:
-                    _unmount_all(KEPT_DATA_ROOT)
+                    unmount_all(KEPT_DATA_ROOT)
                     self._data_lock.close()
                     self._data_lock = None
                 if self.bridge:

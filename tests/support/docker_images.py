@@ -39,7 +39,7 @@ from docker.errors import BuildError, ImageNotFound
 from docker.models.images import Image
 from docker.utils.build import create_archive, exclude_paths
 
-from tests.support.docker_engine import DockerEngine, EngineUnavailable, program
+from tests.support.docker_engine import DockerEngine, EngineUnavailable, program, unmount_all
 from tests.support.paths import REPO
 
 CACHE = REPO / "var" / "docker" / "cache"
@@ -133,8 +133,11 @@ def make_base_tar(dest: Path, mirror: str) -> None:
         root, log = Path(tmp) / "root", Path(tmp) / "debootstrap.log"
         command = [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}"]
         command += [SUITE, str(root), mirror]
-        with log.open("wb") as out:
-            done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+        try:
+            with log.open("wb") as out:
+                done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+        finally:  # an interrupted debootstrap leaves /proc and /sys mounted in the root
+            unmount_all(root)
         if done.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise EngineUnavailable(f"debootstrap failed ({done.returncode}):\n{tail}")
