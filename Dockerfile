@@ -42,7 +42,8 @@ RUN set -eu; \
 
 FROM ${BASE}
 RUN set -eu; \
-    useradd --uid 10001 --user-group --create-home --home-dir /home/uplodr \
+    groupadd --gid 10001 uplodr; \
+    useradd --uid 10001 --gid 10001 --create-home --home-dir /home/uplodr \
       --shell /usr/sbin/nologin uplodr; \
     install -d -o uplodr -g uplodr /data
 COPY --from=build /opt/uplodr /opt/uplodr

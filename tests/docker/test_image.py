@@ -41,7 +41,7 @@ def test_uplodr_runs_in_it_as_a_non_root_user(
             docker_images.uplodr, ["-c", "id -u; id -g"], entrypoint="sh", remove=True
         )
     assert version.decode().startswith("uplodr, version ")
-    assert ids.decode().split()[0] == str(IMAGE_UID)
+    assert ids.decode().split() == [str(IMAGE_UID), str(IMAGE_UID)]
 
 
 def test_the_image_carries_nothing_of_the_build(

@@ -28,7 +28,7 @@ import docker
 from docker.models.containers import Container
 
 GRPC_PORT = 50051
-IMAGE_UID = 10001  # the Dockerfile's `uplodr` user
+IMAGE_UID = 10001  # the Dockerfile's `uplodr` user and group
 LIMITS: dict[str, Any] = {
     "mem_limit": "512m",
     "memswap_limit": "512m",
