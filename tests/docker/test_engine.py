@@ -13,14 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.docker_engine import (
-    DockerEngine,
-    _cgroup_folders,
-    clean_stale,
-    host_programs_image,
-    host_state,
-    links_on,
-)
+from tests.support.docker_engine import DockerEngine, host_programs_image
+from tests.support.docker_host import cgroup_folders, clean_stale, host_state, links_on
 from tests.support.paths import REPO
 
 
@@ -36,7 +30,7 @@ def test_an_engine_leaves_the_host_as_it_found_it() -> None:
             client.containers.run(image, ["sleep", "600"], detach=True, mem_limit="64m")
         veths = links_on(bridge)
         assert len(veths) == 1  # the running container is on the engine's own bridge
-        assert _cgroup_folders(bridge)  # and in the engine's own cgroups
+        assert cgroup_folders(bridge)  # and in the engine's own cgroups
     finally:
         engine.stop()  # with the container still running
     assert host_state() == before
@@ -47,7 +41,7 @@ def test_an_engine_leaves_the_host_as_it_found_it() -> None:
         if str(root) in " ".join(p.info["cmdline"] or [])
     ]
     assert not root.exists()
-    assert not _cgroup_folders(bridge)
+    assert not cgroup_folders(bridge)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert not [veth for veth in veths if f" {veth}@" in links or f" {veth}:" in links]
 
@@ -87,7 +81,7 @@ def test_an_engine_whose_test_process_was_killed_is_cleaned_by_the_next() -> Non
     assert root in clean_stale()  # ... until the next engine starts
     assert host_state() == before
     assert not root.exists()
-    assert not _cgroup_folders(bridge)
+    assert not cgroup_folders(bridge)
     assert not psutil.pid_exists(int(dockerd)) or psutil.Process(int(dockerd)).status() == "zombie"
 
 

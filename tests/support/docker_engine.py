@@ -5,8 +5,8 @@
     engine.docker_host                  # "unix:///tmp/uplodr-dockerd-…/docker.sock" (DOCKER_HOST)
     engine.host_ip                      # the bridge's address on this host: containers reach
                                         # host services there (bind them to it, or to 0.0.0.0)
-    client = engine.client()            # a docker SDK client for this engine only
-    ...
+    with engine.client() as client:     # a docker SDK client of this engine only
+        ...
     engine.stop()                       # containers, dockerd, mounts, bridge, cgroups, files
 
 Why it looks like this:
@@ -27,10 +27,9 @@ Why it looks like this:
   (a failing test or Ctrl-C); dockerd gets SIGTERM from the kernel if the test process dies
   (PR_SET_PDEATHSIG); and an engine whose test process was SIGKILLed is cleaned by the next
   `start()` on this host (`clean_stale()`): each live engine holds an flock on its root folder.
-- Containers' cgroups live under their own parent (`/uplodr-brN`), removed at the end.
-- dockerd 20.10 writes a few fixed host paths of its own (`/etc/docker/key.json`, `/run/docker`,
-  `/run/containerd/s`) whatever its configuration; the first engine notes which existed
-  before, and the last one to stop (or `clean_stale()`) removes the others.
+  What it leaves outside its folders (containers' cgroups under their own parent `/uplodr-brN`,
+  mounts, shim sockets, dockerd's fixed host paths) is found and removed by
+  tests/support/docker_host.py.
 
 Set UPLODR_TEST_DOCKER_KEEP=1 to keep the data root (images, build cache) in `var/docker/data`
 between local runs; everything else is still removed.
@@ -49,8 +48,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -63,264 +60,30 @@ import docker
 import httpx
 from docker.errors import DockerException
 
+from tests.support.docker_host import (
+    BRIDGE_PREFIX,
+    ROOT_PREFIX,
+    EngineUnavailable,
+    clean_stale,
+    ip,
+    kill_and_reap,
+    pids_using,
+    program,
+    record_host_traces,
+    remove_cgroups,
+    remove_shim_sockets,
+    settle_host_traces,
+    unmount_all,
+)
 from tests.support.paths import REPO
 from tests.support.spawn import spawn_server
 
 READY_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 30.0
 SUBNETS = ipaddress.IPv4Network("10.213.0.0/16")
-BRIDGE_PREFIX = "uplodr-br"
-ROOT_PREFIX = "uplodr-dockerd-"
 KEEP_ENV = "UPLODR_TEST_DOCKER_KEEP"
 TINY_REPO = "uplodr-test-tiny"
 KEPT_DATA_ROOT = REPO / "var" / "docker" / "data"
-# Paths dockerd 20.10 / its containerd create whatever their configuration says.
-TRACES_RECORD = Path(tempfile.gettempdir()) / "uplodr-dockerd-host-traces.json"
-HOST_TRACES = (
-    Path("/etc/docker/key.json"),
-    Path("/run/docker/plugins"),
-    Path("/run/docker"),
-    Path("/run/containerd/s"),
-    Path("/run/containerd"),
-)
-
-
-class EngineUnavailable(RuntimeError):
-    """The engine cannot run here; str() is one line saying why."""
-
-
-def program(name: str) -> str | None:
-    """A system program: on PATH, or in the sbin folders a root PATH may lack."""
-    for folder in (None, "/usr/sbin", "/sbin"):
-        found = shutil.which(name, path=folder)
-        if found:
-            return found
-    return None
-
-
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-
-
-def _mounts_under(root: Path) -> list[str]:
-    """Mount points at or below `root`, deepest first."""
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].encode().decode("unicode_escape")
-        if point == str(root) or point.startswith(f"{root}/"):
-            found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
-def unmount_all(root: Path) -> None:
-    """Lazily unmount everything mounted at or below `root` (netns, overlays, /proc of a chroot)."""
-    for point in _mounts_under(root):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-
-
-def _remove_cgroups(parent: str) -> None:
-    """Kill what still runs in the engine's cgroups, then rmdir them, deepest first."""
-    _kill_and_reap(_pids_in_cgroups(parent))
-    for base in _cgroup_folders(parent):
-        for folder in sorted(base.glob("**/"), key=lambda p: len(str(p)), reverse=True):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-
-def _pids_using(root: Path) -> list[int]:
-    """Processes whose command line names `root`: dockerd, its containerd and shims."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if str(root).encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-    return pids
-
-
-def _cgroup_folders(parent: str) -> list[Path]:
-    """The engine's cgroup parent in every v1 hierarchy and in a v2 tree, when present."""
-    base = Path("/sys/fs/cgroup")
-    return [p for p in (base / parent, *(h / parent for h in base.glob("*/"))) if p.is_dir()]
-
-
-def _pids_in_cgroups(parent: str) -> list[int]:
-    """Container processes, found by the cgroups the engine put them in."""
-    pids: set[int] = set()
-    for folder in _cgroup_folders(parent):
-        for procs in folder.glob("**/cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.update(int(line) for line in procs.read_text().split())
-    return sorted(pids)
-
-
-def _kill_and_reap(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
-        time.sleep(0.02)  # polling processes' exit under a deadline
-
-
-def _zombie(pid: int) -> bool:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    return True
-
-
-def host_state() -> dict[str, object]:
-    """What an engine could change on this host, to compare before and after its life:
-    iptables and ip6tables rules, IP forwarding, link names, routes, containerd shim sockets and
-    dockerd's fixed host paths. What belongs to engines running right now (another test
-    session's) is left out — their links, routes and shim sockets, and the fixed paths they
-    share (None then) — and so are veth links (each container's, checked on their own), so
-    engines elsewhere do not make a comparison flaky."""
-    others = [root for root in _live_roots() if (root / "bridge").exists()]
-    bridges = [(root / "bridge").read_text().strip() for root in others]
-    sockets = {path.name for root in others for path in _shim_sockets(root)}
-
-    def mine(line: str) -> bool:
-        return not any(name and name in line for name in bridges)
-
-    def rules(tool: str) -> str:
-        found = program(tool)
-        if found is None:
-            return f"{tool} is not installed"
-        done = subprocess.run([found], capture_output=True, text=True, check=False)
-        return "\n".join(line for line in done.stdout.splitlines() if not line.startswith("#"))
-
-    links = [_link_name(line) for line in _ip("-o", "link").stdout.splitlines()]
-    routes = _ip("route", "show", "table", "all").stdout.splitlines()
-    shims = Path("/run/containerd/s")
-    return {
-        "iptables": rules("iptables-save"),
-        "ip6tables": rules("ip6tables-save"),
-        "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
-        "links": sorted(name for name in links if mine(name) and not name.startswith("veth")),
-        "routes": sorted(route for route in routes if mine(route)),
-        "shim sockets": sorted(
-            p.name for p in (shims.iterdir() if shims.is_dir() else ()) if p.name not in sockets
-        ),
-        "docker host paths": None if others else [str(p) for p in HOST_TRACES if p.exists()],
-    }
-
-
-def _link_name(line: str) -> str:
-    """`3: name@peer: <...` → name."""
-    return line.split(":")[1].strip().split("@")[0]
-
-
-def links_on(bridge: str) -> list[str]:
-    """Names of the links attached to `bridge` (containers' veth ends)."""
-    lines = _ip("-o", "link", "show", "master", bridge).stdout.splitlines()
-    return [_link_name(line) for line in lines]
-
-
-def _live_roots() -> list[Path]:
-    """Engine roots on this host whose owner still holds their lock."""
-    live = []
-    for root in Path(tempfile.gettempdir()).glob(f"{ROOT_PREFIX}*"):
-        with contextlib.suppress(OSError), (root / "lock").open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                live.append(root)
-    return live
-
-
-def _record_host_traces() -> None:
-    """Before the first engine of ours starts: note which of dockerd's fixed host paths exist
-    already. The note outlives a killed test process, so what it says stays true."""
-    if not TRACES_RECORD.exists() and not _live_roots():
-        TRACES_RECORD.write_text(json.dumps([str(p) for p in HOST_TRACES if p.exists()]))
-
-
-def _settle_host_traces() -> None:
-    """Once no engine of ours runs: remove the fixed host paths our engines created."""
-    if not TRACES_RECORD.exists() or _live_roots():
-        return
-    existed = set(json.loads(TRACES_RECORD.read_text()))
-    _remove_dead_shim_sockets()
-    for path in HOST_TRACES:
-        if str(path) in existed or not path.exists():
-            continue
-        with contextlib.suppress(OSError):
-            path.rmdir() if path.is_dir() else path.unlink()
-    TRACES_RECORD.unlink(missing_ok=True)
-
-
-def _shim_sockets(root: Path) -> list[Path]:
-    """Where the engine's containerd shims put their sockets (a killed shim leaves its socket
-    behind): /run/containerd/s/sha256(`<containerd socket>/<namespace>/<container id>`)."""
-    data_root = Path((root / "data-root").read_text()) if (root / "data-root").exists() else None
-    if data_root is None or not (data_root / "containers").is_dir():
-        return []
-    address = root / "exec" / "containerd" / "containerd.sock"
-    return [
-        Path("/run/containerd/s") / hashlib.sha256(f"{address}/moby/{c.name}".encode()).hexdigest()
-        for c in (data_root / "containers").iterdir()
-    ]
-
-
-def _remove_shim_sockets(root: Path) -> None:
-    for path in _shim_sockets(root):
-        path.unlink(missing_ok=True)
-
-
-def _remove_dead_shim_sockets() -> None:
-    """A containerd shim killed with its engine leaves its socket in /run/containerd/s. Remove
-    the sockets nobody listens on, unless some containerd (not ours) is running."""
-    folder = Path("/run/containerd/s")
-    if not folder.is_dir() or _processes_named("containerd", "containerd-shim"):
-        return
-    for entry in folder.iterdir():
-        with socket.socket(socket.AF_UNIX) as probe:
-            try:
-                probe.connect(str(entry))
-            except ConnectionRefusedError:
-                entry.unlink(missing_ok=True)
-            except OSError:
-                continue
-
-
-def _processes_named(*names: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() in names:
-                found.append(int(entry.name))
-    return found
-
-
-def clean_stale() -> list[Path]:
-    """Remove what engines whose test process died (SIGKILL) left: processes naming their root,
-    mounts, bridge, cgroups, folder. Engines still running (their lock is held) are untouched."""
-    cleaned = []
-    for root in Path(tempfile.gettempdir()).glob(f"{ROOT_PREFIX}*"):
-        lock = root / "lock"
-        try:
-            handle = lock.open("a")
-        except OSError:
-            continue
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live engine
-            bridge = (root / "bridge").read_text().strip() if (root / "bridge").exists() else ""
-            _kill_and_reap(_pids_using(root))
-            _remove_shim_sockets(root)
-            unmount_all(root)
-            if bridge.startswith(BRIDGE_PREFIX):
-                _ip("link", "del", bridge)
-                _remove_cgroups(bridge)
-            shutil.rmtree(root, ignore_errors=True)
-            cleaned.append(root)
-    _settle_host_traces()
-    return cleaned
 
 
 def host_programs_image(client: docker.DockerClient, *programs: str) -> str:
@@ -406,7 +169,7 @@ class DockerEngine:
         if os.geteuid() != 0:
             raise EngineUnavailable("a private dockerd needs root (run the tests as root)")
         clean_stale()
-        _record_host_traces()
+        record_host_traces()
         self.root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX))
         self._lock = (self.root / "lock").open("a")
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -430,23 +193,23 @@ class DockerEngine:
                     self._remove_containers()
                     self._stop_dockerd()
             finally:
-                _kill_and_reap(_pids_using(root))
-                _remove_shim_sockets(root)
+                kill_and_reap(pids_using(root))
+                remove_shim_sockets(root)
                 unmount_all(root)
                 if self._data_lock is not None:
                     unmount_all(KEPT_DATA_ROOT)
                     self._data_lock.close()
                     self._data_lock = None
                 if self.bridge:
-                    _ip("link", "del", self.bridge)
-                    _remove_cgroups(self.bridge)
+                    ip("link", "del", self.bridge)
+                    remove_cgroups(self.bridge)
                 if self._log is not None:
                     self._log.close()
                 shutil.rmtree(root, ignore_errors=True)
                 if self._lock is not None:
                     self._lock.close()
                 self.root = None
-                _settle_host_traces()
+                settle_host_traces()
                 atexit.unregister(self.stop)
 
     def __enter__(self) -> DockerEngine:
@@ -461,7 +224,7 @@ class DockerEngine:
     def _make_bridge(self) -> None:
         """Create a bridge on a /24 of 10.213.0.0/16 that no route of this host overlaps."""
         assert self.root is not None
-        routes = _ip("-4", "route", "show", "table", "all").stdout.split("\n")
+        routes = ip("-4", "route", "show", "table", "all").stdout.split("\n")
         taken: list[ipaddress.IPv4Network] = []
         for line in routes:
             word = line.split(" ", 1)[0]
@@ -474,13 +237,13 @@ class DockerEngine:
             if any(subnet.overlaps(t) for t in taken):
                 continue
             name = f"{BRIDGE_PREFIX}{subnet.network_address.packed[2]}"
-            if _ip("link", "add", "name", name, "type", "bridge").returncode != 0:
+            if ip("link", "add", "name", name, "type", "bridge").returncode != 0:
                 continue  # another engine holds this one
             self.bridge, self.subnet = name, subnet
             (self.root / "bridge").write_text(name)
             gateway = f"{subnet.network_address + 1}/{subnet.prefixlen}"
             for args in (("addr", "add", gateway, "dev", name), ("link", "set", name, "up")):
-                done = _ip(*args)
+                done = ip(*args)
                 if done.returncode != 0:
                     raise EngineUnavailable(f"ip {' '.join(args)}: {done.stderr.strip()}")
             return

@@ -39,7 +39,8 @@ from docker.errors import BuildError, ImageNotFound
 from docker.models.images import Image
 from docker.utils.build import create_archive, exclude_paths
 
-from tests.support.docker_engine import DockerEngine, EngineUnavailable, program, unmount_all
+from tests.support.docker_engine import DockerEngine
+from tests.support.docker_host import EngineUnavailable, program, unmount_all
 from tests.support.paths import REPO
 
 CACHE = REPO / "var" / "docker" / "cache"
