@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -219,68 +219,49 @@ def serve(
     "--store",
     "stores",
     multiple=True,
-    help="Store(s) as for serve; default: the JSON list in UPLODR_STORES.",
+    help="Store(s) as for serve [env UPLODR_STORES: a JSON list].",
 )
-@click.option("--public-url", envvar="UPLODR_PUBLIC_URL", help="URL template with {key}.")
+@click.option("--public-url", help="URL template with {key} [env UPLODR_PUBLIC_URL].")
 @click.option(
-    "--keys", type=click.Choice(["digest", "name"]), default="digest", envvar="UPLODR_KEYS"
+    "--keys",
+    "key_mode",
+    type=click.Choice(["digest", "name"]),
+    help="Key shape, as for serve [env UPLODR_KEYS; default digest].",
 )
 @click.option(
     "--msg-size",
     type=SIZE,
-    default="64M",
-    envvar="UPLODR_MSG_SIZE",
-    help="Largest gRPC message (bounds the one-message Upload call).",
+    help="Largest gRPC message; bounds the one-message Upload call "
+    "[env UPLODR_MSG_SIZE, bytes; default 64M].",
 )
-@click.option("--max-file-bytes", type=SIZE, default="64M", envvar="UPLODR_MAX_FILE_BYTES")
+@click.option(
+    "--max-file-bytes",
+    type=SIZE,
+    help="Largest file accepted [env UPLODR_MAX_FILE_BYTES, bytes; default 64M].",
+)
 @click.option(
     "--max-lifetime",
     type=DURATION,
-    default="20m",
-    envvar="UPLODR_MAX_LIFETIME",
-    help="The worker exits after this long, whatever happens.",
+    help="The worker exits after this long, whatever happens "
+    "[env UPLODR_MAX_LIFETIME, seconds; default 20m].",
 )
 @click.option(
     "--idle-timeout",
     type=DURATION,
-    default="30s",
-    envvar="UPLODR_IDLE_TIMEOUT",
-    help="The worker exits when no call arrived for this long (its gateway is gone).",
+    help="The worker exits when no call arrived for this long (its gateway is gone) "
+    "[env UPLODR_IDLE_TIMEOUT, seconds; default 30s].",
 )
 @click.option(
     "--max-jobs",
     type=int,
-    default=1,
-    envvar="UPLODR_MAX_JOBS",
-    help="Jobs at once; more are refused with RESOURCE_EXHAUSTED.",
+    help="Jobs at once; more are refused with RESOURCE_EXHAUSTED [env UPLODR_MAX_JOBS; default 1].",
 )
-def worker(
-    grpc_addr: str,
-    stores: tuple[str, ...],
-    public_url: str | None,
-    keys: str,
-    msg_size: int,
-    max_file_bytes: int,
-    max_lifetime: float,
-    idle_timeout: float,
-    max_jobs: int,
-) -> None:
-    """Run a worker: the gRPC server a machine runs (normally started by a provider)."""
+def worker(grpc_addr: str, **overrides: Any) -> None:
+    """Run a worker: the gRPC server a machine runs (normally started by a provider, which
+    configures it through UPLODR_* variables; the options override them)."""
     from uplodr.worker.run import run_worker
 
-    sys.exit(
-        run_worker(
-            grpc_addr=grpc_addr,
-            stores=stores,
-            public_url=public_url,
-            key_mode="name" if keys == "name" else "digest",
-            msg_size=msg_size,
-            max_file_bytes=max_file_bytes,
-            max_lifetime=max_lifetime,
-            idle_timeout=idle_timeout,
-            max_jobs=max_jobs,
-        )
-    )
+    sys.exit(run_worker(grpc_addr, overrides))
 
 
 @main.command()
