@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -84,3 +85,12 @@ class Preset:
 
 
 DEFAULT_PRESET = Preset()
+
+
+def load_preset_file(path: str | os.PathLike[str]) -> Preset:
+    """The preset in a JSON file (minimal version; i8-formats' validating one replaces it)."""
+    try:
+        with open(path) as file:
+            return Preset.from_json(file.read())
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"preset file {os.fspath(path)}: {error}") from None
