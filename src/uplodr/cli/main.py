@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
-from uplodr.cli.providers import build_provider, provider_options
+from uplodr.cli.providers import ConfigError, ProviderChoice, provider_options
 from uplodr.cli.units import DURATION, SIZE, format_age
 from uplodr.dispatch.reaper import created_time
 from uplodr.machines.base import Machine
@@ -173,13 +173,27 @@ def serve(
     max_side: int | None,
     max_frames: int | None,
     max_seconds: float | None,
-    provider: str,
-    state_dir: Path | None,
-    machine_memory: int | None,
+    provider: ProviderChoice,
 ) -> None:
     """Run the HTTP gateway (POST /v1/images) with on-demand worker machines."""
     from uplodr.gateway.run import GatewayOptions, run_gateway
+    from uplodr.limits import ImageLimits
+    from uplodr.preset import DEFAULT_PRESET, load_preset_file
 
+    try:
+        preset = load_preset_file(preset_file) if preset_file else DEFAULT_PRESET
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    given: dict[str, Any] = {
+        "max_pixels": max_pixels,
+        "max_side": max_side,
+        "max_frames": max_frames,
+        "max_seconds": max_seconds,
+    }
+    try:
+        limits = ImageLimits(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     options = GatewayOptions(
         host=host,
         port=port,
@@ -191,24 +205,15 @@ def serve(
         job_timeout=job_timeout,
         reap_interval=reap_interval,
         price_per_hour=price_per_hour,
-        preset_file=preset_file,
-        provider=provider,
-        machine_memory_mb=machine_memory // (1024 * 1024) if machine_memory else None,
+        preset=preset,
+        provider=provider.name,
+        provider_settings=provider.settings,
         worker_idle_timeout=worker_idle_timeout,
         max_machines=max_machines,
         max_queue=max_queue,
-        limits={
-            name: value
-            for name, value in (
-                ("max_pixels", max_pixels),
-                ("max_side", max_side),
-                ("max_frames", max_frames),
-                ("max_seconds", max_seconds),
-            )
-            if value is not None
-        },
+        limits=limits,
     )
-    sys.exit(run_gateway(options, build_provider(provider, state_dir, machine_memory)))
+    sys.exit(run_gateway(options))
 
 
 @main.command()
@@ -296,17 +301,11 @@ def convert(
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be destroyed.")
 @provider_options
-def reap(
-    older_than: float,
-    dry_run: bool,
-    provider: str,
-    state_dir: Path | None,
-    machine_memory: int | None,
-) -> None:
+def reap(older_than: float, dry_run: bool, provider: ProviderChoice) -> None:
     """Destroy uplodr's machines that outlived their job (never any other machine)."""
     from uplodr.dispatch.reaper import reap as run_reap
 
-    machines = build_provider(provider, state_dir, machine_memory)
+    machines = provider.build()
 
     async def go() -> int:
         try:
@@ -316,7 +315,7 @@ def reap(
         verb = "would destroy" if dry_run else "destroyed"
         for machine in result.stale:
             if dry_run or machine.id in result.destroyed:
-                click.echo(f"{verb} {machine.id} ({_age(machine)} old)")
+                click.echo(f"{verb} {machine.id} ({machine.state}, {_age(machine)} old)")
         for machine_id, why in result.failed.items():
             click.echo(f"failed to destroy {machine_id}: {why}", err=True)
         click.echo(
@@ -399,11 +398,9 @@ def machines() -> None:
 @machines.command("ls")
 @click.option("--json", "as_json", is_flag=True)
 @provider_options
-def machines_ls(
-    as_json: bool, provider: str, state_dir: Path | None, machine_memory: int | None
-) -> None:
+def machines_ls(as_json: bool, provider: ProviderChoice) -> None:
     """List uplodr's machines (only those carrying uplodr's tags)."""
-    found = build_provider(provider, state_dir, machine_memory)
+    found = provider.build()
 
     async def go() -> None:
         try:
@@ -430,7 +427,7 @@ def machines_ls(
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("id", "state", "address", "age", "gateway", "job")
+        table = Table("id", "state", "address", "age", "gateway", "lease")
         for m in listed:
             table.add_row(
                 m.id,
@@ -438,7 +435,7 @@ def machines_ls(
                 m.address,
                 _age(m),
                 m.tags.get("gateway", ""),
-                m.tags.get("job", ""),
+                m.tags.get("lease", ""),
             )
         Console().print(table)
         click.echo(f"{len(listed)} machine(s)")

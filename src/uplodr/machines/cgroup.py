@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import psutil
+
 CGROUP_FS = Path("/sys/fs/cgroup")
 # Exit code of the join wrapper when the pid could not be written to cgroup.procs.
 JOIN_FAILED_EXIT = 125
@@ -30,14 +32,13 @@ class CgroupUnavailable(Exception):
 
 
 def _mounts() -> list[tuple[str, str, list[str]]]:
-    """(mount point, fs type, options) of every mount, from /proc/self/mounts."""
-    rows: list[tuple[str, str, list[str]]] = []
-    with contextlib.suppress(OSError), open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) >= 4:
-                rows.append((fields[1], fields[2], fields[3].split(",")))
-    return rows
+    """(mount point, fs type, options) of every mount (psutil reads /proc/self/mounts)."""
+    with contextlib.suppress(OSError):
+        return [
+            (part.mountpoint, part.fstype, part.opts.split(","))
+            for part in psutil.disk_partitions(all=True)
+        ]
+    return []
 
 
 def default_parent(name: str = "uplodr") -> Path | None:
