@@ -193,7 +193,10 @@ def serve(
     try:
         limits = ImageLimits(**{name: value for name, value in given.items() if value is not None})
     except ValueError as error:
-        raise ConfigError(str(error)) from None
+        message = str(error)
+        for name in given:  # name the option, not the field
+            message = message.replace(f"ImageLimits.{name}", f"--{name.replace('_', '-')}")
+        raise ConfigError(message) from None
     options = GatewayOptions(
         host=host,
         port=port,

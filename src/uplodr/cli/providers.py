@@ -75,7 +75,9 @@ def _shared_options() -> list[Callable[[Any], Any]]:
 
 def _own_options() -> list[Callable[[Any], Any]]:
     return [
-        click.option(option.flag, option.name, envvar=option.envvar, help=option.help)
+        click.option(
+            option.flag, option.name, envvar=option.envvar, show_envvar=True, help=option.help
+        )
         for kind in PROVIDERS.values()
         for option in kind.options
     ]

@@ -9,7 +9,7 @@ it; a job only uses it. A worker that stops mid-job gives the provider's reason 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from uplodr.dispatch.clock import PhaseTimer
 from uplodr.dispatch.lease import MachineLease
@@ -56,7 +56,6 @@ class JobResult:
     responses: list[uplodr_pb2.UploadResp]
     timings: JobTimings
     cost: float = 0.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of_own_lease(

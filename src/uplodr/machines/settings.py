@@ -68,8 +68,7 @@ class ProviderSettings:
     env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("memory_mb", "cpus"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                flag = "--machine-memory" if name == "memory_mb" else "--machine-cpus"
-                raise ProviderError(f"{flag} must be positive, not {value}")
+        if self.memory_mb is not None and self.memory_mb < 1:
+            raise ProviderError(f"--machine-memory must be at least 1M, not {self.memory_mb} MB")
+        if self.cpus is not None and self.cpus < 1:
+            raise ProviderError(f"--machine-cpus must be at least 1, not {self.cpus}")
