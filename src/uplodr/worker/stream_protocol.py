@@ -49,10 +49,14 @@ SHOWN_NAME_CHARS = 60
 
 def _shown(name: str) -> str:
     """A client's file name as error messages quote it: escaped, and cut short (the name is not
-    validated yet; a 5000-character name must not come back as a 5000-character message)."""
-    if len(name) > SHOWN_NAME_CHARS:
-        return repr(name[:SHOWN_NAME_CHARS]) + "..."
-    return repr(name)
+    validated yet; a 5000-character name must not come back as a 5000-character message). The
+    escaped form is what is cut: one astral character escapes to ten (\\U0001f600)."""
+    if len(repr(name)) <= SHOWN_NAME_CHARS + 2:
+        return repr(name)
+    cut = name[:SHOWN_NAME_CHARS]
+    while len(repr(cut)) > SHOWN_NAME_CHARS + 2:
+        cut = cut[:-1]
+    return repr(cut) + "..."
 
 
 class StreamProtocol:
