@@ -15,6 +15,7 @@ from tests.support.fake_worker import FakeWorker
 from tests.support.phases import PhaseWatch
 from uplodr.dispatch.dispatcher import Dispatcher
 from uplodr.dispatch.events import Event, EventKind
+from uplodr.dispatch.job import run_job
 from uplodr.dispatch.reaper import reap
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import CorruptImage, LimitExceeded, ProviderError, WorkerUnavailable
@@ -338,3 +339,36 @@ async def test_an_observer_that_fails_breaks_nothing(
     dispatcher.events.subscribe(broken)
     result = await dispatcher.run([upload])
     assert result.responses and provider.alive == []
+
+
+async def test_a_lease_can_hold_its_machine_across_jobs(
+    dispatcher: Dispatcher, provider: MemoryProvider, worker: FakeWorker, upload: UploadSource
+) -> None:
+    """What a pool will do: one machine, several jobs, one destroy at the end."""
+    events = record(dispatcher)
+    async with dispatcher.lease() as lease:
+        first = await run_job(lease, "job-1", [upload], timeout=5)
+        second = await run_job(lease, "job-2", [upload, upload], timeout=5)
+        assert lease.machine is not None and provider.alive == [lease.machine.id]
+    assert len(first) == 1 and len(second) == 2
+    assert provider.created == provider.destroyed == 1 and provider.alive == []
+    jobs = [(e.kind, e.job_id) for e in events if e.kind in (K.JOB_STARTED, K.JOB_FINISHED)]
+    assert jobs == [
+        (K.JOB_STARTED, "job-1"),
+        (K.JOB_FINISHED, "job-1"),
+        (K.JOB_STARTED, "job-2"),
+        (K.JOB_FINISHED, "job-2"),
+    ]
+    assert {e.job_id for e in events if e.kind is K.CREATED} == {None}  # not one job's lease
+    assert worker.streams == 2 and len(worker.envs) == 1
+
+
+async def test_a_lease_is_one_machine(
+    dispatcher: Dispatcher, provider: MemoryProvider, upload: UploadSource
+) -> None:
+    async with dispatcher.lease() as lease:
+        with pytest.raises(RuntimeError, match="one machine per lease"):
+            await lease.acquire()
+    with pytest.raises(RuntimeError, match="holds no ready machine"):
+        await run_job(lease, "late", [upload], timeout=5)
+    assert provider.created == 1 and provider.alive == []

@@ -205,7 +205,7 @@ async def test_boot_deadline_leaves_nothing_local(
     with pytest.raises(WorkerUnavailable, match=r"within 1\.5"):
         await dispatcher.run([upload(tmp_path, image())])
     # at least the deadline; far less than waiting for the worker (the upper bound is slack for
-    # the failure probe and the destroy on a loaded machine, not a speed target)
+    # the failure check and the destroy on a loaded machine, not a speed target)
     assert 1.5 <= time.monotonic() - started < 15
     await nothing_left(never, mark)
     await never.aclose()
@@ -241,7 +241,7 @@ async def test_boot_deadline_leaves_nothing_fly(
     with pytest.raises(WorkerUnavailable, match=r"within 1\.5"):
         await dispatcher.run([upload(tmp_path, image())])
     # at least the deadline; far less than waiting for the worker (the upper bound is slack for
-    # the failure probe and the destroy on a loaded machine, not a speed target)
+    # the failure check and the destroy on a loaded machine, not a speed target)
     assert 1.5 <= time.monotonic() - started < 15
     assert fly.destroyed["user"] == 1  # destroyed by our DELETE, not by itself
     await nothing_left(fly_provider, mark, fly)

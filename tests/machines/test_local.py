@@ -157,9 +157,9 @@ async def test_create_list_destroy_from_another_process(
 
 def port_is_free(address: str) -> bool:
     host, _, port = address.rpartition(":")
-    with socket.socket() as probe:
+    with socket.socket() as trial:
         try:
-            probe.bind((host, int(port)))
+            trial.bind((host, int(port)))
         except OSError:
             return False
         return True

@@ -40,12 +40,12 @@ def worker_processes(cwd: Path) -> list[psutil.Process]:
     return found
 
 
-def marked_processes(mark: str) -> list[psutil.Process]:
-    """Live processes whose environment carries `RUN_MARK=mark`."""
+def marked_processes(mark: str, variable: str = RUN_MARK) -> list[psutil.Process]:
+    """Live processes whose environment carries `variable=mark`."""
     found = []
     for proc in psutil.process_iter(["status"]):
         with contextlib.suppress(psutil.Error):
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.environ().get(RUN_MARK) == mark:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.environ().get(variable) == mark:
                 found.append(proc)
     return found
 

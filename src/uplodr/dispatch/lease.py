@@ -150,6 +150,8 @@ class MachineLease:
     async def acquire(self) -> None:
         """Create the machine and wait until its worker answers; raises the reason when not.
         The machine is not destroyed here: call `release` (the context manager does)."""
+        if self._create is not _Create.NOT_ASKED:
+            raise RuntimeError(f"lease {self.id} was acquired already: one machine per lease")
         machine = await self._create_machine()
         client = WorkerClient(
             machine.address, self._token, self.settings.msg_size, self.settings.chunk_size

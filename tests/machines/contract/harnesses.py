@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Protocol
 
 import httpx
-import psutil
 import pytest
 
 from tests.machines.conftest import LEAK_MARK
 from tests.support.fly import FAST_BACKOFF, fly_config
 from tests.support.fly_api import FlyApiServer, standin_process
-from tests.support.procs import free_port
+from tests.support.procs import free_port, marked_processes
 from tests.support.strangers import stranger_machine
 from uplodr.machines.base import Machine, MachineSpec, Provider, RateLimit
 from uplodr.machines.fly import FlyProvider
@@ -142,21 +141,12 @@ class LocalHarness:
         ours = [r.id for r in records if r.id not in self.stranger_ids]
         theirs = {r.pid for r in records if r.id in self.stranger_ids}
         return ours + [
-            f"pid {p.pid}"
-            for p in psutil.Process().children(recursive=True)
-            if p.pid not in theirs and _alive(p)
+            f"pid {p.pid}" for p in marked_processes(self.mark, LEAK_MARK) if p.pid not in theirs
         ]
 
     async def close(self) -> None:
         await self.provider.aclose()
         self.strangers.close()
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @contextlib.asynccontextmanager

@@ -127,10 +127,12 @@ async def test_capability_shares_host_files(harness: Harness, tmp_path: Path) ->
     spec = replace(harness.spec(env={TOUCH: str(folder / "written")}), host_paths=(folder,))
     machine = await provider.create(spec)
     await provider.wait_started(machine, timeout=DEADLINE)
-    await eventually(
-        lambda: asyncio.to_thread((folder / "written").exists), "the machine's file on the host"
-    )
-    assert (folder / "written").read_text() == "written by the machine"
+    written = folder / "written"
+
+    def seen() -> bool:  # the whole text: a file may exist a moment before it is written
+        return written.exists() and written.read_text() == "written by the machine"
+
+    await eventually(lambda: asyncio.to_thread(seen), "the machine's file on the host")
     await destroy_all(harness, [machine])
 
 
