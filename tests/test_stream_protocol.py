@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from uplodr.errors import InvalidRequest, TooLarge, UplodrError
@@ -259,6 +259,8 @@ def test_the_limit_is_per_file() -> None:
 
 
 @given(st.text(min_size=1, max_size=6000), st.sampled_from([b"", b"x"]))
+# Found by hypothesis: escapes make sixty raw characters quote far longer than sixty.
+@example("0" * 18 + "\x1f" * 7 + "\x08" * 4 + "\U00011af9" * 40, b"x")
 def test_messages_quote_names_short_and_escaped(name: str, data: bytes) -> None:
     # An empty file or a file left open: both messages quote the (not yet validated) name.
     messages = [UploadReq(file_name=name, data=data, done=not data)]

@@ -3,24 +3,54 @@
 The defaults follow the settings of the best image servers (see DESIGN.md) and keep a 24 MP photo
 within a 512 MB worker: the long side is capped at 4096 px, because the AVIF encoder needs
 ~18-27 MB per output megapixel and a full-resolution 24 MP AVIF peaks near 600-670 MB.
+
+A preset file (JSON, or TOML for a `.toml` file) holds only the settings it changes; they are
+merged over the defaults. A `Preset` checks every setting when it is built, so a bad one is
+refused at start-up with one line that names the setting, what it expects and what it got:
+`preset avif_quality: expected a whole number 1..100, got "high"`.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-import os
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Final
 
-Format = Literal["webp", "avif", "jpeg"]
-FORMATS: tuple[Format, ...] = ("webp", "avif", "jpeg")
+from uplodr import formats
+
+# Full-size formats in the order they are answered: what every browser can show, best first.
+DEFAULT_FORMATS: Final[tuple[str, ...]] = ("webp", "avif", "jpeg")
+
+
+class PresetError(ValueError):
+    """A preset setting, or a preset file, that cannot be used. `str()` is one line."""
+
+    def __init__(self, problem: str, key: str | None = None, source: str = "preset") -> None:
+        self.problem = problem
+        self.key = key
+        self.source = source
+        if source == "preset":
+            where = f"preset {key}" if key else "preset"
+        else:
+            where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+
+    def in_file(self, path: Path) -> PresetError:
+        """The same error, said of the preset file at `path`."""
+        return PresetError(self.problem, self.key, f"preset file {path}")
 
 
 @dataclass(frozen=True)
 class Preset:
-    # Full-size formats, in the order they are answered. The PNG thumbnail comes last.
-    formats: tuple[Format, ...] = FORMATS
+    # Full-size formats, in the order they are answered (any format with the `full` role in
+    # uplodr.formats). The PNG thumbnail comes last.
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     # Longest side of the full-size variants; larger images are shrunk, smaller ones never enlarged.
     max_long_side: int = 4096
     # Width of the PNG thumbnail (0 = no thumbnail); never enlarged.
@@ -36,61 +66,176 @@ class Preset:
     # ~3.5x smaller than full colour; 0 keeps full colour. Images with <= 256 colours always
     # get a lossless palette.
     png_palette_quality: int = 90
-    # Background used to flatten transparency for JPEG (white: what a page usually shows).
+    # Background used to flatten transparency for formats without alpha (JPEG): white, what a
+    # page usually shows. In a file: [r, g, b] or "#rrggbb".
     jpeg_background: tuple[int, int, int] = (255, 255, 255)
+
+    def __post_init__(self) -> None:
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            checked = _RULES[setting.name].check(setting.name, value)
+            if checked is not value:
+                object.__setattr__(self, setting.name, checked)
+        if not self.formats and not self.thumbnail_width:
+            raise PresetError(
+                "expected at least one format when thumbnail_width is 0, got []", "formats"
+            )
+
+    @classmethod
+    def from_mapping(cls, settings: object, base: Preset | None = None) -> Preset:
+        """`settings` (as read from JSON or TOML) merged over `base` (the defaults)."""
+        if not isinstance(settings, Mapping):
+            raise PresetError(f"expected an object of settings, got {_show(settings)}")
+        known = [setting.name for setting in fields(cls)]
+        for key in settings:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise PresetError(
+                    f"unknown setting{hint}; known settings: {', '.join(known)}", str(key)
+                )
+        return replace(base or cls(), **dict(settings))
+
+    @classmethod
+    def from_json(cls, text: str) -> Preset:
+        """A preset from JSON text (settings merged over the defaults)."""
+        return cls.from_mapping(_parse_json(text))
 
     def to_json(self) -> str:
         data = asdict(self)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
-    @classmethod
-    def from_json(cls, text: str) -> Preset:
-        data = json.loads(text)
-        data["formats"] = tuple(data["formats"])
-        data["jpeg_background"] = tuple(data["jpeg_background"])
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown preset settings: {', '.join(sorted(unknown))}")
-        preset = cls(**data)
-        preset.validate()
-        return preset
-
     def fingerprint(self) -> str:
         """A short, stable hash of every setting that changes the output bytes."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
-    def validate(self) -> None:
-        bad = [f for f in self.formats if f not in FORMATS]
-        if bad or (not self.formats and not self.thumbnail_width):
-            raise ValueError(f"preset formats must be among {', '.join(FORMATS)}")
-        for name, low, high in (
-            ("jpeg_quality", 1, 100),
-            ("webp_quality", 1, 100),
-            ("avif_quality", 1, 100),
-            ("webp_effort", 0, 6),
-            ("avif_effort", 0, 9),
-            ("png_compression", 0, 9),
-            ("png_palette_quality", 0, 100),
-            ("max_long_side", 16, 65535),
-            ("thumbnail_width", 0, 65535),
-        ):
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ValueError(f"preset {name} must be within {low}..{high}, not {value}")
-
     def with_changes(self, **changes: Any) -> Preset:
-        preset = replace(self, **changes)
-        preset.validate()
-        return preset
+        return Preset.from_mapping(changes, base=self)
+
+
+def load_preset_file(path: Path) -> Preset:
+    """The preset in the JSON (or, for `.toml`, TOML) file at `path`, merged over the defaults.
+
+    Raises PresetError, one line naming the file, when it cannot be read or parsed or when a
+    setting is bad."""
+    source = f"preset file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise PresetError(f"cannot be read ({error.strerror or error})", source=source) from None
+    except UnicodeDecodeError:
+        raise PresetError("is not UTF-8 text", source=source) from None
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                settings: object = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as error:
+                raise PresetError(f"not valid TOML ({error})") from None
+        else:
+            settings = _parse_json(text)
+        return Preset.from_mapping(settings)
+    except PresetError as error:
+        raise error.in_file(path) from None
+
+
+def _parse_json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PresetError(
+            f"not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+    except RecursionError:
+        raise PresetError("not valid JSON (nested too deeply)") from None
+
+
+# -- what each setting accepts ------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A value a rule refuses; the argument, if any, says which part of it is wrong."""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    expected: str
+    convert: Callable[[object], object]  # the value as the Preset keeps it, or _Invalid
+
+    def check(self, key: str, value: object) -> object:
+        try:
+            return self.convert(value)
+        except _Invalid as invalid:
+            detail = f" ({invalid.args[0]})" if invalid.args else ""
+            got = f"{_show(value)}{detail}"
+            raise PresetError(f"expected {self.expected}, got {got}", key) from None
+
+
+def _whole(low: int, high: int, note: str = "") -> _Rule:
+    def convert(value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _Invalid
+        return value
+
+    return _Rule(f"a whole number {low}..{high}{note}", convert)
+
+
+def _formats() -> _Rule:
+    allowed = [fmt.name for fmt in formats.formats_for("full")]
+
+    def convert(value: object) -> object:
+        if not isinstance(value, list | tuple):
+            raise _Invalid
+        for name in value:
+            if name not in allowed:
+                raise _Invalid(f"{_show(name)} is not one")
+        if len(set(value)) != len(value):
+            raise _Invalid("a format is named twice")
+        return value if isinstance(value, tuple) else tuple(value)
+
+    return _Rule(f"a list of formats from {', '.join(allowed)}", convert)
+
+
+_HEX_COLOUR = re.compile(r"#([0-9a-fA-F]{2})([0-9a-fA-F]{2})([0-9a-fA-F]{2})")
+
+
+def _colour() -> _Rule:
+    def convert(value: object) -> object:
+        if isinstance(value, str) and (match := _HEX_COLOUR.fullmatch(value)):
+            return tuple(int(part, 16) for part in match.groups())
+        if not isinstance(value, list | tuple) or len(value) != 3:
+            raise _Invalid
+        for part in value:
+            if isinstance(part, bool) or not isinstance(part, int) or not 0 <= part <= 255:
+                raise _Invalid
+        return value if isinstance(value, tuple) else tuple(value)
+
+    return _Rule('a colour: [r, g, b] of whole numbers 0..255, or "#rrggbb"', convert)
+
+
+_RULES: Final[dict[str, _Rule]] = {
+    "formats": _formats(),
+    "max_long_side": _whole(16, 65535),
+    "thumbnail_width": _whole(0, 65535, " (0 = no thumbnail)"),
+    "jpeg_quality": _whole(1, 100),
+    "webp_quality": _whole(1, 100),
+    "webp_effort": _whole(0, 6),
+    "avif_quality": _whole(1, 100),
+    "avif_effort": _whole(0, 9),
+    "png_compression": _whole(0, 9),
+    "png_palette_quality": _whole(0, 100, " (0 = full colour)"),
+    "jpeg_background": _colour(),
+}
+
+SHOWN_CHARS: Final = 60
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it (JSON), cut short so the message stays one short line."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
 
 
 DEFAULT_PRESET = Preset()
-
-
-def load_preset_file(path: str | os.PathLike[str]) -> Preset:
-    """The preset in a JSON file (minimal version; i8-formats' validating one replaces it)."""
-    try:
-        with open(path) as file:
-            return Preset.from_json(file.read())
-    except (OSError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"preset file {os.fspath(path)}: {error}") from None

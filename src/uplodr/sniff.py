@@ -3,41 +3,28 @@
 Pure Python with no libvips: the gateway sniffs a spooled upload here and refuses a non-image
 (415) before it pays for a machine; the worker sniffs again in `uplodr.imaging` (which
 re-exports this module) and libvips itself blocks every loader outside the allow-list, so a file
-that slips past one check still meets the others.
+that slips past one check still meets the others. The signatures are the input formats' `magic`
+and `brands` in `uplodr.formats`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
+from uplodr import formats
 from uplodr.errors import UnsupportedImage
 
-ImageFormat = Literal["jpeg", "png", "webp", "gif", "avif", "heif"]
+ImageFormat = str  # a format's name in `uplodr.formats` ("jpeg", "png", ...)
 
 # The allow-list, in the order error messages name them.
-ALLOWED_FORMATS: Final[tuple[ImageFormat, ...]] = ("jpeg", "png", "webp", "gif", "avif", "heif")
+ALLOWED_FORMATS: Final[tuple[ImageFormat, ...]] = tuple(f.name for f in formats.input_formats())
 
-# Enough for every signature below, including an ISO-BMFF `ftyp` box with a few compatible brands.
+# Enough for every signature, including an ISO-BMFF `ftyp` box with a few compatible brands.
 SNIFF_BYTES: Final = 64
 
-FORMAT_NAMES: Final[dict[ImageFormat, str]] = {
-    "jpeg": "JPEG",
-    "png": "PNG",
-    "webp": "WebP",
-    "gif": "GIF",
-    "avif": "AVIF",
-    "heif": "HEIF",
-}
-ALLOWED_TEXT: Final = ", ".join(FORMAT_NAMES[f] for f in ALLOWED_FORMATS)
+ALLOWED_TEXT: Final = ", ".join(f.label for f in formats.input_formats())
 UNSUPPORTED_MESSAGE: Final = f"not an allowed image format; allowed formats are {ALLOWED_TEXT}"
-
-_AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
-# Brands that say "the primary image is HEVC" (HEIC); mif1/msf1 only say "some HEIF".
-_HEVC_BRANDS: Final = frozenset(
-    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}
-)
-_HEIF_BRANDS: Final = _HEVC_BRANDS | {b"mif1", b"msf1"}
 
 
 def sniff(head: bytes) -> ImageFormat | None:
@@ -47,37 +34,24 @@ def sniff(head: bytes) -> ImageFormat | None:
     if the file is shorter); extra bytes are ignored.
     """
     head = bytes(head[:SNIFF_BYTES])
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return _sniff_isobmff(head)
+    for fmt in formats.input_formats():
+        if fmt.has_magic(head):
+            return fmt.name
+    found = formats.by_brand(_ftyp_brands(head))
+    return found.name if found is not None and found.is_input else None
 
 
-def _sniff_isobmff(head: bytes) -> ImageFormat | None:
-    """AVIF and HEIF are ISO-BMFF files whose first box is `ftyp`, naming brands."""
+def _ftyp_brands(head: bytes) -> list[bytes]:
+    """The brands of an ISO-BMFF file whose first box is `ftyp`: major first, then the
+    compatible ones within the box; [] for any other file."""
     if len(head) < 16 or head[4:8] != b"ftyp":
-        return None
+        return []
     box_size = int.from_bytes(head[:4], "big")
     if box_size < 16 or box_size % 4:
-        return None
+        return []
     # major brand at 8..12, minor version at 12..16, then compatible brands
     end = min(box_size, len(head))
-    major = head[8:12]
-    if major in _AVIF_BRANDS:
-        return "avif"
-    if major in _HEVC_BRANDS:
-        return "heif"
-    brands = [major] + [head[i : i + 4] for i in range(16, end - 3, 4)]
-    if any(brand in _AVIF_BRANDS for brand in brands):
-        return "avif"
-    if any(brand in _HEIF_BRANDS for brand in brands):
-        return "heif"
-    return None
+    return [head[8:12]] + [head[i : i + 4] for i in range(16, end - 3, 4)]
 
 
 def read_head(path: Path) -> bytes:

@@ -3,12 +3,13 @@ chooses its provider here, and a setting that does not fit is one line and exit 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from uplodr.cli.main import main
 from uplodr.errors import ProviderError
 from uplodr.machines.fly import FlyProvider
 from uplodr.machines.local import LocalProvider
@@ -40,40 +41,68 @@ def test_build_by_name(tmp_path: Path) -> None:
         ProviderSettings(memory_mb=0)
 
 
+def uplodr(*args: str, env: dict[str, str]) -> tuple[int, list[str]]:
+    """`uplodr ARGS` as a user runs it: its exit status and stderr lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "uplodr", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    return done.returncode, done.stderr.splitlines()
+
+
+def clean_env(tmp_path: Path, **given: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "UPLODR_"))}
+    return {**env, "UPLODR_STATE_DIR": str(tmp_path), **given}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (
             ["reap", "--provider", "fly"],
-            "the Fly provider needs FLY_API_TOKEN, --fly-app (UPLODR_FLY_APP), "
+            "uplodr reap: the Fly provider needs FLY_API_TOKEN, --fly-app (UPLODR_FLY_APP), "
             "--fly-image (UPLODR_FLY_IMAGE)",
         ),
         (
             ["machines", "ls", "--provider", "fly", "--fly-app", "a", "--fly-image", "i"],
-            "the Fly provider needs FLY_API_TOKEN",
+            "uplodr machines ls: the Fly provider needs FLY_API_TOKEN",
         ),
-        (["reap", "--machine-cpus", "2"], "--machine-cpus: local machines share this host's"),
-        (["reap", "--machine-memory", "100k"], "--machine-memory must be at least 1M, not 0 MB"),
-        (["reap", "--machine-cpus", "0"], "--machine-cpus must be at least 1, not 0"),
+        (
+            ["reap", "--machine-cpus", "2"],
+            "uplodr reap: --machine-cpus: local machines share this host's cores",
+        ),
+        (
+            ["reap", "--machine-memory", "100k"],
+            "uplodr reap: --machine-memory must be at least 1M, not 0 MB",
+        ),
+        (["reap", "--machine-cpus", "0"], "uplodr reap: --machine-cpus must be at least 1, not 0"),
+        (["serve", "--max-pixels", "0"], "uplodr serve: --max-pixels must be at least 1"),
     ],
 )
 def test_settings_that_do_not_fit_are_one_line(
     args: list[str], message: str, tmp_path: Path
 ) -> None:
-    env = {"FLY_API_TOKEN": None, "FLY_APP_NAME": None, "UPLODR_STATE_DIR": str(tmp_path)}
-    result = CliRunner().invoke(main, args, env=env)
-    assert result.exit_code == 2
-    (line,) = result.output.strip().splitlines()
-    assert line.startswith(f"Error: {message}")
+    status, lines = uplodr(*args, env=clean_env(tmp_path))
+    assert status == 2
+    (line,) = lines
+    assert line.startswith(message), line
 
 
 def test_provider_options_reach_the_provider_from_the_environment(tmp_path: Path) -> None:
-    env = {
-        "FLY_API_TOKEN": "t",
-        "UPLODR_FLY_APP": "a",
-        "UPLODR_FLY_IMAGE": "i",
-        "UPLODR_FLY_GRPC_PORT": "nope",
-    }
-    result = CliRunner().invoke(main, ["machines", "ls", "--provider", "fly"], env=env)
-    assert result.exit_code == 2
-    assert "--fly-grpc-port (UPLODR_FLY_GRPC_PORT) must be a port number" in result.output
+    env = clean_env(
+        tmp_path,
+        FLY_API_TOKEN="t",
+        UPLODR_FLY_APP="a",
+        UPLODR_FLY_IMAGE="i",
+        UPLODR_FLY_GRPC_PORT="nope",
+    )
+    status, lines = uplodr("machines", "ls", "--provider", "fly", env=env)
+    assert status == 2
+    assert lines == [
+        "uplodr machines ls: --fly-grpc-port (UPLODR_FLY_GRPC_PORT) must be a port number, "
+        "not 'nope'"
+    ]

@@ -155,11 +155,49 @@ async def test_a_set_a_job_is_reusing_is_kept(tmp_path: Path) -> None:
     assert await keys_in(store) == sorted(keys)
 
 
-def test_variant_shapes_match_the_encoders() -> None:
-    from uplodr.imaging.encode import CODECS
-    from uplodr.storage.keys import VARIANT_SHAPES
+async def test_sweep_takes_every_variant_the_encoders_write_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """A real conversion in every output format of the registry, left without its manifest,
+    is one incomplete set; keys in a role or format no encoder writes are never taken."""
+    import pyvips
 
-    assert {(codec.suffix, codec.ext) for codec in CODECS.values()} == VARIANT_SHAPES
+    from uplodr import formats
+    from uplodr.imaging import ImageLimits, convert
+    from uplodr.preset import Preset
+
+    source = tmp_path / "in.png"
+    pyvips.Image.black(40, 30, bands=4).write_to_file(str(source))
+    preset = Preset(formats=tuple(f.name for f in formats.formats_for("full")), thumbnail_width=8)
+    variants = convert(source, preset, ImageLimits())
+    written = {(v.role, v.format) for v in variants}
+    assert written == {(role.name, fmt.name) for role, fmt in formats.variant_shapes()}
+
+    store = LocalStore(tmp_path / "store", URL)
+    keys = []
+    for variant in variants:
+        key = variant_key("blog", "cat", digest(12), variant.suffix, variant.ext)
+        await store.put(key, variant.data, variant.mime_type, IMMUTABLE_CACHE_CONTROL)
+        keys.append(key)
+    shapes_no_encoder_writes = [
+        ("-thumb", "webp"),
+        ("", "png"),
+        ("", "gif"),
+        ("-thumb", "jpg"),
+        ("-480w", "webp"),  # responsive widths: not built yet
+        ("-original", "jpg"),  # the kept original: not built yet
+    ]
+    never_written = [
+        f"blog/cat-{digest(12)}{suffix}.{ext}" for suffix, ext in shapes_no_encoder_writes
+    ]
+    for key in never_written:
+        await store.put(key, b"not ours", "application/octet-stream", IMMUTABLE_CACHE_CONTROL)
+
+    result = await sweep(store, 0.0, now=time.time() + HOUR)
+    (leftover,) = result.deleted
+    assert leftover.name == f"blog/cat-{digest(12)}"
+    assert sorted(item.key for item in leftover.objects) == sorted(keys)
+    assert await keys_in(store) == sorted(never_written)
 
 
 async def test_publish_rewrites_a_reused_object_swept_before_its_manifest(

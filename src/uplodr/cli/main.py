@@ -2,6 +2,10 @@
 
 Subcommands import their parts lazily: `uplodr serve` never loads libvips (the gateway stays
 small), and `uplodr convert` needs neither gRPC nor libvips.
+
+Errors of the command line itself — an unknown option, a value of the wrong type, a bad preset
+file — are said once for every command, by `run()`: one line on stderr, `uplodr CMD: what is
+wrong`, exit status 2, no traceback and no usage block (`--help` prints that).
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from uplodr.cli.providers import ConfigError, ProviderChoice, provider_options
 from uplodr.cli.units import DURATION, SIZE, format_age
 from uplodr.dispatch.reaper import created_time
 from uplodr.machines.base import Machine
+from uplodr.preset import PresetError
+
+# Errors a command's body raises for bad input on its command line: said as one usage line.
+USAGE_ERRORS: tuple[type[Exception], ...] = (PresetError,)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -34,7 +42,49 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class _Failed(Exception):
+    """An error from a command's body, said as `uplodr CMD: message`."""
+
+    def __init__(self, message: str, command_path: str, exit_code: int) -> None:
+        super().__init__(f"{command_path}: {' '.join(message.split())}")
+        self.exit_code = exit_code
+
+
+class _Command(click.Command):
+    """Every subcommand: what its body raises for bad input knows which command it was."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except USAGE_ERRORS as error:
+            raise _Failed(str(error), ctx.command_path, 2) from None
+        except click.UsageError as error:
+            if error.ctx is None:
+                error.ctx = ctx
+            raise
+        except click.ClickException as error:
+            raise _Failed(error.format_message(), ctx.command_path, error.exit_code) from None
+
+
+class _Group(click.Group):
+    command_class = _Command
+    group_class = type  # subgroups (machines) are _Groups too
+
+
+def one_line(error: click.ClickException) -> str:
+    """The error as the one line `run()` prints: `uplodr serve: <what is wrong>`; a usage
+    error found by click itself ends with where to read the usage."""
+    message = " ".join(error.format_message().split())
+    if isinstance(error, click.UsageError) and error.ctx is not None:
+        path = error.ctx.command_path
+        return f"{path}: {message} (see '{path} --help')"
+    return f"uplodr: {message}"
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.version_option(package_name="uplodr")
 def main(verbose: bool) -> None:
@@ -180,10 +230,8 @@ def serve(
     from uplodr.limits import ImageLimits
     from uplodr.preset import DEFAULT_PRESET, load_preset_file
 
-    try:
-        preset = load_preset_file(preset_file) if preset_file else DEFAULT_PRESET
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    # a bad preset raises PresetError: said as one line by the command (USAGE_ERRORS)
+    preset = load_preset_file(preset_file) if preset_file else DEFAULT_PRESET
     given: dict[str, Any] = {
         "max_pixels": max_pixels,
         "max_side": max_side,
@@ -273,26 +321,53 @@ def worker(grpc_addr: str, **overrides: Any) -> None:
 
 
 @main.command()
-@click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("paths", nargs=-1, required=True)
 @click.option("--folder", default="", help="Folder for the variants, e.g. blog/2026.")
 @click.option("--server", default="http://127.0.0.1:8080", envvar="UPLODR_SERVER")
 @click.option("--token", envvar="UPLODR_TOKEN", help="Bearer token, if the gateway needs one.")
-@click.option("--json", "as_json", is_flag=True, help="Print the answers as JSON.")
-@click.option("--timeout", type=DURATION, default="10m")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=4,
+    envvar="UPLODR_JOBS",
+    help="Uploads at once (4 keeps a default gateway's machines busy without filling its queue).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+@click.option(
+    "--html", "as_html", is_flag=True, help="Print each image's <picture> markup on stdout."
+)
+@click.option("--timeout", type=DURATION, default="10m", help="Longest wait for one image.")
 def convert(
-    files: tuple[Path, ...],
+    paths: tuple[str, ...],
     folder: str,
     server: str,
     token: str | None,
+    jobs: int,
     as_json: bool,
+    as_html: bool,
     timeout: float,
 ) -> None:
-    """Upload FILE(s) through a gateway and print their variants."""
-    from uplodr.cli.convert import convert_files
+    """Upload images — files, folders (recursively) and globs — through a gateway.
 
-    sys.exit(convert_files(files, folder, server, token, as_json, timeout))
+    Files are recognised as images by their first bytes; others are skipped and counted. Exit
+    status: 0 all converted, 1 any failed, 2 usage error, 130 interrupted (Ctrl-C).
+    """
+    from uplodr.cli.convert import convert_paths
+
+    if as_json and as_html:
+        raise click.UsageError("choose one of --json and --html")
+    sys.exit(
+        convert_paths(
+            paths,
+            folder=folder,
+            server=server,
+            token=token,
+            jobs=jobs,
+            timeout=timeout,
+            output="json" if as_json else "html" if as_html else "lines",
+        )
+    )
 
 
 @main.command()
@@ -369,10 +444,27 @@ def run() -> NoReturn:
     a finished request while Python finalizes; now and then that aborts the process (SIGABRT,
     pyo3-async-runtimes' known exit race), turning a clean exit status into 134. Every command
     has closed its stores, machines and servers by the time `main` returns, so nothing is lost
-    by leaving without finalization once output and logs are flushed."""
+    by leaving without finalization once output and logs are flushed.
+
+    Errors of the command line are printed here as one line (see the module docstring)."""
     try:
-        main.main(prog_name="uplodr")
-        code = 0
+        result = main.main(prog_name="uplodr", standalone_mode=False)
+        # --help and ctx.exit(n) give their exit status; a finished command gives None.
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.NoArgsIsHelpError as error:
+        error.show()  # `uplodr` or `uplodr machines` alone: their help, as click prints it
+        code = error.exit_code
+    except click.ClickException as error:
+        click.echo(one_line(error), err=True)
+        code = error.exit_code
+    except _Failed as error:
+        click.echo(str(error), err=True)
+        code = error.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        code = 1
+    except ModuleNotFoundError as missing:
+        code = _missing_extra(missing)
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
             code = stop.code or 0
@@ -384,6 +476,40 @@ def run() -> NoReturn:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+# Top-level modules of the `server` extra (pyproject.toml): a plain `pip install uplodr` is the
+# client and lacks them.
+SERVER_EXTRA = frozenset(
+    {
+        "pyvips",
+        "grpc",
+        "grpc_health",
+        "grpc_reflection",
+        "google",
+        "obstore",
+        "starlette",
+        "uvicorn",
+        "multipart",
+        "python_multipart",
+        "prometheus_client",
+        "psutil",
+    }
+)
+
+
+def _missing_extra(missing: ModuleNotFoundError) -> int:
+    """One line naming the extra to install, for a command run without the server's packages."""
+    module = (missing.name or "").split(".")[0]
+    if module not in SERVER_EXTRA:
+        raise missing
+    command = next((arg for arg in sys.argv[1:] if arg in main.commands), "this command")
+    print(
+        f"uplodr {command} needs the server extra ({module} is not installed): "
+        "pip install 'uplodr[server]'",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _age(machine: Machine) -> str:

@@ -5,7 +5,8 @@
     probe(path, limits) -> ImageInfo     header only; raises Unsupported/Corrupt/LimitExceeded
     convert(path, preset, limits) -> [EncodedVariant]
 
-Run workers with MALLOC_ARENA_MAX=2 (see `uplodr.imaging.vips`).
+Run workers with MALLOC_ARENA_MAX=2 (see `uplodr.imaging.vips`). What each format is (magic
+bytes, loaders, alpha, animation, MIME type, roles) comes from the pure `uplodr.formats`.
 
 Animated input: the WebP variant stays animated; libvips cannot write animated AVIF, so the AVIF,
 JPEG and PNG-thumbnail variants are the first frame (`EncodedVariant.animated` tells which).
@@ -16,7 +17,7 @@ the next tile; an AVIF encode already inside aom cannot be interrupted and finis
 """
 
 from uplodr.imaging.convert import convert
-from uplodr.imaging.encode import EncodedVariant, VariantName
+from uplodr.imaging.encode import EncodedVariant
 from uplodr.imaging.limits import DEFAULT_LIMITS, ImageLimits
 from uplodr.imaging.probe import ImageInfo, probe
 from uplodr.imaging.sniff import ALLOWED_FORMATS, SNIFF_BYTES, ImageFormat, sniff
@@ -30,7 +31,6 @@ __all__ = [
     "ImageFormat",
     "ImageInfo",
     "ImageLimits",
-    "VariantName",
     "configure_vips",
     "convert",
     "probe",

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pyvips
 
+from uplodr import formats
 from uplodr.errors import UplodrError
+from uplodr.formats import FULL, THUMBNAIL, VariantSpec
 from uplodr.imaging import pipeline
 from uplodr.imaging.deadline import Deadline
-from uplodr.imaging.encode import EncodedVariant, VariantName, encode
+from uplodr.imaging.encode import EncodedVariant, encode
 from uplodr.imaging.limits import ImageLimits
 from uplodr.imaging.probe import probe
 from uplodr.imaging.vips import release_memory
 from uplodr.preset import Preset
-from uplodr.sniff import FORMAT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +47,19 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> list[EncodedVar
     info = probe(path, limits)
     decoded = pipeline.prepare(path, info, preset.max_long_side, deadline)
 
-    jobs: list[tuple[VariantName, pyvips.Image]] = []
+    jobs: list[tuple[VariantSpec, pyvips.Image]] = []
     for name in preset.formats:
-        image = decoded if name == "webp" else pipeline.first_frame(decoded)
-        if name == "jpeg":
-            image = pipeline.flatten(image, preset.jpeg_background)
-        jobs.append((name, image))
+        spec = VariantSpec(formats.get(name), FULL)
+        jobs.append((spec, _for_format(decoded, spec.format, preset)))
     if preset.thumbnail_width:
+        spec = VariantSpec(formats.thumbnail_format(), THUMBNAIL)
         thumb = pipeline.fit_width(pipeline.first_frame(decoded), preset.thumbnail_width)
-        jobs.append(("thumbnail", thumb))
+        jobs.append((spec, _for_format(thumb, spec.format, preset)))
 
     variants = _encode_all(jobs, preset, deadline)
     log.debug(
         "converted %s %dx%d x%d in %.2fs",
-        FORMAT_NAMES[info.format],
+        formats.get(info.format).label,
         info.width,
         info.height,
         info.frames,
@@ -68,19 +68,30 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> list[EncodedVar
     return variants
 
 
+def _for_format(image: pyvips.Image, fmt: formats.Format, preset: Preset) -> pyvips.Image:
+    """The shared image as this format can carry it: one frame unless it writes animations,
+    alpha flattened onto the preset's background unless it keeps transparency."""
+    if not fmt.animated_output:
+        image = pipeline.first_frame(image)
+    if not fmt.alpha:
+        image = pipeline.flatten(image, preset.jpeg_background)
+    return image
+
+
 def _encode_all(
-    jobs: list[tuple[VariantName, pyvips.Image]], preset: Preset, deadline: Deadline
+    jobs: list[tuple[VariantSpec, pyvips.Image]], preset: Preset, deadline: Deadline
 ) -> list[EncodedVariant]:
-    # The slowest encode (AVIF) starts first, so the other thread does the rest meanwhile.
-    order = sorted(range(len(jobs)), key=lambda i: jobs[i][0] != "avif")
+    # The slowest encodes (one-at-a-time formats: AVIF) start first, so the other thread does
+    # the rest meanwhile.
+    order = sorted(range(len(jobs)), key=lambda i: not jobs[i][0].format.one_at_a_time)
     pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="uplodr-encode")
     futures: dict[int, Future[EncodedVariant]] = {}
     try:
         for i in order:
-            name, image = jobs[i]
+            spec, image = jobs[i]
             frames = pipeline.frame_count(image)
             futures[i] = pool.submit(
-                _encode_one, name, deadline.watch(image), preset, frames, deadline
+                _encode_one, spec, deadline.watch(image), preset, frames, deadline
             )
         done, pending = wait(futures.values(), deadline.remaining(), FIRST_EXCEPTION)
         if pending:
@@ -97,14 +108,14 @@ def _encode_all(
 
 
 def _encode_one(
-    name: VariantName, image: pyvips.Image, preset: Preset, frames: int, deadline: Deadline
+    spec: VariantSpec, image: pyvips.Image, preset: Preset, frames: int, deadline: Deadline
 ) -> EncodedVariant:
     deadline.check()
     try:
-        variant = encode(name, image, preset, frames, avif_wait=deadline.remaining())
+        variant = encode(spec, image, preset, frames, slot_wait=deadline.remaining())
     except pyvips.Error as error:
         deadline.check()  # killed by the deadline: LimitExceeded
-        log.warning("encoding the %s variant failed: %s", name, error)
-        raise UplodrError(f"could not encode the {name} variant") from None
+        log.warning("encoding the %s variant failed: %s", spec.label, error)
+        raise UplodrError(f"could not encode the {spec.label} variant") from None
     deadline.check()
     return variant

@@ -1,7 +1,10 @@
 """Encode one variant of the decoded image to bytes, with the preset's settings.
 
-Encoders release the GIL, so variants are encoded in threads. AVIF needs ~18-27 MB per output
-megapixel (and both cores), so at most one AVIF encode runs at a time in the process.
+One encoder function per output format of `uplodr.formats`, registered under the format's name
+with `@encoder("webp")`; importing this module fails if an output format has no encoder (or an
+encoder no output format). Encoders release the GIL, so variants are encoded in threads. A
+format marked `one_at_a_time` (AVIF: ~18-27 MB per output megapixel, and both cores) has one
+encode running at a time in the process.
 """
 
 from __future__ import annotations
@@ -10,26 +13,37 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 import pyvips
 
 from uplodr.errors import LimitExceeded
+from uplodr.formats import RoleName, VariantSpec, output_formats
 from uplodr.preset import Preset
 
-VariantName = Literal["webp", "avif", "jpeg", "thumbnail"]
-
-# Process-wide: one AVIF encode at a time (memory).
-AVIF_SLOT: Final = threading.BoundedSemaphore(1)
+Encoder = Callable[[pyvips.Image, Preset], bytes]
 
 # At most this many distinct colours and the thumbnail is written as a (lossless) palette PNG.
 PALETTE_COLOURS: Final = 256
 
+ENCODERS: dict[str, Encoder] = {}
+
+
+def encoder(name: str) -> Callable[[Encoder], Encoder]:
+    """Register the function that writes format `name` (a `Format.name`)."""
+
+    def register(function: Encoder) -> Encoder:
+        ENCODERS[name] = function
+        return function
+
+    return register
+
 
 @dataclass(frozen=True)
 class EncodedVariant:
-    name: VariantName
-    suffix: str  # "" for full-size variants, "-thumb" for the thumbnail
+    format: str  # a `Format.name`: "webp", "avif", "jpeg", "png"
+    role: RoleName  # "full", "thumbnail", ...
+    suffix: str  # of its key: "" for full-size variants, "-thumb" for the thumbnail
     ext: str  # "webp", "avif", "jpg", "png"
     mime_type: str
     width: int
@@ -37,17 +51,11 @@ class EncodedVariant:
     data: bytes
     encode_seconds: float
     animated: bool
-
-
-@dataclass(frozen=True)
-class _Codec:
-    ext: str
-    mime_type: str
-    suffix: str
-    save: Callable[[pyvips.Image, Preset], bytes]
+    name: str  # "webp", "avif", "jpeg", "thumbnail" (VariantSpec.label): for logs and figures
 
 
 # `keep="none"`: no EXIF/XMP/IPTC/ICC in any output (they are sRGB, the web's default).
+@encoder("webp")
 def _webp(image: pyvips.Image, preset: Preset) -> bytes:
     data: bytes = image.webpsave_buffer(
         Q=preset.webp_quality, effort=preset.webp_effort, keep="none"
@@ -55,6 +63,7 @@ def _webp(image: pyvips.Image, preset: Preset) -> bytes:
     return data
 
 
+@encoder("avif")
 def _avif(image: pyvips.Image, preset: Preset) -> bytes:
     data: bytes = image.heifsave_buffer(
         compression="av1", Q=preset.avif_quality, effort=preset.avif_effort, keep="none"
@@ -62,6 +71,7 @@ def _avif(image: pyvips.Image, preset: Preset) -> bytes:
     return data
 
 
+@encoder("jpeg")
 def _jpeg(image: pyvips.Image, preset: Preset) -> bytes:
     data: bytes = image.jpegsave_buffer(
         Q=preset.jpeg_quality, interlace=True, optimize_coding=True, keep="none"
@@ -69,6 +79,7 @@ def _jpeg(image: pyvips.Image, preset: Preset) -> bytes:
     return data
 
 
+@encoder("png")
 def _png(image: pyvips.Image, preset: Preset) -> bytes:
     image = image.copy_memory()  # small; read twice (colour count, then encode)
     if fits_palette(image):  # a palette loses nothing
@@ -89,11 +100,22 @@ def _png(image: pyvips.Image, preset: Preset) -> bytes:
     return data
 
 
-CODECS: Final[dict[VariantName, _Codec]] = {
-    "webp": _Codec("webp", "image/webp", "", _webp),
-    "avif": _Codec("avif", "image/avif", "", _avif),
-    "jpeg": _Codec("jpg", "image/jpeg", "", _jpeg),
-    "thumbnail": _Codec("png", "image/png", "-thumb", _png),
+def _check_encoders() -> None:
+    wanted = {fmt.name for fmt in output_formats()}
+    if wanted != set(ENCODERS):
+        missing = ", ".join(sorted(wanted - set(ENCODERS))) or "none"
+        extra = ", ".join(sorted(set(ENCODERS) - wanted)) or "none"
+        raise RuntimeError(
+            f"every output format of uplodr.formats needs one @encoder: missing {missing}; "
+            f"not an output format: {extra}"
+        )
+
+
+_check_encoders()
+
+# Process-wide: one encode at a time of each `one_at_a_time` format (memory).
+SLOTS: Final[dict[str, threading.BoundedSemaphore]] = {
+    fmt.name: threading.BoundedSemaphore(1) for fmt in output_formats() if fmt.one_at_a_time
 }
 
 
@@ -114,30 +136,33 @@ def fits_palette(image: pyvips.Image) -> bool:
 
 
 def encode(
-    name: VariantName, image: pyvips.Image, preset: Preset, frames: int, avif_wait: float
+    spec: VariantSpec, image: pyvips.Image, preset: Preset, frames: int, slot_wait: float
 ) -> EncodedVariant:
-    """Encode `image` (already prepared for this variant). `frames` > 1 means animated."""
-    codec = CODECS[name]
-    if name == "avif":
-        if not AVIF_SLOT.acquire(timeout=avif_wait):
-            raise LimitExceeded("timed out waiting for the AVIF encoder (one runs at a time)")
-        try:
-            start = time.perf_counter()
-            data = codec.save(image, preset)
-        finally:
-            AVIF_SLOT.release()
-    else:
+    """Encode `image` (already prepared for this variant). `frames` > 1 means animated.
+
+    A `one_at_a_time` format waits up to `slot_wait` s for its slot (LimitExceeded after)."""
+    fmt = spec.format
+    save = ENCODERS[fmt.name]
+    slot = SLOTS.get(fmt.name)
+    if slot is not None and not slot.acquire(timeout=slot_wait):
+        raise LimitExceeded(f"timed out waiting for the {fmt.label} encoder (one runs at a time)")
+    try:
         start = time.perf_counter()
-        data = codec.save(image, preset)
-    seconds = time.perf_counter() - start
+        data = save(image, preset)
+        seconds = time.perf_counter() - start
+    finally:
+        if slot is not None:
+            slot.release()
     return EncodedVariant(
-        name=name,
-        suffix=codec.suffix,
-        ext=codec.ext,
-        mime_type=codec.mime_type,
+        format=fmt.name,
+        role=spec.role.name,
+        suffix=spec.suffix,
+        ext=fmt.ext,
+        mime_type=fmt.mime_type,
         width=int(image.width),
         height=int(image.height) // frames,
         data=data,
         encode_seconds=seconds,
         animated=frames > 1,
+        name=spec.label,
     )

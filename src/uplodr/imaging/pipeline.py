@@ -12,7 +12,7 @@ Shared by every variant, run once per image:
 Then per variant, on the shared decoded image (cheap, lazy views):
 
     first_frame     one frame of an animation, for formats/variants that cannot animate
-    flatten         alpha composited onto a background colour, for JPEG
+    flatten         alpha composited onto a background colour, for formats without alpha
     fit_width       the thumbnail's width, never enlarged
 """
 
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pyvips
 
+from uplodr import formats
 from uplodr.errors import CorruptImage
 from uplodr.imaging.deadline import Deadline
-from uplodr.imaging.probe import ANIMATABLE, ImageInfo
-from uplodr.sniff import FORMAT_NAMES
+from uplodr.imaging.probe import ImageInfo
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ _KEEP_FIELDS = frozenset(
 def scale_on_load(path: Path, info: ImageInfo, max_long_side: int) -> pyvips.Image:
     """A lazy image: shrink-on-load to fit max_long_side (never enlarge), oriented, sRGB."""
     options = "fail_on=truncated"
-    if info.format in ANIMATABLE and info.animated:
+    if info.animated:  # probe counts frames only for formats with animated_input
         options += ",n=-1"  # every frame; the box applies to each frame
     source = pyvips.Source.new_from_file(str(path))
     try:
@@ -62,9 +62,8 @@ def scale_on_load(path: Path, info: ImageInfo, max_long_side: int) -> pyvips.Ima
 
 
 def corrupt(info: ImageInfo) -> CorruptImage:
-    return CorruptImage(
-        f"the {FORMAT_NAMES[info.format]} image data is truncated or corrupt and cannot be decoded"
-    )
+    label = formats.get(info.format).label
+    return CorruptImage(f"the {label} image data is truncated or corrupt and cannot be decoded")
 
 
 def decode(image: pyvips.Image, info: ImageInfo, deadline: Deadline) -> pyvips.Image:

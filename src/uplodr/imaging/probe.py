@@ -9,25 +9,19 @@ from typing import Final
 
 import pyvips
 
+from uplodr import formats
 from uplodr.errors import CorruptImage, LimitExceeded, UnsupportedImage
 from uplodr.imaging.limits import ImageLimits
-from uplodr.imaging.sniff import SNIFF_BYTES, ImageFormat, sniff
+from uplodr.imaging.sniff import ImageFormat, read_head, sniff
 from uplodr.imaging.vips import configure_vips
-from uplodr.sniff import ALLOWED_TEXT, FORMAT_NAMES, UNSUPPORTED_MESSAGE
+from uplodr.sniff import ALLOWED_TEXT, UNSUPPORTED_MESSAGE
 
 log = logging.getLogger(__name__)
 
-LOADERS: Final[dict[ImageFormat, str]] = {
-    "jpeg": "jpegload",
-    "png": "pngload",
-    "webp": "webpload",
-    "gif": "gifload",
-    "avif": "heifload",
-    "heif": "heifload",
-}
-# Formats whose extra pages are animation frames. (A HEIF file's extra images are separate
-# pictures, not frames: only its primary image is used.)
-ANIMATABLE: Final[frozenset[ImageFormat]] = frozenset({"gif", "webp"})
+# libheif as built into pyvips-binary decodes AV1 only; HEVC (HEIC) is patent-encumbered and
+# left out, so a heifload image in any other compression is refused from its header.
+_HEIF_LOADER: Final = "heifload"
+_HEIF_DECODES: Final = "av1"
 
 
 @dataclass(frozen=True)
@@ -60,11 +54,6 @@ class ImageInfo:
         return self.width, self.height
 
 
-def read_head(path: Path) -> bytes:
-    with path.open("rb") as file:
-        return file.read(SNIFF_BYTES)
-
-
 def probe(path: Path, limits: ImageLimits) -> ImageInfo:
     """Sniff, open the header with the one loader for that format, and check the limits.
 
@@ -84,13 +73,14 @@ def probe(path: Path, limits: ImageLimits) -> ImageInfo:
 def _open_header(path: Path, fmt: ImageFormat) -> pyvips.Image:
     try:
         source = pyvips.Source.new_from_file(str(path))
+        loader = formats.get(fmt).loaders[0]
         return pyvips.Operation.call(
-            f"{LOADERS[fmt]}_source", source, access="sequential", fail_on="truncated"
+            f"{loader}_source", source, access="sequential", fail_on="truncated"
         )
     except pyvips.Error as error:
         log.debug("header of %s rejected by libvips: %s", fmt, error)
         raise CorruptImage(
-            f"the {FORMAT_NAMES[fmt]} header is truncated or corrupt and cannot be read"
+            f"the {formats.get(fmt).label} header is truncated or corrupt and cannot be read"
         ) from None
 
 
@@ -99,7 +89,8 @@ def _field(image: pyvips.Image, name: str, default: int) -> int:
 
 
 def _info(header: pyvips.Image, fmt: ImageFormat, file_size: int) -> ImageInfo:
-    pages = _field(header, "n-pages", 1) if fmt in ANIMATABLE else 1
+    # A HEIF file's extra images are separate pictures, not frames: only the primary is used.
+    pages = _field(header, "n-pages", 1) if formats.get(fmt).animated_input else 1
     return ImageInfo(
         format=fmt,
         width=header.width,
@@ -116,10 +107,11 @@ def _info(header: pyvips.Image, fmt: ImageFormat, file_size: int) -> ImageInfo:
 
 
 def _check_codec(header: pyvips.Image, info: ImageInfo) -> None:
-    # pyvips-binary's libheif decodes AV1 only; HEVC (HEIC) is patent-encumbered and left out.
-    if info.format in ("avif", "heif") and header.get_typeof("heif-compression"):
+    if formats.get(info.format).loaders[0] == _HEIF_LOADER and header.get_typeof(
+        "heif-compression"
+    ):
         compression = str(header.get("heif-compression"))
-        if compression != "av1":
+        if compression != _HEIF_DECODES:
             raise UnsupportedImage(
                 f"HEIF images compressed with {compression.upper()} cannot be decoded here "
                 f"(only AV1, i.e. AVIF); allowed formats are {ALLOWED_TEXT}"

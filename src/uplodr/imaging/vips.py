@@ -15,12 +15,14 @@ from typing import Final
 
 import pyvips
 
-# One loader per allowed format, in its file, buffer and source forms. Everything else
-# (SVG, PDF, TIFF, matrix, CSV, raw, vips, FITS, ...) is blocked inside libvips itself, so a file
-# that slips past the sniffer still cannot reach a risky parser.
+from uplodr.formats import input_formats
+
+# The input formats' loaders (uplodr.formats), in their file, buffer and source forms.
+# Everything else (SVG, PDF, TIFF, matrix, CSV, raw, vips, FITS, ...) is blocked inside libvips
+# itself, so a file that slips past the sniffer still cannot reach a risky parser.
 ALLOWED_LOADERS: Final[tuple[str, ...]] = tuple(
     f"{base}{form}"
-    for base in ("jpegload", "pngload", "webpload", "gifload", "heifload")
+    for base in dict.fromkeys(base for fmt in input_formats() for base in fmt.loaders)
     for form in ("", "_buffer", "_source")
 )
 

@@ -5,20 +5,23 @@ so a URL always names the same bytes and may be cached forever; an identical upl
 same keys and is answered from its manifest. Name mode keeps the plain `{folder}/{stem}.{ext}`:
 readable, but a CDN may keep serving old bytes under a reused name (the caching caveat).
 
+A variant's key is `{folder}/{stem}-{digest}{suffix}.{ext}`: the suffix comes from its role
+("" full size, "-thumb", "-480w", ...) and the extension from its format, both in
+`uplodr.formats`; `variant_shape` reads a key back the same way (what `uplodr sweep` recognises).
+
 Folder and stem arrive already validated (no `..`, no absolute paths): keys are only joined here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
+
+from uplodr.formats import Format, Role, variant_shapes
 
 DIGEST_HEX_CHARS = 16  # 64 bits: collisions need ~4 billion uploads of one folder and stem
 MANIFEST_EXT = "json"
-# The (suffix, extension) of every variant the encoders write (imaging's CODECS; a test keeps
-# the two in step). `uplodr sweep` recognises a set's objects by exactly these.
-VARIANT_SHAPES: frozenset[tuple[str, str]] = frozenset(
-    {("", "webp"), ("", "avif"), ("", "jpg"), ("-thumb", "png")}
-)
 
 
 def content_digest(upload_sha256_hex: str, preset_fingerprint: str) -> str:
@@ -41,3 +44,45 @@ def variant_key(folder: str, stem: str, digest: str | None, suffix: str, ext: st
 def manifest_key(folder: str, stem: str, digest: str | None) -> str:
     """Where the job's manifest (its commit point) lives: beside its variants, as `.json`."""
     return variant_key(folder, stem, digest, "", MANIFEST_EXT)
+
+
+@dataclass(frozen=True)
+class VariantShape:
+    """What a digest-mode variant key says about itself."""
+
+    set: str  # `{folder}/{stem}-{digest}`: the variant set it belongs to
+    role: Role
+    format: Format
+    width: int | None  # for a role with a width
+
+
+_SHAPES = variant_shapes()
+
+
+def _shape_pattern() -> re.Pattern[str]:
+    suffixes = sorted({role.suffix_regex for role, _ in _SHAPES}, key=len, reverse=True)
+    exts = sorted({re.escape(fmt.ext) for _, fmt in _SHAPES})
+    return re.compile(
+        rf"^(?P<set>(?:.*/)?[^/]*-[0-9a-f]{{{DIGEST_HEX_CHARS}}})"
+        rf"(?P<suffix>{'|'.join(suffixes)})\.(?P<ext>{'|'.join(exts)})$"
+    )
+
+
+_SHAPE = _shape_pattern()
+
+
+def variant_shape(key: str) -> VariantShape | None:
+    """The set, role and format of a digest-mode variant key, exactly as the encoders write
+    them (`uplodr.formats.variant_shapes`); None for any other key."""
+    match = _SHAPE.match(key)
+    if match is None:
+        return None
+    for role, fmt in _SHAPES:
+        if fmt.ext != match["ext"]:
+            continue
+        try:
+            width = role.read_suffix(match["suffix"])
+        except ValueError:
+            continue
+        return VariantShape(match["set"], role, fmt, width)
+    return None

@@ -10,7 +10,8 @@ on 4xx auth or validation errors; all attempts of one call are bounded by `deadl
 (20 s by default), enforced with `asyncio.timeout` so a hung attempt cannot stretch it.
 
 Errors become StorageUnavailable naming the store (`s3://bucket/prefix`) and the reason in plain
-words; obstore's own message (which holds URLs, request ids, the string to sign) is never shown.
+words (`storage.s3_errors`: obstore's exception types first, its message only for what they do
+not say); obstore's own message (URLs, request ids, the string to sign) is never shown.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
@@ -27,17 +27,12 @@ from urllib.parse import quote, urlsplit
 
 import obstore
 import stamina
-from obstore.exceptions import (
-    AlreadyExistsError,
-    BaseError,
-    PermissionDeniedError,
-    PreconditionError,
-    UnauthenticatedError,
-)
+from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from obstore.store import S3Store as _ObstoreS3
 
 from uplodr.errors import StorageUnavailable
 from uplodr.storage.base import StoredObject, is_probe_key, probe_round_trip
+from uplodr.storage.s3_errors import classify, explain, is_retryable
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta
@@ -51,9 +46,6 @@ DEFAULT_REGION = "us-east-1"
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNK = 5 * 1024 * 1024
 LIST_PAGE = 1000  # keys per listing request (S3's maximum)
-
-_STATUS = re.compile(r"status code: (\d{3})")
-_S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 
 # True while a call's failure will be one line that already says how long it tried.
 _QUIET: ContextVar[bool] = ContextVar("uplodr_s3_quiet_retries", default=False)
@@ -227,8 +219,7 @@ class S3Store:
         try:
             return await self._call("read", key, fetch, passthrough=(FileNotFoundError,))
         except FileNotFoundError as error:
-            if "NoSuchBucket" in str(error):
-                raise StorageUnavailable(f"{self.description}: the bucket does not exist") from None
+            self._unless_no_bucket(error)
             return None
 
     async def delete(self, key: str) -> None:
@@ -240,8 +231,7 @@ class S3Store:
                 passthrough=(FileNotFoundError,),
             )
         except FileNotFoundError as error:
-            if "NoSuchBucket" in str(error):
-                raise StorageUnavailable(f"{self.description}: the bucket does not exist") from None
+            self._unless_no_bucket(error)
 
     async def list_objects(self, prefix: str = "") -> AsyncIterator[StoredObject]:
         folder = prefix.strip("/") or None
@@ -277,6 +267,11 @@ class S3Store:
         return None
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _unless_no_bucket(self, error: FileNotFoundError) -> None:
+        """A missing key is an answer; a missing bucket is a broken store."""
+        if classify(error).kind == "no_bucket":
+            raise StorageUnavailable(f"{self.description}: {explain(error)}") from None
 
     async def _put(
         self, key: str, data: bytes, content_type: str, cache_control: str, *, create: bool
@@ -354,62 +349,3 @@ class S3Store:
 
 def _stored_object(meta: ObjectMeta) -> StoredObject:
     return StoredObject(meta["path"], int(meta["size"]), meta["last_modified"].timestamp())
-
-
-def _status(error: BaseException) -> int | None:
-    match = _STATUS.search(str(error))
-    return int(match.group(1)) if match else None
-
-
-def is_retryable(error: Exception) -> bool:
-    """Throttling, 5xx, request timeouts and connection errors: yes. Any other 4xx: never."""
-    if isinstance(
-        error,
-        PermissionDeniedError
-        | UnauthenticatedError
-        | AlreadyExistsError
-        | PreconditionError
-        | FileNotFoundError,
-    ):
-        return False
-    if not isinstance(error, BaseError):
-        return False
-    status = _status(error)
-    if status is not None:
-        return status in (408, 429) or status >= 500
-    text = str(error)
-    return any(
-        hint in text for hint in ("error sending request", "Connect", "Timeout", "timed out")
-    )
-
-
-def explain(error: BaseException) -> str:
-    """The reason in plain words, without URLs, request ids or anything signed."""
-    text = str(error)
-    code_match = _S3_CODE.search(text)
-    code = code_match.group(1) if code_match else ""
-    status = _status(error)
-    if code in ("SignatureDoesNotMatch", "InvalidAccessKeyId") or (
-        isinstance(error, UnauthenticatedError) and not code
-    ):
-        return (
-            "access denied: the access key or secret key is wrong "
-            "(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
-        )
-    if isinstance(error, PermissionDeniedError | UnauthenticatedError) or code == "AccessDenied":
-        return "access denied: these credentials may not write to this bucket"
-    if code == "NoSuchBucket":
-        return "the bucket does not exist"
-    if code in ("SlowDown", "TooManyRequests") or status == 429:
-        return "the service kept throttling requests (SlowDown) until the deadline"
-    if status is not None and status >= 500:
-        return f"the service kept failing (HTTP {status}{' ' + code if code else ''})"
-    if status is not None:
-        return f"the service refused the request (HTTP {status}{' ' + code if code else ''})"
-    if "error sending request" in text or "Connect" in text:
-        return "cannot connect to the endpoint (refused or unreachable)"
-    if "Timeout" in text or "timed out" in text:
-        return "the endpoint did not answer in time"
-    if isinstance(error, FileNotFoundError):
-        return "not found"
-    return f"unexpected storage error ({type(error).__name__})"

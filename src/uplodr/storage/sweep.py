@@ -7,7 +7,8 @@ written, and the store's own temporary and probe objects (`Store.is_debris`). `s
 them and, once they are older than any job could still be running, deletes them.
 
 A set is recognised by the exact key shapes of digest mode: `{folder}/{stem}-{digest}{suffix}.
-{ext}` for the (suffix, ext) pairs the encoders write, with its manifest at
+{ext}` for the (role suffix, format extension) pairs the encoders write (`storage.keys.
+variant_shape`, from `uplodr.formats`), with its manifest at
 `{folder}/{stem}-{digest}.json`. Anything else — name-mode keys that do not have that shape,
 other files — is never touched. The sweep assumes the store (its bucket and prefix) belongs to
 uplodr: an object of someone else's with exactly that shape and no manifest would be taken for
@@ -16,22 +17,13 @@ a leftover, which is why `--dry-run` exists.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
 from uplodr.storage.base import Store, StoredObject
-from uplodr.storage.keys import DIGEST_HEX_CHARS, MANIFEST_EXT, VARIANT_SHAPES
-
-_SUFFIXES = "|".join(sorted({re.escape(suffix) for suffix, _ in VARIANT_SHAPES if suffix}))
-_EXTS = "|".join(sorted({re.escape(ext) for _, ext in VARIANT_SHAPES}))
-# `{stem}-{digest}` (the set), an optional variant suffix like `-thumb`, then the extension.
-_SET_MEMBER = re.compile(
-    rf"^(?P<set>(?:.*/)?[^/]*-[0-9a-f]{{{DIGEST_HEX_CHARS}}})"
-    rf"(?P<suffix>{_SUFFIXES})?\.(?P<ext>{_EXTS})$"
-)
+from uplodr.storage.keys import MANIFEST_EXT, variant_shape
 
 INCOMPLETE_SET = "incomplete set"
 DEBRIS = "leftover temporary object"
@@ -64,10 +56,8 @@ class SweepResult:
 
 def set_of(key: str) -> str | None:
     """The `{folder}/{stem}-{digest}` a variant key belongs to, None for any other key."""
-    match = _SET_MEMBER.match(key)
-    if match is None or (match["suffix"] or "", match["ext"]) not in VARIANT_SHAPES:
-        return None
-    return match["set"]
+    shape = variant_shape(key)
+    return shape.set if shape is not None else None
 
 
 async def find_leftovers(store: Store, objects: AsyncIterable[StoredObject]) -> list[Leftover]:

@@ -13,6 +13,7 @@ InvalidRequest (or TooLarge for the byte limit) saying exactly what was wrong:
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,19 +45,24 @@ class FileEnded:
 
 Event = FileStarted | Chunk | FileEnded
 
-SHOWN_NAME_CHARS = 60
+# Characters of a quoted name in a message, escapes included.
+SHOWN_NAME_CHARS = 64
 
 
 def _shown(name: str) -> str:
     """A client's file name as error messages quote it: escaped, and cut short (the name is not
-    validated yet; a 5000-character name must not come back as a 5000-character message). The
-    escaped form is what is cut: one astral character escapes to ten (\\U0001f600)."""
-    if len(repr(name)) <= SHOWN_NAME_CHARS + 2:
-        return repr(name)
-    cut = name[:SHOWN_NAME_CHARS]
-    while len(repr(cut)) > SHOWN_NAME_CHARS + 2:
-        cut = cut[:-1]
-    return repr(cut) + "..."
+    validated yet; a 5000-character name must not come back as a 5000-character message).
+
+    The cut is measured on the escaped text: one astral or control character escapes to up to
+    ten characters, so sixty raw characters could quote as six hundred."""
+    shown = repr(name)
+    if len(shown) <= SHOWN_NAME_CHARS:
+        return shown
+    # the longest prefix whose quoted form fits (its length grows with the prefix)
+    keep = bisect.bisect_right(
+        range(len(name) + 1), SHOWN_NAME_CHARS, key=lambda n: len(repr(name[:n]))
+    )
+    return repr(name[: max(keep - 1, 0)]) + "..."
 
 
 class StreamProtocol:

@@ -1,0 +1,285 @@
+"""Every image format uplodr knows, described once: the one table the rest of the code reads.
+
+One `Format` per format (after imgproxy's `imagetype/defs.go`): how its first bytes look, which
+libvips loaders read it, whether it carries alpha and animation, its MIME type and extension,
+which *roles* its encoder writes (full size, thumbnail, ...), and whether its encodes must run
+one at a time. Readers:
+
+    uplodr.sniff          magic bytes and ISO-BMFF brands of the input formats (the gateway,
+                          without libvips)
+    uplodr.imaging        loader allow-list and header loader (vips, probe), animation and alpha
+                          handling (pipeline, convert), one encoder function per output format
+                          (encode, keyed by `Format.name`), the one-at-a-time rule
+    uplodr.preset         which formats a preset may ask for at full size
+    uplodr.storage        key suffixes and the (role, extension) pairs a variant set can hold
+                          (keys, sweep)
+
+This module is pure (no libvips, no I/O) so that the gateway and storage can use it without
+loading imaging. How to add a format: docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+RoleName = Literal["full", "thumbnail", "width", "original"]
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a variant is for, and the suffix its key gets after `{stem}-{digest}`.
+
+    `suffix` may hold `{w}`, the variant's width in px (responsive widths: `-{w}w`)."""
+
+    name: RoleName
+    suffix: str
+
+    @property
+    def has_width(self) -> bool:
+        return "{w}" in self.suffix
+
+    def key_suffix(self, width: int | None = None) -> str:
+        """The suffix of one variant's key: `""`, `"-thumb"`, `"-480w"`, ..."""
+        if self.has_width != (width is not None):
+            raise ValueError(
+                f"the {self.name} role {'needs' if self.has_width else 'takes no'} width"
+            )
+        if width is None:
+            return self.suffix
+        if width < 1:
+            raise ValueError(f"a variant width must be at least 1 px, not {width}")
+        return self.suffix.replace("{w}", str(width))
+
+    @property
+    def suffix_regex(self) -> str:
+        """A regular expression for every suffix of this role (widths as digits, no leading 0)."""
+        return re.escape(self.suffix).replace(re.escape("{w}"), "[1-9][0-9]*")
+
+    def read_suffix(self, suffix: str) -> int | None:
+        """The width in one of this role's key suffixes (None when the role has no width);
+        ValueError when `suffix` is not one of them."""
+        pattern = re.escape(self.suffix).replace(re.escape("{w}"), "(?P<w>[1-9][0-9]*)")
+        match = re.fullmatch(pattern, suffix)
+        if match is None:
+            raise ValueError(f"{suffix!r} is not a key suffix of the {self.name} role")
+        return int(match["w"]) if self.has_width else None
+
+
+FULL: Final = Role("full", "")
+THUMBNAIL: Final = Role("thumbnail", "-thumb")
+# Built by issue 11 (responsive widths, keep the original); defined now so keys, sweep and the
+# answer JSON grow by data: a format lists the role in `roles` once its variants are written.
+WIDTH: Final = Role("width", "-{w}w")
+ORIGINAL: Final = Role("original", "-original")
+ROLES: Final[dict[RoleName, Role]] = {r.name: r for r in (FULL, THUMBNAIL, WIDTH, ORIGINAL)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Format:
+    """One image format. A format is an *input* when it has loaders (and a magic test), an
+    *output* when its encoder writes at least one role."""
+
+    name: str  # "jpeg": in presets, answers, the encoder table and logs
+    label: str  # "JPEG": in messages
+    mime_type: str
+    ext: str  # file extension of its keys, without the dot
+    # Magic bytes at the start of the file; b"?" stands for any one byte.
+    magic: tuple[bytes, ...] = ()
+    # ISO-BMFF files (`ftyp` box first): brands that name this format. The major brand decides;
+    # failing that, the compatible brands, format by format in registry order.
+    brands: frozenset[bytes] = frozenset()
+    # Brands that say only "some file of this family" (HEIF's mif1): counted like the brands
+    # above, but never decide as the major brand.
+    weak_brands: frozenset[bytes] = frozenset()
+    # libvips loader nicknames (without _buffer/_source), first = the one that reads the header.
+    # Every other loader is blocked inside libvips. Empty: not accepted as an upload.
+    loaders: tuple[str, ...] = ()
+    alpha: bool = False  # can carry transparency; otherwise it is flattened before encoding
+    animated_input: bool = False  # extra pages of an upload are animation frames
+    animated_output: bool = False  # its encoder writes every frame
+    # Roles its encoder writes (see ROLES); empty: never an output.
+    roles: frozenset[RoleName] = frozenset()
+    # At most one encode of this format at a time per process (AVIF: memory, ~18-27 MB per
+    # output megapixel, and both cores).
+    one_at_a_time: bool = False
+    _patterns: tuple[re.Pattern[bytes], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.loaders and not (self.magic or self.brands):
+            raise ValueError(f"format {self.name}: an input format needs magic bytes or brands")
+        if not self.loaders and (self.magic or self.brands or self.animated_input):
+            raise ValueError(f"format {self.name}: input properties but no loader")
+        if (self.one_at_a_time or self.animated_output) and not self.is_output:
+            raise ValueError(f"format {self.name}: an encoder rule on a format that is no output")
+        unknown = set(self.roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"format {self.name}: unknown roles {sorted(unknown)}")
+        patterns = tuple(
+            re.compile(b"".join(b"." if c == ord("?") else re.escape(bytes([c])) for c in m), re.S)
+            for m in self.magic
+        )
+        object.__setattr__(self, "_patterns", patterns)
+
+    @property
+    def is_input(self) -> bool:
+        return bool(self.loaders)
+
+    @property
+    def is_output(self) -> bool:
+        return bool(set(self.roles) - {"original"})
+
+    def has_magic(self, head: bytes) -> bool:
+        """True when `head` (the file's first bytes) starts with one of the magic patterns."""
+        return any(pattern.match(head) for pattern in self._patterns)
+
+
+# The registry, in the order messages name the formats. Add a format here (docs/formats.md).
+REGISTRY: Final[tuple[Format, ...]] = (
+    Format(
+        name="jpeg",
+        label="JPEG",
+        mime_type="image/jpeg",
+        ext="jpg",
+        magic=(b"\xff\xd8\xff",),
+        loaders=("jpegload",),
+        roles=frozenset({"full"}),
+    ),
+    Format(
+        name="png",
+        label="PNG",
+        mime_type="image/png",
+        ext="png",
+        magic=(b"\x89PNG\r\n\x1a\n",),
+        loaders=("pngload",),
+        alpha=True,
+        roles=frozenset({"thumbnail"}),
+    ),
+    Format(
+        name="webp",
+        label="WebP",
+        mime_type="image/webp",
+        ext="webp",
+        magic=(b"RIFF????WEBP",),
+        loaders=("webpload",),
+        alpha=True,
+        animated_input=True,
+        animated_output=True,
+        roles=frozenset({"full"}),
+    ),
+    Format(
+        name="gif",
+        label="GIF",
+        mime_type="image/gif",
+        ext="gif",
+        magic=(b"GIF87a", b"GIF89a"),
+        loaders=("gifload",),
+        alpha=True,
+        animated_input=True,
+    ),
+    Format(
+        name="avif",
+        label="AVIF",
+        mime_type="image/avif",
+        ext="avif",
+        brands=frozenset({b"avif", b"avis"}),
+        loaders=("heifload",),
+        alpha=True,
+        roles=frozenset({"full"}),
+        one_at_a_time=True,
+    ),
+    Format(
+        # HEIC: the primary image is HEVC. pyvips-binary's libheif decodes only AV1, so probe
+        # refuses these after reading the header (issue 11 brings an HEVC decoder).
+        name="heif",
+        label="HEIF",
+        mime_type="image/heif",
+        ext="heic",
+        brands=frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}),
+        weak_brands=frozenset({b"mif1", b"msf1"}),
+        loaders=("heifload",),
+        alpha=True,
+    ),
+)
+
+_BY_NAME: Final[dict[str, Format]] = {fmt.name: fmt for fmt in REGISTRY}
+if len(_BY_NAME) != len(REGISTRY):
+    raise ValueError("two formats share a name")
+
+
+def get(name: str) -> Format:
+    """The format called `name`; KeyError naming the known ones otherwise."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown format {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def input_formats() -> tuple[Format, ...]:
+    """Formats an upload may be in, in registry order."""
+    return tuple(fmt for fmt in REGISTRY if fmt.is_input)
+
+
+def output_formats() -> tuple[Format, ...]:
+    """Formats an encoder writes, in registry order."""
+    return tuple(fmt for fmt in REGISTRY if fmt.is_output)
+
+
+def formats_for(role: Role | RoleName) -> tuple[Format, ...]:
+    """Formats whose variants of `role` are written, in registry order."""
+    name = role.name if isinstance(role, Role) else role
+    return tuple(fmt for fmt in REGISTRY if name in fmt.roles)
+
+
+def thumbnail_format() -> Format:
+    """The one format thumbnails are written in (PNG)."""
+    (fmt,) = formats_for(THUMBNAIL)
+    return fmt
+
+
+def by_brand(brands: Iterable[bytes]) -> Format | None:
+    """The format an ISO-BMFF file is in, from its `ftyp` brands (major brand first)."""
+    brands = list(brands)
+    if not brands:
+        return None
+    for fmt in REGISTRY:
+        if brands[0] in fmt.brands:
+            return fmt
+    for fmt in REGISTRY:
+        if any(brand in fmt.brands or brand in fmt.weak_brands for brand in brands):
+            return fmt
+    return None
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One variant to make: a format in a role (at a width, for the width role)."""
+
+    format: Format
+    role: Role
+    width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.role.name not in self.format.roles:
+            raise ValueError(f"{self.format.label} is not written as a {self.role.name} variant")
+        self.role.key_suffix(self.width)  # width given iff the role takes one
+
+    @property
+    def suffix(self) -> str:
+        return self.role.key_suffix(self.width)
+
+    @property
+    def label(self) -> str:
+        """A short name for logs and messages: "webp", "thumbnail", "webp-480w", "original"."""
+        if self.role.name == "full":
+            return self.format.name
+        if self.role.has_width:
+            return f"{self.format.name}{self.suffix}"
+        return self.role.name
+
+
+def variant_shapes() -> frozenset[tuple[Role, Format]]:
+    """Every (role, format) pair a variant set can hold: what the encoders write."""
+    return frozenset((ROLES[name], fmt) for fmt in REGISTRY for name in fmt.roles)

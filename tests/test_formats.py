@@ -1,0 +1,124 @@
+"""The format registry on its own: entries check themselves, roles make and read key suffixes,
+and the modules the gateway and storage use stay free of libvips."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from uplodr import formats
+from uplodr.formats import FULL, ORIGINAL, ROLES, THUMBNAIL, WIDTH, Format, VariantSpec
+
+
+def test_names_labels_and_extensions_are_unique() -> None:
+    for attribute in ("name", "label", "mime_type", "ext"):
+        values = [getattr(fmt, attribute) for fmt in formats.REGISTRY]
+        assert len(set(values)) == len(values), attribute
+
+
+def test_lookups() -> None:
+    assert formats.get("jpeg").ext == "jpg"
+    with pytest.raises(KeyError, match="unknown format 'tiff'; known: jpeg, png"):
+        formats.get("tiff")
+    assert [f.name for f in formats.input_formats()] == [
+        "jpeg",
+        "png",
+        "webp",
+        "gif",
+        "avif",
+        "heif",
+    ]
+    assert [f.name for f in formats.output_formats()] == ["jpeg", "png", "webp", "avif"]
+    assert [f.name for f in formats.formats_for(FULL)] == ["jpeg", "webp", "avif"]
+    assert formats.thumbnail_format().name == "png"
+    assert formats.formats_for("width") == formats.formats_for(ORIGINAL) == ()  # not built yet
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"loaders": ("jpegload",)}, "needs magic bytes or brands"),
+        ({"magic": (b"XY",)}, "input properties but no loader"),
+        ({"one_at_a_time": True}, "no output"),
+        ({"roles": frozenset({"poster"})}, "unknown roles"),
+    ],
+)
+def test_an_entry_checks_itself(entry: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Format(name="x", label="X", mime_type="image/x", ext="x", **entry)  # type: ignore[arg-type]
+
+
+def test_magic_wildcards() -> None:
+    webp = formats.get("webp")
+    assert webp.has_magic(b"RIFF\x00\x01\x02\x03WEBPVP8 ")
+    assert not webp.has_magic(b"RIFF\x00\x01\x02\x03WAVE")
+    assert not webp.has_magic(b"RIFF\x00\x01\x02WEBP")  # one byte short
+
+
+def test_brands_major_first_then_in_registry_order() -> None:
+    assert formats.by_brand([b"heic", b"avif"]) == formats.get("heif")
+    assert formats.by_brand([b"mif1", b"heic", b"avif"]) == formats.get("avif")
+    assert formats.by_brand([b"mif1", b"miaf"]) == formats.get("heif")
+    assert formats.by_brand([b"isom", b"mp41"]) is None
+    assert formats.by_brand([]) is None
+
+
+@given(st.sampled_from(sorted(ROLES)), st.integers(1, 100_000))
+def test_a_role_reads_back_the_suffix_it_makes(name: str, width: int) -> None:
+    role = ROLES[name]  # type: ignore[index]
+    suffix = role.key_suffix(width if role.has_width else None)
+    assert role.read_suffix(suffix) == (width if role.has_width else None)
+    for other in ROLES.values():
+        if other != role:
+            with pytest.raises(ValueError):
+                other.read_suffix(suffix)
+
+
+def test_role_suffixes() -> None:
+    assert [FULL.key_suffix(), THUMBNAIL.key_suffix(), WIDTH.key_suffix(480)] == [
+        "",
+        "-thumb",
+        "-480w",
+    ]
+    assert ORIGINAL.key_suffix() == "-original"
+    for bad in ("-0480w", "-480", "-w", "-480w.webp"):
+        with pytest.raises(ValueError):
+            WIDTH.read_suffix(bad)
+    with pytest.raises(ValueError, match="needs width"):
+        WIDTH.key_suffix()
+    with pytest.raises(ValueError, match="takes no width"):
+        THUMBNAIL.key_suffix(480)
+    with pytest.raises(ValueError, match="at least 1 px"):
+        WIDTH.key_suffix(0)
+
+
+def test_variant_specs() -> None:
+    assert VariantSpec(formats.get("avif"), FULL).label == "avif"
+    assert VariantSpec(formats.get("png"), THUMBNAIL).suffix == "-thumb"
+    assert VariantSpec(formats.get("png"), THUMBNAIL).label == "thumbnail"
+    with pytest.raises(ValueError, match="JPEG is not written as a thumbnail variant"):
+        VariantSpec(formats.get("jpeg"), THUMBNAIL)
+    with pytest.raises(ValueError, match="WebP is not written as a width variant"):
+        VariantSpec(formats.get("webp"), WIDTH, 480)
+
+
+def test_the_shared_modules_load_no_imaging() -> None:
+    """The gateway sniffs and storage reads key shapes without libvips or uplodr.imaging."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, uplodr.formats, uplodr.sniff, uplodr.preset, uplodr.storage\n"
+            "print(sorted(m for m in sys.modules\n"
+            "             if 'vips' in m or m.startswith('uplodr.imaging')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,182 @@
+"""Presets users write: partial files merged over the defaults, every bad value refused when the
+Preset is built with one line naming the setting, what it expects and what it got."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from uplodr import formats
+from uplodr.preset import DEFAULT_PRESET, Preset, PresetError, load_preset_file
+
+SETTINGS = [setting.name for setting in fields(Preset)]
+
+
+def test_default_fingerprint_is_unchanged() -> None:
+    # Every stored key embeds it: a new setting or a changed default moves every URL.
+    assert DEFAULT_PRESET.fingerprint() == "88952ea3f6327868"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_a_partial_file_is_merged_over_the_defaults(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"fast{suffix}"
+    path.write_text('{"avif_effort": 1}' if suffix == ".json" else "avif_effort = 1\n")
+    preset = load_preset_file(path)
+    assert preset.avif_effort == 1
+    assert preset == Preset(avif_effort=1)
+    assert preset.fingerprint() == DEFAULT_PRESET.with_changes(avif_effort=1).fingerprint()
+    assert load_preset_file(write(tmp_path, "{}")) == DEFAULT_PRESET
+
+
+def test_a_whole_toml_preset(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        'formats = ["avif", "jpeg"]\nthumbnail_width = 320\njpeg_background = "#102030"\n'
+    )
+    preset = load_preset_file(path)
+    assert preset.formats == ("avif", "jpeg")
+    assert preset.thumbnail_width == 320
+    assert preset.jpeg_background == (16, 32, 48)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"avif_quality": "high"},
+            'preset avif_quality: expected a whole number 1..100, got "high"',
+        ),
+        ({"jpeg_quality": "80"}, 'preset jpeg_quality: expected a whole number 1..100, got "80"'),
+        ({"webp_effort": True}, "preset webp_effort: expected a whole number 0..6, got true"),
+        ({"avif_effort": 2.5}, "preset avif_effort: expected a whole number 0..9, got 2.5"),
+        ({"avif_effort": 10}, "preset avif_effort: expected a whole number 0..9, got 10"),
+        ({"max_long_side": 0}, "preset max_long_side: expected a whole number 16..65535, got 0"),
+        (
+            {"thumbnail_width": -1},
+            "preset thumbnail_width: expected a whole number 0..65535 (0 = no thumbnail), got -1",
+        ),
+        (
+            {"formats": "webp"},
+            'preset formats: expected a list of formats from jpeg, webp, avif, got "webp"',
+        ),
+        (
+            {"formats": ["webp", "png"]},
+            "preset formats: expected a list of formats from jpeg, webp, avif, "
+            'got ["webp", "png"] ("png" is not one)',
+        ),
+        (
+            {"formats": ["avif", "avif"]},
+            "preset formats: expected a list of formats from jpeg, webp, avif, "
+            'got ["avif", "avif"] (a format is named twice)',
+        ),
+        (
+            {"formats": [], "thumbnail_width": 0},
+            "preset formats: expected at least one format when thumbnail_width is 0, got []",
+        ),
+        (
+            {"jpeg_background": "white"},
+            "preset jpeg_background: expected a colour: [r, g, b] of whole numbers 0..255, or "
+            '"#rrggbb", got "white"',
+        ),
+        (
+            {"jpeg_background": [255, 255, 256]},
+            "preset jpeg_background: expected a colour: [r, g, b] of whole numbers 0..255, or "
+            '"#rrggbb", got [255, 255, 256]',
+        ),
+        (
+            {"avif_qualty": 50},
+            "preset avif_qualty: unknown setting (did you mean avif_quality?); known settings: "
+            + ", ".join(SETTINGS),
+        ),
+        ([1, 2], "preset: expected an object of settings, got [1, 2]"),
+    ],
+)
+def test_each_bad_value_is_one_clear_line(settings: Any, message: str) -> None:
+    with pytest.raises(PresetError) as caught:
+        Preset.from_mapping(settings)
+    assert str(caught.value) == message
+
+
+def test_the_preset_is_checked_when_it_is_built() -> None:
+    with pytest.raises(PresetError, match=r"^preset avif_quality: expected"):
+        Preset(avif_quality=0)
+    with pytest.raises(ValueError, match=r"^preset png_compression: expected"):
+        DEFAULT_PRESET.with_changes(png_compression=12)
+    with pytest.raises(PresetError, match=r"^preset bogus: unknown setting"):
+        DEFAULT_PRESET.with_changes(bogus=1)
+
+
+def test_lists_become_tuples_and_colours_one_form() -> None:
+    preset = Preset.from_json('{"formats": ["jpeg"], "jpeg_background": "#FFFFFF"}')
+    assert preset.formats == ("jpeg",)
+    assert preset.jpeg_background == (255, 255, 255)
+    assert Preset.from_json(preset.to_json()) == preset
+    assert preset.fingerprint() == Preset(formats=("jpeg",)).fingerprint()
+
+
+def test_every_full_size_format_of_the_registry_is_accepted() -> None:
+    names = tuple(fmt.name for fmt in formats.formats_for("full"))
+    assert Preset(formats=names).formats == names
+    assert set(DEFAULT_PRESET.formats) <= set(names)
+
+
+def write(folder: Path, text: str | bytes, name: str = "preset.json") -> Path:
+    path = folder / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    cases = {
+        write(tmp_path, '{"avif_quality": "high"}'): (
+            'avif_quality: expected a whole number 1..100, got "high"'
+        ),
+        write(tmp_path, '{"avif_effort": 1', "cut.json"): (
+            "not valid JSON (line 1, column 18: Expecting ',' delimiter)"
+        ),
+        write(tmp_path, "avif_effort = ", "cut.toml"): "not valid TOML (",
+        write(tmp_path, "[1]", "list.json"): "expected an object of settings, got [1]",
+        write(tmp_path, b"\xff\xfe{}", "binary.json"): "is not UTF-8 text",
+        tmp_path / "missing.json": "cannot be read (No such file or directory)",
+        tmp_path: "cannot be read (Is a directory)",
+    }
+    for path, problem in cases.items():
+        with pytest.raises(PresetError) as caught:
+            load_preset_file(path)
+        message = str(caught.value)
+        assert message.startswith(f"preset file {path}: {problem}"), message
+        assert "\n" not in message
+
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-10, 70_000)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.sampled_from([fmt.name for fmt in formats.REGISTRY])
+)
+JSON_VALUES = SCALARS | st.lists(SCALARS, max_size=4)
+
+
+@given(st.dictionaries(st.sampled_from([*SETTINGS, "x"]), JSON_VALUES, max_size=4))
+def test_any_settings_give_a_preset_or_one_line(settings: dict[str, Any]) -> None:
+    try:
+        preset = Preset.from_mapping(settings)
+    except PresetError as error:
+        message = str(error)
+        assert "\n" not in message and len(message) < 400
+        assert message.startswith(f"preset {error.key}: ")
+        assert error.key in settings or error.key == "formats"
+        return
+    assert Preset.from_json(preset.to_json()) == preset
+    assert json.loads(preset.to_json()).keys() == set(SETTINGS)
