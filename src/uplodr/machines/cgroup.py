@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import psutil
-
 CGROUP_FS = Path("/sys/fs/cgroup")
 # Exit code of the join wrapper when the pid could not be written to cgroup.procs.
 JOIN_FAILED_EXIT = 125
@@ -32,7 +30,10 @@ class CgroupUnavailable(Exception):
 
 
 def _mounts() -> list[tuple[str, str, list[str]]]:
-    """(mount point, fs type, options) of every mount (psutil reads /proc/self/mounts)."""
+    """(mount point, fs type, options) of every mount (psutil reads /proc/self/mounts; imported
+    here: it belongs to the `server` extra, and the CLI loads this module for its options)."""
+    import psutil
+
     with contextlib.suppress(OSError):
         return [
             (part.mountpoint, part.fstype, part.opts.split(","))

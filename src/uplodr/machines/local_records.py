@@ -2,7 +2,8 @@
 process (the reaper, `uplodr machines`, a restarted gateway).
 
 A record names a process by pid *and* start time (psutil's create time), so a recycled pid is
-never mistaken for a worker.
+never mistaken for a worker. psutil is imported when first needed: the command line loads the
+provider modules for their option declarations, and psutil belongs to the `server` extra.
 """
 
 from __future__ import annotations
@@ -18,12 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 log = logging.getLogger(__name__)
 
 ID_PATTERN = re.compile(r"uplodr-[0-9a-f]{12}")
-_ENDED = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
 def new_machine_id() -> str:
@@ -41,6 +39,8 @@ def default_state_dir() -> Path:
 
 def process_start_time(pid: int) -> float | None:
     """When process `pid` started (unix time, as psutil reports it), None when there is none."""
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
@@ -49,9 +49,12 @@ def process_start_time(pid: int) -> float | None:
 
 def is_running(pid: int, start_time: float) -> bool:
     """True when `pid` is the same process that started at `start_time` and is not a zombie."""
+    import psutil
+
     try:
         process = psutil.Process(pid)
-        return process.create_time() == start_time and process.status() not in _ENDED
+        ended = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        return process.create_time() == start_time and process.status() not in ended
     except psutil.Error:
         return False
 
