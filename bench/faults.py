@@ -15,7 +15,7 @@ What breaks, at random (seeded):
 - workers SIGKILLed while their job runs;
 - clients that hang up mid-upload and mid-conversion; images that cannot be decoded;
 - jobs of an in-process Dispatcher (same provider, same server) cancelled during create, during
-  boot and during the stream;
+  boot and during the stream (the phase is watched through the dispatcher's public events);
 - the gateway process SIGKILLed mid-job and restarted on the same port: its orphans end
   themselves (worker idle timeout → the process exits → auto_destroy), and the restarted
   gateway's reaper (or, at the end, `uplodr reap` as a separate process) destroys what has no
@@ -35,14 +35,10 @@ import json
 import logging
 import os
 import random
-import signal
-import struct
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -52,24 +48,21 @@ from typing import Any
 import httpx
 import psutil
 
-from tests.support.fly_api import (
-    Faults,
-    FlyApiServer,
-    ProcessFactory,
-    WorkerLaunch,
-)
-from tests.support.procs import free_port
+from tests.support.fly import fly_config, fly_env
+from tests.support.fly_api import Faults, FlyApiServer, logged_worker_process
+from tests.support.gateway import GatewayProcess
+from tests.support.images import noise_png
+from tests.support.phases import PhaseWatch
+from tests.support.procs import RUN_MARK, free_port, marked_processes, run_uplodr
 from tests.support.swift import SwiftServer
-from uplodr.dispatch.job import Dispatcher, DispatchSettings
-from uplodr.dispatch.worker_client import UploadSource, WorkerClient
+from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
+from uplodr.dispatch.lease import LeaseSettings
+from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import STATUSES, UplodrError
 from uplodr.gateway.run import GatewayOptions, worker_env
-from uplodr.machines.base import Machine, MachineSpec, Provider
-from uplodr.machines.fly import FlyConfig, FlyGuest, FlyProvider
-from uplodr.preset import DEFAULT_PRESET
+from uplodr.machines.fly import FlyProvider
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_MARK = "UPLODR_FAULT_RUN"  # in every worker's environment, to find leftovers by it
 BUCKET = "faults"
 
 # job kinds and their weights
@@ -130,155 +123,18 @@ class FaultReport:
         return sum(self.outcomes.values())
 
 
-# -- inputs --------------------------------------------------------------------------------------
-
-
-def png(width: int, height: int, rng: random.Random) -> bytes:
-    """A unique RGB PNG of noise (unique bytes: the gateway's dedup never answers it)."""
-    raw = b"".join(b"\0" + rng.randbytes(width * 3) for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw, 1))
-        + chunk(b"IEND", b"")
-    )
-
-
 # -- the pieces ------------------------------------------------------------------------------
 
 
-def fly_env(fly: FlyApiServer, regions: str = "ams,fra") -> dict[str, str]:
-    """How a user configures `--provider fly` (only the API URL points at the test server)."""
-    return {
-        "FLY_API_TOKEN": fly.token,
-        "UPLODR_FLY_APP": fly.app,
-        "UPLODR_FLY_IMAGE": "registry.fly.io/uplodr:test",
-        "UPLODR_FLY_API_URL": fly.url,
-        "UPLODR_FLY_GRPC_PORT": str(fly.grpc_port),
-        "UPLODR_FLY_REGIONS": regions,
-        "UPLODR_FLY_RETRY_DEADLINE": "20",
-    }
-
-
-def fly_config(
-    fly: FlyApiServer, regions: tuple[str, ...] = ("ams", "fra"), retry_deadline: float = 20.0
-) -> FlyConfig:
-    return FlyConfig(
-        token=fly.token,
-        app=fly.app,
-        image="registry.fly.io/uplodr:test",
-        regions=regions,
-        guest=FlyGuest(),
-        api_url=fly.url,
-        grpc_port=fly.grpc_port,
-        retry_deadline=retry_deadline,
-    )
-
-
-class GatewayProcess:
-    """`uplodr serve` as a real process on a fixed port, killable and restartable."""
-
-    def __init__(self, args: list[str], env: Mapping[str, str], workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.args = args
-        self.env = dict(env)
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-        self.incarnation = 0
-        self.logs: list[Path] = []
-
-    def start(self, ready_deadline: float = 60.0) -> None:
-        self.incarnation += 1
-        log = self.workdir / f"gateway-{self.incarnation}.log"
-        self.logs.append(log)
-        command = [sys.executable, "-m", "uplodr", "serve", "--port", str(self.port), *self.args]
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + ready_deadline
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uplodr serve exited:\n{log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)  # polling a real request under a deadline
-        raise RuntimeError(f"uplodr serve did not become healthy:\n{log.read_text()}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log_text(self) -> str:
-        return "".join(log.read_text(errors="replace") for log in self.logs if log.exists())
-
-
 def worker_processes(mark: str) -> list[psutil.Process]:
-    """Live `uplodr worker` processes of this run, found by the mark in their environment."""
+    """Live `uplodr worker` processes of this run, found by the mark in their environment (the
+    gateway and Swift carry it too: they are not workers)."""
     found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
+    for proc in marked_processes(mark):
         with contextlib.suppress(psutil.Error):
-            cmdline = proc.info["cmdline"] or []
-            if "worker" not in cmdline or proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if proc.environ().get(RUN_MARK) == mark:
+            if "worker" in proc.cmdline():
                 found.append(proc)
     return found
-
-
-def logged_worker(workdir: Path) -> ProcessFactory:
-    """The real worker (as the test server starts it), its output in a log file per machine."""
-    logs = workdir / "workers"
-    logs.mkdir(parents=True, exist_ok=True)
-
-    def start(launch: WorkerLaunch) -> subprocess.Popen[bytes]:
-        with (logs / f"{launch.machine_id}.log").open("wb") as out:
-            return subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uplodr",
-                    "worker",
-                    "--grpc-addr",
-                    f"{launch.host}:{launch.port}",
-                ],
-                env={**os.environ, **launch.env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    return start
-
-
-def run_cli(*args: str, env: Mapping[str, str], timeout: float = 120) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "uplodr", *args],
-        env=dict(env),
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"uplodr {' '.join(args)} failed: {done.stderr.decode()}")
-    return done.stdout.decode()
 
 
 @contextlib.contextmanager
@@ -290,66 +146,6 @@ def swift_bucket() -> Iterator[SwiftServer]:
         yield swift
     finally:
         swift.stop()
-
-
-# -- in-process jobs whose task is cancelled at a chosen phase --------------------------------
-
-
-class PhaseProvider:
-    """A provider that tells which phase its (one) job is in: create → boot → stream → destroy.
-    The tests use it too."""
-
-    def __init__(self, inner: Provider) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.phase = "idle"
-        self.entered: dict[str, asyncio.Event] = {}
-        self.job_id = ""
-        self.machine_id = ""
-        self.reset()
-
-    def reset(self) -> PhaseProvider:
-        self.phase = "idle"
-        self.entered = {p: asyncio.Event() for p in ("create", "boot", "stream", "destroy")}
-        return self
-
-    def enter(self, phase: str) -> None:
-        self.phase = phase
-        self.entered[phase].set()
-
-    async def create(self, spec: MachineSpec) -> Machine:
-        self.job_id = spec.tags.get("job", "")
-        self.enter("create")
-        machine = await self.inner.create(spec)
-        self.machine_id = machine.id
-        return machine
-
-    async def wait_started(self, machine: Machine, timeout: float) -> None:
-        self.enter("boot")
-        await self.inner.wait_started(machine, timeout)
-
-    async def list(self, tags: Mapping[str, str]) -> list[Machine]:
-        return await self.inner.list(tags)
-
-    async def destroy(self, machine_id: str) -> None:
-        self.enter("destroy")
-        await self.inner.destroy(machine_id)
-
-    async def failure(self, machine_id: str) -> str | None:
-        return await self.inner.failure(machine_id)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-class PhaseDispatcher(Dispatcher):
-    """Marks the stream phase: everything after the worker answered its first Ping."""
-
-    phases: PhaseProvider
-
-    async def _boot(self, machine: Machine, client: WorkerClient) -> None:
-        await super()._boot(machine, client)
-        self.phases.enter("stream")
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -478,10 +274,15 @@ class FaultRun:
     # -- in-process cancelled jobs --
 
     async def cancelled_job(
-        self, dispatcher: PhaseDispatcher, fly: FlyApiServer, source: UploadSource, phase: str
+        self,
+        dispatcher: Dispatcher,
+        phases: PhaseWatch,
+        fly: FlyApiServer,
+        source: UploadSource,
+        phase: str,
     ) -> str:
+        """An in-process job cancelled during `phase`, watched through the lease events."""
         async with self.dispatch_lock:  # one at a time: the phase tracking is per dispatcher
-            phases = dispatcher.phases
             phases.reset()
             task = asyncio.create_task(dispatcher.run([source]))
             reached = asyncio.create_task(phases.entered[phase].wait())
@@ -506,7 +307,7 @@ class FaultRun:
             left = [
                 m
                 for m in fly.snapshot()
-                if (m.config.get("metadata") or {}).get("job") == phases.job_id
+                if (m.config.get("metadata") or {}).get("lease") == phases.lease_id
             ]
             self.leaked_after_cancel += len(left)
             return "cancelled"
@@ -555,7 +356,7 @@ class FaultRun:
                 boot_latency=self.s.boot_latency,
                 start_latency=self.s.start_latency,
                 faults=faults,
-                process_factory=logged_worker(self.workdir),
+                process_factory=logged_worker_process(self.workdir / "workers"),
             )
             with fly:
                 report = await self._run_with(swift, fly, started)
@@ -586,16 +387,20 @@ class FaultRun:
         )
         await asyncio.to_thread(gateway.start)
         self.gateway_up.set()
-        options = GatewayOptions(worker_idle_timeout=self.s.idle_timeout)
-        inner = FlyProvider(fly_config(fly))
-        phases = PhaseProvider(inner)
-        dispatcher = PhaseDispatcher(
-            phases,
-            worker_env([f"s3://{BUCKET}"], public_url, options, DEFAULT_PRESET),
+        dispatcher = Dispatcher(
+            FlyProvider(fly_config(fly)),
+            worker_env(
+                GatewayOptions(worker_idle_timeout=self.s.idle_timeout),
+                [f"s3://{BUCKET}"],
+                public_url,
+            ),
             "fault-run-inprocess",
-            DispatchSettings(boot_timeout=self.s.boot_timeout, job_timeout=self.s.job_timeout),
+            DispatchSettings(
+                job_timeout=self.s.job_timeout,
+                lease=LeaseSettings(boot_timeout=self.s.boot_timeout),
+            ),
         )
-        dispatcher.phases = phases
+        phases = PhaseWatch(dispatcher.events)
         plan = self.plan()
         kill_at = set(self.rng.sample(range(10, max(11, self.s.jobs - 10)), self.s.gateway_kills))
         queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
@@ -606,7 +411,7 @@ class FaultRun:
         async def one(client: httpx.AsyncClient, index: int, kind: str) -> str:
             if index in kill_at:
                 killers.append(asyncio.create_task(self.kill_gateway(gateway)))
-            image = png(*((256, 256) if kind == "kill_worker" else (64, 64)), self.rng)
+            image = noise_png(*((256, 256) if kind == "kill_worker" else (64, 64)), self.rng)
             if kind == "plain":
                 return await self.post(client, gateway, image)
             if kind == "bad_image":
@@ -635,7 +440,7 @@ class FaultRun:
             try:
                 phase = kind.removeprefix("cancel_")
                 source = UploadSource(path, "cancelled.png", "faults")
-                return await self.cancelled_job(dispatcher, fly, source, phase)
+                return await self.cancelled_job(dispatcher, phases, fly, source, phase)
             finally:
                 path.unlink()
 
@@ -674,9 +479,9 @@ class FaultRun:
             await asyncio.sleep(0.1)
         # What is left has no process (stuck in `created`): `uplodr reap`, a separate process,
         # destroys it — no gateway runs now, so anything older than a few seconds is stale.
-        listed = json.loads(run_cli("machines", "ls", "--provider", "fly", "--json", env=env))
+        listed = json.loads(run_uplodr("machines", "ls", "--provider", "fly", "--json", env=env))
         self.faults["orphans_at_end"] = len(listed)
-        out = run_cli("reap", "--provider", "fly", "--older-than", "2s", env=env)
+        out = run_uplodr("reap", "--provider", "fly", "--older-than", "2s", env=env)
         reaped_by_cli = int(out.strip().splitlines()[-1].split()[2]) if out.strip() else 0
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -27,16 +27,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.faults import fly_config, logged_worker
-from tests.support.fly_api import FlyApiServer
+from tests.support.fly import fly_config
+from tests.support.fly_api import FlyApiServer, logged_worker_process
 from tests.support.procs import free_port
-from uplodr.dispatch.job import Dispatcher, DispatchSettings, JobResult
+from uplodr.dispatch.dispatcher import Dispatcher
+from uplodr.dispatch.job import JobResult
 from uplodr.dispatch.worker_client import UploadSource
-from uplodr.gateway.run import GatewayOptions, worker_env
 from uplodr.machines.base import Provider
 from uplodr.machines.fly import FlyProvider
 from uplodr.machines.local import LocalProvider
-from uplodr.preset import DEFAULT_PRESET
+from uplodr.worker_env import WorkerEnv
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 PHOTOS = {"2 MP": "xmp_test-adobergb.jpg", "12 MP": "book-beside-flowers.jpg"}
@@ -70,10 +70,8 @@ async def measure(
         for run in range(runs):
             store = workdir / f"store-{label}-{size.replace(' ', '')}-{run}"  # no dedup
             store.mkdir(parents=True)
-            env = worker_env(
-                [str(store)], "http://files.test/{key}", GatewayOptions(), DEFAULT_PRESET
-            )
-            dispatcher = Dispatcher(provider, env, "overhead", DispatchSettings())
+            env = WorkerEnv(stores=(str(store),), public_url="http://files.test/{key}")
+            dispatcher = Dispatcher(provider, env, "overhead")
             before = Counter(fly.calls) if fly else Counter()
             results.append(await dispatcher.run([UploadSource(photo, name, "bench")]))
             if fly:
@@ -108,7 +106,7 @@ async def run(runs: int, boot_latency: float, start_latency: float) -> list[Row]
             grpc_port=free_port(),
             boot_latency=boot_latency,
             start_latency=start_latency,
-            process_factory=logged_worker(workdir),
+            process_factory=logged_worker_process(workdir / "workers"),
         ) as fly:
             provider = FlyProvider(fly_config(fly, regions=()))
             try:

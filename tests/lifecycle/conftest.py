@@ -10,29 +10,25 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from bench.faults import RUN_MARK, GatewayProcess, fly_env, logged_worker, run_cli
-from tests.support.fly_api import FlyApiServer
-from tests.support.procs import free_port
+from tests.support.fly import fly_env
+from tests.support.fly_api import FlyApiServer, logged_worker_process
+from tests.support.gateway import GatewayProcess
+from tests.support.procs import RUN_MARK, free_port, marked_processes, run_uplodr
 from tests.support.swift import SwiftServer
-from uplodr.gateway.run import GatewayOptions, worker_env
-from uplodr.machines.local import LocalProvider
-from uplodr.preset import DEFAULT_PRESET
+from uplodr.machines.local import LocalProvider, base_env
+from uplodr.worker_env import WorkerEnv
 
 IDLE_TIMEOUT = 3.0
 
 
 def marked_workers(mark: str) -> list[psutil.Process]:
     """Live processes carrying the mark in their environment (workers of this test)."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.environ().get(RUN_MARK) == mark:
-                found.append(proc)
-    return found
+    return marked_processes(mark)
 
 
 def wait_until(condition: Callable[[], object], what: str, deadline: float = 15.0) -> float:
@@ -70,18 +66,21 @@ def store(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(store: Path, mark: str) -> dict[str, str]:
+def env(store: Path) -> WorkerEnv:
     """What a gateway gives its workers (a local store: these workers run on this host)."""
-    options = GatewayOptions(worker_idle_timeout=IDLE_TIMEOUT)
-    return {
-        **worker_env([str(store)], "http://files.test/{key}", options, DEFAULT_PRESET),
-        RUN_MARK: mark,
-    }
+    return WorkerEnv(
+        stores=(str(store),), public_url="http://files.test/{key}", idle_timeout=IDLE_TIMEOUT
+    )
+
+
+def marked_local(state: Path, mark: str, **options: Any) -> LocalProvider:
+    """A local provider whose workers carry the test's mark."""
+    return LocalProvider(state, env={**base_env(), RUN_MARK: mark}, **options)
 
 
 @pytest.fixture
-async def local(tmp_path: Path) -> AsyncIterator[LocalProvider]:
-    provider = LocalProvider(tmp_path / "state", grace=2.0)
+async def local(tmp_path: Path, mark: str) -> AsyncIterator[LocalProvider]:
+    provider = marked_local(tmp_path / "state", mark, grace=2.0)
     yield provider
     await provider.aclose()
     left = sorted(p.name for p in (tmp_path / "state" / "machines").glob("*.json"))
@@ -92,7 +91,7 @@ async def local(tmp_path: Path) -> AsyncIterator[LocalProvider]:
 def fly(tmp_path: Path, mark: str) -> Iterator[FlyApiServer]:
     """The Fly API test server; its machines are real `uplodr worker` processes."""
     server = FlyApiServer(
-        grpc_port=free_port(), process_factory=logged_worker(tmp_path / "fly-workers")
+        grpc_port=free_port(), process_factory=logged_worker_process(tmp_path / "fly-workers")
     )
     with server:
         yield server
@@ -138,4 +137,4 @@ def fly_gateway(
 
 
 def cli(*args: str, env: Mapping[str, str] | None = None) -> str:
-    return run_cli(*args, env={**os.environ, **(env or {})})
+    return run_uplodr(*args, env={**os.environ, **(env or {})})

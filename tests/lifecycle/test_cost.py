@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.faults import png
 from tests.lifecycle.conftest import fly_gateway
 from tests.support.fly_api import FlyApiServer
 from tests.support.gateway import running_gateway
+from tests.support.images import noise_png
 from tests.support.swift import SwiftServer
-from uplodr.machines.pricing import fly_price_per_second
+from uplodr.machines.fly import FlyGuest
 
 
 def metric(text: str, name: str) -> float:
@@ -24,24 +24,16 @@ def metric(text: str, name: str) -> float:
     return float(found.group(1))
 
 
-def test_price_table_matches_fly_list_prices() -> None:
-    """The linear model (CPU + memory) is within 2 % of the list prices it is derived from."""
-    assert fly_price_per_second("shared", 1, 256) == pytest.approx(0.0000008, rel=0.02)
-    assert fly_price_per_second("shared", 1, 1024) == pytest.approx(0.0000022, rel=0.02)
-    assert fly_price_per_second("performance", 1, 2048) == pytest.approx(0.0000120, rel=0.02)
-    assert fly_price_per_second("performance", 1, 4096) == pytest.approx(0.0000158, rel=0.02)
-
-
 @pytest.mark.timeout(180)
 def test_fly_job_reports_its_cost(
     tmp_path: Path, swift: SwiftServer, bucket: str, fly: FlyApiServer, mark: str
 ) -> None:
-    price = fly_price_per_second("shared", 2, 1024)  # FlyGuest's defaults: shared-cpu-2x, 1 GB
+    price = FlyGuest().price_per_second()  # the default guest: shared-cpu-2x, 1 GB
     with fly_gateway(tmp_path, swift, bucket, fly) as gateway:
         response = httpx.post(
             f"{gateway.url}/v1/images",
             params={"name": "noise.png"},
-            content=png(64, 64, random.Random(7)),
+            content=noise_png(64, 64, random.Random(7)),
             timeout=60,
         )
         assert response.status_code == 200, response.text
@@ -69,7 +61,7 @@ def test_price_per_hour_overrides_the_table(tmp_path: Path) -> None:
         response = httpx.post(
             f"{gateway.url}/v1/images",
             params={"name": "noise.png"},
-            content=png(64, 64, random.Random(8)),
+            content=noise_png(64, 64, random.Random(8)),
             timeout=60,
         )
         assert response.status_code == 200, response.text

@@ -19,36 +19,39 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
-from bench.faults import PhaseDispatcher, PhaseProvider, fly_config, png
-from tests.lifecycle.conftest import marked_workers, wait_until
+from tests.lifecycle.conftest import marked_local, marked_workers, wait_until
+from tests.support.fly import fly_config
 from tests.support.fly_api import FlyApiServer
-from uplodr.dispatch.job import DispatchSettings, JobResult
+from tests.support.images import noise_png
+from tests.support.phases import PhaseWatch
+from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
+from uplodr.dispatch.job import JobResult
+from uplodr.dispatch.lease import LeaseSettings
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import CorruptImage, StorageUnavailable, WorkerUnavailable
 from uplodr.gateway.app import ClientGone, until_disconnect
 from uplodr.machines.base import Provider
 from uplodr.machines.fly import FlyProvider
 from uplodr.machines.local import LocalProvider
+from uplodr.worker_env import WorkerEnv
 
 Kind = Literal["local", "fly"]
 
 
 def make(
     provider: Provider,
-    env: dict[str, str],
+    env: WorkerEnv,
     boot_timeout: float = 15.0,
     destroy_deadline: float = 60.0,
-) -> tuple[PhaseDispatcher, PhaseProvider]:
-    phases = PhaseProvider(provider)
+) -> tuple[Dispatcher, PhaseWatch]:
     settings = DispatchSettings(
-        boot_timeout=boot_timeout,
         job_timeout=30.0,
-        create_settle=1.0,
-        destroy_deadline=destroy_deadline,
+        lease=LeaseSettings(
+            boot_timeout=boot_timeout, create_settle=1.0, destroy_deadline=destroy_deadline
+        ),
     )
-    dispatcher = PhaseDispatcher(phases, env, "test-gateway", settings)
-    dispatcher.phases = phases
-    return dispatcher, phases
+    dispatcher = Dispatcher(provider, env, "test-gateway", settings)
+    return dispatcher, PhaseWatch(dispatcher.events)
 
 
 def upload(tmp_path: Path, data: bytes, folder: str = "t") -> UploadSource:
@@ -58,7 +61,7 @@ def upload(tmp_path: Path, data: bytes, folder: str = "t") -> UploadSource:
 
 
 def image(size: int = 64) -> bytes:
-    return png(size, size, random.Random(size))
+    return noise_png(size, size, random.Random(size))
 
 
 async def nothing_left(provider: Provider, mark: str, fly: FlyApiServer | None = None) -> None:
@@ -67,7 +70,7 @@ async def nothing_left(provider: Provider, mark: str, fly: FlyApiServer | None =
     not pass for a destroyed one)."""
     assert await provider.list({}) == []
     if isinstance(provider, LocalProvider):
-        assert list(provider.registry) == []
+        assert list(provider.records) == []
     if fly is not None:
         assert fly.machines_alive == 0
         await asyncio.to_thread(wait_until, lambda: fly.processes_alive == 0, "no process", 1)
@@ -114,7 +117,7 @@ def server(kind: Kind, request: pytest.FixtureRequest) -> FlyApiServer | None:
 async def test_success_leaves_nothing(
     provider: Provider,
     kind: Kind,
-    env: dict[str, str],
+    env: WorkerEnv,
     mark: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -130,7 +133,7 @@ async def test_success_leaves_nothing(
 async def test_conversion_error_leaves_nothing(
     provider: Provider,
     kind: Kind,
-    env: dict[str, str],
+    env: WorkerEnv,
     mark: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -147,7 +150,7 @@ async def test_conversion_error_leaves_nothing(
 async def test_client_hang_up_leaves_nothing(
     provider: Provider,
     kind: Kind,
-    env: dict[str, str],
+    env: WorkerEnv,
     mark: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -169,7 +172,7 @@ async def test_client_hang_up_leaves_nothing(
 async def test_cancelled_task_leaves_nothing(
     provider: Provider,
     kind: Kind,
-    env: dict[str, str],
+    env: WorkerEnv,
     mark: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -188,11 +191,12 @@ async def test_cancelled_task_leaves_nothing(
 
 
 async def test_boot_deadline_leaves_nothing_local(
-    env: dict[str, str], mark: str, tmp_path: Path
+    env: WorkerEnv, mark: str, tmp_path: Path
 ) -> None:
     """A machine whose worker never answers Ping is destroyed at the boot deadline."""
-    never = LocalProvider(
+    never = marked_local(
         tmp_path / "state-never",
+        mark,
         command=lambda port: [sys.executable, "-c", "import time; time.sleep(120)"],
         grace=1.0,
     )
@@ -201,19 +205,20 @@ async def test_boot_deadline_leaves_nothing_local(
     with pytest.raises(WorkerUnavailable, match=r"within 1\.5"):
         await dispatcher.run([upload(tmp_path, image())])
     # at least the deadline; far less than waiting for the worker (the upper bound is slack for
-    # the failure probe and the destroy on a loaded machine, not a speed target)
+    # the failure check and the destroy on a loaded machine, not a speed target)
     assert 1.5 <= time.monotonic() - started < 15
     await nothing_left(never, mark)
     await never.aclose()
 
 
 async def test_worker_that_exits_while_booting_fails_fast(
-    env: dict[str, str], mark: str, tmp_path: Path
+    env: WorkerEnv, mark: str, tmp_path: Path
 ) -> None:
     """A worker that cannot start (it exits at once) fails the job with its exit reason long
     before the boot deadline, and its machine is gone."""
-    broken = LocalProvider(
+    broken = marked_local(
         tmp_path / "state-broken",
+        mark,
         command=lambda port: [sys.executable, "-c", "raise SystemExit(2)"],
         grace=1.0,
     )
@@ -227,7 +232,7 @@ async def test_worker_that_exits_while_booting_fails_fast(
 
 
 async def test_boot_deadline_leaves_nothing_fly(
-    fly: FlyApiServer, fly_provider: FlyProvider, env: dict[str, str], mark: str, tmp_path: Path
+    fly: FlyApiServer, fly_provider: FlyProvider, env: WorkerEnv, mark: str, tmp_path: Path
 ) -> None:
     """A Fly machine stuck in `created` is destroyed at the boot deadline."""
     fly.faults.stuck_in_created = 1.0
@@ -236,7 +241,7 @@ async def test_boot_deadline_leaves_nothing_fly(
     with pytest.raises(WorkerUnavailable, match=r"within 1\.5"):
         await dispatcher.run([upload(tmp_path, image())])
     # at least the deadline; far less than waiting for the worker (the upper bound is slack for
-    # the failure probe and the destroy on a loaded machine, not a speed target)
+    # the failure check and the destroy on a loaded machine, not a speed target)
     assert 1.5 <= time.monotonic() - started < 15
     assert fly.destroyed["user"] == 1  # destroyed by our DELETE, not by itself
     await nothing_left(fly_provider, mark, fly)
@@ -245,7 +250,7 @@ async def test_boot_deadline_leaves_nothing_fly(
 async def test_worker_crash_leaves_nothing(
     provider: Provider,
     kind: Kind,
-    env: dict[str, str],
+    env: WorkerEnv,
     mark: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -260,7 +265,7 @@ async def test_worker_crash_leaves_nothing(
             assert fly.kill_process(phases.machine_id)
         else:
             assert isinstance(provider, LocalProvider)
-            record = provider.registry.read(phases.machine_id)
+            record = provider.records.read(phases.machine_id)
             assert record is not None
             os.kill(record.pid, signal.SIGKILL)
 
@@ -275,7 +280,7 @@ async def test_worker_crash_leaves_nothing(
 async def test_storage_failure_leaves_nothing(
     provider: Provider,
     kind: Kind,
-    env: dict[str, str],
+    env: WorkerEnv,
     mark: str,
     tmp_path: Path,
     store: Path,
@@ -289,7 +294,7 @@ async def test_storage_failure_leaves_nothing(
 
 
 async def test_destroy_is_retried_after_5xx(
-    fly: FlyApiServer, fly_provider: FlyProvider, env: dict[str, str], mark: str, tmp_path: Path
+    fly: FlyApiServer, fly_provider: FlyProvider, env: WorkerEnv, mark: str, tmp_path: Path
 ) -> None:
     fly.faults.fail_next["delete"] = 3
     dispatcher, _ = make(fly_provider, env)
@@ -302,7 +307,7 @@ async def test_destroy_is_retried_after_5xx(
 
 
 async def test_destroy_is_retried_when_the_provider_gives_up(
-    fly: FlyApiServer, env: dict[str, str], mark: str, tmp_path: Path
+    fly: FlyApiServer, env: WorkerEnv, mark: str, tmp_path: Path
 ) -> None:
     """The provider's own retries end (short deadline): the dispatcher retries the destroy."""
     fly.limit(0)
@@ -317,7 +322,7 @@ async def test_destroy_is_retried_when_the_provider_gives_up(
 
 
 async def test_destroy_is_shielded_from_cancellation(
-    fly: FlyApiServer, fly_provider: FlyProvider, env: dict[str, str], mark: str, tmp_path: Path
+    fly: FlyApiServer, fly_provider: FlyProvider, env: WorkerEnv, mark: str, tmp_path: Path
 ) -> None:
     """Cancelled mid-stream, then cancelled again while the destroy is failing: the destroy
     carries on by itself, and drain() (the gateway's shutdown) waits for it."""

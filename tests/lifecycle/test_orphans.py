@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,15 +16,16 @@ import httpx
 import psutil
 import pytest
 
-from bench.faults import fly_env
 from tests.lifecycle.conftest import IDLE_TIMEOUT, cli, fly_gateway, marked_workers, wait_until
+from tests.support.fly import fly_env
 from tests.support.fly_api import FlyApiServer, standin_process
 from tests.support.gateway import Gateway, start_gateway, stop_gateway
 from tests.support.paths import corpus_file
-from tests.support.procs import free_port
+from tests.support.procs import RUN_MARK, free_port
+from tests.support.strangers import stranger_machine
 from tests.support.swift import SwiftServer
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, MachineSpec
-from uplodr.machines.local import LocalProvider
+from uplodr.machines.base import MARKER_TAG, MARKER_VALUE
+from uplodr.machines.local_records import RecordDir
 
 # Once its gateway is gone, a worker's idle timer runs out within IDLE_TIMEOUT; it then gives
 # the conversion in flight the 2 s orphan grace and tears down. The margin is slack for a loaded
@@ -92,39 +95,75 @@ def test_local_worker_of_a_killed_gateway_ends_itself(tmp_path: Path) -> None:
         stop_gateway(gateway)
 
 
-async def test_reap_destroys_what_a_dead_gateway_left_and_nothing_else(
-    tmp_path: Path, mark: str
-) -> None:
+def test_reap_destroys_what_a_dead_gateway_left_and_nothing_else(tmp_path: Path, mark: str) -> None:
     # a machine someone else made in the same state dir, without uplodr's marker
-    bystanders = LocalProvider(
-        tmp_path / "state",
-        command=lambda port: ["python3", "-c", "import time; time.sleep(300)"],
-    )
-    untagged = await bystanders.create(
-        MachineSpec(env={"UPLODR_FAULT_RUN": mark}, tags={"role": "database"})
-    )
+    bystander = stranger_machine(tmp_path / "state", {"role": "database"}, {RUN_MARK: mark})
     # a gateway whose workers would idle for ten minutes, killed mid-job
-    gateway = start_gateway(tmp_path, "--worker-idle-timeout", "10m")
+    with bystander as untagged:
+        gateway = start_gateway(tmp_path, "--worker-idle-timeout", "10m")
+        try:
+            orphan = kill_mid_job(gateway)
+            state = ["--state-dir", str(gateway.state)]
+            listed = json.loads(cli("machines", "ls", "--json", *state))
+            assert [m["tags"][MARKER_TAG] for m in listed] == [MARKER_VALUE]  # not the bystander
+            assert "1 stale, 0 destroyed" in cli("reap", "--older-than", "1s", "--dry-run", *state)
+            assert "0 stale" in cli("reap", *state)  # younger than 1h and before its deadline
+            assert not gone(orphan)
+            assert "1 stale, 1 destroyed, 0 failed" in cli("reap", "--older-than", "1s", *state)
+            assert gone(orphan)
+            assert gateway.workers() == []
+            assert [p.stem for p in gateway.machine_records()] == [untagged]
+            # the bystander was never touched, even by an aggressive reap
+            assert "0 stale" in cli("reap", "--older-than", "0s", *state)
+            record = RecordDir(gateway.state / "machines").read(untagged)
+            assert record is not None and record.running()
+        finally:
+            stop_gateway(gateway)
+
+
+# Makes a machine past its deadline, as a gateway does, then dies without destroying it.
+LEFT_BY_A_DEAD_GATEWAY = """
+import asyncio, os, sys, time
+from uplodr.machines.base import MachineSpec
+from uplodr.machines.local import LocalProvider, base_env
+
+async def main() -> None:
+    now = int(time.time())
+    provider = LocalProvider(
+        sys.argv[1],
+        command=lambda port: [sys.executable, "-c", "import time; time.sleep(600)"],
+        env={**base_env(), "UPLODR_FAULT_RUN": sys.argv[2]},
+    )
+    tags = {"gateway": "dead", "created_at": str(now - 100), "deadline": str(now - 1)}
+    machine = await provider.create(MachineSpec(env={}, tags=tags))
+    print(machine.id, flush=True)
+    os._exit(0)  # killed outright: nothing destroyed
+
+asyncio.run(main())
+"""
+
+
+def test_a_running_serve_reaps_what_a_dead_gateway_left(tmp_path: Path, mark: str) -> None:
+    state = tmp_path / "state"
+    made = subprocess.run(
+        [sys.executable, "-c", LEFT_BY_A_DEAD_GATEWAY, str(state), mark],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    left = made.stdout.strip()
+    (orphan,) = marked_workers(mark)  # its worker outlived its gateway
+    gateway = start_gateway(tmp_path, "--reap-interval", "0.2s")
     try:
-        orphan = kill_mid_job(gateway)
-        state = ["--state-dir", str(gateway.state)]
-        listed = json.loads(cli("machines", "ls", "--json", *state))
-        assert [m["tags"][MARKER_TAG] for m in listed] == [MARKER_VALUE]  # not the bystander
-        assert "1 stale, 0 destroyed" in cli("reap", "--older-than", "1s", "--dry-run", *state)
-        assert "0 stale" in cli("reap", *state)  # younger than 1h and before its deadline
-        assert not gone(orphan)
-        assert "1 stale, 1 destroyed, 0 failed" in cli("reap", "--older-than", "1s", *state)
-        assert gone(orphan)
-        assert gateway.workers() == [] and [p.stem for p in gateway.machine_records()] == [
-            untagged.id
-        ]
-        # the bystander was never touched, even by an aggressive reap
-        assert "0 stale" in cli("reap", "--older-than", "0s", *state)
-        assert bystanders.registry.read(untagged.id) is not None
-        assert await bystanders.failure(untagged.id) is None  # still running
+        wait_until(
+            lambda: gone(orphan) and not gateway.machine_records(),
+            "the running gateway's reaper to destroy the orphan",
+            30,
+        )
+        assert f"reaped machine {left}" in gateway.log_text()
     finally:
         stop_gateway(gateway)
-        await bystanders.destroy(untagged.id)
 
 
 def raw_create(fly: FlyApiServer, metadata: dict[str, str]) -> str:

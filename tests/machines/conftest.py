@@ -11,20 +11,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support.procs import marked_processes
+
 # Every stand-in worker started by a test carries this variable, so leftovers (grandchildren
 # included, and processes another process started) can be found by their environment.
 LEAK_MARK = "UPLODR_TEST_MARK"
-
-
-def _marked(mark: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(LEAK_MARK) == mark and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
 
 
 @pytest.fixture
@@ -49,7 +40,7 @@ def no_leftover_processes(leak_mark: str) -> Iterator[None]:
         children = [
             proc for proc in psutil.Process().children(recursive=True) if proc.pid not in before
         ]
-        marked = _marked(leak_mark)
+        marked = marked_processes(leak_mark, LEAK_MARK)
         if (not children and not marked) or time.monotonic() > deadline:
             break
         time.sleep(0.05)

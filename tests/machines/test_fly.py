@@ -12,18 +12,22 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 
+from tests.support.fly import FAST_BACKOFF, fly_config
 from tests.support.fly_api import Faults, FlyApiServer, standin_process
 from tests.support.procs import free_port
 from tests.support.worker import wait_for_ping
 from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, MachineSpec
 from uplodr.machines.fly import FlyConfig, FlyGuest, FlyProvider
+from uplodr.machines.settings import ProviderSettings
 
 
 @pytest.fixture
@@ -47,21 +51,10 @@ def fly(no_leftover_processes: None) -> Iterator[FlyApiServer]:
     assert server.processes_alive == 0
 
 
-def config_for(fly: FlyApiServer, **overrides: object) -> FlyConfig:
-    config = FlyConfig(
-        token=fly.token,
-        app=fly.app,
-        image="registry.fly.io/uplodr:test",
-        regions=("ams",),
-        guest=FlyGuest(cpu_kind="shared", cpus=2, memory_mb=1024),
-        api_url=fly.url,
-        grpc_port=fly.grpc_port,
-        retry_deadline=8.0,
-        backoff_initial=0.05,
-        backoff_max=0.5,
-        backoff_jitter=0.1,
+def config_for(fly: FlyApiServer, **overrides: Any) -> FlyConfig:
+    return fly_config(
+        fly, **{"regions": ("ams",), "retry_deadline": 8.0, **FAST_BACKOFF, **overrides}
     )
-    return replace(config, **overrides)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -315,21 +308,104 @@ async def test_unreachable_api_is_worker_unavailable() -> None:
         await provider.aclose()
 
 
-def test_config_from_env_and_token_stays_out_of_repr() -> None:
-    env = {
-        "FLY_API_TOKEN": "FlyV1 secret",
-        "UPLODR_FLY_APP": "imgs",
-        "UPLODR_FLY_IMAGE": "registry.fly.io/imgs:1",
-        "UPLODR_FLY_REGIONS": "ams, fra",
-        "UPLODR_FLY_MEMORY_MB": "2048",
-        "FLY_API_HOSTNAME": "http://_api.internal:4280",
-    }
-    config = FlyConfig.from_env(env)
-    assert config.regions == ("ams", "fra") and config.guest.memory_mb == 2048
+def settings(options: dict[str, str], **shared: object) -> ProviderSettings:
+    env = {"FLY_API_TOKEN": "FlyV1 secret", "FLY_API_HOSTNAME": "http://_api.internal:4280"}
+    return ProviderSettings(options=options, env=env, **shared)  # type: ignore[arg-type]
+
+
+def test_config_from_settings_and_token_stays_out_of_repr() -> None:
+    options = {"fly_app": "imgs", "fly_image": "registry.fly.io/imgs:1", "fly_regions": "ams, fra"}
+    config = FlyConfig.from_settings(settings(options, memory_mb=2048, cpus=4))
+    assert config.regions == ("ams", "fra") and config.token == "FlyV1 secret"
+    assert config.guest == FlyGuest(cpu_kind="shared", cpus=4, memory_mb=2048)
     assert config.api_url == "http://_api.internal:4280" and config.grpc_port == 50051
     assert "secret" not in repr(config)
-    with pytest.raises(ProviderError, match="FLY_API_TOKEN"):
-        FlyConfig.from_env({"UPLODR_FLY_APP": "imgs", "UPLODR_FLY_IMAGE": "i"})
+    # FLY_APP_NAME (set on Fly) is the app's default
+    on_fly = ProviderSettings(
+        options={"fly_image": "i"}, env={"FLY_API_TOKEN": "t", "FLY_APP_NAME": "here"}
+    )
+    assert FlyConfig.from_settings(on_fly).app == "here"
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        (
+            {},
+            {},
+            "the Fly provider needs FLY_API_TOKEN, --fly-app (UPLODR_FLY_APP), "
+            "--fly-image (UPLODR_FLY_IMAGE)",
+        ),
+        (
+            {"fly_app": "a", "fly_image": "i", "fly_grpc_port": "99999"},
+            {"FLY_API_TOKEN": "t"},
+            "--fly-grpc-port (UPLODR_FLY_GRPC_PORT) must be a port number, not '99999'",
+        ),
+        (
+            {"fly_app": "a", "fly_image": "i", "fly_cpu_kind": "fast"},
+            {"FLY_API_TOKEN": "t"},
+            "--fly-cpu-kind (UPLODR_FLY_CPU_KIND) must be shared or performance, not 'fast'",
+        ),
+        (
+            {"fly_app": "a", "fly_image": "i", "fly_retry_deadline": "-1"},
+            {"FLY_API_TOKEN": "t"},
+            "--fly-retry-deadline (UPLODR_FLY_RETRY_DEADLINE) must be a positive number "
+            "of seconds, not '-1'",
+        ),
+    ],
+)
+def test_bad_settings_are_one_line(
+    options: dict[str, str], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        FlyConfig.from_settings(ProviderSettings(options=options, env=env))
+    assert str(caught.value) == message
+
+
+def test_price_table_matches_fly_list_prices() -> None:
+    """The linear model (CPU + memory) is within 2 % of the list prices it is derived from,
+    and it is the provider's price per machine-second."""
+    assert FlyGuest("shared", 1, 256).price_per_second() == pytest.approx(0.0000008, rel=0.02)
+    assert FlyGuest("shared", 1, 1024).price_per_second() == pytest.approx(0.0000022, rel=0.02)
+    assert FlyGuest("performance", 1, 2048).price_per_second() == pytest.approx(0.0000120, rel=0.02)
+    assert FlyGuest("performance", 1, 4096).price_per_second() == pytest.approx(0.0000158, rel=0.02)
+    config = FlyConfig(token="t", app="a", image="i", guest=FlyGuest("performance", 1, 2048))
+    assert FlyProvider(config).capabilities.price_per_second == pytest.approx(0.0000120, rel=0.02)
+
+
+def retry_after(value: str) -> httpx.Response:
+    return httpx.Response(429, headers={"Retry-After": value})
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    from uplodr.machines.fly import _retry_after
+
+    now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    assert _retry_after(retry_after("2.5"), now) == 2.5
+    assert _retry_after(retry_after("Tue, 01 Dec 2026 12:00:07 GMT"), now) == 7.0
+    assert _retry_after(retry_after("Tue, 01 Dec 2026 11:59:00 GMT"), now) == 0.0  # past
+    assert _retry_after(retry_after("Wed, 02 Dec 2026 12:00:00 GMT"), now) == 30.0  # capped
+    assert _retry_after(retry_after("soon"), now) is None
+    assert _retry_after(retry_after("nan"), now) is None
+    assert _retry_after(httpx.Response(429), now) is None
+
+
+async def test_rate_limit_with_an_http_date_is_honoured(
+    spec: MachineSpec, fly: FlyApiServer
+) -> None:
+    """Fly's 429 with Retry-After as an HTTP-date (RFC 9110): the create waits and succeeds."""
+    fly.retry_after_date = True
+    fly.retry_after = 1.0
+    fly.limit(1.0, burst=1)
+    provider = FlyProvider(config_for(fly))
+    try:
+        machines = [await provider.create(spec), await provider.create(spec)]
+        # one 429: the wait it asked for was kept (backing off on our own would meet several)
+        assert fly.statuses[("create", 429)] == 1 and fly.statuses[("create", 200)] == 2
+        for machine in machines:
+            await provider.destroy(machine.id)
+    finally:
+        await provider.aclose()
 
 
 def test_ipv6_private_address_is_bracketed() -> None:

@@ -20,7 +20,7 @@ from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines import cgroup
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Machine, MachineSpec
 from uplodr.machines.local import LocalProvider, base_env, worker_command
-from uplodr.machines.registry import Record, Registry, process_start_time
+from uplodr.machines.local_records import Record, RecordDir, process_start_time
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes")
 
@@ -57,7 +57,7 @@ def standin(code: str) -> Callable[[int], list[str]]:
 
 
 def pid_of(provider: LocalProvider, machine: Machine) -> int:
-    record = provider.registry.read(machine.id)
+    record = provider.records.read(machine.id)
     assert record is not None
     return record.pid
 
@@ -157,9 +157,9 @@ async def test_create_list_destroy_from_another_process(
 
 def port_is_free(address: str) -> bool:
     host, _, port = address.rpartition(":")
-    with socket.socket() as probe:
+    with socket.socket() as trial:
         try:
-            probe.bind((host, int(port)))
+            trial.bind((host, int(port)))
         except OSError:
             return False
         return True
@@ -207,9 +207,10 @@ async def test_worker_env_is_spec_env_over_a_minimal_base(
     monkeypatch.setenv("UPLODR_GATEWAY_SECRET", "hunter2")
     provider = LocalProvider(state_dir, command=standin(SLEEP))
     machine = await provider.create(spec(mark_env, UPLODR_STORE="s3://bucket", LANG="de_DE"))
-    pid = pid_of(provider, machine)
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        env = dict(e.decode().partition("=")[::2] for e in f.read().split(b"\0") if e)
+    process = psutil.Process(pid_of(provider, machine))
+    # Popen returns once exec began; the kernel shows the new environment a moment later
+    env = await eventually(lambda: asyncio.to_thread(process.environ))
+    assert isinstance(env, dict)
     assert "UPLODR_GATEWAY_SECRET" not in env
     assert env["UPLODR_STORE"] == "s3://bucket"
     assert env["LANG"] == "de_DE"  # spec.env wins over the base
@@ -223,14 +224,13 @@ async def test_tags_filter_and_the_marker_is_required(
 ) -> None:
     provider = LocalProvider(state_dir, command=standin(SLEEP), grace=1.0)
     a = await provider.create(spec(mark_env, {**MARKED, "pool": "a"}))
-    b = await provider.create(spec(mark_env, {**MARKED, "pool": "b"}))
-    unmarked = await provider.create(spec(mark_env, {"pool": "a"}))
+    b = await provider.create(spec(mark_env, {"pool": "b"}))  # create adds the marker
+    assert b.tags == {**MARKED, "pool": "b"}
     assert {m.id for m in await provider.list({})} == {a.id, b.id}
     assert [m.id for m in await provider.list({"pool": "a"})] == [a.id]
     assert [m.id for m in await provider.list({"pool": "c"})] == []
     # Asking for another marker value does not widen the search either.
     assert await provider.list({MARKER_TAG: "other"}) == []
-    await provider.destroy(unmarked.id)  # destroy by id works for any machine
     assert await other_process(state_dir, "list") == sorted([a.id, b.id])
     await provider.aclose()  # destroys what it started
     assert await provider.list({}) == []
@@ -244,12 +244,16 @@ async def test_process_that_dies_is_reported_and_cleaned(
     assert await provider.failure(machine.id) is None  # still running
     reason = await eventually(lambda: provider.failure(machine.id))
     assert reason == "killed by signal 9"
+    # Not listed (its creator, alive, destroys it), and listing changes nothing.
     assert await provider.list({}) == []
-    assert provider.registry.read(machine.id) is None  # record cleaned by list
+    assert provider.records.read(machine.id) is not None
     assert await provider.failure(machine.id) == "killed by signal 9"  # still known
     with pytest.raises(WorkerUnavailable, match="killed by signal 9"):
         await provider.wait_started(machine, timeout=1)
-    await provider.destroy(machine.id)
+    # Another process sees a dead machine whose creator lives: not its to reap either.
+    assert await other_process(state_dir, "list") == []
+    await provider.destroy(machine.id)  # cleaned by destroy
+    assert provider.records.read(machine.id) is None
     await provider.destroy(machine.id)
 
 
@@ -343,7 +347,7 @@ async def test_pid_reuse_guard(state_dir: Path, mark_env: dict[str, str]) -> Non
     try:
         start = process_start_time(stranger.pid)
         assert start is not None
-        registry = Registry(state_dir / "machines")
+        records = RecordDir(state_dir / "machines")
         record = Record(
             id="uplodr-0123456789ab",
             pid=stranger.pid,
@@ -354,17 +358,18 @@ async def test_pid_reuse_guard(state_dir: Path, mark_env: dict[str, str]) -> Non
             tags=MARKED,
         )
         provider = LocalProvider(state_dir, grace=0.5)
-        registry.write(record)
-        assert await provider.list({}) == []
-        assert registry.read(record.id) is None  # dropped
-        registry.write(record)
+        records.write(record)
+        # listed as stopped (its process is gone, nobody owns it): the reaper's to destroy
+        (listed,) = await provider.list({})
+        assert listed.id == record.id and listed.state == "stopped"
+        assert records.read(record.id) is not None  # listing changes nothing
         await provider.destroy(record.id)
-        assert registry.read(record.id) is None
+        assert records.read(record.id) is None
         await asyncio.sleep(0.3)
         assert stranger.poll() is None  # never signalled
 
         # A dead machine whose creator is still alive stays (unlisted) for its failure() call.
-        registry.write(
+        records.write(
             Record(
                 id="uplodr-ba9876543210",
                 pid=stranger.pid,
@@ -378,9 +383,9 @@ async def test_pid_reuse_guard(state_dir: Path, mark_env: dict[str, str]) -> Non
             )
         )
         assert await provider.list({}) == []
-        assert registry.read("uplodr-ba9876543210") is not None
+        assert records.read("uplodr-ba9876543210") is not None
         await provider.destroy("uplodr-ba9876543210")
-        assert registry.read("uplodr-ba9876543210") is None
+        assert records.read("uplodr-ba9876543210") is None
         assert stranger.poll() is None
         await provider.aclose()
     finally:
@@ -403,14 +408,14 @@ def test_default_command_is_the_real_worker(state_dir: Path) -> None:
 def test_state_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("UPLODR_STATE_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    assert LocalProvider().registry.directory == tmp_path / "xdg" / "uplodr" / "machines"
+    assert LocalProvider().records.directory == tmp_path / "xdg" / "uplodr" / "machines"
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     expected = tmp_path / "home" / ".local" / "state" / "uplodr" / "machines"
-    assert LocalProvider().registry.directory == expected
+    assert LocalProvider().records.directory == expected
     monkeypatch.setenv("UPLODR_STATE_DIR", str(tmp_path / "env"))
-    assert LocalProvider().registry.directory == tmp_path / "env" / "machines"
-    assert LocalProvider(tmp_path / "arg").registry.directory == tmp_path / "arg" / "machines"
+    assert LocalProvider().records.directory == tmp_path / "env" / "machines"
+    assert LocalProvider(tmp_path / "arg").records.directory == tmp_path / "arg" / "machines"
 
 
 # -- memory cap ------------------------------------------------------------------------------
@@ -434,7 +439,7 @@ def cgroup_of(pid: int) -> str:
 async def test_memory_cap_oom_kill_is_reported(state_dir: Path, mark_env: dict[str, str]) -> None:
     provider = LocalProvider(state_dir, command=standin(HOG_1GB), grace=1.0)
     machine = await provider.create(spec(mark_env, memory_mb=256))
-    record = provider.registry.read(machine.id)
+    record = provider.records.read(machine.id)
     assert record is not None and record.cgroup is not None and record.memory_mb == 256
     path = Path(record.cgroup)
     limit_file = path / (
@@ -456,7 +461,7 @@ async def test_memory_cap_applies_from_the_start_and_is_removed(
     provider = LocalProvider(state_dir, command=standin(LISTEN), memory_mb=300, grace=1.0)
     machine = await provider.create(spec(mark_env))  # the provider default applies
     await eventually(lambda: asyncio.to_thread(can_connect, machine.address))
-    record = provider.registry.read(machine.id)
+    record = provider.records.read(machine.id)
     assert record is not None and record.cgroup is not None and record.memory_mb == 300
     path = Path(record.cgroup)
     assert cgroup_of(record.pid).endswith(f"/uplodr/{machine.id}")
@@ -488,9 +493,9 @@ async def test_aclose_cleans_up_a_crashed_machine_nobody_destroyed(
 ) -> None:
     provider = LocalProvider(state_dir, command=standin(EXIT_3), memory_mb=128)
     machine = await provider.create(spec(mark_env))
-    record = provider.registry.read(machine.id)
+    record = provider.records.read(machine.id)
     assert record is not None and record.cgroup is not None
     assert await eventually(lambda: provider.failure(machine.id)) == "exited with code 3"
     await provider.aclose()
     assert not Path(record.cgroup).exists()
-    assert provider.registry.read(machine.id) is None
+    assert provider.records.read(machine.id) is None

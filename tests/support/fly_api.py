@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import math
 import os
 import random
 import secrets
@@ -38,6 +40,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -73,6 +76,30 @@ def worker_process(launch: WorkerLaunch) -> subprocess.Popen[bytes]:
         env={**os.environ, **launch.env},
         start_new_session=True,
     )
+
+
+def logged_worker_process(folder: Path) -> ProcessFactory:
+    """The real worker, with its output in `folder/<machine id>.log`."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def start(launch: WorkerLaunch) -> subprocess.Popen[bytes]:
+        with (folder / f"{launch.machine_id}.log").open("wb") as out:
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uplodr",
+                    "worker",
+                    "--grpc-addr",
+                    f"{launch.host}:{launch.port}",
+                ],
+                env={**os.environ, **launch.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    return start
 
 
 _STANDIN = """
@@ -210,6 +237,7 @@ class FlyApiServer:
         rate: float = 1.0,  # requests per second per action and machine; 0 = unlimited
         burst: int = 3,
         retry_after: float | None = None,  # Retry-After header on a 429, if set
+        retry_after_date: bool = False,  # ... as an HTTP-date instead of seconds
         process_factory: ProcessFactory = worker_process,
         faults: Faults | None = None,
         spec: FlySpec | None = None,
@@ -220,6 +248,7 @@ class FlyApiServer:
         self.boot_latency = boot_latency
         self.start_latency = start_latency
         self.retry_after = retry_after
+        self.retry_after_date = retry_after_date
         self.process_factory = process_factory
         self.faults = faults or Faults()
         self.spec = spec or FlySpec()
@@ -370,7 +399,7 @@ class FlyApiServer:
         wait = self._buckets.take((action, machine_id or bucket))
         if wait:
             self.injected["rate_limited"] += 1
-            headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
+            headers = {} if self.retry_after is None else {"Retry-After": self._retry_after()}
             body = {"error": f"rate limit exceeded for {action}"}
             return JSONResponse(body, status_code=429, headers=headers), {}, None
         with self._lock:
@@ -386,6 +415,15 @@ class FlyApiServer:
         except SpecViolation as exc:
             return _error(400, str(exc)), {}, None
         return None, query, body
+
+    def _retry_after(self) -> str:
+        assert self.retry_after is not None
+        if not self.retry_after_date:
+            return f"{self.retry_after:g}"
+        # HTTP-dates have whole seconds: round up so the wait is never shorter than asked
+        return email.utils.format_datetime(
+            datetime.fromtimestamp(math.ceil(time.time() + self.retry_after), UTC), usegmt=True
+        )
 
     def _answer(self, operation: str, response: Response) -> Response:
         self.statuses[(operation.removeprefix("Machines_"), response.status_code)] += 1

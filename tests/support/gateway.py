@@ -1,4 +1,5 @@
-"""Run `uplodr serve` as a real process on a free port, the way a user does."""
+"""Run `uplodr serve` as a real process on a free port, the way a user does: once
+(`running_gateway`), or killable and restartable on the same port (`GatewayProcess`)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ class Gateway:
         return self.log.read_text(errors="replace")
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_DEADLINE
+def wait_until_healthy(
+    url: str, process: subprocess.Popen[bytes], log: Path, within: float = READY_DEADLINE
+) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"uplodr serve exited {process.returncode}:\n{log.read_text()}")
@@ -51,7 +54,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) ->
         except httpx.TransportError:
             pass
         time.sleep(0.05)  # polling a real request under a deadline, not standing in for one
-    raise RuntimeError(f"uplodr serve did not answer /healthz in {READY_DEADLINE}s")
+    raise RuntimeError(f"uplodr serve did not answer /healthz in {within:g}s:\n{log.read_text()}")
 
 
 def start_gateway(
@@ -108,3 +111,45 @@ def running_gateway(
         yield gateway
     finally:
         stop_gateway(gateway)
+
+
+class GatewayProcess:
+    """`uplodr serve ARGS` as a real process on a fixed port, killable and restartable (each
+    start is a new incarnation with its own log file in `workdir`)."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = args
+        self.env = dict(env)
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.incarnation = 0
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        self.incarnation += 1
+        log = self.workdir / f"gateway-{self.incarnation}.log"
+        self.logs.append(log)
+        command = [sys.executable, "-m", "uplodr", "serve", "--port", str(self.port), *self.args]
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                command, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until_healthy(self.url, self.process, log, within=60.0)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        return "".join(log.read_text(errors="replace") for log in self.logs if log.exists())

@@ -18,11 +18,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
-from uplodr.cli.providers import build_provider, provider_options
+from uplodr.cli.providers import ConfigError, ProviderChoice, provider_options
 from uplodr.cli.units import DURATION, SIZE, format_age
 from uplodr.dispatch.reaper import created_time
 from uplodr.machines.base import Machine
@@ -223,13 +223,28 @@ def serve(
     max_side: int | None,
     max_frames: int | None,
     max_seconds: float | None,
-    provider: str,
-    state_dir: Path | None,
-    machine_memory: int | None,
+    provider: ProviderChoice,
 ) -> None:
     """Run the HTTP gateway (POST /v1/images) with on-demand worker machines."""
     from uplodr.gateway.run import GatewayOptions, run_gateway
+    from uplodr.limits import ImageLimits
+    from uplodr.preset import DEFAULT_PRESET, load_preset_file
 
+    # a bad preset raises PresetError: said as one line by the command (USAGE_ERRORS)
+    preset = load_preset_file(preset_file) if preset_file else DEFAULT_PRESET
+    given: dict[str, Any] = {
+        "max_pixels": max_pixels,
+        "max_side": max_side,
+        "max_frames": max_frames,
+        "max_seconds": max_seconds,
+    }
+    try:
+        limits = ImageLimits(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        message = str(error)
+        for name in given:  # name the option, not the field
+            message = message.replace(f"ImageLimits.{name}", f"--{name.replace('_', '-')}")
+        raise ConfigError(message) from None
     options = GatewayOptions(
         host=host,
         port=port,
@@ -241,24 +256,15 @@ def serve(
         job_timeout=job_timeout,
         reap_interval=reap_interval,
         price_per_hour=price_per_hour,
-        preset_file=preset_file,
-        provider=provider,
-        machine_memory_mb=machine_memory // (1024 * 1024) if machine_memory else None,
+        preset=preset,
+        provider=provider.name,
+        provider_settings=provider.settings,
         worker_idle_timeout=worker_idle_timeout,
         max_machines=max_machines,
         max_queue=max_queue,
-        limits={
-            name: value
-            for name, value in (
-                ("max_pixels", max_pixels),
-                ("max_side", max_side),
-                ("max_frames", max_frames),
-                ("max_seconds", max_seconds),
-            )
-            if value is not None
-        },
+        limits=limits,
     )
-    sys.exit(run_gateway(options, build_provider(provider, state_dir, machine_memory)))
+    sys.exit(run_gateway(options))
 
 
 @main.command()
@@ -269,68 +275,49 @@ def serve(
     "--store",
     "stores",
     multiple=True,
-    help="Store(s) as for serve; default: the JSON list in UPLODR_STORES.",
+    help="Store(s) as for serve [env UPLODR_STORES: a JSON list].",
 )
-@click.option("--public-url", envvar="UPLODR_PUBLIC_URL", help="URL template with {key}.")
+@click.option("--public-url", help="URL template with {key} [env UPLODR_PUBLIC_URL].")
 @click.option(
-    "--keys", type=click.Choice(["digest", "name"]), default="digest", envvar="UPLODR_KEYS"
+    "--keys",
+    "key_mode",
+    type=click.Choice(["digest", "name"]),
+    help="Key shape, as for serve [env UPLODR_KEYS; default digest].",
 )
 @click.option(
     "--msg-size",
     type=SIZE,
-    default="64M",
-    envvar="UPLODR_MSG_SIZE",
-    help="Largest gRPC message (bounds the one-message Upload call).",
+    help="Largest gRPC message; bounds the one-message Upload call "
+    "[env UPLODR_MSG_SIZE, bytes; default 64M].",
 )
-@click.option("--max-file-bytes", type=SIZE, default="64M", envvar="UPLODR_MAX_FILE_BYTES")
+@click.option(
+    "--max-file-bytes",
+    type=SIZE,
+    help="Largest file accepted [env UPLODR_MAX_FILE_BYTES, bytes; default 64M].",
+)
 @click.option(
     "--max-lifetime",
     type=DURATION,
-    default="20m",
-    envvar="UPLODR_MAX_LIFETIME",
-    help="The worker exits after this long, whatever happens.",
+    help="The worker exits after this long, whatever happens "
+    "[env UPLODR_MAX_LIFETIME, seconds; default 20m].",
 )
 @click.option(
     "--idle-timeout",
     type=DURATION,
-    default="30s",
-    envvar="UPLODR_IDLE_TIMEOUT",
-    help="The worker exits when no call arrived for this long (its gateway is gone).",
+    help="The worker exits when no call arrived for this long (its gateway is gone) "
+    "[env UPLODR_IDLE_TIMEOUT, seconds; default 30s].",
 )
 @click.option(
     "--max-jobs",
     type=int,
-    default=1,
-    envvar="UPLODR_MAX_JOBS",
-    help="Jobs at once; more are refused with RESOURCE_EXHAUSTED.",
+    help="Jobs at once; more are refused with RESOURCE_EXHAUSTED [env UPLODR_MAX_JOBS; default 1].",
 )
-def worker(
-    grpc_addr: str,
-    stores: tuple[str, ...],
-    public_url: str | None,
-    keys: str,
-    msg_size: int,
-    max_file_bytes: int,
-    max_lifetime: float,
-    idle_timeout: float,
-    max_jobs: int,
-) -> None:
-    """Run a worker: the gRPC server a machine runs (normally started by a provider)."""
+def worker(grpc_addr: str, **overrides: Any) -> None:
+    """Run a worker: the gRPC server a machine runs (normally started by a provider, which
+    configures it through UPLODR_* variables; the options override them)."""
     from uplodr.worker.run import run_worker
 
-    sys.exit(
-        run_worker(
-            grpc_addr=grpc_addr,
-            stores=stores,
-            public_url=public_url,
-            key_mode="name" if keys == "name" else "digest",
-            msg_size=msg_size,
-            max_file_bytes=max_file_bytes,
-            max_lifetime=max_lifetime,
-            idle_timeout=idle_timeout,
-            max_jobs=max_jobs,
-        )
-    )
+    sys.exit(run_worker(grpc_addr, overrides))
 
 
 @main.command()
@@ -392,17 +379,11 @@ def convert(
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be destroyed.")
 @provider_options
-def reap(
-    older_than: float,
-    dry_run: bool,
-    provider: str,
-    state_dir: Path | None,
-    machine_memory: int | None,
-) -> None:
+def reap(older_than: float, dry_run: bool, provider: ProviderChoice) -> None:
     """Destroy uplodr's machines that outlived their job (never any other machine)."""
     from uplodr.dispatch.reaper import reap as run_reap
 
-    machines = build_provider(provider, state_dir, machine_memory)
+    machines = provider.build()
 
     async def go() -> int:
         try:
@@ -412,7 +393,7 @@ def reap(
         verb = "would destroy" if dry_run else "destroyed"
         for machine in result.stale:
             if dry_run or machine.id in result.destroyed:
-                click.echo(f"{verb} {machine.id} ({_age(machine)} old)")
+                click.echo(f"{verb} {machine.id} ({machine.state}, {_age(machine)} old)")
         for machine_id, why in result.failed.items():
             click.echo(f"failed to destroy {machine_id}: {why}", err=True)
         click.echo(
@@ -546,11 +527,9 @@ def machines() -> None:
 @machines.command("ls")
 @click.option("--json", "as_json", is_flag=True)
 @provider_options
-def machines_ls(
-    as_json: bool, provider: str, state_dir: Path | None, machine_memory: int | None
-) -> None:
+def machines_ls(as_json: bool, provider: ProviderChoice) -> None:
     """List uplodr's machines (only those carrying uplodr's tags)."""
-    found = build_provider(provider, state_dir, machine_memory)
+    found = provider.build()
 
     async def go() -> None:
         try:
@@ -577,7 +556,7 @@ def machines_ls(
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("id", "state", "address", "age", "gateway", "job")
+        table = Table("id", "state", "address", "age", "gateway", "lease")
         for m in listed:
             table.add_row(
                 m.id,
@@ -585,7 +564,7 @@ def machines_ls(
                 m.address,
                 _age(m),
                 m.tags.get("gateway", ""),
-                m.tags.get("job", ""),
+                m.tags.get("lease", ""),
             )
         Console().print(table)
         click.echo(f"{len(listed)} machine(s)")

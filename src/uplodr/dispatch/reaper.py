@@ -2,11 +2,14 @@
 
 It lists only machines that carry uplodr's marker tag (the provider guarantees that filter), so
 nothing else in the account or app is ever touched. A machine is stale when its `deadline` tag
-has passed or it is older than `older_than`.
+has passed, when it is older than `older_than`, or when it stopped and its provider cannot start
+it again (nobody will use it: a local worker whose gateway died, an exited container).
+`uplodr serve` runs it every `--reap-interval` (`reap_periodically`); `uplodr reap` once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -37,7 +40,9 @@ def created_time(machine: Machine) -> float | None:
     return _number(machine.tags, "created_at") or machine.created_at or None
 
 
-def is_stale(machine: Machine, older_than: float | None, now: float) -> bool:
+def is_stale(machine: Machine, older_than: float | None, now: float, can_stop: bool) -> bool:
+    if machine.state == "stopped" and not can_stop:
+        return True
     deadline = _number(machine.tags, "deadline")
     if deadline is not None and now >= deadline:
         return True
@@ -47,7 +52,8 @@ def is_stale(machine: Machine, older_than: float | None, now: float) -> bool:
 
 async def reap(provider: Provider, older_than: float | None, dry_run: bool = False) -> ReapResult:
     now = time.time()
-    stale = [m for m in await provider.list({}) if is_stale(m, older_than, now)]
+    can_stop = provider.capabilities.can_stop
+    stale = [m for m in await provider.list({}) if is_stale(m, older_than, now, can_stop)]
     destroyed: list[str] = []
     failed: dict[str, str] = {}
     for machine in stale:
@@ -61,3 +67,14 @@ async def reap(provider: Provider, older_than: float | None, dry_run: bool = Fal
             failed[machine.id] = str(error)
             log.warning("could not reap machine %s: %s", machine.id, error)
     return ReapResult(stale, destroyed, failed)
+
+
+async def reap_periodically(provider: Provider, interval: float) -> None:
+    """Reap every `interval` seconds until cancelled; a pass that fails (the provider's API is
+    down, say) is logged and the next one tries again."""
+    while True:
+        try:
+            await reap(provider, older_than=None)
+        except Exception as error:
+            log.warning("reaper pass failed, next in %gs: %s", interval, error)
+        await asyncio.sleep(interval)

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from uplodr.dispatch.job import DispatchTotals
+from uplodr.dispatch.dispatcher import DispatchTotals
 
 REGISTRY = CollectorRegistry()
 

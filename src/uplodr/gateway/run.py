@@ -1,33 +1,47 @@
-"""Assemble and run the gateway: stores, provider, dispatcher, reaper, HTTP server."""
+"""Assemble and run the gateway, as named steps that close what they opened on every exit path.
+
+    check exposure → resolve stores → open provider → check stores reachable → open stores →
+    check writable → open dispatcher → start reaper loop → serve HTTP
+
+Each step that opens something registers its closing on one AsyncExitStack, so a failure at any
+step (a store that is not writable, a port in use) closes exactly what was opened before it, and
+a normal shutdown closes everything in reverse: the reaper stops, destroys in flight finish,
+the machines still tagged with this gateway are destroyed, then stores and provider close.
+A step that refuses the configuration raises `StartupError` (one line, exit code 2).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import secrets
 import socket
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import uvicorn
+from starlette.applications import Starlette
 
-from uplodr.dispatch.job import Dispatcher, DispatchSettings
-from uplodr.dispatch.reaper import reap
-from uplodr.errors import UplodrError
+from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
+from uplodr.dispatch.lease import LeaseSettings
+from uplodr.dispatch.reaper import reap_periodically
+from uplodr.errors import ProviderError, UplodrError
 from uplodr.gateway import metrics
 from uplodr.gateway.app import create_app
 from uplodr.gateway.service import ConversionService
+from uplodr.limits import DEFAULT_LIMITS, ImageLimits
 from uplodr.machines.base import Provider
-from uplodr.machines.fly import FlyProvider
-from uplodr.machines.pricing import fly_price_per_second
+from uplodr.machines.providers import build_provider
+from uplodr.machines.settings import ProviderSettings
 from uplodr.preset import DEFAULT_PRESET, Preset
-from uplodr.storage import LocalStore, Publisher, open_store, store_env
+from uplodr.storage import LocalStore, Publisher, Store, open_store, store_env
+from uplodr.worker_env import WorkerEnv
 
 log = logging.getLogger("uplodr.gateway")
 
@@ -44,14 +58,32 @@ class GatewayOptions:
     job_timeout: float = 300.0
     reap_interval: float = 60.0
     price_per_hour: float | None = None
-    preset_file: Path | None = None
+    preset: Preset = DEFAULT_PRESET
     provider: str = "local"
-    machine_memory_mb: int | None = None
+    provider_settings: ProviderSettings = field(default_factory=ProviderSettings)
     worker_idle_timeout: float = 30.0
     max_machines: int | None = None  # None: the provider's default
     max_queue: int = 16
-    # ImageLimits overrides for the workers (max_pixels, max_side, max_frames, max_seconds).
-    limits: dict[str, float] = field(default_factory=dict)
+    limits: ImageLimits = DEFAULT_LIMITS
+
+
+class StartupError(Exception):
+    """The gateway cannot start with these options; the message is one line for the user."""
+
+
+@dataclass
+class Gateway:
+    """A gateway's parts, open and ready to serve."""
+
+    gateway_id: str
+    app: Starlette
+    provider: Provider
+    dispatcher: Dispatcher
+    service: ConversionService
+    description: str  # the primary store, for the start-up line
+    # Closes everything opened (idempotent): also called from the app's shutdown, before
+    # uvicorn re-raises the signal that stopped it.
+    close: Callable[[], Awaitable[None]]
 
 
 def data_dir() -> Path:
@@ -73,6 +105,17 @@ def tokens_from_env() -> list[str]:
     return [t.strip() for t in os.environ.get("UPLODR_TOKENS", "").split(",") if t.strip()]
 
 
+# -- the steps ---------------------------------------------------------------------------------
+
+
+def check_exposure(options: GatewayOptions, tokens: list[str]) -> None:
+    if not tokens and not is_loopback(options.host):
+        raise StartupError(
+            f"refusing to listen on {options.host} without UPLODR_TOKENS "
+            "(comma-separated bearer tokens); listen on 127.0.0.1 or set tokens"
+        )
+
+
 def resolve_stores(options: GatewayOptions) -> tuple[list[str], str | None]:
     """Store specs with local folders made absolute (workers run elsewhere), and the URL
     template: a local primary store is served by this gateway under /files."""
@@ -85,7 +128,12 @@ def resolve_stores(options: GatewayOptions) -> tuple[list[str], str | None]:
     ]
     for spec in resolved:
         if "://" not in spec:
-            Path(spec).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(spec).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StartupError(
+                    f"store {spec}: cannot create the folder: {error.strerror}"
+                ) from None
     public_url = options.public_url
     if public_url is None and "://" not in specs[0]:
         host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
@@ -93,149 +141,173 @@ def resolve_stores(options: GatewayOptions) -> tuple[list[str], str | None]:
     return resolved, public_url
 
 
-def default_max_machines(provider: str) -> int:
-    """Local machines share this host: one per core (each peaks near 450 MB). Remote machines
-    bring their own cores; the cap only bounds the bill."""
-    return (os.cpu_count() or 1) if provider == "local" else 16
-
-
-def provider_price_per_second(provider: Provider, memory_mb: int | None) -> float:
-    if isinstance(provider, FlyProvider):
-        guest = provider.config.guest
-        return fly_price_per_second(guest.cpu_kind, guest.cpus, memory_mb or guest.memory_mb)
-    return 0.0
-
-
-def worker_env(
-    stores: list[str], public_url: str | None, options: GatewayOptions, preset: Preset
-) -> dict[str, str]:
-    """Only what a worker needs: its stores' settings and credentials, never anything else of
-    the gateway's environment."""
-    env: dict[str, str] = {}
-    for index, spec in enumerate(stores):
-        env.update(store_env(spec, public_url if index == 0 else None, os.environ))
-    env["UPLODR_STORES"] = json.dumps(stores)
-    if public_url:
-        env["UPLODR_PUBLIC_URL"] = public_url
-    env["UPLODR_KEYS"] = options.key_mode
-    env["UPLODR_PRESET"] = preset.to_json()
-    env["UPLODR_MAX_FILE_BYTES"] = str(options.max_upload_bytes)
-    env["UPLODR_IDLE_TIMEOUT"] = str(options.worker_idle_timeout)
-    if options.limits:
-        env["UPLODR_LIMITS"] = json.dumps(options.limits)
-    return env
-
-
-async def serve_gateway(options: GatewayOptions, provider: Provider) -> int:
-    tokens = tokens_from_env()
-    if not tokens and not is_loopback(options.host):
-        print(
-            f"uplodr serve: refusing to listen on {options.host} without UPLODR_TOKENS "
-            "(comma-separated bearer tokens); listen on 127.0.0.1 or set tokens",
-            file=sys.stderr,
-        )
-        return 2
-    preset = (
-        Preset.from_json(options.preset_file.read_text()) if options.preset_file else DEFAULT_PRESET
-    )
-    stores_specs, public_url = resolve_stores(options)
-    if options.provider != "local" and any("://" not in s for s in stores_specs):
-        print(
-            "uplodr serve: remote machines cannot write to a local folder; use --store s3://BUCKET",
-            file=sys.stderr,
-        )
-        return 2
-    stores = [
-        open_store(spec, public_url if index == 0 else None, os.environ)
-        for index, spec in enumerate(stores_specs)
-    ]
-    publisher = Publisher(stores, options.key_mode)
+async def open_provider(
+    stack: contextlib.AsyncExitStack, options: GatewayOptions, given: Provider | None
+) -> Provider:
     try:
+        provider = given or build_provider(options.provider, options.provider_settings)
+    except ProviderError as error:
+        raise StartupError(str(error)) from None
+    stack.push_async_callback(provider.aclose)
+    return provider
+
+
+def check_stores_reachable(provider: Provider, stores: list[str]) -> None:
+    """A worker can only write to a local folder if it sees the host's files."""
+    if not provider.capabilities.shares_host_files and any("://" not in s for s in stores):
+        raise StartupError(
+            f"{provider.name} machines cannot write to a local folder on this host; "
+            "use --store s3://BUCKET"
+        )
+
+
+async def open_stores(
+    stack: contextlib.AsyncExitStack, stores: list[str], public_url: str | None, key_mode: str
+) -> Publisher:
+    opened: list[Store] = []
+    try:
+        for index, spec in enumerate(stores):
+            store = open_store(spec, public_url if index == 0 else None, os.environ)
+            stack.push_async_callback(store.aclose)
+            opened.append(store)
+        publisher = Publisher(opened, "name" if key_mode == "name" else "digest")
         await publisher.check_writable()
-    except UplodrError as error:
-        print(f"uplodr serve: {error}", file=sys.stderr)
-        await publisher.aclose()
-        await provider.aclose()
-        return 2
-    gateway_id = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+    except (ValueError, UplodrError) as error:
+        raise StartupError(str(error)) from None
+    return publisher
+
+
+def worker_env(options: GatewayOptions, stores: list[str], public_url: str | None) -> WorkerEnv:
+    """What the workers are told: their stores (with only the variables those read), the
+    preset, the limits — nothing else of the gateway's environment."""
+    variables: dict[str, str] = {}
+    for index, spec in enumerate(stores):
+        variables.update(store_env(spec, public_url if index == 0 else None, os.environ))
+    return WorkerEnv(
+        stores=tuple(stores),
+        public_url=public_url,
+        key_mode=options.key_mode,
+        preset=options.preset,
+        limits=options.limits,
+        max_file_bytes=options.max_upload_bytes,
+        idle_timeout=options.worker_idle_timeout,
+        store_env=variables,
+    )
+
+
+def open_dispatcher(
+    stack: contextlib.AsyncExitStack, provider: Provider, env: WorkerEnv, options: GatewayOptions
+) -> Dispatcher:
     price = (
         options.price_per_hour / 3600
         if options.price_per_hour is not None
-        else provider_price_per_second(provider, options.machine_memory_mb)
+        else provider.capabilities.price_per_second
     )
-    dispatcher = Dispatcher(
-        provider,
-        worker_env(stores_specs, public_url, options, preset),
-        gateway_id,
-        DispatchSettings(
-            boot_timeout=options.boot_timeout,
-            job_timeout=options.job_timeout,
-            memory_mb=options.machine_memory_mb,
-            price_per_second=price,
-        ),
+    settings = DispatchSettings(
+        job_timeout=options.job_timeout,
+        price_per_second=price,
+        lease=LeaseSettings(boot_timeout=options.boot_timeout),
     )
-    metrics.REGISTRY.register(metrics.DispatchCollector(lambda: dispatcher.totals))
-    reaper: asyncio.Task[None] | None = None
+    gateway_id = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+    dispatcher = Dispatcher(provider, env, gateway_id, settings)
+    # Closed in reverse: destroys still running first, then whatever still carries our tag.
+    stack.push_async_callback(dispatcher.destroy_own_machines)
+    stack.push_async_callback(dispatcher.drain)
+    collector = metrics.DispatchCollector(lambda: dispatcher.totals)
+    metrics.REGISTRY.register(collector)
+    stack.callback(metrics.REGISTRY.unregister, collector)
+    return dispatcher
 
-    async def reap_forever() -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await reap(provider, older_than=None)
-            await asyncio.sleep(options.reap_interval)
 
-    async def startup() -> None:
-        nonlocal reaper
-        reaper = asyncio.create_task(reap_forever())
-        log.info(
-            "gateway %s: stores %s, provider %s",
-            gateway_id,
-            ", ".join(s.description for s in stores),
-            options.provider,
-        )
+def start_reaper(stack: contextlib.AsyncExitStack, provider: Provider, interval: float) -> None:
+    task = asyncio.create_task(reap_periodically(provider, interval))
 
-    async def shutdown() -> None:
-        if reaper is not None:
-            reaper.cancel()
-        await dispatcher.drain()
-        # Whatever this gateway still owns goes with it.
-        for machine in await provider.list({"gateway": gateway_id}):
-            with contextlib.suppress(Exception):
-                await provider.destroy(machine.id)
-        await provider.aclose()
-        await publisher.aclose()
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
-    primary = stores[0]
-    app = create_app(
-        ConversionService(
+    stack.push_async_callback(stop)
+
+
+# -- assembled ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(
+    options: GatewayOptions, provider: Provider | None = None
+) -> AsyncIterator[Gateway]:
+    """Every part of the gateway, open; all closed when the block ends, however it ends.
+    `provider`: a ready provider instead of building `options.provider` (the gateway closes
+    it either way). Raises StartupError with one line when the options do not fit."""
+    async with contextlib.AsyncExitStack() as stack:
+        tokens = tokens_from_env()
+        check_exposure(options, tokens)
+        stores, public_url = resolve_stores(options)
+        provider = await open_provider(stack, options, provider)
+        check_stores_reachable(provider, stores)
+        publisher = await open_stores(stack, stores, public_url, options.key_mode)
+        env = worker_env(options, stores, public_url)
+        dispatcher = open_dispatcher(stack, provider, env, options)
+        start_reaper(stack, provider, options.reap_interval)
+        service = ConversionService(
             dispatcher,
             publisher,
-            preset,
-            max_machines=options.max_machines or default_max_machines(options.provider),
+            options.preset,
+            max_machines=options.max_machines or provider.capabilities.default_max_machines,
             max_queue=options.max_queue,
-        ),
-        tokens=tokens,
-        max_upload_bytes=options.max_upload_bytes,
-        files_root=primary.root if isinstance(primary, LocalStore) else None,
-        on_startup=startup,
-        on_shutdown=shutdown,
-    )
+        )
+        primary = publisher.primary
+        app = create_app(
+            service,
+            tokens=tokens,
+            max_upload_bytes=options.max_upload_bytes,
+            files_root=primary.root if isinstance(primary, LocalStore) else None,
+            on_shutdown=stack.aclose,
+        )
+        log.info(
+            "gateway %s: stores %s, provider %s",
+            dispatcher.gateway_id,
+            ", ".join(s.description for s in publisher.stores),
+            provider.name,
+        )
+        yield Gateway(
+            dispatcher.gateway_id,
+            app,
+            provider,
+            dispatcher,
+            service,
+            primary.description,
+            stack.aclose,
+        )
+
+
+async def serve_http(gateway: Gateway, options: GatewayOptions) -> None:
     config = uvicorn.Config(
-        app,
+        gateway.app,
         host=options.host,
         port=options.port,
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=30,
     )
-    server = uvicorn.Server(config)
     print(
-        f"uplodr serving on http://{options.host}:{options.port}  (store: {stores[0].description})",
+        f"uplodr serving on http://{options.host}:{options.port}  (store: {gateway.description})",
         file=sys.stderr,
         flush=True,
     )
-    await server.serve()
+    await uvicorn.Server(config).serve()
+
+
+async def serve_gateway(options: GatewayOptions, provider: Provider | None = None) -> int:
+    try:
+        async with open_gateway(options, provider) as gateway:
+            await serve_http(gateway, options)
+    except StartupError as error:
+        print(f"uplodr serve: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
-def run_gateway(options: GatewayOptions, provider: Provider) -> int:
-    return asyncio.run(serve_gateway(options, provider))
+def run_gateway(options: GatewayOptions) -> int:
+    return asyncio.run(serve_gateway(options))

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from uplodr.dispatch.job import Dispatcher
+from uplodr.dispatch.dispatcher import Dispatcher
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import Busy
 from uplodr.gateway import metrics

@@ -1,15 +1,22 @@
-"""The provider contract: create, wait, list, destroy. Five calls, nothing about images.
+"""The provider contract: create, wait, list, destroy, failure — and what a provider can do.
 
 A provider runs uplodr workers (`uplodr worker`) on machines it creates. It decides where the
 worker listens and reports that as `Machine.address`; the worker's configuration arrives as
 environment variables in `MachineSpec.env`. Tags identify uplodr's machines so that a reaper in
-another process can find them and never touch anything else.
+another process can find them and never touch anything else: `create` always adds the marker
+tag, and `list` only ever returns machines that carry it.
+
+Everything the gateway asks of a provider beyond these calls is in its `Capabilities`: whether
+a worker sees the host's folders, how many machines to run at once by default, what a
+machine-second costs, how fast machines may be created. Providers are chosen by name from
+`uplodr.machines.providers`; `tests/machines/contract/` is the suite every provider passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 # Every machine uplodr creates carries this tag; the reaper and `machines ls` only ever
@@ -20,11 +27,18 @@ MARKER_VALUE = "worker"
 
 @dataclass(frozen=True)
 class MachineSpec:
-    """What to run: the worker's environment, tags, and the machine's size."""
+    """What to run: the worker's environment, tags, and the machine's size.
+
+    `memory_mb` and `cpus` override the provider's defaults for this machine. `host_paths` are
+    folders on the gateway's host that the worker must read and write at the same path (a
+    local-folder store); a provider whose `capabilities.shares_host_files` is true makes them
+    visible (the local provider runs on the host; a container provider bind-mounts them)."""
 
     env: Mapping[str, str]
     tags: Mapping[str, str]
     memory_mb: int | None = None
+    cpus: int | None = None
+    host_paths: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -33,26 +47,70 @@ class Machine:
     address: str  # host:port where the worker's gRPC server listens
     tags: Mapping[str, str] = field(default_factory=dict)
     created_at: float = 0.0  # unix time
+    # "started" while it runs, "stopped" once its worker exited and it waits to be destroyed;
+    # providers may report their own intermediate states ("created", "starting", ...)
     state: str = "unknown"
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `per_second` requests on average, `burst` at once (a token bucket)."""
+
+    per_second: float
+    burst: int = 1
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the gateway (and the pool) may rely on a provider for."""
+
+    # A worker reads and writes the gateway host's folders at the same path (MachineSpec.
+    # host_paths), so a local-folder store works. False: the gateway refuses a local store.
+    shares_host_files: bool
+    # Machines at once when the user does not say (--max-machines).
+    default_max_machines: int
+    # Price of one machine-second of the configured machine size, to report each job's cost.
+    price_per_second: float = 0.0
+    # How fast machines may be created; None: as fast as asked.
+    create_rate: RateLimit | None = None
+    # A stopped machine can be started again (a pool may keep stopped machines).
+    can_stop: bool = False
+
+    def __post_init__(self) -> None:
+        if self.default_max_machines < 1:
+            raise ValueError("default_max_machines must be at least 1")
+        if self.price_per_second < 0:
+            raise ValueError("price_per_second must not be negative")
+
+
 class Provider(Protocol):
-    name: str
+    """Machines of one kind. Every call is safe to make from several tasks at once."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
 
     async def create(self, spec: MachineSpec) -> Machine:
-        """Create and start a machine running a worker. Raises WorkerUnavailable/ProviderError."""
+        """Create and start a machine running a worker, tagged with `spec.tags` and the marker.
+        Raises WorkerUnavailable (may be retried) or ProviderError (configuration: it will not
+        work by retrying)."""
         ...
 
     async def wait_started(self, machine: Machine, timeout: float) -> None:
-        """Return once the provider reports the machine started (not that the worker answers)."""
+        """Return once the provider reports the machine started (not that the worker answers);
+        raise WorkerUnavailable when it will not (gone, stopped, `timeout` passed)."""
         ...
 
     async def list(self, tags: Mapping[str, str]) -> list[Machine]:
-        """Machines whose tags include all of `tags` (always including the uplodr marker)."""
+        """Machines not yet destroyed whose tags include all of `tags` and the uplodr marker;
+        never a machine without the marker, whatever `tags` asks."""
         ...
 
     async def destroy(self, machine_id: str) -> None:
-        """Destroy the machine; a machine that is already gone is not an error."""
+        """Destroy the machine; a machine that is already gone is not an error. Returns once it
+        is gone."""
         ...
 
     async def failure(self, machine_id: str) -> str | None:
@@ -60,4 +118,19 @@ class Provider(Protocol):
         limit)"); None when it is running or the reason is unknown. Call before destroy."""
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release the provider's own resources (connections; machines it still owns)."""
+        ...
+
+
+def has_tags(tags: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """True when `tags` carry the uplodr marker and every one of `wanted` (asking for another
+    marker value cannot widen the search)."""
+    if tags.get(MARKER_TAG) != MARKER_VALUE:
+        return False
+    return all(tags.get(key) == value for key, value in wanted.items())
+
+
+def marked(tags: Mapping[str, str]) -> dict[str, str]:
+    """`tags` with the uplodr marker, as `create` must store them."""
+    return {**{str(k): str(v) for k, v in tags.items()}, MARKER_TAG: MARKER_VALUE}

@@ -30,14 +30,16 @@ class CgroupUnavailable(Exception):
 
 
 def _mounts() -> list[tuple[str, str, list[str]]]:
-    """(mount point, fs type, options) of every mount, from /proc/self/mounts."""
-    rows: list[tuple[str, str, list[str]]] = []
-    with contextlib.suppress(OSError), open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) >= 4:
-                rows.append((fields[1], fields[2], fields[3].split(",")))
-    return rows
+    """(mount point, fs type, options) of every mount (psutil reads /proc/self/mounts; imported
+    here: it belongs to the `server` extra, and the CLI loads this module for its options)."""
+    import psutil
+
+    with contextlib.suppress(OSError):
+        return [
+            (part.mountpoint, part.fstype, part.opts.split(","))
+            for part in psutil.disk_partitions(all=True)
+        ]
+    return []
 
 
 def default_parent(name: str = "uplodr") -> Path | None:

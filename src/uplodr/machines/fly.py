@@ -15,24 +15,41 @@ error moves on to the next region at once and backs off only after every region 
 cannot be fixed by retrying (400/401/403/404/422) raises ProviderError with Fly's own message.
 A create that failed ambiguously (timeout or 5xx: Fly may have made the machine) looks the
 machine up by its name before trying again, so a retried create never leaks a machine.
+
+Price: Fly bills a running Machine per second by CPU kind and count plus memory. The figures
+below are derived from Fly's published per-second list prices (shared-cpu-1x with 256 MB at
+$0.0000008/s, with 1 GB at $0.0000022/s; performance-1x with 2 GB at $0.0000120/s, with 4 GB at
+$0.0000158/s): memory costs ~$0.0000019 per GB-second, the rest is the CPU. Prices change and
+differ by region and plan: set `--price-per-hour` for exact figures.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import email.utils
+import math
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final
 
 import httpx
 import stamina
 
 from uplodr.errors import ProviderError, WorkerUnavailable
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Machine, MachineSpec
+from uplodr.machines.base import (
+    MARKER_TAG,
+    MARKER_VALUE,
+    Capabilities,
+    Machine,
+    MachineSpec,
+    RateLimit,
+    has_tags,
+    marked,
+)
+from uplodr.machines.settings import ProviderOption, ProviderSettings
 
 PUBLIC_API = "https://api.machines.dev"
 INTERNAL_API = "http://_api.internal:4280"
@@ -40,6 +57,64 @@ MAX_WAIT_CALL = 60  # Fly's /wait blocks at most 60 s per call
 _RETRY_AFTER_CAP = 30.0
 _GONE_STATES = frozenset({"destroyed", "destroying"})
 _STOPPED_STATES = frozenset({"stopped", "stopping", "failed", "destroyed", "destroying"})
+CPU_KINDS = ("shared", "performance")
+MEMORY_PER_GB_SECOND: Final = 0.0000019
+CPU_PER_SECOND: Final = {"shared": 0.000000325, "performance": 0.0000082}
+# Fly's rate limit on creating machines, per app: about 1 request/s with a burst of 3.
+CREATE_RATE = RateLimit(per_second=1.0, burst=3)
+
+OPTION_APP = ProviderOption(
+    "fly_app",
+    "--fly-app",
+    "UPLODR_FLY_APP",
+    "Fly app the machines belong to (default: $FLY_APP_NAME).",
+)
+OPTION_IMAGE = ProviderOption(
+    "fly_image",
+    "--fly-image",
+    "UPLODR_FLY_IMAGE",
+    "Image with uplodr installed, e.g. registry.fly.io/uplodr:1.",
+)
+OPTION_REGIONS = ProviderOption(
+    "fly_regions",
+    "--fly-regions",
+    "UPLODR_FLY_REGIONS",
+    "Comma-separated regions, tried in order, the next one on a capacity error "
+    "(default: Fly chooses).",
+)
+OPTION_CPU_KIND = ProviderOption(
+    "fly_cpu_kind",
+    "--fly-cpu-kind",
+    "UPLODR_FLY_CPU_KIND",
+    "shared or performance (default shared).",
+)
+OPTION_API_URL = ProviderOption(
+    "fly_api_url",
+    "--fly-api-url",
+    "UPLODR_FLY_API_URL",
+    f"Machines API (default $FLY_API_HOSTNAME, else {PUBLIC_API}).",
+)
+OPTION_GRPC_PORT = ProviderOption(
+    "fly_grpc_port",
+    "--fly-grpc-port",
+    "UPLODR_FLY_GRPC_PORT",
+    "Port the worker listens on, on its private address (default 50051).",
+)
+OPTION_RETRY_DEADLINE = ProviderOption(
+    "fly_retry_deadline",
+    "--fly-retry-deadline",
+    "UPLODR_FLY_RETRY_DEADLINE",
+    "Seconds one API operation may take, retries included (default 60).",
+)
+OPTIONS = (
+    OPTION_APP,
+    OPTION_IMAGE,
+    OPTION_REGIONS,
+    OPTION_CPU_KIND,
+    OPTION_API_URL,
+    OPTION_GRPC_PORT,
+    OPTION_RETRY_DEADLINE,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +122,11 @@ class FlyGuest:
     cpu_kind: str = "shared"
     cpus: int = 2
     memory_mb: int = 1024
+
+    def price_per_second(self) -> float:
+        """List price of one second of this guest (see the module docstring)."""
+        cpu = CPU_PER_SECOND.get(self.cpu_kind, CPU_PER_SECOND["performance"])
+        return self.cpus * cpu + self.memory_mb / 1024 * MEMORY_PER_GB_SECOND
 
 
 @dataclass(frozen=True)
@@ -69,43 +149,71 @@ class FlyConfig:
     backoff_jitter: float = 1.0  # up to this many seconds added at random to each backoff
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> FlyConfig:
-        """FLY_API_TOKEN, UPLODR_FLY_APP (or FLY_APP_NAME), UPLODR_FLY_IMAGE,
-        UPLODR_FLY_REGIONS (comma-separated), UPLODR_FLY_CPU_KIND, UPLODR_FLY_CPUS,
-        UPLODR_FLY_MEMORY_MB, UPLODR_FLY_API_URL (or FLY_API_HOSTNAME), UPLODR_FLY_GRPC_PORT,
-        UPLODR_FLY_RETRY_DEADLINE."""
-        env = os.environ if env is None else env
+    def from_settings(cls, settings: ProviderSettings) -> FlyConfig:
+        """From the shared settings (machine size), the Fly options (--fly-*, UPLODR_FLY_*)
+        and FLY_API_TOKEN; FLY_APP_NAME and FLY_API_HOSTNAME (set on Fly) are the defaults of
+        the app and API URL. Raises ProviderError with one line."""
+        env = settings.env
+        app = OPTION_APP.read(settings, str, env.get("FLY_APP_NAME", ""))
+        image = OPTION_IMAGE.read(settings, str, "")
+        token = env.get("FLY_API_TOKEN", "")
         missing = [
-            name
-            for name, value in (
-                ("FLY_API_TOKEN", env.get("FLY_API_TOKEN")),
-                ("UPLODR_FLY_APP", env.get("UPLODR_FLY_APP") or env.get("FLY_APP_NAME")),
-                ("UPLODR_FLY_IMAGE", env.get("UPLODR_FLY_IMAGE")),
+            what
+            for what, value in (
+                ("FLY_API_TOKEN", token),
+                (f"{OPTION_APP.flag} ({OPTION_APP.envvar})", app),
+                (f"{OPTION_IMAGE.flag} ({OPTION_IMAGE.envvar})", image),
             )
             if not value
         ]
         if missing:
-            raise ProviderError(f"Fly provider needs {', '.join(missing)} to be set")
-        guest = FlyGuest()
-        try:
-            return cls(
-                token=env["FLY_API_TOKEN"],
-                app=env.get("UPLODR_FLY_APP") or env["FLY_APP_NAME"],
-                image=env["UPLODR_FLY_IMAGE"],
-                regions=tuple(
-                    r.strip() for r in env.get("UPLODR_FLY_REGIONS", "").split(",") if r.strip()
-                ),
-                guest=FlyGuest(
-                    cpu_kind=env.get("UPLODR_FLY_CPU_KIND", guest.cpu_kind),
-                    cpus=int(env.get("UPLODR_FLY_CPUS", guest.cpus)),
-                    memory_mb=int(env.get("UPLODR_FLY_MEMORY_MB", guest.memory_mb)),
-                ),
-                api_url=env.get("UPLODR_FLY_API_URL") or env.get("FLY_API_HOSTNAME") or PUBLIC_API,
-                grpc_port=int(env.get("UPLODR_FLY_GRPC_PORT", 50051)),
-                retry_deadline=float(env.get("UPLODR_FLY_RETRY_DEADLINE", 60.0)),
-            )
-        except ValueError as exc:
-            raise ProviderError(f"Fly provider configuration: {exc}") from None
+            raise ProviderError(f"the Fly provider needs {', '.join(missing)}")
+        guest = FlyGuest(
+            cpu_kind=OPTION_CPU_KIND.read(
+                settings, _one_of(CPU_KINDS), "shared", what="shared or performance"
+            ),
+            cpus=settings.cpus or FlyGuest.cpus,
+            memory_mb=settings.memory_mb or FlyGuest.memory_mb,
+        )
+        return cls(
+            token=token,
+            app=app,
+            image=image,
+            regions=OPTION_REGIONS.read(settings, _regions, ()),
+            guest=guest,
+            api_url=OPTION_API_URL.read(settings, str, env.get("FLY_API_HOSTNAME") or PUBLIC_API),
+            grpc_port=OPTION_GRPC_PORT.read(settings, _port, 50051, what="a port number"),
+            retry_deadline=OPTION_RETRY_DEADLINE.read(
+                settings, _positive, 60.0, what="a positive number of seconds"
+            ),
+        )
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(text)
+        return text
+
+    return parse
+
+
+def _regions(text: str) -> tuple[str, ...]:
+    return tuple(region.strip() for region in text.split(",") if region.strip())
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError(text)
+    return port
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(text)
+    return value
 
 
 class _Transient(Exception):
@@ -151,14 +259,24 @@ def _is_capacity(response: httpx.Response, error: str, status: str) -> bool:
     return response.status_code in (409, 412) and ("insufficient" in text or "no capacity" in text)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110)."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return min(max(float(value), 0.0), _RETRY_AFTER_CAP)
+        seconds = float(value)
     except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
         return None
+    return min(max(seconds, 0.0), _RETRY_AFTER_CAP)
 
 
 def _address(private_ip: str, port: int) -> str:
@@ -220,6 +338,14 @@ class FlyProvider:
 
     def __init__(self, config: FlyConfig, *, transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
+        # Remote machines bring their own cores: the cap only bounds the bill.
+        self.capabilities = Capabilities(
+            shares_host_files=False,
+            default_max_machines=16,
+            price_per_second=config.guest.price_per_second(),
+            create_rate=CREATE_RATE,
+            can_stop=True,
+        )
         self._base = f"/v1/apps/{config.app}/machines"
         self._client = httpx.AsyncClient(
             base_url=config.api_url.rstrip("/"),
@@ -277,10 +403,7 @@ class FlyProvider:
             self._machine(data)
             for data in (found if isinstance(found, list) else [])
             if data.get("state") not in _GONE_STATES
-            and all(
-                ((data.get("config") or {}).get("metadata") or {}).get(key) == value
-                for key, value in wanted.items()
-            )
+            and has_tags((data.get("config") or {}).get("metadata") or {}, tags)
         ]
 
     async def destroy(self, machine_id: str) -> None:
@@ -310,15 +433,12 @@ class FlyProvider:
                 "image": self.config.image,
                 "guest": {
                     "cpu_kind": guest.cpu_kind,
-                    "cpus": guest.cpus,
+                    "cpus": spec.cpus or guest.cpus,
                     "memory_mb": spec.memory_mb or guest.memory_mb,
                 },
                 "init": {"cmd": command},
                 "env": {str(k): str(v) for k, v in spec.env.items()},
-                "metadata": {
-                    **{str(k): str(v) for k, v in spec.tags.items()},
-                    MARKER_TAG: MARKER_VALUE,
-                },
+                "metadata": marked(spec.tags),
                 "restart": {"policy": "no"},
                 "auto_destroy": True,
             },
@@ -421,3 +541,7 @@ class FlyProvider:
             created_at=_timestamp(data.get("created_at")),
             state=str(data.get("state") or "unknown"),
         )
+
+
+def from_settings(settings: ProviderSettings) -> FlyProvider:
+    return FlyProvider(FlyConfig.from_settings(settings))

@@ -3,7 +3,9 @@
 A machine is `uplodr worker --grpc-addr 127.0.0.1:<free port>` started in its own session, with
 only `spec.env` over a minimal base environment, its output in a log file, and — when a memory
 limit is asked for — inside its own memory cgroup. A JSON record per machine in the state
-directory lets any process (the reaper, `uplodr machines`) list and destroy it by id.
+directory (`local_records`) lets any process (the reaper, `uplodr machines`) list and destroy it
+by id. What this process knows beyond the record — the child process, the port it holds for
+it, why it stopped — is one small `_Local` state per machine.
 """
 
 from __future__ import annotations
@@ -18,26 +20,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines import cgroup
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Machine, MachineSpec
-from uplodr.machines.registry import (
+from uplodr.machines.base import Capabilities, Machine, MachineSpec, has_tags, marked
+from uplodr.machines.local_records import (
     ID_PATTERN,
     Record,
-    Registry,
+    RecordDir,
     default_state_dir,
-    is_running,
     new_machine_id,
     process_start_time,
 )
+from uplodr.machines.settings import ProviderOption, ProviderSettings
 
 log = logging.getLogger(__name__)
 
 # Builds the worker's argv from the port it must listen on (127.0.0.1:<port>).
 CommandFactory = Callable[[int], Sequence[str]]
 
+OPTIONS: tuple[ProviderOption, ...] = ()  # --state-dir and --machine-memory are shared settings
 _POLL = 0.05  # seconds between checks while waiting for a process to exit
 
 
@@ -80,6 +84,27 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+@dataclass
+class _Local:
+    """What this process knows of one machine beyond its record."""
+
+    port: socket.socket | None = None  # our reservation of its port, held until destroy
+    process: subprocess.Popen[bytes] | None = None  # our child
+    cgroup: Path | None = None
+    memory_mb: int | None = None
+    reason: str | None = None  # why our child stopped, once it has
+    sigkilled: bool = False  # destroyed once already and still not gone: no second grace
+
+    @property
+    def ours(self) -> bool:
+        return self.port is not None
+
+    def release_port(self) -> None:
+        if self.port is not None:
+            self.port.close()
+            self.port = None
+
+
 class LocalProvider:
     """Worker processes on this host, found by id from any process through the state dir.
 
@@ -108,21 +133,21 @@ class LocalProvider:
         env: Mapping[str, str] | None = None,
     ) -> None:
         root = Path(state_dir) if state_dir is not None else default_state_dir()
-        self.registry = Registry(root / "machines")
+        self.records = RecordDir(root / "machines")
         self.command = command
         self.memory_mb = memory_mb
         self.grace = grace
         self.keep_logs = keep_logs
         self.env = dict(base_env() if env is None else env)
+        # Local machines share this host: one per core (each peaks near 450 MB).
+        self.capabilities = Capabilities(
+            shares_host_files=True, default_max_machines=os.cpu_count() or 1
+        )
         self._cgroup_parent = Path(cgroup_parent) if cgroup_parent else cgroup.default_parent()
         self._cgroups: cgroup.MemoryCgroups | None = None
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._reasons: dict[str, str] = {}  # why our exited children stopped
-        self._created: set[str] = set()  # ours and not destroyed yet (running or not)
-        self._creating: set[asyncio.Task[Machine]] = set()  # creates still running
-        self._ports: dict[str, socket.socket] = {}  # port reservations of our machines
-        self._sigkilled: set[str] = set()  # destroyed once already, and still not gone
-        self._self_start = process_start_time(os.getpid()) or 0
+        self._machines: dict[str, _Local] = {}
+        self._creating: set[asyncio.Task[Machine]] = set()
+        self._self_start = process_start_time(os.getpid()) or 0.0
         if memory_mb is not None:
             self._memory_cgroups()  # fail at construction, not at the first job
 
@@ -131,182 +156,204 @@ class LocalProvider:
     async def create(self, spec: MachineSpec) -> Machine:
         # Spawning and recording are one step that a cancellation cannot split: a process
         # without a record could not be found by its tags (the caller looks for the machine by
-        # its job tag when its create was cancelled).
+        # its lease tag when its create was cancelled).
         task = asyncio.create_task(self._create(spec))
         self._creating.add(task)
         task.add_done_callback(self._creating.discard)
         return await asyncio.shield(task)
 
-    async def _create(self, spec: MachineSpec) -> Machine:
-        machine_id = new_machine_id()
-        try:
-            self._ports[machine_id] = reserve_port()
-        except OSError as e:
-            raise WorkerUnavailable(f"cannot find a free local port: {e}") from e
-        try:
-            return await self._spawn(machine_id, spec)
-        except BaseException:
-            if machine_id not in self._created:  # else destroy releases it
-                self._release_port(machine_id)
-            raise
-
-    async def _spawn(self, machine_id: str, spec: MachineSpec) -> Machine:
-        memory_mb = spec.memory_mb if spec.memory_mb is not None else self.memory_mb
-        if memory_mb is not None and memory_mb <= 0:
-            raise ProviderError(f"memory limit must be positive, not {memory_mb} MB")
-        port = int(self._ports[machine_id].getsockname()[1])
-        address = f"127.0.0.1:{port}"
-        argv = list(self.command(port))
-        cgroup_path: Path | None = None
-        if memory_mb is not None:
-            try:
-                cgroup_path = self._memory_cgroups().create(machine_id, memory_mb)
-            except OSError as e:
-                raise WorkerUnavailable(f"cannot create a memory cgroup: {e}") from e
-            argv = cgroup.join_command(cgroup_path, argv)
-        self.registry.ensure()
-        log_path = self.registry.log_path(machine_id)
-        try:
-            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                proc = await asyncio.to_thread(
-                    subprocess.Popen,
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_fd,
-                    stderr=subprocess.STDOUT,
-                    env={**self.env, **spec.env},
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            finally:
-                os.close(log_fd)
-        except OSError as e:
-            self._drop_files(machine_id, cgroup_path, log_path)
-            raise WorkerUnavailable(f"cannot start a local worker: {e}") from e
-        # Our unreaped child cannot vanish, so its start time is read without a race.
-        start_time = process_start_time(proc.pid) or 0
-        record = Record(
-            id=machine_id,
-            pid=proc.pid,
-            start_time=start_time,
-            port=port,
-            address=address,
-            created_at=time.time(),
-            tags=dict(spec.tags),
-            memory_mb=memory_mb,
-            cgroup=None if cgroup_path is None else str(cgroup_path),
-            log=str(log_path),
-            owner_pid=os.getpid(),
-            owner_start_time=self._self_start,
-        )
-        self._children[machine_id] = proc
-        self._created.add(machine_id)
-        try:
-            self.registry.write(record)
-        except OSError as e:
-            await self.destroy(machine_id)
-            raise WorkerUnavailable(f"cannot record local machine: {e}") from e
-        log.info("started local worker %s (pid %d) on %s", machine_id, proc.pid, address)
-        return _machine(record)
-
     async def wait_started(self, machine: Machine, timeout: float) -> None:
         # A local process is started once spawned; readiness is the dispatcher's Ping.
         if (reason := await self.failure(machine.id)) is not None:
             raise WorkerUnavailable(f"worker {machine.id} {reason}")
-        record = self.registry.read(machine.id)
-        if machine.id not in self._children and (record is None or not record.running()):
+        state = self._machines.get(machine.id)
+        if state is not None and state.process is not None:
+            return  # ours, and failure() found it running
+        record = self.records.read(machine.id)
+        if record is None or not record.running():
             raise WorkerUnavailable(f"worker {machine.id} is gone")
 
     async def list(self, tags: Mapping[str, str]) -> list[Machine]:
-        self._reap()
+        """Running machines, and stopped ones nobody will destroy (their creator is gone);
+        reading only: gone records are removed by destroy (the reaper's, or their owner's)."""
         machines: list[Machine] = []
-        for record in self.registry:
-            if not record.running():
-                # Gone: clean it up, unless a live creator may still ask failure() of it.
-                if self._ours(record) or not record.owner_running():
-                    self._settle(record.id, record)
-                    self._cleanup(record)
+        for record in self.records:
+            if not has_tags(record.tags, tags):
                 continue
-            if _matches(record.tags, tags):
-                machines.append(_machine(record))
+            if record.running():
+                machines.append(_machine(record, "started"))
+            elif not self._ours(record) and not record.owner_running():
+                machines.append(_machine(record, "stopped"))
         return machines
 
     async def destroy(self, machine_id: str) -> None:
         if not ID_PATTERN.fullmatch(machine_id):
             raise ProviderError(f"not a local machine id: {machine_id!r}")
-        record = self.registry.read(machine_id)
-        proc = self._children.get(machine_id)
-        pid = proc.pid if proc is not None else record.pid if record is not None else None
+        state = self._machines.get(machine_id)
+        record = self.records.read(machine_id)
+        process = state.process if state is not None else None
+        pid = process.pid if process is not None else record.pid if record is not None else None
 
         def alive() -> bool:
-            return self._alive(machine_id, record)
+            if process is not None:
+                return process.poll() is None
+            return record is not None and record.running()
 
         if pid is not None and alive():
             # Never signal a pid whose start time does not match: it is someone else now.
-            if machine_id not in self._sigkilled:  # a retry needs no second grace
+            if state is None or not state.sigkilled:  # a retry needs no second grace
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGTERM)
                 await wait_exit(pid, alive, self.grace)
             # Whatever is left of its process group (the leader may be gone, the group stays).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-        cgroup_path = self._cgroup_of(machine_id, record)
+        cgroup_path = self._cgroup_of(machine_id, state, record)
         if cgroup_path is not None:
             cgroup.kill_all(cgroup_path)
         # SIGKILL is delivered asynchronously and a large process takes a moment to tear down;
         # destroy returns only once it has exited, also when it is not our child (a reaper
-        # destroying another gateway's orphan), and reaps it when it is.
+        # destroying another gateway's orphan), and collects its exit status when it is.
         if pid is not None and not await wait_exit(pid, alive, 5.0):
             # Keep its record so that a retry, or the reaper, can still find it.
-            self._sigkilled.add(machine_id)
+            self._machines.setdefault(machine_id, _Local()).sigkilled = True
             raise WorkerUnavailable(f"worker {machine_id} did not exit after SIGKILL")
-        self._sigkilled.discard(machine_id)
-        self._children.pop(machine_id, None)
-        self._reasons.pop(machine_id, None)
-        self._created.discard(machine_id)
-        self._release_port(machine_id)
+        if state is not None:
+            state.release_port()
+            del self._machines[machine_id]
         await self._remove_cgroup(cgroup_path)
-        if record is not None:
-            self._cleanup(record, cgroup_removed=True)
-        else:
-            self._drop_files(machine_id, None, self.registry.log_path(machine_id))
+        self._drop_files(machine_id, record)
         log.info("destroyed local worker %s", machine_id)
 
     async def failure(self, machine_id: str) -> str | None:
-        self._reap()
-        if (reason := self._reasons.get(machine_id)) is not None:
-            return reason
-        if machine_id in self._children:
-            return None  # ours and still running
+        state = self._machines.get(machine_id)
+        if state is not None and state.process is not None:
+            return self._collect_exit(machine_id, state)
         if not ID_PATTERN.fullmatch(machine_id):
             return None
-        record = self.registry.read(machine_id)
+        record = self.records.read(machine_id)
         if record is None or record.running():
             return None
         # Another process's worker that is gone: only the cgroup can still tell why.
-        return _oom_reason(record) if record.cgroup else None
+        return _oom_reason(record.memory_mb, record.cgroup)
 
     async def aclose(self) -> None:
         """Destroy the machines this provider created and nobody destroyed yet, running or
         crashed (nothing is left running, no record or cgroup left, when the gateway stops)."""
         if self._creating:
             await asyncio.gather(*self._creating, return_exceptions=True)
-        for machine_id in sorted(self._created):
+        for machine_id in sorted(m for m, state in self._machines.items() if state.ours):
             try:
                 await self.destroy(machine_id)
             except WorkerUnavailable as error:  # the others still go; the reaper finds this one
                 log.error("could not destroy local worker %s: %s", machine_id, error)
-        for machine_id in list(self._ports):
-            self._release_port(machine_id)
+        for state in self._machines.values():
+            state.release_port()
 
     # -- extras ----------------------------------------------------------------------------
 
     def log_path(self, machine_id: str) -> Path:
         """Where the worker's stdout and stderr go (kept after destroy with `keep_logs`)."""
-        return self.registry.log_path(machine_id)
+        return self.records.log_path(machine_id)
 
     # -- internals -------------------------------------------------------------------------
+
+    async def _create(self, spec: MachineSpec) -> Machine:
+        machine_id = new_machine_id()
+        try:
+            state = _Local(port=reserve_port())
+        except OSError as e:
+            raise WorkerUnavailable(f"cannot find a free local port: {e}") from e
+        self._machines[machine_id] = state
+        try:
+            return await self._spawn(machine_id, state, spec)
+        except BaseException:
+            if state.process is None:  # else the machine exists: destroy releases it
+                state.release_port()
+                self._machines.pop(machine_id, None)
+            raise
+
+    async def _spawn(self, machine_id: str, state: _Local, spec: MachineSpec) -> Machine:
+        memory_mb = spec.memory_mb if spec.memory_mb is not None else self.memory_mb
+        if memory_mb is not None and memory_mb <= 0:
+            raise ProviderError(f"memory limit must be positive, not {memory_mb} MB")
+        if spec.cpus is not None:
+            raise ProviderError("the local provider cannot limit a machine's CPUs")
+        assert state.port is not None
+        port = int(state.port.getsockname()[1])
+        argv = list(self.command(port))
+        if memory_mb is not None:
+            state.memory_mb = memory_mb
+            try:
+                state.cgroup = self._memory_cgroups().create(machine_id, memory_mb)
+            except OSError as e:
+                raise WorkerUnavailable(f"cannot create a memory cgroup: {e}") from e
+            argv = cgroup.join_command(state.cgroup, argv)
+        try:
+            state.process = await self._popen(machine_id, argv, spec.env)
+        except OSError as e:
+            await self._remove_cgroup(state.cgroup)
+            self._drop_files(machine_id, None)
+            raise WorkerUnavailable(f"cannot start a local worker: {e}") from e
+        record = Record(
+            id=machine_id,
+            pid=state.process.pid,
+            # Our unreaped child cannot vanish, so its start time is read without a race.
+            start_time=process_start_time(state.process.pid) or 0.0,
+            port=port,
+            address=f"127.0.0.1:{port}",
+            created_at=time.time(),
+            tags=marked(spec.tags),
+            memory_mb=memory_mb,
+            cgroup=None if state.cgroup is None else str(state.cgroup),
+            log=str(self.records.log_path(machine_id)),
+            owner_pid=os.getpid(),
+            owner_start_time=self._self_start,
+        )
+        try:
+            self.records.write(record)
+        except OSError as e:
+            await self.destroy(machine_id)
+            raise WorkerUnavailable(f"cannot record local machine: {e}") from e
+        log.info("started local worker %s (pid %d) on %s", machine_id, record.pid, record.address)
+        return _machine(record, "started")
+
+    async def _popen(
+        self, machine_id: str, argv: Sequence[str], env: Mapping[str, str]
+    ) -> subprocess.Popen[bytes]:
+        self.records.ensure()
+        log_fd = os.open(
+            self.records.log_path(machine_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        try:
+            return await asyncio.to_thread(
+                subprocess.Popen,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                env={**self.env, **env},
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            os.close(log_fd)
+
+    def _collect_exit(self, machine_id: str, state: _Local) -> str | None:
+        """Why our child stopped (None while it runs); its exit status is collected (no
+        zombie) and the reason remembered while its cgroup can still tell."""
+        assert state.process is not None
+        returncode = state.process.poll()
+        if returncode is None or state.reason is not None:
+            return state.reason
+        reason = describe_exit(returncode)
+        if state.cgroup is not None:
+            reason = _oom_reason(state.memory_mb, state.cgroup) or reason
+            if returncode == cgroup.JOIN_FAILED_EXIT:
+                reason += " (could not join its memory cgroup)"
+        state.reason = reason
+        log.warning("local worker %s stopped: %s", machine_id, reason)
+        return reason
 
     def _memory_cgroups(self) -> cgroup.MemoryCgroups:
         if self._cgroups is None:
@@ -321,46 +368,20 @@ class LocalProvider:
                 raise ProviderError(f"a memory limit needs a memory cgroup: {e}") from e
         return self._cgroups
 
-    def _release_port(self, machine_id: str) -> None:
-        holder = self._ports.pop(machine_id, None)
-        if holder is not None:
-            holder.close()
-
     def _ours(self, record: Record) -> bool:
         return record.owner_pid == os.getpid() and record.owner_start_time == self._self_start
 
-    def _cgroup_of(self, machine_id: str, record: Record | None) -> Path | None:
+    def _cgroup_of(
+        self, machine_id: str, state: _Local | None, record: Record | None
+    ) -> Path | None:
+        if state is not None and state.cgroup is not None:
+            return state.cgroup
         if record is not None:
             return Path(record.cgroup) if record.cgroup else None
         # No record (e.g. writing it failed): the cgroup has a predictable name.
         if self._cgroups is not None and (self._cgroups.parent / machine_id).is_dir():
             return self._cgroups.parent / machine_id
         return None
-
-    def _alive(self, machine_id: str, record: Record | None) -> bool:
-        proc = self._children.get(machine_id)
-        if proc is not None:
-            return proc.poll() is None
-        return record is not None and is_running(record.pid, record.start_time)
-
-    def _reap(self) -> None:
-        """Collect the exit status of our children that have stopped (no zombies)."""
-        for machine_id, proc in list(self._children.items()):
-            if proc.poll() is not None:
-                self._settle(machine_id, self.registry.read(machine_id))
-
-    def _settle(self, machine_id: str, record: Record | None) -> None:
-        """Remember why our exited child stopped, while its cgroup can still tell."""
-        proc = self._children.pop(machine_id, None)
-        if proc is None or proc.returncode is None or machine_id in self._reasons:
-            return
-        reason = describe_exit(proc.returncode)
-        if record is not None and record.cgroup:
-            reason = _oom_reason(record) or reason
-        if proc.returncode == cgroup.JOIN_FAILED_EXIT and record is not None and record.cgroup:
-            reason += " (could not join its memory cgroup)"
-        self._reasons[machine_id] = reason
-        log.warning("local worker %s stopped: %s", machine_id, reason)
 
     async def _remove_cgroup(self, path: Path | None) -> None:
         if path is None:
@@ -372,19 +393,23 @@ class LocalProvider:
             await asyncio.sleep(_POLL)
         log.warning("memory cgroup %s still busy; left in place", path)
 
-    def _cleanup(self, record: Record, *, cgroup_removed: bool = False) -> None:
-        cgroup_path = Path(record.cgroup) if record.cgroup and not cgroup_removed else None
-        log_path = Path(record.log) if record.log else self.registry.log_path(record.id)
-        self._drop_files(record.id, cgroup_path, log_path)
-
-    def _drop_files(self, machine_id: str, cgroup_path: Path | None, log_path: Path) -> None:
-        self.registry.remove(machine_id)
-        if not self.keep_logs and log_path.parent == self.registry.directory:
+    def _drop_files(self, machine_id: str, record: Record | None) -> None:
+        """Remove the machine's record, and its log unless logs are kept."""
+        self.records.remove(machine_id)
+        log_path = Path(record.log) if record and record.log else self.log_path(machine_id)
+        if not self.keep_logs and log_path.parent == self.records.directory:
             with contextlib.suppress(FileNotFoundError):
                 log_path.unlink()
-        if cgroup_path is not None:
-            with contextlib.suppress(ValueError):
-                cgroup.remove(cgroup_path)
+
+
+def from_settings(settings: ProviderSettings) -> LocalProvider:
+    """The local provider of `uplodr serve/reap/machines`: records in `settings.state_dir`."""
+    if settings.cpus is not None:
+        raise ProviderError(
+            "--machine-cpus: local machines share this host's cores; the local provider "
+            "cannot limit them"
+        )
+    return LocalProvider(settings.state_dir, memory_mb=settings.memory_mb)
 
 
 async def wait_exit(pid: int, alive: Callable[[], bool], timeout: float) -> bool:
@@ -412,30 +437,23 @@ async def wait_exit(pid: int, alive: Callable[[], bool], timeout: float) -> bool
             return not alive()
         finally:
             loop.remove_reader(fd)
-        alive()  # reaps it when it is our child
+        alive()  # collects its exit status when it is our child
         return True
     finally:
         os.close(fd)
 
 
-def _matches(have: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
-    """All of `wanted`, and always the uplodr marker (asking for another value cannot widen)."""
-    if have.get(MARKER_TAG) != MARKER_VALUE:
-        return False
-    return all(have.get(k) == v for k, v in wanted.items())
-
-
-def _oom_reason(record: Record) -> str | None:
-    if record.cgroup and cgroup.oom_killed(Path(record.cgroup)):
-        return f"out of memory ({record.memory_mb} MB limit)"
+def _oom_reason(memory_mb: int | None, cgroup_path: Path | str | None) -> str | None:
+    if cgroup_path and cgroup.oom_killed(Path(cgroup_path)):
+        return f"out of memory ({memory_mb} MB limit)"
     return None
 
 
-def _machine(record: Record) -> Machine:
+def _machine(record: Record, state: str) -> Machine:
     return Machine(
         id=record.id,
         address=record.address,
         tags=dict(record.tags),
         created_at=record.created_at,
-        state="started",
+        state=state,
     )

@@ -1,7 +1,8 @@
-"""Everything a worker needs to know, gathered from its command line and environment.
+"""Everything a worker needs to know: where it listens, and the configuration its gateway sent.
 
-A gateway starts a worker with environment variables only (a machine's command line is fixed),
-so every setting has an UPLODR_* variable; the CLI options exist for running a worker by hand.
+A gateway starts a worker with environment variables only (a machine's command line is fixed);
+`uplodr.worker_env.WorkerEnv` reads them. The CLI options exist for running a worker by hand and
+override the environment.
 """
 
 from __future__ import annotations
@@ -9,13 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from uplodr.imaging import ImageLimits
+from uplodr.limits import ImageLimits
 from uplodr.preset import DEFAULT_PRESET, Preset
-
-# Chunks between gateway and worker are far below this; it bounds the single-message Upload
-# call, which carries a whole file (DESIGN: gRPC's default receive limit is 4 MiB).
-DEFAULT_MSG_SIZE = 64 * 1024 * 1024
-DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+from uplodr.worker_env import DEFAULT_MAX_FILE_BYTES, DEFAULT_MSG_SIZE, WorkerEnv
 
 
 @dataclass(frozen=True)
@@ -36,3 +33,23 @@ class WorkerConfig:
     shutdown_grace: float = 30.0
     max_concurrent_jobs: int = 1
     token: str | None = None
+
+    @classmethod
+    def of(cls, grpc_addr: str, env: WorkerEnv) -> WorkerConfig:
+        """The worker listening on `grpc_addr` with the configuration `env`."""
+        if not env.stores:
+            raise ValueError("give --store (or UPLODR_STORES)")
+        return cls(
+            grpc_addr=grpc_addr,
+            stores=env.stores,
+            public_url=env.public_url,
+            key_mode=env.key_mode,
+            preset=env.preset,
+            limits=env.limits,
+            msg_size=env.msg_size,
+            max_file_bytes=env.max_file_bytes,
+            max_lifetime=env.max_lifetime,
+            idle_timeout=env.idle_timeout,
+            max_concurrent_jobs=env.max_jobs,
+            token=env.token or None,
+        )

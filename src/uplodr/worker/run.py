@@ -1,23 +1,23 @@
-"""Start a worker process from its options and environment; turn start-up failures into one line.
+"""Start a worker process from its environment and options; turn start-up failures into one line.
 
-A gateway configures its workers through the environment (UPLODR_STORES, UPLODR_PRESET,
-UPLODR_LIMITS, UPLODR_WORKER_TOKEN, …): a machine's command line is fixed, its env is not.
+A gateway configures its workers through the environment (`uplodr.worker_env.WorkerEnv`:
+UPLODR_STORES, UPLODR_PRESET, UPLODR_LIMITS, UPLODR_WORKER_TOKEN, …): a machine's command line
+is fixed, its env is not. Options given on the command line override the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
-from dataclasses import fields
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 from uplodr.errors import UplodrError
-from uplodr.imaging import ImageLimits
-from uplodr.preset import DEFAULT_PRESET, Preset
 from uplodr.worker.config import WorkerConfig
+from uplodr.worker_env import WorkerEnv
 
 log = logging.getLogger("uplodr.worker")
 
@@ -30,50 +30,19 @@ def _reexec_with_small_malloc_arenas() -> None:
         os.execv(sys.executable, [sys.executable, "-m", "uplodr", *sys.argv[1:]])
 
 
-def _limits_from_env(text: str | None) -> ImageLimits:
-    if not text:
-        return ImageLimits()
-    data = json.loads(text)
-    known = {f.name for f in fields(ImageLimits)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown limits in UPLODR_LIMITS: {', '.join(sorted(unknown))}")
-    return ImageLimits(**data)
+def worker_config(
+    grpc_addr: str, env: Mapping[str, str], overrides: Mapping[str, Any]
+) -> WorkerConfig:
+    """The configuration in `env`, with the given (not None) `overrides` of WorkerEnv fields.
+    Raises ValueError (or TypeError) with one line."""
+    given = {name: value for name, value in overrides.items() if value not in (None, ())}
+    return WorkerConfig.of(grpc_addr, replace(WorkerEnv.from_env(env), **given))
 
 
-def run_worker(
-    *,
-    grpc_addr: str,
-    stores: tuple[str, ...],
-    public_url: str | None,
-    key_mode: Literal["digest", "name"],
-    msg_size: int,
-    max_file_bytes: int,
-    max_lifetime: float,
-    idle_timeout: float,
-    max_jobs: int,
-) -> int:
+def run_worker(grpc_addr: str, overrides: Mapping[str, Any]) -> int:
     _reexec_with_small_malloc_arenas()
     try:
-        if not stores:
-            stores = tuple(json.loads(os.environ.get("UPLODR_STORES", "[]")))
-        if not stores:
-            raise ValueError("give --store (or UPLODR_STORES)")
-        preset_json = os.environ.get("UPLODR_PRESET")
-        config = WorkerConfig(
-            grpc_addr=grpc_addr,
-            stores=stores,
-            public_url=public_url,
-            key_mode=key_mode,
-            preset=Preset.from_json(preset_json) if preset_json else DEFAULT_PRESET,
-            limits=_limits_from_env(os.environ.get("UPLODR_LIMITS")),
-            msg_size=msg_size,
-            max_file_bytes=max_file_bytes,
-            max_lifetime=max_lifetime,
-            idle_timeout=idle_timeout,
-            max_concurrent_jobs=max_jobs,
-            token=os.environ.get("UPLODR_WORKER_TOKEN") or None,
-        )
+        config = worker_config(grpc_addr, os.environ, overrides)
     except (ValueError, TypeError) as error:
         print(f"uplodr worker: bad configuration: {error}", file=sys.stderr)
         return 2
@@ -81,10 +50,7 @@ def run_worker(
 
     try:
         reason = asyncio.run(serve(config))
-    except UplodrError as error:
-        print(f"uplodr worker: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
+    except (UplodrError, OSError) as error:
         print(f"uplodr worker: {error}", file=sys.stderr)
         return 2
     log.info("worker stopped: %s", reason)

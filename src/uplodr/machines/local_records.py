@@ -1,7 +1,9 @@
-"""The local machine registry: one JSON file per worker process, readable by any process.
+"""The local provider's machine records: one JSON file per worker process, readable by any
+process (the reaper, `uplodr machines`, a restarted gateway).
 
-A record names a process by pid *and* start time (field 22 of /proc/<pid>/stat, clock ticks
-since boot), so a recycled pid is never mistaken for a worker.
+A record names a process by pid *and* start time (psutil's create time), so a recycled pid is
+never mistaken for a worker. psutil is imported when first needed: the command line loads the
+provider modules for their option declarations, and psutil belongs to the `server` extra.
 """
 
 from __future__ import annotations
@@ -35,35 +37,33 @@ def default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "uplodr"
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the `(comm)` field (so index 0 is field 3, the state)."""
+def process_start_time(pid: int) -> float | None:
+    """When process `pid` started (unix time, as psutil reports it), None when there is none."""
+    import psutil
+
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            raw = f.read()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    return raw[raw.rfind(")") + 2 :].split()
 
 
-def process_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, None when there is no such process."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None
-
-
-def is_running(pid: int, start_time: int) -> bool:
+def is_running(pid: int, start_time: float) -> bool:
     """True when `pid` is the same process that started at `start_time` and is not a zombie."""
-    fields = _stat_fields(pid)
-    if not fields or len(fields) <= 19:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        ended = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        return process.create_time() == start_time and process.status() not in ended
+    except psutil.Error:
         return False
-    return fields[0] not in ("Z", "X") and int(fields[19]) == start_time
 
 
 @dataclass(frozen=True)
 class Record:
     id: str
     pid: int
-    start_time: int
+    start_time: float
     port: int
     address: str
     created_at: float
@@ -73,14 +73,14 @@ class Record:
     log: str | None = None  # path of the worker's stdout/stderr
     # The process that created the machine (it may still want failure() before destroy).
     owner_pid: int = 0
-    owner_start_time: int = 0
+    owner_start_time: float = 0.0
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
         return cls(
             id=str(data["id"]),
             pid=int(data["pid"]),
-            start_time=int(data["start_time"]),
+            start_time=float(data["start_time"]),
             port=int(data["port"]),
             address=str(data["address"]),
             created_at=float(data["created_at"]),
@@ -89,7 +89,7 @@ class Record:
             cgroup=None if data.get("cgroup") is None else str(data["cgroup"]),
             log=None if data.get("log") is None else str(data["log"]),
             owner_pid=int(data.get("owner_pid", 0)),
-            owner_start_time=int(data.get("owner_start_time", 0)),
+            owner_start_time=float(data.get("owner_start_time", 0)),
         )
 
     def running(self) -> bool:
@@ -99,7 +99,7 @@ class Record:
         return is_running(self.owner_pid, self.owner_start_time)
 
 
-class Registry:
+class RecordDir:
     """A directory of `<machine id>.json` records (0700, files 0600), written atomically."""
 
     def __init__(self, directory: Path) -> None:

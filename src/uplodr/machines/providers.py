@@ -1,0 +1,48 @@
+"""The one list of providers: a name, a line of help, a factory, and the provider's own options.
+
+Every command that deals with machines (`serve`, `reap`, `machines ls`) chooses its provider
+here, so they all see the same machines. A factory builds a provider from `ProviderSettings`
+and raises ProviderError with one line when they do not fit; the options a provider declares
+become command-line options (`uplodr.cli.providers`).
+
+Adding a provider is one module (the Provider protocol of `uplodr.machines.base`, its
+`OPTIONS` and a `from_settings` factory), one line below, and its section in docs/machines.md;
+`tests/machines/contract/` then runs the contract suite on it once it has a harness there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from uplodr.errors import ProviderError
+from uplodr.machines import fly, local
+from uplodr.machines.base import Provider
+from uplodr.machines.settings import ProviderOption, ProviderSettings
+
+
+@dataclass(frozen=True)
+class ProviderKind:
+    name: str
+    help: str
+    factory: Callable[[ProviderSettings], Provider]
+    options: tuple[ProviderOption, ...] = ()
+
+
+PROVIDERS: dict[str, ProviderKind] = {
+    kind.name: kind
+    for kind in (
+        ProviderKind("local", "worker processes on this host", local.from_settings, local.OPTIONS),
+        ProviderKind(
+            "fly", "Fly Machines (FLY_API_TOKEN, --fly-*)", fly.from_settings, fly.OPTIONS
+        ),
+    )
+}
+
+
+def build_provider(name: str, settings: ProviderSettings) -> Provider:
+    """The provider `name` built from `settings`. Raises ProviderError with one line."""
+    kind = PROVIDERS.get(name)
+    if kind is None:
+        raise ProviderError(f"no provider {name!r}; choose one of {', '.join(PROVIDERS)}")
+    return kind.factory(settings)
