@@ -104,7 +104,7 @@ class HeifHeader:
 MAX_TOP_LEVEL_BOXES: Final = 256
 
 
-def check_boxes(path: Path) -> None:
+def check_boxes(path: Path, label: str = "HEIF") -> None:
     """Walk the top-level ISO-BMFF boxes: CorruptImage when one ends past the end of the file
     (an upload cut short) or the structure is not one of boxes."""
     size = path.stat().st_size
@@ -127,36 +127,38 @@ def check_boxes(path: Path) -> None:
             if length < 8 or offset + length > size:
                 break
             offset += length
-    raise CorruptImage("the HEIF image data is truncated or corrupt and cannot be decoded")
+    raise CorruptImage(f"the {label} image data is truncated or corrupt and cannot be decoded")
 
 
-def _open(path: Path) -> pillow_heif.HeifFile:
+def _open(path: Path, label: str) -> pillow_heif.HeifFile:
     _configure()
     try:
         return pillow_heif.open_heif(path, convert_hdr_to_8bit=False)
     except (ValueError, EOFError, SyntaxError, RuntimeError, OSError) as error:
-        raise _error(error, "header") from None
+        raise _error(error, label, "header") from None
 
 
-def _error(error: Exception, part: str) -> CorruptImage | LimitExceeded | UnsupportedImage:
+def _error(
+    error: Exception, label: str, part: str
+) -> CorruptImage | LimitExceeded | UnsupportedImage:
     """libheif's reasons, as a client may see them (libheif's text goes to the log)."""
     text = str(error)
     log.debug("libheif refused the %s: %s", part, text)
     lowered = text.lower()
     if "security limit" in lowered or "exceeds the maximum" in lowered:
-        return LimitExceeded(f"the HEIF image exceeds the decoder's safety limits ({part})")
+        return LimitExceeded(f"the {label} image exceeds the decoder's safety limits ({part})")
     if "unsupported codec" in lowered or "no decoding plugin" in lowered:
         return UnsupportedImage(
-            "the HEIF image is coded in a format that cannot be decoded here (HEVC and AV1 can)"
+            f"the {label} image is coded in a format that cannot be decoded here (HEVC and AV1 can)"
         )
-    return CorruptImage(f"the HEIF image {part} is truncated or corrupt and cannot be read")
+    return CorruptImage(f"the {label} image {part} is truncated or corrupt and cannot be read")
 
 
-def read_header(path: Path) -> HeifHeader:
+def read_header(path: Path, label: str = "HEIF") -> HeifHeader:
     """The primary image's header, no pixel decoded. Raises CorruptImage (or LimitExceeded for
-    a file past libheif's own limits)."""
-    check_boxes(path)
-    heif = _open(path)
+    a file past libheif's own limits); messages call the file a `label` image."""
+    check_boxes(path, label)
+    heif = _open(path, label)
     if len(heif) == 0:
         raise CorruptImage("the HEIF file holds no image")
     primary = heif[heif.primary_index]
@@ -185,13 +187,13 @@ def decode_primary(path: Path, header: HeifHeader) -> pyvips.Image:
     profile attached. Raises CorruptImage for truncated or corrupt data."""
     if header.mode not in _MODES:
         raise UnsupportedImage(f"HEIF images with {header.mode} pixels cannot be decoded here")
-    heif = _open(path)
+    heif = _open(path, "HEIF")
     primary = heif[heif.primary_index]
     try:
         data = primary.data
         stride = primary.stride
     except (ValueError, EOFError, SyntaxError, RuntimeError, OSError) as error:
-        raise _error(error, "data") from None
+        raise _error(error, "HEIF", "data") from None
     width, height = (int(side) for side in primary.size)
     if (width, height) != (header.width, header.height) or primary.mode != header.mode:
         raise CorruptImage("the HEIF image decoded to another size than its header declared")

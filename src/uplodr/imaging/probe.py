@@ -74,15 +74,17 @@ def probe(path: Path, limits: ImageLimits) -> ImageInfo:
     fmt = sniff(read_head(path))
     if fmt is None:
         raise UnsupportedImage(UNSUPPORTED_MESSAGE)
+    label = formats.get(fmt).label
     if formats.get(fmt).decoder == "pillow-heif":
-        info = _heif_info(read_header(path), fmt, path.stat().st_size)
-    else:
-        header = _open_header(path, fmt)
-        info = _info(header, fmt, path.stat().st_size)
-        _check_codec(header, info)
-        if formats.get(fmt).brands and not info.has_icc_profile:
-            info = replace(info, cicp=read_header(path).cicp)
+        info = _heif_info(read_header(path, label), fmt, path.stat().st_size)
+        check_limits(info, limits)
+        return info
+    header = _open_header(path, fmt)
+    info = _info(header, fmt, path.stat().st_size)
+    _check_codec(header, info)
     check_limits(info, limits)
+    if formats.get(fmt).brands and not info.has_icc_profile:  # AVIF: colour by numbers?
+        info = replace(info, cicp=read_header(path, label).cicp)
     return info
 
 
