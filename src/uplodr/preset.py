@@ -77,9 +77,13 @@ class Preset:
     jpeg_quality: int = 82  # progressive + optimize_coding
     webp_quality: int = 80
     webp_effort: int = 4
-    avif_quality: int = 60
-    # libvips effort 0-9 (aom speed = 9 - effort). 3 ~ aom speed 6: 2.4 s for a 12 MP photo.
-    avif_effort: int = 3
+    # AVIF: libvips effort 0-9 (aom speed = 9 - effort). Chosen by measurement
+    # (bench/avif_effort.py, docs/benchmarks.md): at the SSIM of the old default (effort 3,
+    # q60) effort 0 needs q62-65 and writes +12 % bytes for 0.20x the CPU-seconds; effort 1
+    # writes the same bytes for twice effort 0's CPU, effort 4 saves 9 % bytes for 4.9x. For a
+    # service that bills its compute, the AVIF encode being most of a job's CPU: effort 0, q63.
+    avif_quality: int = 63
+    avif_effort: int = 0
     # The same scale for animated AVIF (written by Pillow's libavif, speed = 9 - effort).
     # Measured on iss634.gif (42 frames of 245x245): effort 1 (speed 8) writes 29 KB in 0.4 s,
     # effort 3 (speed 6) 36 KB in 1.8 CPU-s.
