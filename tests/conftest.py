@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.docker_engine import DockerEngine
+from tests.support.docker_images import EngineImages, ensure_images
 from tests.support.swift import SwiftServer
 
 
@@ -18,3 +20,33 @@ def swift() -> Iterator[SwiftServer]:
         yield server
     finally:
         server.stop()
+
+
+# A fresh clone pays debootstrap (~75 s idle, minutes on a loaded machine) and the image build in
+# the setup of the first test that asks for the images; cached runs take seconds.
+IMAGES_TIMEOUT_S = 1200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "docker_images" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(IMAGES_TIMEOUT_S))
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A private dockerd (own socket, state, bridge; no iptables rules), started once, only when
+    a test asks for it; stopped and removed with everything it made at the end."""
+    engine = DockerEngine()
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_images(docker_engine: DockerEngine) -> EngineImages:
+    """The Debian base and uplodr's image built from the Dockerfile on it, in `docker_engine`
+    (made once per session; cached under var/docker/cache between local runs)."""
+    return ensure_images(docker_engine)

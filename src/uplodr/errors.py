@@ -72,6 +72,17 @@ class WorkerUnavailable(UplodrError):
     code = "worker_unavailable"
 
 
+class Busy(UplodrError):
+    """Every machine slot is taken and the wait queue is full: try again after `retry_after`
+    seconds (the gateway sends it as the `Retry-After` header)."""
+
+    code = "busy"
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ProviderError(UplodrError):
     """The machine provider refused a request for a reason retrying cannot fix (configuration)."""
 
@@ -87,6 +98,7 @@ STATUSES: dict[str, Status] = {
     "unauthenticated": Status("UNAUTHENTICATED", 401),
     "storage_unavailable": Status("UNAVAILABLE", 503),
     "worker_unavailable": Status("UNAVAILABLE", 503),
+    "busy": Status("UNAVAILABLE", 503),
     "provider_error": Status("FAILED_PRECONDITION", 502),
     "internal": Status("INTERNAL", 500),
 }
@@ -103,6 +115,7 @@ ERRORS_BY_CODE: dict[str, type[UplodrError]] = {
         Unauthenticated,
         StorageUnavailable,
         WorkerUnavailable,
+        Busy,
         ProviderError,
     )
 }

@@ -153,23 +153,24 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_convert_prints_json_and_tables(gateway: Gateway, tmp_path: Path) -> None:
+def test_cli_convert_prints_json_and_lines(gateway: Gateway, tmp_path: Path) -> None:
     gif, png = corpus_file("iss634.gif"), corpus_file("sample-16bit.png")
     result = run_cli(
         "convert", str(gif), str(png), "--folder", "cli", "--server", gateway.url, "--json"
     )
     assert result.returncode == 0, result.stderr
-    answers = json.loads(result.stdout)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    answers = sorted((r["conversion"] for r in records), key=lambda a: a["file_name"])
     assert [a["file_name"] for a in answers] == ["iss634.gif", "sample-16bit.png"]
     assert all(len(a["variants"]) == 4 for a in answers)
-    # The same files again, as tables: answered from storage this time.
+    # The same file again, as a line: answered from storage this time.
     result = run_cli("convert", str(gif), "--folder", "cli", "--server", gateway.url)
     assert result.returncode == 0, result.stderr
-    assert "iss634.gif → 4 variants (already converted)" in result.stdout
-    assert "image/avif" in result.stdout
+    assert result.stdout.startswith(f"deduplicated {gif}  4 variants  http")
+    assert ".webp" in result.stdout
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     result = run_cli("convert", str(broken), "--server", gateway.url)
     assert result.returncode == 1
-    assert "broken.png:" in result.stdout
+    assert result.stdout.startswith(f"failed       {broken}  corrupt_image: ")
     assert "Traceback" not in result.stdout + result.stderr

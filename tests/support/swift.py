@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import IO
 import httpx
 
 from tests.support.procs import free_port
+from tests.support.spawn import spawn_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup-swift"
@@ -176,15 +176,6 @@ use = egg:swift#slo
 [filter:dlo]
 use = egg:swift#dlo
 """
-
-
-def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM when the test process dies, even by SIGKILL."""
-    with contextlib.suppress(Exception):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 RING_SCRIPT = """
@@ -405,17 +396,10 @@ class SwiftServer:
         conf = etc / f"{name}-server.conf"
         log = self._logs.get(name) or open(log_dir / f"{name}.log", "ab")  # noqa: SIM115
         self._logs[name] = log
-        self._procs[name] = subprocess.Popen(
+        # A killed test run leaves no server behind (tests/support/spawn.py).
+        self._procs[name] = spawn_server(
             [str(self._bin / f"swift-{name}-server"), str(conf), "-v"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            # A killed test run leaves no server behind. Linux sends the signal when the spawning
-            # *thread* ends, so only servers spawned by the main thread get it.
-            preexec_fn=_die_with_parent
-            if threading.current_thread() is threading.main_thread()
-            else None,
+            log,
             env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         )
 

@@ -334,26 +334,53 @@ def worker(
 
 
 @main.command()
-@click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("paths", nargs=-1, required=True)
 @click.option("--folder", default="", help="Folder for the variants, e.g. blog/2026.")
 @click.option("--server", default="http://127.0.0.1:8080", envvar="UPLODR_SERVER")
 @click.option("--token", envvar="UPLODR_TOKEN", help="Bearer token, if the gateway needs one.")
-@click.option("--json", "as_json", is_flag=True, help="Print the answers as JSON.")
-@click.option("--timeout", type=DURATION, default="10m")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=4,
+    envvar="UPLODR_JOBS",
+    help="Uploads at once (4 keeps a default gateway's machines busy without filling its queue).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+@click.option(
+    "--html", "as_html", is_flag=True, help="Print each image's <picture> markup on stdout."
+)
+@click.option("--timeout", type=DURATION, default="10m", help="Longest wait for one image.")
 def convert(
-    files: tuple[Path, ...],
+    paths: tuple[str, ...],
     folder: str,
     server: str,
     token: str | None,
+    jobs: int,
     as_json: bool,
+    as_html: bool,
     timeout: float,
 ) -> None:
-    """Upload FILE(s) through a gateway and print their variants."""
-    from uplodr.cli.convert import convert_files
+    """Upload images — files, folders (recursively) and globs — through a gateway.
 
-    sys.exit(convert_files(files, folder, server, token, as_json, timeout))
+    Files are recognised as images by their first bytes; others are skipped and counted. Exit
+    status: 0 all converted, 1 any failed, 2 usage error, 130 interrupted (Ctrl-C).
+    """
+    from uplodr.cli.convert import convert_paths
+
+    if as_json and as_html:
+        raise click.UsageError("choose one of --json and --html")
+    sys.exit(
+        convert_paths(
+            paths,
+            folder=folder,
+            server=server,
+            token=token,
+            jobs=jobs,
+            timeout=timeout,
+            output="json" if as_json else "html" if as_html else "lines",
+        )
+    )
 
 
 @main.command()
@@ -455,6 +482,8 @@ def run() -> NoReturn:
     except click.Abort:
         click.echo("Aborted!", err=True)
         code = 1
+    except ModuleNotFoundError as missing:
+        code = _missing_extra(missing)
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
             code = stop.code or 0
@@ -466,6 +495,40 @@ def run() -> NoReturn:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+# Top-level modules of the `server` extra (pyproject.toml): a plain `pip install uplodr` is the
+# client and lacks them.
+SERVER_EXTRA = frozenset(
+    {
+        "pyvips",
+        "grpc",
+        "grpc_health",
+        "grpc_reflection",
+        "google",
+        "obstore",
+        "starlette",
+        "uvicorn",
+        "multipart",
+        "python_multipart",
+        "prometheus_client",
+        "psutil",
+    }
+)
+
+
+def _missing_extra(missing: ModuleNotFoundError) -> int:
+    """One line naming the extra to install, for a command run without the server's packages."""
+    module = (missing.name or "").split(".")[0]
+    if module not in SERVER_EXTRA:
+        raise missing
+    command = next((arg for arg in sys.argv[1:] if arg in main.commands), "this command")
+    print(
+        f"uplodr {command} needs the server extra ({module} is not installed): "
+        "pip install 'uplodr[server]'",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _age(machine: Machine) -> str:

@@ -1,11 +1,14 @@
-"""The HTTP API: POST /v1/images, GET /healthz, GET /metrics, the upload page, and the local
-store's files under /files. Every error is JSON `{"error", "code"}` with the status from the
-one table in uplodr.errors; tracebacks go to the log only."""
+"""The HTTP API: POST /v1/images, GET /healthz, GET /metrics, the upload page, the local
+store's files under /files, and the OpenAPI document of all of them (/openapi.json, /docs),
+made from the same route table. Every error is JSON `{"error", "code"}` with the status from
+the one table in uplodr.errors, answered by Starlette exception handlers (one per family of
+errors); tracebacks go to the log only."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import mimetypes
@@ -17,19 +20,41 @@ from typing import Any, TypeVar
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
-from uplodr.errors import InvalidRequest, TooLarge, Unauthenticated, UplodrError, status_of
+from uplodr.answer import Conversion, Health
+from uplodr.errors import (
+    Busy,
+    CorruptImage,
+    InvalidRequest,
+    LimitExceeded,
+    ProviderError,
+    StorageUnavailable,
+    TooLarge,
+    Unauthenticated,
+    UnsupportedImage,
+    UplodrError,
+    WorkerUnavailable,
+    status_of,
+)
 from uplodr.gateway import metrics
 from uplodr.gateway.body_limit import BodyLimit
-from uplodr.gateway.page import UPLOAD_PAGE
+from uplodr.gateway.openapi import (
+    ApiMount,
+    ApiRoute,
+    Operation,
+    Param,
+    openapi_document,
+)
+from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
 from uplodr.gateway.service import ConversionService
 from uplodr.gateway.spool import Spooled, spool
-from uplodr.names import safe_file_name, safe_folder
+from uplodr.names import MAX_FOLDER_CHARS, MAX_NAME_CHARS, safe_file_name, safe_folder
 from uplodr.sniff import sniff_file
 
 log = logging.getLogger("uplodr.gateway")
@@ -46,13 +71,17 @@ class ClientGone(Exception):
 
 def error_response(error: UplodrError) -> JSONResponse:
     metrics.ERRORS.labels(code=error.code).inc()
-    # A body cut off at the limit was not read to its end: the connection cannot carry another
-    # request, so say it is closed (the server closes it after this answer).
-    headers = {"connection": "close"} if isinstance(error, TooLarge) else None
+    headers: dict[str, str] = {}
+    if isinstance(error, TooLarge):
+        # A body cut off at the limit was not read to its end: the connection cannot carry
+        # another request, so say it is closed (the server closes it after this answer).
+        headers["connection"] = "close"
+    if isinstance(error, Busy):
+        headers["retry-after"] = str(error.retry_after)
     return JSONResponse(
         {"error": str(error), "code": error.code},
         status_code=status_of(error).http,
-        headers=headers,
+        headers=headers or None,
     )
 
 
@@ -67,7 +96,10 @@ def check_token(request: Request, tokens: Sequence[str]) -> None:
 
 
 async def _multipart_file_chunks(request: Request) -> tuple[str, AsyncIterator[bytes]]:
-    form = await request.form(max_files=1, max_fields=10)
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except HTTPException as error:  # Starlette's own answer would be plain text
+        raise InvalidRequest(f"malformed multipart upload: {error.detail}") from None
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("multipart upload needs a file in the field 'file'")
@@ -101,6 +133,132 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     return job.result()
 
 
+async def refused(request: Request, error: Exception) -> Response:
+    """Every error a client can see (uplodr.errors) — raised by the endpoint, by the body limit
+    while the upload arrives, or by the conversion — as `{"error", "code"}` with its status."""
+    assert isinstance(error, UplodrError)
+    log.info("upload refused: %s (%s)", error, error.code)
+    return error_response(error)
+
+
+async def client_gone(request: Request, error: Exception) -> Response:
+    """The client hung up: its job was cancelled (and its machine destroyed). Nobody reads this
+    answer; 499 is what the access log and the metrics see."""
+    metrics.JOBS.labels(outcome="client_gone").inc()
+    log.info("client hung up; job cancelled")
+    return Response(status_code=499)
+
+
+async def internal_error(request: Request, error: Exception) -> Response:
+    """Anything unexpected: a one-line JSON 500; the traceback goes to the log only (Starlette
+    re-raises the exception after this answer and the server logs it)."""
+    return error_response(UplodrError("internal error"))
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    UplodrError: refused,
+    ClientGone: client_gone,
+    ClientDisconnect: client_gone,
+    Exception: internal_error,
+}
+
+
+# What each route takes and answers: the OpenAPI document (/openapi.json) is made from these.
+# The schemas state what the gateway always refuses (uplodr.names enforces more, e.g. no `..`).
+NAME = Param(
+    "name",
+    "The file's name, e.g. photo.jpg: its stem names the stored variants. Required with a raw "
+    "body; for a multipart upload it defaults to the part's file name. No `/`, `\\` or "
+    "control characters.",
+    schema={
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_NAME_CHARS,
+        "pattern": r"^[^/\\\x00-\x1f\x7f]*$",
+    },
+)
+FOLDER = Param(
+    "folder",
+    "Where the variants go, e.g. blog/2026: `/`-separated parts of letters, digits, `-`, `_` "
+    "and `.`, each starting with a letter or digit, at most 8 deep; empty is the store's root.",
+    schema={
+        "type": "string",
+        "maxLength": MAX_FOLDER_CHARS,
+        "pattern": r"^(?!/)[^\\\x00-\x1f\x7f]*$",
+    },
+)
+BINARY = {"type": "string", "format": "binary"}
+CONVERT = Operation(
+    summary="Convert an image to web variants and store them",
+    description="The body is the image: raw bytes (any content type but multipart), or a "
+    "multipart form with the image in the field `file`. Bytes that are not JPEG, PNG, WebP, "
+    "GIF, AVIF or HEIF are refused (415) before any machine is created. The same bytes "
+    "converted before in the same folder under the same name are answered from storage "
+    "(`deduplicated`, no `job`).",
+    params=(NAME, FOLDER),
+    body={
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": BINARY},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": BINARY},
+                    "required": ["file"],
+                }
+            },
+        },
+    },
+    answer=Conversion,
+    errors=(
+        InvalidRequest,
+        TooLarge,
+        UnsupportedImage,
+        CorruptImage,
+        LimitExceeded,
+        StorageUnavailable,
+        WorkerUnavailable,
+        Busy,
+        ProviderError,
+        UplodrError,
+    ),
+    authenticated=True,
+)
+HEALTHZ = Operation(summary="Liveness: the gateway answers", answer=Health, tag="operations")
+METRICS = Operation(
+    summary="Prometheus metrics: jobs by outcome, errors by code, phase timings, machines, cost",
+    answer={"text/plain": {"schema": {"type": "string"}}},
+    tag="operations",
+)
+PAGE = Operation(
+    summary="The upload page",
+    answer={"text/html": {"schema": {"type": "string"}}},
+    tag="pages",
+)
+FILES = Operation(
+    summary="A stored file of the local store (only when the primary store is a local folder)",
+    params=(Param("key", "The file's key, as in a variant's URL.", where="path"),),
+    answer={"*/*": {"schema": BINARY}},
+    other_responses={
+        "404": {
+            "description": "No such file",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+    tag="files",
+)
+OPENAPI = Operation(
+    summary="This document (OpenAPI 3.1)",
+    answer={"application/json": {"schema": {"type": "object"}}},
+    tag="pages",
+)
+DOCS = Operation(
+    summary="This document for people",
+    answer={"text/html": {"schema": {"type": "string"}}},
+    tag="pages",
+)
+
+
 def create_app(
     service: ConversionService,
     *,
@@ -112,39 +270,29 @@ def create_app(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
     async def post_image(request: Request) -> Response:
-        try:
-            check_token(request, tokens)
-            content_type = request.headers.get("content-type", "")
-            with tempfile.TemporaryDirectory(prefix="uplodr-upload-", dir=spool_dir) as tmp:
-                if content_type.startswith("multipart/form-data"):
-                    part_name, chunks = await _multipart_file_chunks(request)
-                    file_name = request.query_params.get("name") or part_name
-                else:
-                    file_name = request.query_params.get("name", "")
-                    chunks = request.stream()
-                if not file_name:
-                    raise InvalidRequest("give the file's name: ?name=photo.jpg")
-                name = safe_file_name(file_name)
-                folder = safe_folder(request.query_params.get("folder", ""))
-                spooled: Spooled = await spool(chunks, Path(tmp) / "upload", max_upload_bytes)
-                metrics.UPLOAD_BYTES.inc(spooled.size)
-                if spooled.size == 0:
-                    raise InvalidRequest("the request body is empty: send the image's bytes")
-                # Refuse a non-image (415) from its magic bytes before paying for a machine;
-                # the worker sniffs again and libvips allows only the listed loaders.
-                sniff_file(spooled.path)
-                answer = await until_disconnect(request, service.convert(spooled, name, folder))
-            return JSONResponse(answer.as_json())
-        except UplodrError as error:
-            log.info("upload refused: %s (%s)", error, error.code)
-            return error_response(error)
-        except (ClientGone, ClientDisconnect):
-            metrics.JOBS.labels(outcome="client_gone").inc()
-            log.info("client hung up; job cancelled")
-            return Response(status_code=499)
-        except Exception:
-            log.exception("upload failed")
-            return error_response(UplodrError("internal error"))
+        check_token(request, tokens)
+        content_type = request.headers.get("content-type", "")
+        with tempfile.TemporaryDirectory(prefix="uplodr-upload-", dir=spool_dir) as tmp:
+            if content_type.startswith("multipart/form-data"):
+                part_name, chunks = await _multipart_file_chunks(request)
+                # An explicit ?name= wins, even an empty one (which is refused below).
+                file_name = request.query_params.get("name", part_name)
+            else:
+                file_name = request.query_params.get("name", "")
+                chunks = request.stream()
+            if "name" not in request.query_params and not file_name:
+                raise InvalidRequest("give the file's name: ?name=photo.jpg")
+            name = safe_file_name(file_name)
+            folder = safe_folder(request.query_params.get("folder", ""))
+            spooled: Spooled = await spool(chunks, Path(tmp) / "upload", max_upload_bytes)
+            metrics.UPLOAD_BYTES.inc(spooled.size)
+            if spooled.size == 0:
+                raise InvalidRequest("the request body is empty: send the image's bytes")
+            # Refuse a non-image (415) from its magic bytes before paying for a machine;
+            # the worker sniffs again and libvips allows only the listed loaders.
+            sniff_file(spooled.path)
+            answer = await until_disconnect(request, service.convert(spooled, name, folder))
+        return JSONResponse(answer.as_json())
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -155,15 +303,32 @@ def create_app(
     async def page(_request: Request) -> Response:
         return HTMLResponse(UPLOAD_PAGE)
 
-    routes: list[Any] = [
-        Route("/", page),
-        Route("/v1/images", post_image, methods=["POST"]),
-        Route("/healthz", healthz),
-        Route("/metrics", metrics_endpoint),
+    routes: list[BaseRoute] = [
+        ApiRoute("/", page, operation=PAGE),
+        ApiRoute("/v1/images", post_image, methods=["POST"], operation=CONVERT),
+        ApiRoute("/healthz", healthz, operation=HEALTHZ),
+        ApiRoute("/metrics", metrics_endpoint, operation=METRICS),
     ]
     if files_root is not None:
         files_root.mkdir(parents=True, exist_ok=True)
-        routes.append(Mount("/files", app=StaticFiles(directory=files_root), name="files"))
+        files = StaticFiles(directory=files_root)
+        routes.append(ApiMount("/files", app=files, operation=FILES, param="key"))
+
+    @functools.cache
+    def document() -> dict[str, Any]:
+        # From the app's own route table, once: what is served is what is documented.
+        return openapi_document(routes, authenticated=bool(tokens))
+
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(document())
+
+    async def docs(_request: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE)
+
+    routes += [
+        ApiRoute("/openapi.json", openapi, operation=OPENAPI),
+        ApiRoute("/docs", docs, operation=DOCS),
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -178,5 +343,6 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[Middleware(BodyLimit, limit=max_upload_bytes)],
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -1,4 +1,8 @@
-"""A one-file upload page: pick or drop images, see each variant with its size."""
+"""The gateway's pages, each one self-contained file that loads nothing from another site (many
+deployments have no internet): the upload page — several files at once (3 in flight), each with
+its upload progress (XHR upload events), its conversion state, then a gallery card with its
+variants, sizes and copy buttons, or the server's error — and /docs, which renders
+/openapi.json for people."""
 
 UPLOAD_PAGE = """<!doctype html>
 <html lang="en">
@@ -7,91 +11,265 @@ UPLOAD_PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>uplodr</title>
 <style>
-  body { font: 15px/1.4 system-ui, sans-serif; max-width: 960px; margin: 2rem auto; padding: 0 1rem;
-         color: #222; }
-  h1 { font-size: 1.4rem; }
-  form { display: flex; gap: .5rem; flex-wrap: wrap; align-items: end; }
-  label { display: flex; flex-direction: column; font-size: .85rem; }
-  input { font: inherit; padding: .3rem; }
-  #drop { border: 2px dashed #999; border-radius: 8px; padding: 1.5rem; text-align: center;
-          margin: 1rem 0; }
-  #drop.over { border-color: #06c; background: #eef5ff; }
-  .job { border-top: 1px solid #ddd; padding: .8rem 0; }
-  .error { color: #b00020; }
-  table { border-collapse: collapse; width: 100%; margin-top: .4rem; }
-  td, th { text-align: left; padding: .2rem .5rem; border-bottom: 1px solid #eee; font-size: .85rem;
-           white-space: nowrap; }
-  td a { white-space: normal; word-break: break-all; }
-  img.preview { max-width: 120px; max-height: 90px; }
+  :root { --line: #e2e2e2; --muted: #666; --accent: #0a5bd3; --bad: #b00020; --good: #1b7f3b; }
+  body { font: 15px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2rem auto; padding: 0 1rem; color: #222; }
+  h1 { font-size: 1.4rem; margin-bottom: .2rem; }
+  .lead { color: var(--muted); margin-top: 0; }
+  form { display: flex; gap: .8rem; flex-wrap: wrap; align-items: end; }
+  label { display: flex; flex-direction: column; font-size: .85rem; color: var(--muted); }
+  input { font: inherit; padding: .3rem .4rem; }
+  #drop { display: block; border: 2px dashed #aaa; border-radius: 10px; padding: 1.6rem; text-align: center; margin: 1rem 0; cursor: pointer; color: var(--muted); }
+  #drop.over { border-color: var(--accent); background: #eef5ff; color: var(--accent); }
+  #drop strong { color: #222; }
+  #files { display: none; }
+  #summary { color: var(--muted); font-size: .9rem; min-height: 1.3em; }
+  #results { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 1rem; margin-top: .6rem; }
+  .card { border: 1px solid var(--line); border-radius: 10px; padding: .8rem; display: flex; flex-direction: column; gap: .45rem; background: #fff; }
+  .card header { display: flex; justify-content: space-between; gap: .5rem; align-items: baseline; }
+  .card .name { font-weight: 600; overflow-wrap: anywhere; }
+  .card .size { color: var(--muted); font-size: .85rem; white-space: nowrap; }
+  .card progress { width: 100%; height: .55rem; }
+  .card .state { font-size: .85rem; color: var(--muted); }
+  .card[data-state="done"] .state { color: var(--good); }
+  .card[data-state="error"] { border-color: #f0b8c0; background: #fff8f9; }
+  .card[data-state="error"] .state { color: var(--bad); font-weight: 600; }
+  .card[data-state="error"] progress { display: none; }
+  .card .preview { width: 100%; height: 170px; object-fit: contain; background: repeating-conic-gradient(#f3f3f3 0 25%, #fff 0 50%) 0 0 / 16px 16px; border-radius: 6px; }
+  table { border-collapse: collapse; width: 100%; }
+  td, th { text-align: left; padding: .2rem .3rem; border-bottom: 1px solid #f0f0f0; font-size: .82rem; white-space: nowrap; }
+  th { color: var(--muted); font-weight: normal; }
+  td.num { text-align: right; }
+  button.copy { font: inherit; font-size: .78rem; padding: .1rem .45rem; border: 1px solid #bbb; border-radius: 5px; background: #f7f7f7; cursor: pointer; }
+  button.copy.done { border-color: var(--good); color: var(--good); }
+  .actions { display: flex; gap: .4rem; flex-wrap: wrap; }
 </style>
 </head>
 <body>
-<h1>uplodr — convert images to web variants</h1>
+<h1>uplodr</h1>
+<p class="lead">Drop images to convert them to WebP, AVIF, JPEG and a PNG thumbnail.</p>
 <form id="form">
   <label>Folder <input id="folder" name="folder" placeholder="e.g. blog/2026"></label>
-  <label>Token (if the server needs one) <input id="token" type="password"></label>
-  <label>Images <input id="files" type="file" accept="image/*" multiple></label>
-  <button type="submit">Convert</button>
+  <label>Token (if the server needs one) <input id="token" type="password" autocomplete="off"></label>
 </form>
-<div id="drop">…or drop images here</div>
-<div id="results" aria-live="polite"></div>
+<label id="drop" for="files"><strong>Drop images here</strong> or click to pick several
+  <input id="files" type="file" accept="image/*" multiple></label>
+<div id="summary" aria-live="polite"></div>
+<div id="results"></div>
 <script>
+"use strict";
+const AT_ONCE = 3;  // uploads in flight; a default gateway queues 16 more for its machines
 const results = document.getElementById("results");
-function fmt(n) { return n > 1e6 ? (n / 1e6).toFixed(2) + " MB" : (n / 1e3).toFixed(1) + " kB"; }
-async function convert(file) {
-  const box = document.createElement("div");
-  box.className = "job";
-  box.textContent = "Converting " + file.name + " (" + fmt(file.size) + ")…";
-  results.prepend(box);
-  const params = new URLSearchParams({ name: file.name, folder: document.getElementById("folder").value });
-  const headers = { "content-type": "application/octet-stream" };
-  const token = document.getElementById("token").value;
-  if (token) headers["authorization"] = "Bearer " + token;
+const summary = document.getElementById("summary");
+const queue = [];
+let running = 0;
+const counts = { done: 0, error: 0, total: 0 };
+
+function fmt(n) { return n >= 1e6 ? (n / 1e6).toFixed(2) + " MB" : (n / 1e3).toFixed(1) + " kB"; }
+function el(tag, props = {}, ...children) {
+  const e = Object.assign(document.createElement(tag), props);
+  e.append(...children);
+  return e;
+}
+function showSummary() {
+  const waiting = counts.total - counts.done - counts.error;
+  summary.textContent = counts.total ? counts.done + " converted, " + counts.error + " failed"
+    + (waiting ? ", " + waiting + " in progress" : "") : "";
+}
+async function copy(text, button) {
   try {
-    const response = await fetch("/v1/images?" + params, { method: "POST", body: file, headers });
-    const body = await response.json();
-    if (!response.ok) {
-      box.innerHTML = "";
-      const p = document.createElement("p");
-      p.className = "error";
-      p.textContent = file.name + ": " + body.error + " (HTTP " + response.status + ")";
-      box.append(p);
-      return;
-    }
-    box.innerHTML = "";
-    const title = document.createElement("strong");
-    title.textContent = body.file_name + (body.deduplicated ? " — already converted" : "")
-      + " — " + (body.timings.total ?? 0).toFixed(2) + " s";
-    const table = document.createElement("table");
-    table.innerHTML = "<tr><th></th><th>type</th><th>size</th><th>dimensions</th><th>url</th></tr>";
-    for (const v of body.variants) {
-      const row = table.insertRow();
-      const img = document.createElement("img");
-      img.className = "preview"; img.src = v.url; img.alt = v.mime_type;
-      row.insertCell().append(img);
-      row.insertCell().textContent = v.mime_type;
-      row.insertCell().textContent = fmt(v.size_bytes);
-      row.insertCell().textContent = v.width + "×" + v.height;
-      const a = document.createElement("a"); a.href = v.url; a.textContent = v.url;
-      row.insertCell().append(a);
-    }
-    box.append(title, table);
-  } catch (err) {
-    box.className = "job error";
-    box.textContent = file.name + ": " + err;
+    await navigator.clipboard.writeText(text);
+  } catch (err) {  // not a secure context: the old way
+    const area = el("textarea", { value: text });
+    document.body.append(area); area.select(); document.execCommand("copy"); area.remove();
+  }
+  const label = button.textContent;
+  button.textContent = "Copied"; button.classList.add("done");
+  setTimeout(() => { button.textContent = label; button.classList.remove("done"); }, 1500);
+}
+function copyButton(label, text) {
+  const button = el("button", { type: "button", className: "copy", textContent: label });
+  button.addEventListener("click", () => copy(text, button));
+  return button;
+}
+
+function card(file) {
+  const progress = el("progress", { max: file.size || 1, value: 0 });
+  const state = el("div", { className: "state", textContent: "waiting" });
+  const box = el("article", { className: "card" },
+    el("header", {}, el("span", { className: "name", textContent: file.name }),
+                     el("span", { className: "size", textContent: fmt(file.size) })),
+    progress, state);
+  box.dataset.state = "waiting";
+  box.dataset.sent = "0";
+  results.append(box);
+  return { box, progress, state };
+}
+
+function showError(view, message) {
+  view.box.dataset.state = "error";
+  view.state.textContent = message;
+  counts.error++; showSummary();
+}
+
+function showConversion(view, body) {
+  view.box.dataset.state = "done";
+  view.state.textContent = body.deduplicated ? "already converted — answered from storage"
+    : "converted in " + (body.timings.total ?? 0).toFixed(2) + " s";
+  const variants = body.variants;
+  const thumb = variants.find((v) => v.role === "thumbnail")
+    || variants.find((v) => v.mime_type === "image/png") || variants[variants.length - 1];
+  if (thumb) {
+    const img = el("img", { className: "preview", src: thumb.url, alt: body.file_name, loading: "lazy" });
+    if (body.placeholder && body.placeholder.data_url) img.style.backgroundImage = "url(" + body.placeholder.data_url + ")";
+    view.progress.replaceWith(img);
+  } else {
+    view.progress.remove();
+  }
+  const table = el("table", {}, el("tr", {}, el("th", { textContent: "format" }),
+    el("th", { textContent: "dimensions" }), el("th", { textContent: "size" }), el("th")));
+  for (const v of variants) {
+    const format = v.format || v.mime_type.split("/").pop();
+    const row = el("tr", { className: "variant" },
+      el("td", {}, el("a", { href: v.url, target: "_blank", rel: "noopener", textContent: format + (v.role ? " · " + v.role : "") })),
+      el("td", { textContent: v.width + "×" + v.height }),
+      el("td", { className: "num", textContent: fmt(v.size_bytes) }),
+      el("td", {}, copyButton("Copy URL", v.url)));
+    table.append(row);
+  }
+  view.box.append(table);
+  const actions = el("div", { className: "actions" });
+  if (body.html) actions.append(copyButton("Copy <picture>", body.html));
+  if (actions.children.length) view.box.append(actions);
+  counts.done++; showSummary();
+}
+
+function upload(file, view) {
+  return new Promise((resolve) => {
+    const params = new URLSearchParams({ name: file.name });
+    const folder = document.getElementById("folder").value.trim();
+    if (folder) params.set("folder", folder);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/v1/images?" + params);
+    xhr.setRequestHeader("content-type", "application/octet-stream");
+    const token = document.getElementById("token").value;
+    if (token) xhr.setRequestHeader("authorization", "Bearer " + token);
+    view.box.dataset.state = "uploading";
+    xhr.upload.addEventListener("progress", (e) => {
+      view.progress.value = e.loaded;
+      view.box.dataset.sent = String(e.loaded);
+      const pct = e.lengthComputable && e.total ? Math.round(100 * e.loaded / e.total) : 0;
+      view.state.textContent = "uploading " + pct + "% — " + fmt(e.loaded) + " of " + fmt(file.size);
+    });
+    xhr.upload.addEventListener("load", () => {
+      view.progress.value = view.progress.max;
+      view.box.dataset.sent = String(file.size);
+      view.box.dataset.state = "converting";
+      view.state.textContent = "sent " + fmt(file.size) + " — converting…";
+    });
+    xhr.addEventListener("load", () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
+      if (xhr.status === 200 && body) showConversion(view, body);
+      else if (body && body.error) showError(view, body.error + " (" + body.code + ", HTTP " + xhr.status + ")");
+      else showError(view, "HTTP " + xhr.status + " " + xhr.statusText);
+      resolve();
+    });
+    xhr.addEventListener("error", () => { showError(view, "the server could not be reached"); resolve(); });
+    xhr.send(file);
+  });
+}
+
+function pump() {
+  while (running < AT_ONCE && queue.length) {
+    const [file, view] = queue.shift();
+    running++;
+    upload(file, view).then(() => { running--; pump(); });
   }
 }
-document.getElementById("form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  for (const f of document.getElementById("files").files) convert(f);
-});
+function add(files) {
+  for (const file of files) {
+    queue.push([file, card(file)]);
+    counts.total++;
+  }
+  showSummary();
+  pump();
+}
+const input = document.getElementById("files");
+input.addEventListener("change", () => { add(input.files); input.value = ""; });
 const drop = document.getElementById("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
   e.preventDefault(); drop.classList.remove("over");
-  for (const f of e.dataTransfer.files) convert(f);
+  add(e.dataTransfer.files);
 });
+</script>
+</body>
+</html>
+"""
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>uplodr API</title>
+<style>
+  body { font: 15px/1.45 system-ui, sans-serif; max-width: 960px; margin: 2rem auto; padding: 0 1rem; color: #222; }
+  h2 { border-top: 1px solid #ddd; padding-top: 1rem; font-size: 1.1rem; }
+  code, pre { font: 13px ui-monospace, monospace; background: #f5f5f5; border-radius: 4px; }
+  code { padding: 0 .25rem; }
+  pre { padding: .6rem; overflow: auto; max-height: 24rem; }
+  .method { font-weight: bold; text-transform: uppercase; margin-right: .5rem; }
+  table { border-collapse: collapse; margin: .3rem 0 .8rem; }
+  td, th { text-align: left; padding: .15rem .6rem .15rem 0; vertical-align: top; font-size: .9rem; }
+</style>
+</head>
+<body>
+<h1>uplodr API</h1>
+<p>The machine-readable document is <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1).</p>
+<div id="api">Loading…</div>
+<script>
+const el = (tag, text) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; return e; };
+fetch("/openapi.json").then((r) => r.json()).then((doc) => {
+  const root = document.getElementById("api");
+  root.textContent = "";
+  root.append(el("p", doc.info.description));
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(item)) {
+      const h = el("h2");
+      h.append(el("span", method), el("code", path));
+      h.firstChild.className = "method";
+      root.append(h, el("p", op.summary));
+      if (op.description) root.append(el("p", op.description));
+      if (op.parameters) {
+        const t = el("table");
+        t.append(Object.assign(el("tr"), { innerHTML: "<th>parameter</th><th>in</th><th></th>" }));
+        for (const p of op.parameters) {
+          const row = t.insertRow();
+          row.insertCell().append(el("code", p.name + (p.required ? " *" : "")));
+          row.insertCell().textContent = p.in;
+          row.insertCell().textContent = p.description || "";
+        }
+        root.append(t);
+      }
+      if (op.requestBody) root.append(el("p", "Body: " + Object.keys(op.requestBody.content).join(" or ")));
+      const t = el("table");
+      t.append(Object.assign(el("tr"), { innerHTML: "<th>status</th><th>answer</th>" }));
+      for (const [status, response] of Object.entries(op.responses)) {
+        const row = t.insertRow();
+        row.insertCell().append(el("code", status));
+        const types = Object.keys(response.content || {}).join(", ");
+        row.insertCell().textContent = response.description + (types ? " (" + types + ")" : "")
+          + (response.headers ? "; headers: " + Object.keys(response.headers).join(", ") : "");
+      }
+      root.append(t);
+    }
+  }
+  const schemas = el("h2", "Schemas");
+  root.append(schemas, el("pre", JSON.stringify(doc.components.schemas, null, 2)));
+}).catch((err) => { document.getElementById("api").textContent = "Could not load /openapi.json: " + err; });
 </script>
 </body>
 </html>

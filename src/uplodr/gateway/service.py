@@ -13,7 +13,7 @@ from typing import Any
 
 from uplodr.dispatch.job import Dispatcher
 from uplodr.dispatch.worker_client import UploadSource
-from uplodr.errors import WorkerUnavailable
+from uplodr.errors import Busy
 from uplodr.gateway import metrics
 from uplodr.gateway.spool import Spooled
 from uplodr.names import SafeName
@@ -83,7 +83,7 @@ class ConversionService:
     async def _machine_slot(self) -> AsyncIterator[None]:
         if self._slots.locked() and self._queued >= self.max_queue:
             metrics.JOBS.labels(outcome="busy").inc()
-            raise WorkerUnavailable(
+            raise Busy(
                 f"busy: {self.max_machines} conversion(s) running and {self._queued} waiting; "
                 "try again shortly"
             )

@@ -9,7 +9,6 @@ encode that has started runs to its end; the deadline is checked again when it r
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -22,8 +21,6 @@ class Deadline:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._end = time.monotonic() + seconds
-        self._lock = threading.Lock()
-        self._watched: list[pyvips.Image] = []
         self.tripped = False  # the limit passed, or abort() was called
 
     def remaining(self) -> float:
@@ -42,20 +39,21 @@ class Deadline:
             raise self.error()
 
     def watch(self, image: pyvips.Image) -> pyvips.Image:
-        """A copy of `image` whose evaluation is killed once the deadline passes."""
+        """A copy of `image` whose evaluation is killed once the deadline passes.
+
+        The deadline keeps no reference to the image: the image holds the handler, the handler
+        this deadline, and a list of images here would close a reference cycle that keeps every
+        decoded image of a conversion alive until Python's cycle collector happens to run —
+        measured, a pooled worker grew ~100 MB per 24 MP job that way (850-967 MB over six)."""
         image = image.copy()
         image.set_progress(True)
         image.signal_connect("eval", self._on_eval)
-        with self._lock:
-            self._watched.append(image)
         return image
 
     def abort(self) -> None:
-        """Kill every watched computation now (another variant failed, or time is up)."""
-        with self._lock:
-            self.tripped = True
-            for image in self._watched:
-                image.set_kill(True)
+        """Stop every watched computation at its next tile (another variant failed, or time is
+        up): each image's eval handler sees the flag and sets the image's kill flag."""
+        self.tripped = True
 
     def _on_eval(self, image: pyvips.Image, progress: Any) -> None:
         if self.tripped or time.monotonic() >= self._end:

@@ -1,0 +1,61 @@
+"""The Python client of an uplodr gateway: `Client` and its asyncio twin `AsyncClient`.
+
+    from uplodr import Client
+
+    with Client("http://127.0.0.1:8080", token="…") as uplodr:
+        conversion = uplodr.convert("photo.jpg", folder="blog/2026")
+    for variant in conversion.variants:
+        print(variant.mime_type, variant.width, variant.url)
+
+Answers are the frozen dataclasses of `uplodr.answer` (Conversion, Variant, Placeholder, Job);
+errors are the exceptions of `uplodr.client.errors`, one per error code of the server. Needs
+only httpx, stamina and msgspec: importing it loads neither libvips nor gRPC (measured: see
+README, "Python client").
+"""
+
+from __future__ import annotations
+
+from uplodr.answer import Conversion, Job, Placeholder, Variant
+from uplodr.client._async import AsyncClient
+from uplodr.client._sync import Client
+from uplodr.client._upload import Source
+from uplodr.client.errors import (
+    ApiError,
+    Busy,
+    ClientError,
+    CorruptImage,
+    Internal,
+    InvalidRequest,
+    LimitExceeded,
+    ProviderError,
+    StorageUnavailable,
+    TooLarge,
+    TransportError,
+    Unauthenticated,
+    UnsupportedImage,
+    WorkerUnavailable,
+)
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "Busy",
+    "Client",
+    "ClientError",
+    "Conversion",
+    "CorruptImage",
+    "Internal",
+    "InvalidRequest",
+    "Job",
+    "LimitExceeded",
+    "Placeholder",
+    "ProviderError",
+    "Source",
+    "StorageUnavailable",
+    "TooLarge",
+    "TransportError",
+    "Unauthenticated",
+    "UnsupportedImage",
+    "Variant",
+    "WorkerUnavailable",
+]

@@ -1,0 +1,102 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+import httpx
+import stamina
+
+from uplodr.answer import Conversion
+from uplodr.client._upload import BusyRetry, Source, Upload, answer, prepare, query
+from uplodr.client.errors import TransportError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def http_timeout(timeout: float) -> httpx.Timeout:
+    # A conversion may take minutes (a machine boots, AVIF encodes); connecting may not.
+    return httpx.Timeout(timeout, connect=min(timeout, 10.0))
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+class Client:
+    """Converts images through an uplodr gateway.
+
+        with Client("http://127.0.0.1:8080", token=...) as uplodr:
+            conversion = uplodr.convert("photo.jpg", folder="blog/2026")
+            print(conversion.variants[0].url)
+
+    `timeout` bounds each request (seconds); `busy_timeout` bounds how long a `busy` answer
+    (every machine taken) is retried, honouring the server's Retry-After. Errors are the typed
+    exceptions of `uplodr.client.errors`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 600.0,
+        busy_timeout: float = 120.0,
+    ) -> None:
+        self.busy_timeout = busy_timeout
+        self._http = httpx.Client(
+            base_url=base_url, timeout=http_timeout(timeout), headers=auth_headers(token)
+        )
+
+    def convert(
+        self,
+        source: Source,
+        *,
+        name: str | None = None,
+        folder: str | None = None,
+        preset: str | None = None,
+        alt: str | None = None,
+        original: bool | None = None,
+    ) -> Conversion:
+        """Upload `source` — a path, bytes, or a binary file object — and return where its
+        variants are stored. The body is streamed in chunks, never read whole into memory.
+
+        `name` defaults to the path's or the file object's name (required for bytes). A `busy`
+        answer is retried only when the body can be sent again: a path (re-opened), bytes, or a
+        seekable file object (sought back); a one-shot stream such as a pipe is sent once and
+        its `Busy` raised. `preset`, `alt` and `original` are passed to servers that know them.
+        """
+        upload = prepare(source, name)
+        params = query(upload, folder, preset, alt, original)
+        retry = BusyRetry(upload, time.monotonic() + self.busy_timeout)
+        for attempt in stamina.retry_context(
+            on=retry, attempts=None, timeout=None, wait_initial=0.5, wait_max=10.0
+        ):
+            with attempt:
+                upload.rewind()
+                return self._post(upload, params)
+        raise AssertionError("unreachable: stamina raises the last error")  # pragma: no cover
+
+    def _post(self, upload: Upload, params: dict[str, str]) -> Conversion:
+        try:
+            response = self._http.post(
+                "/v1/images", params=params, content=upload.chunks(), headers=upload.headers()
+            )
+        except httpx.TransportError as error:
+            raise TransportError(f"cannot reach {self._http.base_url}: {error}") from error
+        return answer(response)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
