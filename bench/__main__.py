@@ -110,7 +110,7 @@ async def one_job(provider: LocalProvider, store: Path, photo: Path) -> JobFigur
 
 def encode_times(photo: Path) -> tuple[float, dict[str, float]]:
     configure_vips()
-    variants = convert(photo, DEFAULT_PRESET, DEFAULT_LIMITS)
+    variants = convert(photo, DEFAULT_PRESET, DEFAULT_LIMITS).variants
     return (
         max(v.width * v.height for v in variants) / 1e6,
         {f"{v.name} {v.width}×{v.height}": v.encode_seconds for v in variants},

@@ -35,14 +35,23 @@ def test_lookups() -> None:
     assert [f.name for f in formats.output_formats()] == ["jpeg", "png", "webp", "avif"]
     assert [f.name for f in formats.formats_for(FULL)] == ["jpeg", "webp", "avif"]
     assert formats.thumbnail_format().name == "png"
-    assert formats.formats_for("width") == formats.formats_for(ORIGINAL) == ()  # not built yet
+    # every full-size format is also made at smaller widths; any upload may be kept as it came
+    assert formats.formats_for("width") == formats.formats_for(FULL)
+    assert formats.formats_for(ORIGINAL) == formats.input_formats()
+    # HEIC is decoded by pillow-heif: no libvips loader reads it
+    heif = formats.get("heif")
+    assert heif.is_input and heif.loaders == () and heif.decoder == "pillow-heif"
+    assert formats.get("avif").animated_output  # through Pillow's libavif
 
 
 @pytest.mark.parametrize(
     ("entry", "problem"),
     [
         ({"loaders": ("jpegload",)}, "needs magic bytes or brands"),
+        ({"decoder": "pillow-heif"}, "needs magic bytes or brands"),
+        ({"decoder": "pillow-heif", "magic": (b"X",), "loaders": ("x",)}, "no libvips loader"),
         ({"magic": (b"XY",)}, "input properties but no loader"),
+        ({"roles": frozenset({"full", "original"})}, "only an input format can be an original"),
         ({"one_at_a_time": True}, "no output"),
         ({"roles": frozenset({"poster"})}, "unknown roles"),
     ],
@@ -102,19 +111,26 @@ def test_variant_specs() -> None:
     assert VariantSpec(formats.get("png"), THUMBNAIL).label == "thumbnail"
     with pytest.raises(ValueError, match="JPEG is not written as a thumbnail variant"):
         VariantSpec(formats.get("jpeg"), THUMBNAIL)
-    with pytest.raises(ValueError, match="WebP is not written as a width variant"):
-        VariantSpec(formats.get("webp"), WIDTH, 480)
+    assert VariantSpec(formats.get("webp"), WIDTH, 480).label == "webp-480w"
+    assert VariantSpec(formats.get("heif"), ORIGINAL).suffix == "-original"
+    with pytest.raises(ValueError, match="PNG is not written as a width variant"):
+        VariantSpec(formats.get("png"), WIDTH, 480)
+    with pytest.raises(ValueError, match="needs width"):
+        VariantSpec(formats.get("webp"), WIDTH)
 
 
 def test_the_shared_modules_load_no_imaging() -> None:
-    """The gateway sniffs and storage reads key shapes without libvips or uplodr.imaging."""
+    """The gateway sniffs, picks presets and writes markup, and storage reads key shapes, without
+    libvips, Pillow, pillow-heif or uplodr.imaging (the worker's libraries)."""
     done = subprocess.run(
         [
             sys.executable,
             "-c",
             "import sys, uplodr.formats, uplodr.sniff, uplodr.preset, uplodr.storage\n"
+            "import uplodr.markup\n"
             "print(sorted(m for m in sys.modules\n"
-            "             if 'vips' in m or m.startswith('uplodr.imaging')))",
+            "             if 'vips' in m or m.startswith(('uplodr.imaging', 'PIL', 'pillow_heif',\n"
+            "                                             'blurhash'))))",
         ],
         capture_output=True,
         text=True,

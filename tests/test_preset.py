@@ -4,6 +4,7 @@ Preset is built with one line naming the setting, what it expects and what it go
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from uplodr import formats
-from uplodr.preset import DEFAULT_PRESET, Preset, PresetError, load_preset_file
+from uplodr.preset import (
+    DEFAULT_PRESET,
+    ORIGINAL_MODES,
+    Preset,
+    PresetError,
+    load_preset_file,
+    load_presets_file,
+)
 
 SETTINGS = [setting.name for setting in fields(Preset)]
 
 
 def test_default_fingerprint_is_unchanged() -> None:
-    # Every stored key embeds it: a new setting or a changed default moves every URL.
-    assert DEFAULT_PRESET.fingerprint() == "88952ea3f6327868"
+    # Every stored key embeds it: a new setting or a changed default moves every URL. Issue 11
+    # moved it on purpose (widths, keep_original, avif_animation_effort; the set now carries a
+    # placeholder, so sets made before must not answer a repeated upload).
+    assert DEFAULT_PRESET.fingerprint() == "b95f4ddc1a81f40c"
 
 
 @pytest.mark.parametrize("suffix", [".json", ".toml"])
@@ -77,7 +87,27 @@ def test_a_whole_toml_preset(tmp_path: Path) -> None:
         ),
         (
             {"formats": [], "thumbnail_width": 0},
-            "preset formats: expected at least one format when thumbnail_width is 0, got []",
+            "preset formats: expected at least one format when thumbnail_width is 0 and "
+            "keep_original is false, got []",
+        ),
+        (
+            {"widths": 480},
+            "preset widths: expected a list of at most 8 widths, whole numbers 16..65535, got 480",
+        ),
+        (
+            {"widths": [480, 8]},
+            "preset widths: expected a list of at most 8 widths, whole numbers 16..65535, "
+            "got [480, 8] (8 is not one)",
+        ),
+        (
+            {"widths": [480, 480]},
+            "preset widths: expected a list of at most 8 widths, whole numbers 16..65535, "
+            "got [480, 480] (a width is named twice)",
+        ),
+        ({"keep_original": 1}, "preset keep_original: expected true or false, got 1"),
+        (
+            {"avif_animation_effort": 10},
+            "preset avif_animation_effort: expected a whole number 0..9, got 10",
         ),
         (
             {"jpeg_background": "white"},
@@ -149,9 +179,14 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
         tmp_path / "missing.json": "cannot be read (No such file or directory)",
         tmp_path: "cannot be read (Is a directory)",
     }
+    assert_file_errors(load_preset_file, cases)
+
+
+def assert_file_errors(load: Callable[[Path], object], cases: dict[Path, str]) -> None:
+    """Each file is refused with one line naming it, then the problem."""
     for path, problem in cases.items():
         with pytest.raises(PresetError) as caught:
-            load_preset_file(path)
+            load(path)
         message = str(caught.value)
         assert message.startswith(f"preset file {path}: {problem}"), message
         assert "\n" not in message
@@ -180,3 +215,75 @@ def test_any_settings_give_a_preset_or_one_line(settings: dict[str, Any]) -> Non
         return
     assert Preset.from_json(preset.to_json()) == preset
     assert json.loads(preset.to_json()).keys() == set(SETTINGS)
+
+
+def test_widths_are_kept_sorted_and_only_the_original_is_a_preset() -> None:
+    preset = Preset.from_json('{"widths": [1600, 480, 960]}')
+    assert preset.widths == (480, 960, 1600)
+    assert preset.fingerprint() == Preset(widths=(480, 960, 1600)).fingerprint()
+    assert Preset.from_json(preset.to_json()) == preset
+    only = Preset(formats=(), thumbnail_width=0, keep_original=True)
+    assert not only.encodes and DEFAULT_PRESET.encodes
+
+
+def test_a_request_folds_its_original_choice_into_the_preset() -> None:
+    """The choice changes the output, so it changes the fingerprint (keys and dedupe)."""
+    keep = DEFAULT_PRESET.for_original("keep")
+    assert keep.keep_original and keep.formats == DEFAULT_PRESET.formats
+    only = DEFAULT_PRESET.with_changes(widths=[480]).for_original("only")
+    assert (only.formats, only.widths, only.thumbnail_width, only.keep_original) == (
+        (),
+        (),
+        0,
+        True,
+    )
+    assert not only.encodes
+    assert DEFAULT_PRESET.for_original("preset") is DEFAULT_PRESET
+    assert keep.for_original("drop") == DEFAULT_PRESET
+    assert only.for_original("drop") == only  # nothing would be left: the original stays
+    prints = {DEFAULT_PRESET.for_original(mode).fingerprint() for mode in ORIGINAL_MODES}
+    assert len(prints) == 3  # preset = drop for the default preset; keep and only differ
+    with pytest.raises(ValueError, match="unknown original mode 'maybe'"):
+        DEFAULT_PRESET.for_original("maybe")  # type: ignore[arg-type]
+
+
+def test_a_presets_file_names_presets_each_over_the_defaults(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        json.dumps(
+            {
+                "default": {"widths": [480, 960, 1600]},
+                "thumbs": {"formats": ["webp"], "widths": [320]},
+                "keep": {"keep_original": True},
+            }
+        ),
+        "presets.json",
+    )
+    presets = load_presets_file(path)
+    assert list(presets) == ["default", "thumbs", "keep"]
+    assert presets["default"] == Preset(widths=(480, 960, 1600))
+    assert presets["thumbs"] == Preset(formats=("webp",), widths=(320,))
+    assert presets["keep"].keep_original and presets["keep"].widths == ()
+    toml = write(tmp_path, '[thumbs]\nformats = ["webp"]\nwidths = [320]\n', "presets.toml")
+    assert load_presets_file(toml) == {"thumbs": presets["thumbs"]}
+
+
+def test_presets_file_errors_name_the_file_the_preset_and_the_setting(tmp_path: Path) -> None:
+    cases = {
+        write(tmp_path, '{"thumbs": {"widths": [0]}}', "a.json"): (
+            "thumbs: widths: expected a list of at most 8 widths, whole numbers 16..65535, "
+            "got [0] (0 is not one)"
+        ),
+        write(tmp_path, '{"thumbs": {"widht": [320]}}', "b.json"): (
+            "thumbs: widht: unknown setting (did you mean widths?)"
+        ),
+        write(tmp_path, '{"thumbs": [1]}', "c.json"): (
+            "thumbs: expected an object of settings, got [1]"
+        ),
+        write(tmp_path, '{"Thumbs!": {}}', "d.json"): "a preset name is 1-32 characters",
+        write(tmp_path, "{}", "e.json"): "names no preset",
+        write(tmp_path, "[]", "f.json"): "expected an object of named presets, got []",
+        write(tmp_path, '{"a": {', "g.json"): "not valid JSON (",
+        tmp_path / "missing.toml": "cannot be read (No such file or directory)",
+    }
+    assert_file_errors(load_presets_file, cases)

@@ -16,7 +16,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from uplodr.errors import InvalidRequest, TooLarge, UplodrError
-from uplodr.proto.uplodr_pb2 import UploadReq
+from uplodr.proto.uplodr_pb2 import ORIGINAL_DROP, ORIGINAL_KEEP, ORIGINAL_ONLY, Original, UploadReq
 from uplodr.worker.stream_protocol import Chunk, Event, FileEnded, FileStarted, StreamProtocol
 
 LIMIT = 64
@@ -269,3 +269,29 @@ def test_messages_quote_names_short_and_escaped(name: str, data: bytes) -> None:
     message = str(error)
     assert len(message) < 150
     assert "\n" not in message and "\x00" not in message
+
+
+def test_per_file_options_come_from_the_first_message_and_may_not_change() -> None:
+    protocol = StreamProtocol(LIMIT)
+    (started, _) = protocol.feed(
+        UploadReq(file_name="a.png", data=b"x", preset='{"widths":[480]}', original=ORIGINAL_KEEP)
+    )
+    assert started == FileStarted("a.png", "", '{"widths":[480]}', "keep")
+    # repeating them is fine, leaving them out too
+    protocol.feed(UploadReq(data=b"y", preset='{"widths":[480]}', original=ORIGINAL_KEEP))
+    (_, ended) = protocol.feed(UploadReq(data=b"z", done=True))
+    assert ended == FileEnded(3)
+    (plain, *_) = protocol.feed(UploadReq(file_name="b.png", data=b"x", done=True))
+    assert plain == FileStarted("b.png", "", "", "preset")  # the next file has its own
+    for change in (UploadReq(data=b"y", preset="{}"), UploadReq(data=b"y", original=ORIGINAL_ONLY)):
+        protocol = StreamProtocol(LIMIT)
+        protocol.feed(UploadReq(file_name="a.png", data=b"x", original=ORIGINAL_DROP))
+        with pytest.raises(InvalidRequest, match="preset or original changed before 'done'"):
+            protocol.feed(change)
+
+
+def test_an_original_mode_the_contract_does_not_define_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match=r"original must be one of 0\.\.3 .* got 7"):
+        StreamProtocol(LIMIT).feed(
+            UploadReq(file_name="a.png", data=b"x", original=Original.ValueType(7))
+        )

@@ -7,7 +7,8 @@ one at a time. Readers:
 
     uplodr.sniff          magic bytes and ISO-BMFF brands of the input formats (the gateway,
                           without libvips)
-    uplodr.imaging        loader allow-list and header loader (vips, probe), animation and alpha
+    uplodr.imaging        loader allow-list and header loader (vips, probe), which decoder reads
+                          the pixels (libvips, or pillow-heif for HEVC), animation and alpha
                           handling (pipeline, convert), one encoder function per output format
                           (encode, keyed by `Format.name`), the one-at-a-time rule
     uplodr.preset         which formats a preset may ask for at full size
@@ -26,6 +27,9 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 RoleName = Literal["full", "thumbnail", "width", "original"]
+# Who reads an input format's pixels: libvips through its allow-listed `loaders`, or libheif's
+# HEVC decoder through pillow-heif (pyvips-binary's libheif decodes AV1 only).
+Decoder = Literal["libvips", "pillow-heif"]
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,9 @@ class Role:
 
 FULL: Final = Role("full", "")
 THUMBNAIL: Final = Role("thumbnail", "-thumb")
-# Built by issue 11 (responsive widths, keep the original); defined now so keys, sweep and the
-# answer JSON grow by data: a format lists the role in `roles` once its variants are written.
+# A full-size format made again at a smaller width (responsive images: the preset's `widths`).
 WIDTH: Final = Role("width", "-{w}w")
+# The upload itself, byte for byte, in the format it was sniffed as (keep_original).
 ORIGINAL: Final = Role("original", "-original")
 ROLES: Final[dict[RoleName, Role]] = {r.name: r for r in (FULL, THUMBNAIL, WIDTH, ORIGINAL)}
 
@@ -95,8 +99,11 @@ class Format:
     # above, but never decide as the major brand.
     weak_brands: frozenset[bytes] = frozenset()
     # libvips loader nicknames (without _buffer/_source), first = the one that reads the header.
-    # Every other loader is blocked inside libvips. Empty: not accepted as an upload.
+    # Every other loader is blocked inside libvips. Empty: not read by libvips.
     loaders: tuple[str, ...] = ()
+    # Who decodes an upload in this format (an input format is read by libvips unless it names
+    # another decoder; such a format has no libvips loader at all).
+    decoder: Decoder = "libvips"
     alpha: bool = False  # can carry transparency; otherwise it is flattened before encoding
     animated_input: bool = False  # extra pages of an upload are animation frames
     animated_output: bool = False  # its encoder writes every frame
@@ -108,10 +115,14 @@ class Format:
     _patterns: tuple[re.Pattern[bytes], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.loaders and not (self.magic or self.brands):
+        if self.decoder != "libvips" and self.loaders:
+            raise ValueError(f"format {self.name}: decoded by {self.decoder}, so no libvips loader")
+        if self.is_input and not (self.magic or self.brands):
             raise ValueError(f"format {self.name}: an input format needs magic bytes or brands")
-        if not self.loaders and (self.magic or self.brands or self.animated_input):
+        if not self.is_input and (self.magic or self.brands or self.animated_input):
             raise ValueError(f"format {self.name}: input properties but no loader")
+        if "original" in self.roles and not self.is_input:
+            raise ValueError(f"format {self.name}: only an input format can be an original")
         if (self.one_at_a_time or self.animated_output) and not self.is_output:
             raise ValueError(f"format {self.name}: an encoder rule on a format that is no output")
         unknown = set(self.roles) - set(ROLES)
@@ -125,7 +136,7 @@ class Format:
 
     @property
     def is_input(self) -> bool:
-        return bool(self.loaders)
+        return bool(self.loaders) or self.decoder != "libvips"
 
     @property
     def is_output(self) -> bool:
@@ -145,7 +156,7 @@ REGISTRY: Final[tuple[Format, ...]] = (
         ext="jpg",
         magic=(b"\xff\xd8\xff",),
         loaders=("jpegload",),
-        roles=frozenset({"full"}),
+        roles=frozenset({"full", "width", "original"}),
     ),
     Format(
         name="png",
@@ -155,7 +166,7 @@ REGISTRY: Final[tuple[Format, ...]] = (
         magic=(b"\x89PNG\r\n\x1a\n",),
         loaders=("pngload",),
         alpha=True,
-        roles=frozenset({"thumbnail"}),
+        roles=frozenset({"thumbnail", "original"}),
     ),
     Format(
         name="webp",
@@ -167,7 +178,7 @@ REGISTRY: Final[tuple[Format, ...]] = (
         alpha=True,
         animated_input=True,
         animated_output=True,
-        roles=frozenset({"full"}),
+        roles=frozenset({"full", "width", "original"}),
     ),
     Format(
         name="gif",
@@ -178,6 +189,7 @@ REGISTRY: Final[tuple[Format, ...]] = (
         loaders=("gifload",),
         alpha=True,
         animated_input=True,
+        roles=frozenset({"original"}),
     ),
     Format(
         name="avif",
@@ -187,20 +199,23 @@ REGISTRY: Final[tuple[Format, ...]] = (
         brands=frozenset({b"avif", b"avis"}),
         loaders=("heifload",),
         alpha=True,
-        roles=frozenset({"full"}),
+        # Stills by libvips; animations by Pillow's libavif (libvips writes no AVIF sequences).
+        animated_output=True,
+        roles=frozenset({"full", "width", "original"}),
         one_at_a_time=True,
     ),
     Format(
-        # HEIC: the primary image is HEVC. pyvips-binary's libheif decodes only AV1, so probe
-        # refuses these after reading the header (issue 11 brings an HEVC decoder).
+        # HEIC: the primary image is HEVC. pyvips-binary's libheif decodes only AV1, so these
+        # are decoded by pillow-heif (libheif + libde265), never by a libvips loader.
         name="heif",
         label="HEIF",
         mime_type="image/heif",
         ext="heic",
         brands=frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}),
         weak_brands=frozenset({b"mif1", b"msf1"}),
-        loaders=("heifload",),
+        decoder="pillow-heif",
         alpha=True,
+        roles=frozenset({"original"}),
     ),
 )
 

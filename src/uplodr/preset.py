@@ -8,6 +8,11 @@ A preset file (JSON, or TOML for a `.toml` file) holds only the settings it chan
 merged over the defaults. A `Preset` checks every setting when it is built, so a bad one is
 refused at start-up with one line that names the setting, what it expects and what it got:
 `preset avif_quality: expected a whole number 1..100, got "high"`.
+
+A presets file names several presets (`{"default": {...}, "thumbs": {...}}`, each merged over the
+defaults); `load_presets_file` reads it. A request picks one by name, and may ask to keep the
+original beside the variants, or only the original (`Preset.for_original`): the preset a file is
+converted with, and so its fingerprint and its keys, always include that choice.
 """
 
 from __future__ import annotations
@@ -20,12 +25,23 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from uplodr import formats
 
 # Full-size formats in the order they are answered: what every browser can show, best first.
 DEFAULT_FORMATS: Final[tuple[str, ...]] = ("webp", "avif", "jpeg")
+
+# What a request asks for the uploaded bytes themselves: what its preset says (`keep_original`),
+# no original, the original beside the variants, or only the original (nothing encoded).
+OriginalMode = Literal["preset", "drop", "keep", "only"]
+ORIGINAL_MODES: Final[tuple[OriginalMode, ...]] = ("preset", "drop", "keep", "only")
+
+# Responsive widths per preset: each costs one encode of every full-size format.
+MAX_WIDTHS: Final = 8
+
+# A preset's name in a presets file, and in `?preset=NAME`.
+PRESET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
 class PresetError(ValueError):
@@ -53,14 +69,25 @@ class Preset:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     # Longest side of the full-size variants; larger images are shrunk, smaller ones never enlarged.
     max_long_side: int = 4096
+    # Responsive widths in px: every full-size format is also made at each width smaller than
+    # the full-size variant (never enlarged), e.g. [480, 960, 1600]. Kept sorted.
+    widths: tuple[int, ...] = ()
     # Width of the PNG thumbnail (0 = no thumbnail); never enlarged.
     thumbnail_width: int = 800
     jpeg_quality: int = 82  # progressive + optimize_coding
     webp_quality: int = 80
     webp_effort: int = 4
-    avif_quality: int = 60
-    # libvips effort 0-9 (aom speed = 9 - effort). 3 ~ aom speed 6: 2.4 s for a 12 MP photo.
-    avif_effort: int = 3
+    # AVIF: libvips effort 0-9 (aom speed = 9 - effort). Chosen by measurement
+    # (bench/avif_effort.py, docs/benchmarks.md): at the SSIM of the old default (effort 3,
+    # q60) effort 0 needs q62-65 and writes +12 % bytes for 0.20x the CPU-seconds; effort 1
+    # writes the same bytes for twice effort 0's CPU, effort 4 saves 9 % bytes for 4.9x. For a
+    # service that bills its compute, the AVIF encode being most of a job's CPU: effort 0, q63.
+    avif_quality: int = 63
+    avif_effort: int = 0
+    # The same scale for animated AVIF (written by Pillow's libavif, speed = 9 - effort).
+    # Measured on iss634.gif (42 frames of 245x245) at q63: effort 1 (speed 8) writes the
+    # smallest file, 36 KB in 0.24 CPU-s; effort 3 (speed 6) 39 KB in 1.9 CPU-s.
+    avif_animation_effort: int = 1
     png_compression: int = 6
     # PNG thumbnails of photos are quantised to a 256-colour palette at this quality (1-100),
     # ~3.5x smaller than full colour; 0 keeps full colour. Images with <= 256 colours always
@@ -69,6 +96,9 @@ class Preset:
     # Background used to flatten transparency for formats without alpha (JPEG): white, what a
     # page usually shows. In a file: [r, g, b] or "#rrggbb".
     jpeg_background: tuple[int, int, int] = (255, 255, 255)
+    # Store the upload as it came (after sniffing and the limits) beside the variants, under
+    # `{stem}-{digest}-original.{ext}`. It keeps the original's metadata: EXIF location too.
+    keep_original: bool = False
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -76,10 +106,30 @@ class Preset:
             checked = _RULES[setting.name].check(setting.name, value)
             if checked is not value:
                 object.__setattr__(self, setting.name, checked)
-        if not self.formats and not self.thumbnail_width:
+        if not self.formats and not self.thumbnail_width and not self.keep_original:
             raise PresetError(
-                "expected at least one format when thumbnail_width is 0, got []", "formats"
+                "expected at least one format when thumbnail_width is 0 and keep_original is "
+                "false, got []",
+                "formats",
             )
+
+    @property
+    def encodes(self) -> bool:
+        """True when the image is decoded and variants are made (not only the original kept)."""
+        return bool(self.formats or self.thumbnail_width)
+
+    def for_original(self, mode: OriginalMode) -> Preset:
+        """This preset as one request asks for it: its own `keep_original` ("preset"), without
+        the original ("drop"), with it ("keep"), or the original alone ("only": no variant)."""
+        if mode == "preset":
+            return self
+        if mode == "drop":
+            return replace(self, keep_original=False) if self.encodes else self
+        if mode == "keep":
+            return replace(self, keep_original=True)
+        if mode == "only":
+            return replace(self, formats=(), widths=(), thumbnail_width=0, keep_original=True)
+        raise ValueError(f"unknown original mode {mode!r}; known: {', '.join(ORIGINAL_MODES)}")
 
     @classmethod
     def from_mapping(cls, settings: object, base: Preset | None = None) -> Preset:
@@ -118,24 +168,60 @@ def load_preset_file(path: Path) -> Preset:
 
     Raises PresetError, one line naming the file, when it cannot be read or parsed or when a
     setting is bad."""
+    try:
+        return Preset.from_mapping(_read_document(path))
+    except PresetError as error:
+        raise error.in_file(path) from None
+
+
+def load_presets_file(path: Path) -> dict[str, Preset]:
+    """The named presets in the JSON (or, for `.toml`, TOML) file at `path`: an object of
+    `{name: {settings}}`, each merged over the defaults, in the file's order.
+
+    Raises PresetError, one line naming the file, the preset and the setting, e.g.
+    `preset file presets.json: thumbs: widths: expected ..., got [0]`."""
     source = f"preset file {path}"
+    try:
+        document = _read_document(path)
+    except PresetError as error:
+        raise error.in_file(path) from None
+    if not isinstance(document, Mapping):
+        raise PresetError(
+            f"expected an object of named presets, got {_show(document)}", None, source
+        )
+    if not document:
+        raise PresetError("names no preset; expected {name: {settings}, ...}", None, source)
+    presets: dict[str, Preset] = {}
+    for name, settings in document.items():
+        if not PRESET_NAME.fullmatch(str(name)):
+            raise PresetError(
+                "a preset name is 1-32 characters of a-z, 0-9, _ and - (starting with a letter "
+                f"or digit), got {_show(name)}",
+                None,
+                source,
+            )
+        try:
+            presets[str(name)] = Preset.from_mapping(settings)
+        except PresetError as error:
+            key = f"{name}: {error.key}" if error.key else str(name)
+            raise PresetError(error.problem, key, source) from None
+    return presets
+
+
+def _read_document(path: Path) -> object:
+    """The JSON (or, for `.toml`, TOML) document in the file at `path` (PresetError if not)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise PresetError(f"cannot be read ({error.strerror or error})", source=source) from None
+        raise PresetError(f"cannot be read ({error.strerror or error})") from None
     except UnicodeDecodeError:
-        raise PresetError("is not UTF-8 text", source=source) from None
-    try:
-        if path.suffix.lower() == ".toml":
-            try:
-                settings: object = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as error:
-                raise PresetError(f"not valid TOML ({error})") from None
-        else:
-            settings = _parse_json(text)
-        return Preset.from_mapping(settings)
-    except PresetError as error:
-        raise error.in_file(path) from None
+        raise PresetError("is not UTF-8 text") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise PresetError(f"not valid TOML ({error})") from None
+    return _parse_json(text)
 
 
 def _parse_json(text: str) -> object:
@@ -179,6 +265,30 @@ def _whole(low: int, high: int, note: str = "") -> _Rule:
     return _Rule(f"a whole number {low}..{high}{note}", convert)
 
 
+def _flag() -> _Rule:
+    def convert(value: object) -> object:
+        if not isinstance(value, bool):
+            raise _Invalid
+        return value
+
+    return _Rule("true or false", convert)
+
+
+def _widths() -> _Rule:
+    def convert(value: object) -> object:
+        if not isinstance(value, list | tuple) or len(value) > MAX_WIDTHS:
+            raise _Invalid
+        for width in value:
+            if isinstance(width, bool) or not isinstance(width, int) or not 16 <= width <= 65535:
+                raise _Invalid(f"{_show(width)} is not one")
+        if len(set(value)) != len(value):
+            raise _Invalid("a width is named twice")
+        ordered = tuple(sorted(value))
+        return value if ordered == value else ordered
+
+    return _Rule(f"a list of at most {MAX_WIDTHS} widths, whole numbers 16..65535", convert)
+
+
 def _formats() -> _Rule:
     allowed = [fmt.name for fmt in formats.formats_for("full")]
 
@@ -215,15 +325,18 @@ def _colour() -> _Rule:
 _RULES: Final[dict[str, _Rule]] = {
     "formats": _formats(),
     "max_long_side": _whole(16, 65535),
+    "widths": _widths(),
     "thumbnail_width": _whole(0, 65535, " (0 = no thumbnail)"),
     "jpeg_quality": _whole(1, 100),
     "webp_quality": _whole(1, 100),
     "webp_effort": _whole(0, 6),
     "avif_quality": _whole(1, 100),
     "avif_effort": _whole(0, 9),
+    "avif_animation_effort": _whole(0, 9),
     "png_compression": _whole(0, 9),
     "png_palette_quality": _whole(0, 100, " (0 = full colour)"),
     "jpeg_background": _colour(),
+    "keep_original": _flag(),
 }
 
 SHOWN_CHARS: Final = 60

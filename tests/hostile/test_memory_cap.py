@@ -1,6 +1,6 @@
 """`uplodr serve --machine-memory 512M`: a job that needs more memory than its machine has fails
 with a clear 422 that says so, and the machine is destroyed; the default preset keeps the same
-24 MP photo inside 512 MB."""
+24 MP photo inside 512 MB, and so do responsive widths for it and for a 12 MP HEIC."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ MEMORY = "512M"
 PHOTO = "craft-beer.jpg"  # 6000 x 4000: a full-resolution AVIF of it peaks at ~600-670 MB
 
 
-def post_photo(gateway: Gateway) -> httpx.Response:
+def post_photo(gateway: Gateway, photo: str = PHOTO) -> httpx.Response:
     return httpx.post(
         f"{gateway.url}/v1/images",
-        params={"name": PHOTO, "folder": "cap"},
-        content=corpus_file(PHOTO).read_bytes(),
+        params={"name": photo, "folder": "cap"},
+        content=corpus_file(photo).read_bytes(),
         timeout=240,
     )
 
@@ -84,5 +84,27 @@ def test_the_default_preset_fits_the_photo_in_512_mb(
     with capsys.disabled():
         print(
             f"\ndefault preset under {MEMORY}: worker peak {memory.worker_peak_mb:.0f} MB "
+            f"(VmHWM), cgroup peak {memory.cgroup_peak_mb:.0f} MB"
+        )
+
+
+@pytest.mark.parametrize("photo", [PHOTO, "IMG_2682.heic"])
+def test_responsive_widths_fit_the_photo_and_a_heic_in_512_mb(
+    tmp_path: Path, photo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    widths = tmp_path / "widths.json"
+    widths.write_text(json.dumps({"widths": [480, 960, 1600]}))
+    with running_gateway(
+        tmp_path / "gw", "--machine-memory", MEMORY, "--preset", str(widths)
+    ) as gateway:
+        with MachineMemory(gateway) as memory:
+            response = post_photo(gateway, photo)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["variants"]) == 3 + 3 * 3 + 1  # full, 3 widths, thumbnail
+        assert_nothing_left(gateway)
+    assert 0 < memory.worker_peak_mb < 512
+    with capsys.disabled():
+        print(
+            f"\n{photo} with widths under {MEMORY}: worker peak {memory.worker_peak_mb:.0f} MB "
             f"(VmHWM), cgroup peak {memory.cgroup_peak_mb:.0f} MB"
         )

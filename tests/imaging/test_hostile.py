@@ -27,7 +27,7 @@ def test_hostile_case_gets_its_specific_answer(case: HostileCase, tmp_path: Path
     path = tmp_path / case.filename
     path.write_bytes(case.data)
     if case.expected == "ok":
-        variants = convert(path, DEFAULT_PRESET, ImageLimits())
+        variants = convert(path, DEFAULT_PRESET, ImageLimits()).variants
         assert [v.name for v in variants] == [*DEFAULT_PRESET.formats, "thumbnail"]
         return
     with pytest.raises(UplodrError) as caught:
@@ -149,7 +149,7 @@ from uplodr.imaging import ImageLimits, configure_vips, convert
 from uplodr.preset import DEFAULT_PRESET
 configure_vips()
 started = time.perf_counter()
-variants = convert(Path(sys.argv[1]), DEFAULT_PRESET, ImageLimits())
+variants = convert(Path(sys.argv[1]), DEFAULT_PRESET, ImageLimits()).variants
 wall = time.perf_counter() - started
 print(json.dumps({"peak_mb": peak_mb(), "wall_s": round(wall, 2),
                   "encode_s": {v.name: round(v.encode_seconds, 2) for v in variants},

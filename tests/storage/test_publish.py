@@ -22,6 +22,7 @@ from uplodr.storage import (
     NameTaken,
     Publisher,
     S3Store,
+    SetInfo,
     content_digest,
 )
 from uplodr.storage.publish import ROLLBACK_DEADLINE_S
@@ -212,3 +213,81 @@ async def test_publish_timing_swift_vs_local(
         f"swift {timings['swift'] * 1000:.0f} ms, local {timings['local'] * 1000:.0f} ms"
     )
     assert timings["swift"] < 20
+
+
+def set_with_original(seed: int) -> tuple[list[Blob], bytes]:
+    """A set as the worker writes it with keep_original: typed variants, a width, the
+    thumbnail and the upload itself (random bytes standing for a HEIC with its EXIF)."""
+    upload = os.urandom(300_000) + bytes([seed])
+    typed = [
+        Blob("", "webp", "image/webp", 4032, 3024, bytes([seed]) * 1000, "webp", "full"),
+        Blob("-480w", "webp", "image/webp", 480, 360, bytes([seed]) * 100, "webp", "width"),
+        Blob("-thumb", "png", "image/png", 800, 600, bytes([seed]) * 200, "png", "thumbnail"),
+        Blob("-original", "heic", "image/heif", 4032, 3024, upload, "heif", "original"),
+    ]
+    return typed, upload
+
+
+INFO = SetInfo(4032, 3024, {"thumbhash": "AbC=", "blurhash": "LKO2?U%2", "data_url": "data:x"})
+
+
+async def test_the_manifest_keeps_what_a_repeated_answer_needs(tmp_path: Path) -> None:
+    publisher = Publisher([LocalStore(tmp_path, "http://h/{key}")], "digest")
+    blobs_, _ = set_with_original(11)
+    published = await publisher.publish("blog", "cat", DIGEST, blobs_, PRESET, INFO)
+    assert published.info == INFO and not published.deduplicated
+    assert [(v.format, v.role) for v in published.variants] == [
+        ("webp", "full"),
+        ("webp", "width"),
+        ("png", "thumbnail"),
+        ("heif", "original"),
+    ]
+    assert published.variants[-1].key == f"blog/cat-{DIGEST}-original.heic"
+    document = json.loads((tmp_path / f"blog/cat-{DIGEST}.json").read_bytes())
+    assert document["version"] == 2
+    assert (document["width"], document["height"]) == (4032, 3024)
+    assert document["placeholder"] == dict(INFO.placeholder or {})
+    assert document["variants"][1]["role"] == "width"
+    again = await publisher.lookup("blog", "cat", DIGEST)
+    assert again is not None and again.deduplicated
+    assert again.variants == published.variants and again.info == INFO
+
+
+async def test_a_manifest_from_before_answers_without_the_new_fields(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, "http://h/{key}")
+    old = {
+        "version": 1,
+        "digest": DIGEST,
+        "variants": [
+            {"key": "b/c.webp", "url": "x", "mime_type": "image/webp", "size_bytes": 3,
+             "width": 2, "height": 1}
+        ],
+    }  # fmt: skip
+    await store.put(f"b/c-{DIGEST}.json", json.dumps(old).encode(), "application/json", "no-cache")
+    found = await Publisher([store]).lookup("b", "c", DIGEST)
+    assert found is not None and found.info is None
+    assert (found.variants[0].format, found.variants[0].role) == ("", "")
+
+
+async def test_the_original_is_byte_identical_and_rolled_back_with_the_set(
+    swift: SwiftServer, make_bucket: Callable[[], str], s3_store: MakeStore
+) -> None:
+    """On the real Swift server: with a mirror down, neither the original nor any variant
+    remains; with the stores up, the original reads back byte for byte under its own type."""
+    a = make_bucket()
+    dead = s3_store(a, deadline_s=1.0, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{free_port()}")
+    blobs_, upload = set_with_original(12)
+    with pytest.raises(StorageUnavailable):
+        await Publisher([s3_store(a), dead], "digest").publish(
+            "blog", "cat", DIGEST, blobs_, PRESET, INFO
+        )
+    await assert_nothing_published(swift, a)
+
+    published = await Publisher([s3_store(a)], "digest").publish(
+        "blog", "cat", DIGEST, blobs_, PRESET, INFO
+    )
+    original = published.variants[-1]
+    response = swift.anonymous_get(a, original.key)
+    assert response.content == upload
+    assert response.headers["content-type"] == "image/heif"
+    assert original.size_bytes == len(upload)

@@ -158,8 +158,9 @@ async def test_a_set_a_job_is_reusing_is_kept(tmp_path: Path) -> None:
 async def test_sweep_takes_every_variant_the_encoders_write_and_nothing_else(
     tmp_path: Path,
 ) -> None:
-    """A real conversion in every output format of the registry, left without its manifest,
-    is one incomplete set; keys in a role or format no encoder writes are never taken."""
+    """A real conversion in every output format and role of the registry (full size, a width,
+    the thumbnail) and a kept original of every input format, left without its manifest, is
+    one incomplete set; keys in a role or format nobody writes are never taken."""
     import pyvips
 
     from uplodr import formats
@@ -168,28 +169,33 @@ async def test_sweep_takes_every_variant_the_encoders_write_and_nothing_else(
 
     source = tmp_path / "in.png"
     pyvips.Image.black(40, 30, bands=4).write_to_file(str(source))
-    preset = Preset(formats=tuple(f.name for f in formats.formats_for("full")), thumbnail_width=8)
-    variants = convert(source, preset, ImageLimits())
-    written = {(v.role, v.format) for v in variants}
-    assert written == {(role.name, fmt.name) for role, fmt in formats.variant_shapes()}
+    preset = Preset(
+        formats=tuple(f.name for f in formats.formats_for("full")), widths=(16,), thumbnail_width=8
+    )
+    variants = convert(source, preset, ImageLimits()).variants
+    written = [(v.suffix, v.ext, v.data, v.mime_type) for v in variants]
+    # the worker keeps an original in the format it was sniffed as: every input format
+    written += [("-original", f.ext, b"original", f.mime_type) for f in formats.input_formats()]
+    shapes = {(v.role, v.format) for v in variants}
+    shapes |= {("original", f.name) for f in formats.input_formats()}
+    assert shapes == {(role.name, fmt.name) for role, fmt in formats.variant_shapes()}
 
     store = LocalStore(tmp_path / "store", URL)
     keys = []
-    for variant in variants:
-        key = variant_key("blog", "cat", digest(12), variant.suffix, variant.ext)
-        await store.put(key, variant.data, variant.mime_type, IMMUTABLE_CACHE_CONTROL)
+    for suffix, ext, data, mime_type in written:
+        key = variant_key("blog", "cat", digest(12), suffix, ext)
+        await store.put(key, data, mime_type, IMMUTABLE_CACHE_CONTROL)
         keys.append(key)
-    shapes_no_encoder_writes = [
+    shapes_nobody_writes = [
         ("-thumb", "webp"),
         ("", "png"),
         ("", "gif"),
         ("-thumb", "jpg"),
-        ("-480w", "webp"),  # responsive widths: not built yet
-        ("-original", "jpg"),  # the kept original: not built yet
+        ("-480w", "png"),  # the thumbnail's format has no widths
+        ("-0480w", "webp"),  # not a width the role writes
+        ("-original", "txt"),  # not an input format
     ]
-    never_written = [
-        f"blog/cat-{digest(12)}{suffix}.{ext}" for suffix, ext in shapes_no_encoder_writes
-    ]
+    never_written = [f"blog/cat-{digest(12)}{suffix}.{ext}" for suffix, ext in shapes_nobody_writes]
     for key in never_written:
         await store.put(key, b"not ours", "application/octet-stream", IMMUTABLE_CACHE_CONTROL)
 

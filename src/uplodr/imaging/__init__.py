@@ -1,22 +1,27 @@
-"""Image conversion for uplodr: sniff, check, decode once, encode web variants (pyvips only).
+"""Image conversion for uplodr: sniff, check, decode once, encode web variants.
 
     configure_vips()                     once per process (probe/convert also call it)
     sniff(head) -> format | None         magic bytes only; allow-list
     probe(path, limits) -> ImageInfo     header only; raises Unsupported/Corrupt/LimitExceeded
-    convert(path, preset, limits) -> [EncodedVariant]
+    convert(path, preset, limits) -> Conversion
+                                         variants (full size, widths, thumbnail), intrinsic
+                                         size, placeholder, what the header said
 
-Run workers with MALLOC_ARENA_MAX=2 (see `uplodr.imaging.vips`). What each format is (magic
-bytes, loaders, alpha, animation, MIME type, roles) comes from the pure `uplodr.formats`.
+libvips (pyvips) does the pipeline; pillow-heif decodes HEIC (`heif`) and Pillow writes animated
+AVIF (`animated_avif`): the worker's libraries, never loaded by the gateway. Run workers with
+MALLOC_ARENA_MAX=2 (see `uplodr.imaging.vips`). What each format is (magic bytes, decoder,
+alpha, animation, MIME type, roles) comes from the pure `uplodr.formats`.
 
-Animated input: the WebP variant stays animated; libvips cannot write animated AVIF, so the AVIF,
-JPEG and PNG-thumbnail variants are the first frame (`EncodedVariant.animated` tells which).
+Animated input: the WebP and AVIF variants stay animated; the JPEG and PNG-thumbnail variants
+are the first frame (`EncodedVariant.animated` tells which).
 
 Time limit: `ImageLimits.max_seconds` kills libvips decoding and the WebP/JPEG/PNG encoders at
-the next tile; an AVIF encode already inside aom cannot be interrupted and finishes first
-(bounded by the preset's long-side cap: ~5 s at 4096 px on 2 cores).
+the next tile; an AVIF encode already inside aom (or libavif), and a HEIC decode inside
+libde265, cannot be interrupted and finish first (bounded by the limits: at the default effort
+0 an AVIF of 4096 px takes ~1 CPU-s, a 12 MP HEIC decodes in ~0.3 s).
 """
 
-from uplodr.imaging.convert import convert
+from uplodr.imaging.convert import Conversion, convert
 from uplodr.imaging.encode import EncodedVariant
 from uplodr.imaging.limits import DEFAULT_LIMITS, ImageLimits
 from uplodr.imaging.probe import ImageInfo, probe
@@ -27,6 +32,7 @@ __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_LIMITS",
     "SNIFF_BYTES",
+    "Conversion",
     "EncodedVariant",
     "ImageFormat",
     "ImageInfo",

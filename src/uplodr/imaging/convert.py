@@ -1,27 +1,41 @@
 """One uploaded image in, its web variants out: probe, decode once, encode in two threads.
 
-Animated input (GIF, animated WebP) stays animated in the WebP variant only. libvips cannot
-write animated AVIF (it would write the frames as separate, unrelated images), so the AVIF
-variant is the FIRST FRAME, as are the JPEG and the PNG thumbnail; each variant's `animated`
-field says which is which.
+    full size   every format of the preset's `formats`, capped at `max_long_side`
+    widths      the same formats again at each of the preset's `widths` smaller than the full
+                size (never enlarged), each shrunk once from the decoded image
+    thumbnail   the PNG thumbnail, first frame
+    placeholder ThumbHash, BlurHash and a data URL, from the first frame (`placeholder`)
+
+Animated input (GIF, animated WebP) stays animated in the WebP and AVIF variants (AVIF through
+Pillow's libavif, libvips writes no AVIF sequences); the JPEG and the PNG thumbnail are the
+FIRST FRAME. Each variant's `animated` field says which is which.
+
+A preset that keeps only the original (`Preset.encodes` false) is probed (sniffed, header
+checked against the limits) and nothing is decoded: its size is the header's.
+
+Encodes run in two threads. The one-at-a-time formats (AVIF) run as one chain, full size first,
+in one thread, while the other thread encodes everything else: a width variant of AVIF never
+holds a thread waiting for the AVIF slot.
 """
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyvips
 
 from uplodr import formats
 from uplodr.errors import UplodrError
-from uplodr.formats import FULL, THUMBNAIL, VariantSpec
-from uplodr.imaging import pipeline
+from uplodr.formats import FULL, THUMBNAIL, WIDTH, VariantSpec
+from uplodr.imaging import pipeline, placeholder
 from uplodr.imaging.deadline import Deadline
 from uplodr.imaging.encode import EncodedVariant, encode
 from uplodr.imaging.limits import ImageLimits
-from uplodr.imaging.probe import probe
+from uplodr.imaging.placeholder import Placeholder
+from uplodr.imaging.probe import ImageInfo, probe
 from uplodr.imaging.vips import release_memory
 from uplodr.preset import Preset
 
@@ -31,8 +45,22 @@ log = logging.getLogger(__name__)
 ENCODE_THREADS = 2
 
 
-def convert(path: Path, preset: Preset, limits: ImageLimits) -> list[EncodedVariant]:
-    """The variants of the image at `path`: `preset.formats` in order, then the thumbnail.
+@dataclass(frozen=True)
+class Conversion:
+    """What one image became."""
+
+    # Full-size formats in the preset's order, then each width (ascending) in the same format
+    # order, then the thumbnail. Empty when only the original is kept.
+    variants: list[EncodedVariant]
+    # Intrinsic size of the full-size output (one frame): what `<img width height>` says.
+    width: int
+    height: int
+    placeholder: Placeholder | None  # None when nothing was decoded (original only)
+    source: ImageInfo  # the upload as its header describes it (sniffed format, size)
+
+
+def convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
+    """The variants of the image at `path`, as `preset` asks for them.
 
     Raises UnsupportedImage, CorruptImage or LimitExceeded (size, frames, time).
     """
@@ -42,30 +70,41 @@ def convert(path: Path, preset: Preset, limits: ImageLimits) -> list[EncodedVari
         release_memory()
 
 
-def _convert(path: Path, preset: Preset, limits: ImageLimits) -> list[EncodedVariant]:
+def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
     deadline = Deadline(limits.max_seconds)
     info = probe(path, limits)
+    if not preset.encodes:
+        width, height = info.display_size
+        return Conversion([], width, height, None, info)
     decoded = pipeline.prepare(path, info, preset.max_long_side, deadline)
+    still = pipeline.first_frame(decoded)
 
-    jobs: list[tuple[VariantSpec, pyvips.Image]] = []
-    for name in preset.formats:
-        spec = VariantSpec(formats.get(name), FULL)
-        jobs.append((spec, _for_format(decoded, spec.format, preset)))
+    full = [formats.get(name) for name in preset.formats]
+    jobs: list[tuple[VariantSpec, pyvips.Image]] = [
+        (VariantSpec(fmt, FULL), _for_format(decoded, fmt, preset)) for fmt in full
+    ]
+    for width in preset.widths:
+        if width >= decoded.width:  # never enlarged: the full size is the largest
+            continue
+        sized = pipeline.materialize(pipeline.fit_width(decoded, width), deadline)
+        jobs += [(VariantSpec(fmt, WIDTH, width), _for_format(sized, fmt, preset)) for fmt in full]
     if preset.thumbnail_width:
         spec = VariantSpec(formats.thumbnail_format(), THUMBNAIL)
-        thumb = pipeline.fit_width(pipeline.first_frame(decoded), preset.thumbnail_width)
+        thumb = pipeline.fit_width(still, preset.thumbnail_width)
         jobs.append((spec, _for_format(thumb, spec.format, preset)))
 
+    hint = placeholder.make(still, preset.jpeg_background)
     variants = _encode_all(jobs, preset, deadline)
     log.debug(
-        "converted %s %dx%d x%d in %.2fs",
+        "converted %s %dx%d x%d into %d variants in %.2fs",
         formats.get(info.format).label,
         info.width,
         info.height,
         info.frames,
+        len(variants),
         limits.max_seconds - deadline.remaining(),
     )
-    return variants
+    return Conversion(variants, int(decoded.width), pipeline.page_height(decoded), hint, info)
 
 
 def _for_format(image: pyvips.Image, fmt: formats.Format, preset: Preset) -> pyvips.Image:
@@ -78,28 +117,42 @@ def _for_format(image: pyvips.Image, fmt: formats.Format, preset: Preset) -> pyv
     return image
 
 
+def _chains(jobs: list[tuple[VariantSpec, pyvips.Image]]) -> list[list[int]]:
+    """Job indices grouped into what one thread runs in a row: all encodes of a one-at-a-time
+    format as one chain (full size first, started first), every other encode on its own."""
+    slow: dict[str, list[int]] = {}
+    rest: list[list[int]] = []
+    for index, (spec, _) in enumerate(jobs):
+        if spec.format.one_at_a_time:
+            slow.setdefault(spec.format.name, []).append(index)
+        else:
+            rest.append([index])
+    return [*slow.values(), *rest]
+
+
 def _encode_all(
     jobs: list[tuple[VariantSpec, pyvips.Image]], preset: Preset, deadline: Deadline
 ) -> list[EncodedVariant]:
-    # The slowest encodes (one-at-a-time formats: AVIF) start first, so the other thread does
-    # the rest meanwhile.
-    order = sorted(range(len(jobs)), key=lambda i: not jobs[i][0].format.one_at_a_time)
     pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="uplodr-encode")
-    futures: dict[int, Future[EncodedVariant]] = {}
-    try:
-        for i in order:
-            spec, image = jobs[i]
+    results: dict[int, EncodedVariant] = {}
+
+    def run(chain: list[int]) -> None:
+        for index in chain:
+            spec, image = jobs[index]
             frames = pipeline.frame_count(image)
-            futures[i] = pool.submit(
-                _encode_one, spec, deadline.watch(image), preset, frames, deadline
-            )
-        done, pending = wait(futures.values(), deadline.remaining(), FIRST_EXCEPTION)
+            watched = deadline.watch(image)
+            results[index] = _encode_one(spec, watched, preset, frames, deadline)
+
+    futures: list[Future[None]] = []
+    try:
+        futures = [pool.submit(run, chain) for chain in _chains(jobs)]
+        done, pending = wait(futures, deadline.remaining(), FIRST_EXCEPTION)
+        for future in done:
+            future.result()  # a real error beats "too slow"
         if pending:
             deadline.abort()
-            for future in done:
-                future.result()  # a real error beats "too slow"
             raise deadline.error()
-        return [futures[i].result() for i in range(len(jobs))]
+        return [results[i] for i in range(len(jobs))]
     except BaseException:
         deadline.abort()  # stop the other encoder too
         raise
@@ -115,6 +168,10 @@ def _encode_one(
         variant = encode(spec, image, preset, frames, slot_wait=deadline.remaining())
     except pyvips.Error as error:
         deadline.check()  # killed by the deadline: LimitExceeded
+        log.warning("encoding the %s variant failed: %s", spec.label, error)
+        raise UplodrError(f"could not encode the {spec.label} variant") from None
+    except (OSError, ValueError) as error:  # Pillow's AVIF encoder (animations)
+        deadline.check()
         log.warning("encoding the %s variant failed: %s", spec.label, error)
         raise UplodrError(f"could not encode the {spec.label} variant") from None
     deadline.check()

@@ -4,7 +4,9 @@ One encoder function per output format of `uplodr.formats`, registered under the
 with `@encoder("webp")`; importing this module fails if an output format has no encoder (or an
 encoder no output format). Encoders release the GIL, so variants are encoded in threads. A
 format marked `one_at_a_time` (AVIF: ~18-27 MB per output megapixel, and both cores) has one
-encode running at a time in the process.
+encode running at a time in the process. An encoder of a format with `animated_output` gets the
+frames stacked vertically (`page-height`) and writes them all: WebP through libvips, AVIF
+through Pillow's libavif (`animated_avif`), stills through libvips.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyvips
 
 from uplodr.errors import LimitExceeded
 from uplodr.formats import RoleName, VariantSpec, output_formats
+from uplodr.imaging import animated_avif, pipeline
 from uplodr.preset import Preset
 
 Encoder = Callable[[pyvips.Image, Preset], bytes]
@@ -43,7 +46,7 @@ def encoder(name: str) -> Callable[[Encoder], Encoder]:
 class EncodedVariant:
     format: str  # a `Format.name`: "webp", "avif", "jpeg", "png"
     role: RoleName  # "full", "thumbnail", ...
-    suffix: str  # of its key: "" for full-size variants, "-thumb" for the thumbnail
+    suffix: str  # of its key: "" full size, "-thumb" the thumbnail, "-480w" a width variant
     ext: str  # "webp", "avif", "jpg", "png"
     mime_type: str
     width: int
@@ -51,7 +54,7 @@ class EncodedVariant:
     data: bytes
     encode_seconds: float
     animated: bool
-    name: str  # "webp", "avif", "jpeg", "thumbnail" (VariantSpec.label): for logs and figures
+    name: str  # "webp", "webp-480w", "thumbnail" (VariantSpec.label): for logs and figures
 
 
 # `keep="none"`: no EXIF/XMP/IPTC/ICC in any output (they are sRGB, the web's default).
@@ -65,6 +68,15 @@ def _webp(image: pyvips.Image, preset: Preset) -> bytes:
 
 @encoder("avif")
 def _avif(image: pyvips.Image, preset: Preset) -> bytes:
+    if pipeline.frame_count(image) > 1:
+        if image.bands < 3:
+            image = image.colourspace("srgb")
+        return animated_avif.encode(
+            image,
+            pipeline.page_height(image),
+            quality=preset.avif_quality,
+            effort=preset.avif_animation_effort,
+        )
     data: bytes = image.heifsave_buffer(
         compression="av1", Q=preset.avif_quality, effort=preset.avif_effort, keep="none"
     )

@@ -1,9 +1,13 @@
-"""Identify an image and check it against the limits from its header alone (no pixel decoded)."""
+"""Identify an image and check it against the limits from its header alone (no pixel decoded).
+
+libvips reads the header of every format it decodes; libheif (pillow-heif) reads the header of
+HEIC, which libvips never sees, and the colour description (`nclx`) of AVIF, which libvips does
+not report."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -11,6 +15,8 @@ import pyvips
 
 from uplodr import formats
 from uplodr.errors import CorruptImage, LimitExceeded, UnsupportedImage
+from uplodr.imaging.colour import Cicp
+from uplodr.imaging.heif import HeifHeader, read_header
 from uplodr.imaging.limits import ImageLimits
 from uplodr.imaging.sniff import ImageFormat, read_head, sniff
 from uplodr.imaging.vips import configure_vips
@@ -19,7 +25,8 @@ from uplodr.sniff import ALLOWED_TEXT, UNSUPPORTED_MESSAGE
 log = logging.getLogger(__name__)
 
 # libheif as built into pyvips-binary decodes AV1 only; HEVC (HEIC) is patent-encumbered and
-# left out, so a heifload image in any other compression is refused from its header.
+# left out. HEIC is sniffed by its brands and decoded by pillow-heif; a file labelled AVIF whose
+# header says another compression is refused.
 _HEIF_LOADER: Final = "heifload"
 _HEIF_DECODES: Final = "av1"
 
@@ -37,6 +44,10 @@ class ImageInfo:
     orientation: int  # EXIF orientation 1-8 (1 when absent)
     has_icc_profile: bool
     file_size: int
+    # Colour given by numbers (an AVIF's or HEIC's nclx box) and no ICC profile; None = sRGB.
+    cicp: Cicp | None = None
+    # The libheif header of a HEIC, whose pixels pillow-heif decodes (None for libvips formats).
+    heif: HeifHeader | None = None
 
     @property
     def animated(self) -> bool:
@@ -63,11 +74,40 @@ def probe(path: Path, limits: ImageLimits) -> ImageInfo:
     fmt = sniff(read_head(path))
     if fmt is None:
         raise UnsupportedImage(UNSUPPORTED_MESSAGE)
+    label = formats.get(fmt).label
+    if formats.get(fmt).decoder == "pillow-heif":
+        info = _heif_info(read_header(path, label), fmt, path.stat().st_size)
+        check_limits(info, limits)
+        return info
     header = _open_header(path, fmt)
     info = _info(header, fmt, path.stat().st_size)
     _check_codec(header, info)
     check_limits(info, limits)
+    if formats.get(fmt).brands and not info.has_icc_profile:  # AVIF: colour by numbers?
+        info = replace(info, cicp=read_header(path, label).cicp)
     return info
+
+
+def _heif_info(header: HeifHeader, fmt: ImageFormat, file_size: int) -> ImageInfo:
+    sixteen = header.bit_depth > 8
+    grey = header.bands < 3
+    return ImageInfo(
+        format=fmt,
+        width=header.width,
+        height=header.height,
+        frames=1,  # a burst's other top-level images are not decoded
+        bands=header.bands,
+        has_alpha=header.has_alpha,
+        interpretation=("grey16" if sixteen else "b-w")
+        if grey
+        else ("rgb16" if sixteen else "srgb"),
+        sample_format="ushort" if sixteen else "uchar",
+        orientation=1,  # libheif applies the HEIF transforms; the header size is after them
+        has_icc_profile=header.icc_profile is not None,
+        file_size=file_size,
+        cicp=header.cicp,
+        heif=header,
+    )
 
 
 def _open_header(path: Path, fmt: ImageFormat) -> pyvips.Image:
@@ -112,9 +152,10 @@ def _check_codec(header: pyvips.Image, info: ImageInfo) -> None:
     ):
         compression = str(header.get("heif-compression"))
         if compression != _HEIF_DECODES:
+            label = formats.get(info.format).label
             raise UnsupportedImage(
-                f"HEIF images compressed with {compression.upper()} cannot be decoded here "
-                f"(only AV1, i.e. AVIF); allowed formats are {ALLOWED_TEXT}"
+                f"a file labelled {label} but compressed with {compression.upper()} cannot be "
+                f"decoded here (HEVC must be labelled HEIC); allowed formats are {ALLOWED_TEXT}"
             )
 
 

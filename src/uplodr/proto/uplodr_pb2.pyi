@@ -16,6 +16,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -26,6 +27,33 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Original:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OriginalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Original.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORIGINAL_UNSPECIFIED: _Original.ValueType  # 0
+    """as the preset says (its keep_original)"""
+    ORIGINAL_DROP: _Original.ValueType  # 1
+    """no original, whatever the preset says"""
+    ORIGINAL_KEEP: _Original.ValueType  # 2
+    """the original, byte for byte, beside the variants"""
+    ORIGINAL_ONLY: _Original.ValueType  # 3
+    """only the original: sniffed and checked, nothing encoded"""
+
+class Original(_Original, metaclass=_OriginalEnumTypeWrapper): ...
+
+ORIGINAL_UNSPECIFIED: Original.ValueType  # 0
+"""as the preset says (its keep_original)"""
+ORIGINAL_DROP: Original.ValueType  # 1
+"""no original, whatever the preset says"""
+ORIGINAL_KEEP: Original.ValueType  # 2
+"""the original, byte for byte, beside the variants"""
+ORIGINAL_ONLY: Original.ValueType  # 3
+"""only the original: sniffed and checked, nothing encoded"""
+Global___Original: _TypeAlias = Original  # noqa: Y015
 
 @_typing.final
 class Echo(_message.Message):
@@ -52,7 +80,9 @@ Global___Echo: _TypeAlias = Echo  # noqa: Y015
 class UploadReq(_message.Message):
     """One message of an upload. With Upload it carries a whole file; with Stream it
     carries one chunk, and `done = true` ends the file (the chunk holding `done`
-    may carry data too). `file_name` and `folder` are read from a file's first chunk.
+    may carry data too). `file_name`, `folder`, `preset` and `original` are read
+    from a file's first chunk; a later chunk of the same file may repeat them but
+    not change them.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -61,10 +91,19 @@ class UploadReq(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     FOLDER_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
+    PRESET_FIELD_NUMBER: _builtins.int
+    ORIGINAL_FIELD_NUMBER: _builtins.int
     file_name: _builtins.str
     data: _builtins.bytes
     folder: _builtins.str
     done: _builtins.bool
+    preset: _builtins.str
+    """The preset to convert this file with: every setting as JSON, as the gateway
+    resolved it (uplodr.preset.Preset.to_json). Empty: the worker's own preset.
+    It is part of the file's content digest, so of its keys and its dedupe.
+    """
+    original: Global___Original.ValueType
+    """What to do with the uploaded bytes themselves (also part of the digest)."""
     def __init__(
         self,
         *,
@@ -72,10 +111,12 @@ class UploadReq(_message.Message):
         data: _builtins.bytes = ...,
         folder: _builtins.str = ...,
         done: _builtins.bool = ...,
+        preset: _builtins.str = ...,
+        original: Global___Original.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "done", b"done", "file_name", b"file_name", "folder", b"folder"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "done", b"done", "file_name", b"file_name", "folder", b"folder", "original", b"original", "preset", b"preset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -83,7 +124,7 @@ Global___UploadReq: _TypeAlias = UploadReq  # noqa: Y015
 
 @_typing.final
 class Variant(_message.Message):
-    """One stored web variant of an image."""
+    """One stored web variant of an image (or the kept original)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -92,11 +133,20 @@ class Variant(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     mime_type: _builtins.str
     width: _builtins.int
+    """of one frame"""
     height: _builtins.int
     size_bytes: _builtins.int
+    format: _builtins.str
+    """"webp", "avif", "jpeg", "png"; for the original, the format it was sniffed
+    as ("jpeg", "png", "webp", "gif", "avif", "heif").
+    """
+    role: _builtins.str
+    """"full", "width" (a responsive width), "thumbnail" or "original"."""
     def __init__(
         self,
         *,
@@ -105,14 +155,45 @@ class Variant(_message.Message):
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         size_bytes: _builtins.int = ...,
+        format: _builtins.str = ...,
+        role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "mime_type", b"mime_type", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "mime_type", b"mime_type", "role", b"role", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Variant: _TypeAlias = Variant  # noqa: Y015
+
+@_typing.final
+class Placeholder(_message.Message):
+    """A placeholder to show while the image loads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THUMBHASH_FIELD_NUMBER: _builtins.int
+    BLURHASH_FIELD_NUMBER: _builtins.int
+    DATA_URL_FIELD_NUMBER: _builtins.int
+    thumbhash: _builtins.str
+    """base64 of the ThumbHash bytes"""
+    blurhash: _builtins.str
+    data_url: _builtins.str
+    """data:image/png;base64,... (the ThumbHash rendered)"""
+    def __init__(
+        self,
+        *,
+        thumbhash: _builtins.str = ...,
+        blurhash: _builtins.str = ...,
+        data_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blurhash", b"blurhash", "data_url", b"data_url", "thumbhash", b"thumbhash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Placeholder: _TypeAlias = Placeholder  # noqa: Y015
 
 @_typing.final
 class Timings(_message.Message):
@@ -150,14 +231,24 @@ class UploadResp(_message.Message):
     FOLDER_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    PLACEHOLDER_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
     file_name: _builtins.str
     folder: _builtins.str
     deduplicated: _builtins.bool
     """True when the variants were already stored by an earlier identical upload."""
+    width: _builtins.int
+    """Intrinsic size of the full-size output (one frame): <img width height>."""
+    height: _builtins.int
     @_builtins.property
     def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]: ...
     @_builtins.property
     def timings(self) -> Global___Timings: ...
+    @_builtins.property
+    def placeholder(self) -> Global___Placeholder:
+        """Absent when nothing was decoded (only the original kept)."""
+
     def __init__(
         self,
         *,
@@ -166,10 +257,13 @@ class UploadResp(_message.Message):
         folder: _builtins.str = ...,
         timings: Global___Timings | None = ...,
         deduplicated: _builtins.bool = ...,
+        placeholder: Global___Placeholder | None = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["placeholder", b"placeholder", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "file_name", b"file_name", "folder", b"folder", "timings", b"timings", "variants", b"variants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "file_name", b"file_name", "folder", b"folder", "height", b"height", "placeholder", b"placeholder", "timings", b"timings", "variants", b"variants", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

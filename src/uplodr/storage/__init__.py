@@ -7,7 +7,7 @@ store all-or-nothing, with a manifest as the commit point.
 from uplodr.storage.base import IMMUTABLE_CACHE_CONTROL, Store
 from uplodr.storage.keys import content_digest, manifest_key, variant_key
 from uplodr.storage.local import LocalStore
-from uplodr.storage.publish import Blob, NameTaken, Published, Publisher, StoredVariant
+from uplodr.storage.publish import Blob, NameTaken, Published, Publisher, SetInfo, StoredVariant
 from uplodr.storage.s3 import S3Store
 from uplodr.storage.spec import open_store, store_env
 
@@ -19,6 +19,7 @@ __all__ = [
     "Published",
     "Publisher",
     "S3Store",
+    "SetInfo",
     "Store",
     "StoredVariant",
     "content_digest",

@@ -2,8 +2,10 @@
 
     1. every variant goes to every store (stores concurrently, a few objects at a time per store),
        each written "create only": an object that already exists under a key is never replaced;
-    2. only when all of them are in all stores, the manifest (variants, sizes, dimensions, digest,
-       preset) is written to every store: a set without its manifest is incomplete by definition;
+    2. only when all of them are in all stores, the manifest (variants with their sizes,
+       dimensions, format and role; the digest, the preset, and what a repeated upload's answer
+       needs besides: the full-size output's intrinsic size and the placeholder) is written to
+       every store: a set without its manifest is incomplete by definition;
     3. if anything fails, the objects this job created are deleted again (manifests first), and
        StorageUnavailable names the store that failed. Objects this job did not create are never
        deleted.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -31,7 +33,8 @@ from uplodr.storage.keys import manifest_key, variant_key
 
 KeyMode = Literal["digest", "name"]
 MANIFEST_MIME = "application/json"
-MANIFEST_VERSION = 1
+# 2: variants carry format and role; the set its intrinsic size and placeholder (`SetInfo`).
+MANIFEST_VERSION = 2
 # How long a failed job keeps trying to remove what it wrote. A store that is down for a short
 # while (a proxy restart) comes back within this; objects left after it carry no manifest, so
 # they are incomplete by definition and never returned. The client's error waits for this.
@@ -44,14 +47,16 @@ class NameTaken(InvalidRequest):
 
 @dataclass(frozen=True)
 class Blob:
-    """One encoded variant, ready to store."""
+    """One variant (or the kept original), ready to store."""
 
-    suffix: str  # "" or e.g. "-thumb"
-    ext: str  # "webp", "avif", "jpg", "png"
+    suffix: str  # of its key: "", "-thumb", "-480w", "-original"
+    ext: str  # "webp", "avif", "jpg", "png", "heic", ...
     mime_type: str
     width: int
     height: int
     data: bytes = field(repr=False)
+    format: str = ""  # "webp", ...: a format's name in uplodr.formats
+    role: str = ""  # "full", "width", "thumbnail", "original"
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,40 @@ class StoredVariant:
     width: int
     height: int
     size_bytes: int
+    format: str = ""
+    role: str = ""
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    """What an answer needs beyond its variants, kept in the manifest so that a repeated upload
+    answered from storage gets the same answer: the intrinsic size of the full-size output and
+    the placeholder (strings storage does not interpret)."""
+
+    width: int
+    height: int
+    placeholder: Mapping[str, str] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        placeholder = dict(self.placeholder) if self.placeholder is not None else None
+        return {"width": self.width, "height": self.height, "placeholder": placeholder}
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> SetInfo | None:
+        """From a manifest's fields; None for a manifest written before they existed."""
+        width, height = manifest.get("width"), manifest.get("height")
+        if not isinstance(width, int) or not isinstance(height, int):
+            return None
+        raw = manifest.get("placeholder")
+        placeholder = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else None
+        return cls(width, height, placeholder)
 
 
 @dataclass(frozen=True)
 class Published:
     variants: list[StoredVariant]
     deduplicated: bool
+    info: SetInfo | None = None
 
 
 @dataclass
@@ -119,7 +152,11 @@ class Publisher:
         manifest = _parse_manifest(await self.primary.get(key))
         if manifest is None or manifest.get("digest") != digest:
             return None
-        return Published(self._variants_from_manifest(manifest), deduplicated=True)
+        return self._from_manifest(manifest)
+
+    def _from_manifest(self, manifest: dict[str, Any]) -> Published:
+        variants = self._variants_from_manifest(manifest)
+        return Published(variants, deduplicated=True, info=SetInfo.from_manifest(manifest))
 
     def _variants_from_manifest(self, manifest: dict[str, Any]) -> list[StoredVariant]:
         return [
@@ -130,6 +167,8 @@ class Publisher:
                 width=int(item["width"]),
                 height=int(item["height"]),
                 size_bytes=int(item["size_bytes"]),
+                format=str(item.get("format", "")),
+                role=str(item.get("role", "")),
             )
             for item in manifest["variants"]
         ]
@@ -137,9 +176,15 @@ class Publisher:
     # -- publish ---------------------------------------------------------------------------------
 
     async def publish(
-        self, folder: str, stem: str, digest: str, blobs: Sequence[Blob], preset_json: str
+        self,
+        folder: str,
+        stem: str,
+        digest: str,
+        blobs: Sequence[Blob],
+        preset_json: str,
+        info: SetInfo | None = None,
     ) -> Published:
-        """Store every blob in every store, then the manifest; all or nothing."""
+        """Store every blob in every store, then the manifest (with `info`); all or nothing."""
         key_digest = self._key_digest(digest)
         planned = [(variant_key(folder, stem, key_digest, b.suffix, b.ext), b) for b in blobs]
         keys = [key for key, _ in planned]
@@ -163,16 +208,18 @@ class Publisher:
                     width=blob.width,
                     height=blob.height,
                     size_bytes=jobs[0].sizes[key],
+                    format=blob.format,
+                    role=blob.role,
                 )
                 for key, blob in planned
             ]
-            manifest = _manifest_bytes(variants, digest, preset_json)
+            manifest = _manifest_bytes(variants, digest, preset_json, info)
             await self._all_stores(jobs, lambda job: self._write_manifest(job, mkey, manifest))
             await self._all_stores(jobs, self._restore_reused)
         except BaseException:
             await asyncio.shield(self._roll_back(jobs, mkey, digest))
             raise
-        return Published(variants, deduplicated=False)
+        return Published(variants, deduplicated=False, info=info)
 
     async def _all_stores(
         self, jobs: list[_StoreJob], step: Callable[[_StoreJob], Awaitable[None]]
@@ -266,7 +313,7 @@ class Publisher:
                 )
         if all(manifest is not None for manifest in parsed):
             assert parsed[0] is not None
-            return Published(self._variants_from_manifest(parsed[0]), deduplicated=True)
+            return self._from_manifest(parsed[0])
         return None
 
     async def _roll_back(self, jobs: list[_StoreJob], mkey: str, digest: str) -> None:
@@ -293,7 +340,9 @@ class Publisher:
         await asyncio.gather(*(bounded(job) for job in jobs))
 
 
-def _manifest_bytes(variants: list[StoredVariant], digest: str, preset_json: str) -> bytes:
+def _manifest_bytes(
+    variants: list[StoredVariant], digest: str, preset_json: str, info: SetInfo | None
+) -> bytes:
     try:
         preset: Any = json.loads(preset_json)
     except ValueError:
@@ -303,6 +352,7 @@ def _manifest_bytes(variants: list[StoredVariant], digest: str, preset_json: str
         "digest": digest,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "preset": preset,
+        **(info.as_json() if info is not None else {}),
         "variants": [
             {
                 "key": v.key,
@@ -311,6 +361,8 @@ def _manifest_bytes(variants: list[StoredVariant], digest: str, preset_json: str
                 "size_bytes": v.size_bytes,
                 "width": v.width,
                 "height": v.height,
+                "format": v.format,
+                "role": v.role,
             }
             for v in variants
         ],

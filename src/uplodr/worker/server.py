@@ -36,6 +36,8 @@ async def abort(context: grpc.aio.ServicerContext, error: UplodrError) -> NoRetu
 
 
 def to_response(result: FileResult) -> uplodr_pb2.UploadResp:
+    info = result.published.info
+    placeholder = info.placeholder if info is not None else None
     return uplodr_pb2.UploadResp(
         file_name=result.file_name,
         folder=result.folder,
@@ -52,10 +54,20 @@ def to_response(result: FileResult) -> uplodr_pb2.UploadResp:
                 width=v.width,
                 height=v.height,
                 size_bytes=v.size_bytes,
+                format=v.format,
+                role=v.role,
             )
             for v in result.published.variants
         ],
+        placeholder=uplodr_pb2.Placeholder(**placeholder) if placeholder else None,
+        width=info.width if info is not None else 0,
+        height=info.height if info is not None else 0,
     )
+
+
+def start_job(config: WorkerConfig, publisher: Publisher, event: FileStarted) -> FileJob:
+    """The job of a file whose first message has arrived, with its per-file options."""
+    return FileJob(config, publisher, event.file_name, event.folder, event.preset, event.original)
 
 
 class ImageService(uplodr_pb2_grpc.ImageServicer):
@@ -103,14 +115,14 @@ class ImageService(uplodr_pb2_grpc.ImageServicer):
     ) -> uplodr_pb2.UploadResp:
         async with self._job_slot(context):
             protocol = StreamProtocol(self._config.max_file_bytes)
-            whole = uplodr_pb2.UploadReq(
-                file_name=request.file_name, folder=request.folder, data=request.data, done=True
-            )
+            whole = uplodr_pb2.UploadReq()
+            whole.CopyFrom(request)
+            whole.done = True
             job: FileJob | None = None
             try:
                 for event in protocol.feed(whole):
                     if isinstance(event, FileStarted):
-                        job = FileJob(self._config, self._publisher, event.file_name, event.folder)
+                        job = start_job(self._config, self._publisher, event)
                     elif isinstance(event, Chunk) and job is not None:
                         job.write(event.data)
                 assert job is not None
@@ -133,9 +145,7 @@ class ImageService(uplodr_pb2_grpc.ImageServicer):
                     self._lifetime.touch()
                     for event in protocol.feed(message):
                         if isinstance(event, FileStarted):
-                            job = FileJob(
-                                self._config, self._publisher, event.file_name, event.folder
-                            )
+                            job = start_job(self._config, self._publisher, event)
                         elif isinstance(event, Chunk) and job is not None:
                             job.write(event.data)
                         elif isinstance(event, FileEnded) and job is not None:

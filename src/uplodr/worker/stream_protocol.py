@@ -1,10 +1,12 @@
 """The Stream call's rules, as a small state machine with no I/O and no gRPC.
 
 A stream carries files one after another. A file is: a first message that names it
-(`file_name`, and optionally `folder`), any number of data chunks, and a message with
-`done = true` (which may carry the last chunk). What breaks the rules is refused with an
-InvalidRequest (or TooLarge for the byte limit) saying exactly what was wrong:
-- a file's first message without `file_name`; a name or folder that changes within a file;
+(`file_name`, and optionally `folder` and the per-file options `preset` and `original`), any
+number of data chunks, and a message with `done = true` (which may carry the last chunk). What
+breaks the rules is refused with an InvalidRequest (or TooLarge for the byte limit) saying
+exactly what was wrong:
+- a file's first message without `file_name`; a name, folder or option that changes within a
+  file; an `original` value the contract does not define;
 - an empty chunk that does not end the file (a sender bug that would otherwise spin forever);
 - a file that ends with no bytes at all;
 - more bytes than the limit;
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from uplodr.errors import InvalidRequest, TooLarge
+from uplodr.preset import ORIGINAL_MODES, OriginalMode
 
 
 class Message(Protocol):
@@ -25,12 +28,19 @@ class Message(Protocol):
     folder: str
     data: bytes
     done: bool
+    preset: str
+
+    @property
+    def original(self) -> int:  # the contract's Original enum: an index of ORIGINAL_MODES
+        ...
 
 
 @dataclass(frozen=True)
 class FileStarted:
     file_name: str
     folder: str
+    preset: str = ""  # JSON of every setting; "" = the worker's own preset
+    original: OriginalMode = "preset"
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,15 @@ def _shown(name: str) -> str:
     return repr(name[: max(keep - 1, 0)]) + "..."
 
 
+def _original(value: int) -> OriginalMode:
+    if not 0 <= value < len(ORIGINAL_MODES):
+        raise InvalidRequest(
+            f"original must be one of 0..{len(ORIGINAL_MODES) - 1} "
+            f"({', '.join(ORIGINAL_MODES)}), got {value}"
+        )
+    return ORIGINAL_MODES[value]
+
+
 class StreamProtocol:
     def __init__(self, max_file_bytes: int) -> None:
         self.max_file_bytes = max_file_bytes
@@ -86,14 +105,19 @@ class StreamProtocol:
                         "data after 'done': a new file must start with a message naming it"
                     )
                 raise InvalidRequest("the first message of a file must carry file_name")
-            self._current = FileStarted(message.file_name, message.folder)
+            self._current = FileStarted(
+                message.file_name, message.folder, message.preset, _original(message.original)
+            )
             self._size = 0
             events.append(self._current)
-        elif (message.file_name and message.file_name != self._current.file_name) or (
-            message.folder and message.folder != self._current.folder
+        elif (
+            (message.file_name and message.file_name != self._current.file_name)
+            or (message.folder and message.folder != self._current.folder)
+            or (message.preset and message.preset != self._current.preset)
+            or (message.original and _original(message.original) != self._current.original)
         ):
             raise InvalidRequest(
-                "file_name or folder changed before 'done' ended the file "
+                "file_name, folder, preset or original changed before 'done' ended the file "
                 f"{_shown(self._current.file_name)}"
             )
         if message.data:
