@@ -483,6 +483,9 @@ def run() -> NoReturn:
 SERVER_EXTRA = frozenset(
     {
         "pyvips",
+        "PIL",
+        "pillow_heif",
+        "blurhash",
         "grpc",
         "grpc_health",
         "grpc_reflection",
