@@ -157,7 +157,15 @@ def main(verbose: bool) -> None:
     "preset_file",
     type=click.Path(exists=True, path_type=Path),
     envvar="UPLODR_PRESET_FILE",
-    help="JSON file of preset settings (see README).",
+    help="JSON (or .toml) file of the default preset's settings (see README).",
+)
+@click.option(
+    "--presets",
+    "presets_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="UPLODR_PRESETS_FILE",
+    help="JSON (or .toml) file of named presets, picked per upload with ?preset=NAME; its "
+    "`default` is the default preset unless --preset is given (see README).",
 )
 @click.option(
     "--max-machines",
@@ -216,6 +224,7 @@ def serve(
     reap_interval: float,
     price_per_hour: float | None,
     preset_file: Path | None,
+    presets_file: Path | None,
     max_machines: int | None,
     max_queue: int,
     worker_idle_timeout: float,
@@ -228,10 +237,18 @@ def serve(
     """Run the HTTP gateway (POST /v1/images) with on-demand worker machines."""
     from uplodr.gateway.run import GatewayOptions, run_gateway
     from uplodr.limits import ImageLimits
-    from uplodr.preset import DEFAULT_PRESET, load_preset_file
+    from uplodr.preset import DEFAULT_PRESET, load_preset_file, load_presets_file
 
     # a bad preset raises PresetError: said as one line by the command (USAGE_ERRORS)
-    preset = load_preset_file(preset_file) if preset_file else DEFAULT_PRESET
+    presets = load_presets_file(presets_file) if presets_file else {}
+    if preset_file and "default" in presets:
+        logging.getLogger("uplodr.gateway").warning(
+            "--preset %s is the default preset; the presets file's `default` is not used",
+            preset_file,
+        )
+    preset = (
+        load_preset_file(preset_file) if preset_file else presets.get("default", DEFAULT_PRESET)
+    )
     given: dict[str, Any] = {
         "max_pixels": max_pixels,
         "max_side": max_side,
@@ -257,6 +274,7 @@ def serve(
         reap_interval=reap_interval,
         price_per_hour=price_per_hour,
         preset=preset,
+        presets=presets,
         provider=provider.name,
         provider_settings=provider.settings,
         worker_idle_timeout=worker_idle_timeout,
