@@ -18,7 +18,7 @@ from __future__ import annotations
 from uplodr.answer import Conversion, Job, Placeholder, Variant
 from uplodr.client._async import AsyncClient
 from uplodr.client._sync import Client
-from uplodr.client._upload import Source
+from uplodr.client._upload import Original, Source
 from uplodr.client.errors import (
     ApiError,
     Busy,
@@ -48,6 +48,7 @@ __all__ = [
     "InvalidRequest",
     "Job",
     "LimitExceeded",
+    "Original",
     "Placeholder",
     "ProviderError",
     "Source",

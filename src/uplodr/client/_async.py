@@ -10,7 +10,15 @@ import stamina
 
 from uplodr.answer import Conversion
 from uplodr.client._sync import DEFAULT_URL, auth_headers, http_timeout
-from uplodr.client._upload import BusyRetry, Source, Upload, answer, prepare, query
+from uplodr.client._upload import (
+    BusyRetry,
+    Original,
+    Source,
+    Upload,
+    answer,
+    prepare,
+    query,
+)
 from uplodr.client.errors import TransportError
 
 
@@ -49,7 +57,7 @@ class AsyncClient:
         folder: str | None = None,
         preset: str | None = None,
         alt: str | None = None,
-        original: bool | None = None,
+        original: Original | None = None,
     ) -> Conversion:
         """See `Client.convert`: streamed, never read whole; a `busy` answer is retried only
         when the body can be sent again (a path, bytes, a seekable file object)."""

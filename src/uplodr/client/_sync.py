@@ -9,7 +9,15 @@ import httpx
 import stamina
 
 from uplodr.answer import Conversion
-from uplodr.client._upload import BusyRetry, Source, Upload, answer, prepare, query
+from uplodr.client._upload import (
+    BusyRetry,
+    Original,
+    Source,
+    Upload,
+    answer,
+    prepare,
+    query,
+)
 from uplodr.client.errors import TransportError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -57,7 +65,7 @@ class Client:
         folder: str | None = None,
         preset: str | None = None,
         alt: str | None = None,
-        original: bool | None = None,
+        original: Original | None = None,
     ) -> Conversion:
         """Upload `source` — a path, bytes, or a binary file object — and return where its
         variants are stored. The body is streamed in chunks, never read whole into memory.
@@ -65,7 +73,13 @@ class Client:
         `name` defaults to the path's or the file object's name (required for bytes). A `busy`
         answer is retried only when the body can be sent again: a path (re-opened), bytes, or a
         seekable file object (sought back); a one-shot stream such as a pipe is sent once and
-        its `Busy` raised. `preset`, `alt` and `original` are passed to servers that know them.
+        its `Busy` raised.
+
+        `preset` names one of the gateway's presets (`GET /v1/presets`; its default when None);
+        `original` is "keep" (also store the upload as it came — with its metadata, GPS location
+        included), "only" (store nothing else) or "drop" (None: as the preset says); `alt` is
+        the `<img alt>` of the answer's `html`. The answer's `width`, `height`, `placeholder`
+        and `html` are None when the gateway does not send them.
         """
         upload = prepare(source, name)
         params = query(upload, folder, preset, alt, original)
