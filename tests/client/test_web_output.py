@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.gateway import Gateway
 from tests.support.paths import corpus_file
-from uplodr.client import AsyncClient, Client, InvalidRequest, Placeholder
+from uplodr.client import AsyncClient, Client, InvalidRequest, Placeholder, PresetInfo, Presets
 
 
 def test_the_answer_carries_size_placeholder_markup_and_roles(gateway: Gateway) -> None:
@@ -66,3 +66,18 @@ def test_the_async_client_sends_the_options_too(gateway: Gateway) -> None:
     plain_html, only_html = asyncio.run(run())
     assert plain_html is not None and 'alt="A 16-bit PNG"' in plain_html
     assert only_html is None
+
+
+def test_the_presets_are_listed(gateway: Gateway) -> None:
+    with Client(gateway.url) as client:
+        listed = client.presets()
+
+    async def listed_async() -> Presets:
+        async with AsyncClient(gateway.url) as client:
+            return await client.presets()
+
+    assert asyncio.run(listed_async()) == listed
+    (default,) = listed.presets
+    assert isinstance(default, PresetInfo)
+    assert default.name == "default" and default.formats == ("webp", "avif", "jpeg")
+    assert default.widths == () and default.thumbnail_width == 800

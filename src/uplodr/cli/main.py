@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import click
 
@@ -356,6 +356,19 @@ def worker(grpc_addr: str, **overrides: Any) -> None:
     "--html", "as_html", is_flag=True, help="Print each image's <picture> markup on stdout."
 )
 @click.option("--timeout", type=DURATION, default="10m", help="Longest wait for one image.")
+@click.option("--preset", help="A named preset of the gateway (serve --presets); default: its own.")
+@click.option(
+    "--original",
+    type=click.Choice(["keep", "only", "drop"]),
+    help="keep: also store each upload as it came — WITH its metadata, GPS location included; "
+    "only: store nothing else; drop: no original even if the preset keeps one.",
+)
+@click.option(
+    "--alt",
+    default="",
+    help="Alt text of every image's markup; {stem} is the file's name without its extension, "
+    "- and _ read as spaces. Default: empty, to be written per image.",
+)
 def convert(
     paths: tuple[str, ...],
     folder: str,
@@ -365,20 +378,27 @@ def convert(
     as_json: bool,
     as_html: bool,
     timeout: float,
+    preset: str | None,
+    original: Literal["keep", "only", "drop"] | None,
+    alt: str,
 ) -> None:
     """Upload images — files, folders (recursively) and globs — through a gateway.
 
     Files are recognised as images by their first bytes; others are skipped and counted. Exit
     status: 0 all converted, 1 any failed, 2 usage error, 130 interrupted (Ctrl-C).
+
+    The alt text is empty unless --alt gives one: a file name does not describe a picture.
     """
-    from uplodr.cli.convert import convert_paths
+    from uplodr.cli.convert import UploadOptions, convert_paths
 
     if as_json and as_html:
         raise click.UsageError("choose one of --json and --html")
+    if as_html and original == "only":
+        raise click.UsageError("--original only stores no variant, so there is no --html markup")
     sys.exit(
         convert_paths(
             paths,
-            folder=folder,
+            options=UploadOptions(folder, preset, original, alt),
             server=server,
             token=token,
             jobs=jobs,

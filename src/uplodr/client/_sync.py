@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import Any
 
 import httpx
 import stamina
 
-from uplodr.answer import Conversion
+from uplodr.answer import Conversion, Presets
 from uplodr.client._upload import (
     BusyRetry,
     Original,
@@ -92,14 +93,21 @@ class Client:
                 return self._post(upload, params)
         raise AssertionError("unreachable: stamina raises the last error")  # pragma: no cover
 
+    def presets(self) -> Presets:
+        """The presets this gateway knows (`convert(preset=NAME)`), its default first."""
+        return answer(self._send("GET", "/v1/presets"), Presets)
+
     def _post(self, upload: Upload, params: dict[str, str]) -> Conversion:
+        response = self._send(
+            "POST", "/v1/images", params=params, content=upload.chunks(), headers=upload.headers()
+        )
+        return answer(response, Conversion)
+
+    def _send(self, method: str, path: str, **request: Any) -> httpx.Response:
         try:
-            response = self._http.post(
-                "/v1/images", params=params, content=upload.chunks(), headers=upload.headers()
-            )
+            return self._http.request(method, path, **request)
         except httpx.TransportError as error:
             raise TransportError(f"cannot reach {self._http.base_url}: {error}") from error
-        return answer(response)
 
     def close(self) -> None:
         self._http.close()

@@ -11,12 +11,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, TypeAlias
+from typing import BinaryIO, Literal, TypeAlias, TypeVar
 
 import httpx
 import msgspec
 
-from uplodr.answer import Conversion, ErrorAnswer
+from uplodr.answer import ErrorAnswer
 from uplodr.client.errors import ERRORS_BY_CODE, ApiError, Busy
 
 # A path, the bytes themselves, or a binary file object open for reading.
@@ -149,14 +149,17 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def answer(response: httpx.Response) -> Conversion:
-    """The Conversion of a 200 answer; the typed error of any other."""
+T = TypeVar("T")
+
+
+def answer(response: httpx.Response, kind: type[T]) -> T:
+    """The `kind` (Conversion, Presets) of a 200 answer; the typed error of any other."""
     if response.status_code == 200:
         try:
-            return msgspec.json.decode(response.content, type=Conversion)
+            return msgspec.json.decode(response.content, type=kind)
         except msgspec.DecodeError as error:
             raise ApiError(
-                f"the server's answer is not a conversion: {error}",
+                f"the server's answer is not a {kind.__name__}: {error}",
                 code="invalid_answer",
                 status=response.status_code,
             ) from None
