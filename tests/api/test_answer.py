@@ -15,7 +15,7 @@ from tests.support.gateway import Gateway
 from tests.support.paths import corpus_file
 from uplodr.answer import Conversion
 from uplodr.dispatch.job import JobResult, JobTimings
-from uplodr.gateway.service import answer_json, from_storage, from_worker
+from uplodr.gateway.answers import answer_json, from_storage, from_worker
 from uplodr.proto import uplodr_pb2
 from uplodr.storage import Published, SetInfo
 from uplodr.storage.publish import StoredVariant

@@ -45,6 +45,7 @@ from uplodr.errors import (
     status_of,
 )
 from uplodr.gateway import metrics
+from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
 from uplodr.gateway.openapi import (
     ApiMount,
@@ -54,7 +55,7 @@ from uplodr.gateway.openapi import (
     openapi_document,
 )
 from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
-from uplodr.gateway.service import Choice, ConversionService, answer_json
+from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool
 from uplodr.names import MAX_FOLDER_CHARS, MAX_NAME_CHARS, safe_file_name, safe_folder
 from uplodr.preset import OriginalMode
