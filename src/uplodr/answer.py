@@ -4,9 +4,11 @@ document is generated from, so the contract a client reads and the one the serve
 cannot drift apart (the schemathesis run in the tests checks the server's real answers
 against it).
 
-Fields that later work adds (the image's intrinsic size, a variant's format and role, the
-placeholder, the `<picture>` markup) are optional here: a client accepts their absence, and
-fields it does not know yet are ignored, so an older client keeps working with a newer server.
+The fields that came with web-ready output (the image's intrinsic size, a variant's format
+and role, the placeholder, the `<picture>` markup) are optional here: `null` when there is
+nothing to say (no markup when only the original was kept), absent from an older gateway; a
+client accepts both, and ignores fields it does not know yet, so an older client keeps working
+with a newer server.
 Pure: imports nothing heavy (msgspec's `Meta` only carries the descriptions).
 """
 
@@ -63,13 +65,50 @@ class Conversion:
     timings: Annotated[
         dict[str, float], Meta(description="Seconds per phase: create, boot, …, total.")
     ]
-    width: Annotated[int | None, Meta(description="Intrinsic width of the full-size output.")] = (
-        None
-    )
-    height: int | None = None
-    placeholder: Placeholder | None = None
-    html: Annotated[str | None, Meta(description="<picture> markup for the variants.")] = None
+    width: Annotated[
+        int | None,
+        Meta(
+            description="Intrinsic width of the full-size output (of the original when only it "
+            "was kept): the <img> width."
+        ),
+    ] = None
+    height: Annotated[int | None, Meta(description="Intrinsic height, as `width`.")] = None
+    placeholder: Annotated[
+        Placeholder | None,
+        Meta(description="Null when nothing was decoded (only the original kept)."),
+    ] = None
+    html: Annotated[
+        str | None,
+        Meta(
+            description="A <picture> element of the variants (AVIF and WebP <source>s, a JPEG "
+            "<img> with srcset, sizes, width, height and the request's alt); null when there is "
+            "no variant a browser shows (only the original kept)."
+        ),
+    ] = None
     job: Job | None = None
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """One preset a request may name (`?preset=NAME`): what it makes."""
+
+    name: str
+    formats: Annotated[tuple[str, ...], Meta(description="Full-size formats, best first.")]
+    widths: Annotated[
+        tuple[int, ...], Meta(description="Responsive widths (px), each below the full size.")
+    ]
+    max_long_side: Annotated[int, Meta(description="Longest side of the full-size variants.")]
+    thumbnail_width: Annotated[int, Meta(description="Width of the PNG thumbnail; 0 = none.")]
+    keep_original: Annotated[
+        bool, Meta(description="The upload is also stored as it came (with its metadata).")
+    ]
+
+
+@dataclass(frozen=True)
+class Presets:
+    """The answer of GET /v1/presets: the presets this gateway knows, its default first."""
+
+    presets: tuple[PresetInfo, ...]
 
 
 @dataclass(frozen=True)

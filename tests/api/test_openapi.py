@@ -45,6 +45,7 @@ def test_every_route_is_documented(gateway: Gateway) -> None:
     assert {(path, method) for path, item in doc["paths"].items() for method in item} == {
         ("/", "get"),
         ("/v1/images", "post"),
+        ("/v1/presets", "get"),
         ("/healthz", "get"),
         ("/metrics", "get"),
         ("/files/{key}", "get"),
@@ -52,7 +53,11 @@ def test_every_route_is_documented(gateway: Gateway) -> None:
         ("/docs", "get"),
     }
     post = doc["paths"]["/v1/images"]["post"]
-    assert [p["name"] for p in post["parameters"]] == ["name", "folder"]
+    params = {p["name"]: p for p in post["parameters"]}
+    assert list(params) == ["name", "folder", "preset", "original", "alt"]
+    assert params["preset"]["schema"]["enum"] == ["default"]  # no presets file: only its own
+    assert params["original"]["schema"]["enum"] == ["keep", "only", "drop"]
+    assert params["alt"]["schema"]["maxLength"] == 1000
     assert set(post["requestBody"]["content"]) == {
         "application/octet-stream",
         "multipart/form-data",
@@ -60,9 +65,12 @@ def test_every_route_is_documented(gateway: Gateway) -> None:
     assert post["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Conversion"
     }
-    assert {"Conversion", "Variant", "Job", "Placeholder", "ErrorAnswer", "Health"} <= set(
-        doc["components"]["schemas"]
-    )
+    schemas = doc["components"]["schemas"]
+    assert {"Conversion", "Variant", "Job", "Placeholder", "ErrorAnswer", "Health"} <= set(schemas)
+    assert {"Presets", "PresetInfo"} <= set(schemas)
+    conversion = schemas["Conversion"]["properties"]
+    assert {"width", "height", "placeholder", "html"} <= set(conversion)
+    assert {"format", "role"} <= set(schemas["Variant"]["properties"])
 
 
 def test_each_error_code_is_documented_under_its_status(gateway: Gateway) -> None:
@@ -133,4 +141,4 @@ def test_schemathesis_finds_nothing(gateway: Gateway, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "No issues found" in done.stdout, done.stdout[-3000:]
     # Every operation; schemathesis leaves out the URL it loaded the document from.
-    assert "Tested: 6" in done.stdout
+    assert "Tested: 7" in done.stdout

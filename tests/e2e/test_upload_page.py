@@ -1,18 +1,32 @@
 """The upload page in a real browser (Debian's Chromium driven by Playwright): pick a file, or
 drop several at once, and see each one's upload progress, conversion state, and then its card
-of variants with previews loaded from the gateway and copy buttons — or the server's error."""
+of variants with previews loaded from the gateway and copy buttons — or the server's error; the
+placeholder while a preview loads, the `<picture>` markup to copy, the preset picker of a
+gateway with named presets and the alt text field.
+
+The gateway here runs with a presets file (`responsive`: widths 480, 960, 1600); an upload that
+picks none gets the default preset."""
 
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import html5lib
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Route,
+    expect,
+    sync_playwright,
+)
 
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, running_gateway
 from tests.support.paths import corpus_file
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -20,6 +34,17 @@ PREVIEWS_LOADED = (
     "[...document.querySelectorAll('#results img.preview')]"
     ".every(i => i.complete && i.naturalWidth > 0)"
 )
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """`uplodr serve --presets` with one named preset beside the default."""
+    root = tmp_path_factory.mktemp("page-gateway")
+    presets = root / "presets.json"
+    presets.write_text(json.dumps({"responsive": {"widths": [480, 960, 1600]}}))
+    with running_gateway(root / "gateway", "--presets", str(presets)) as running:
+        yield running
+        assert running.workers() == [] and running.machine_records() == []
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +90,18 @@ def drop_files(page: Page, files: list[Path]) -> None:
         [{"name": f.name, "data": base64.b64encode(f.read_bytes()).decode()} for f in files],
     )
     page.dispatch_event("#drop", "drop", {"dataTransfer": data_transfer})
+
+
+RECORD_ANSWERS = """() => {
+    window.recordedAnswers = [];
+    const open = XMLHttpRequest.prototype.open;
+    XMLHttpRequest.prototype.open = function (method, url, ...rest) {
+        if (method === "POST" && url.startsWith("/v1/images")) {
+            this.addEventListener("load", () => window.recordedAnswers.push(this.responseText));
+        }
+        return open.call(this, method, url, ...rest);
+    };
+}"""
 
 
 def test_a_picked_file_converts_and_its_url_can_be_copied(
@@ -129,4 +166,69 @@ def test_the_docs_page_renders_the_openapi_document(
     expect(page.locator("#api")).to_contain_text("/v1/images")
     expect(page.locator("#api")).to_contain_text("Retry-After")
     expect(page.locator("#api")).to_contain_text("Conversion")
+    page.close()
+
+
+def test_a_heic_and_a_jpeg_show_placeholder_markup_and_copy_it(
+    gateway: Gateway, context: BrowserContext, tmp_path: Path
+) -> None:
+    files = [corpus_file("IMG_2682.heic"), corpus_file("Landscape_6.jpg")]
+    page = open_page(context, gateway)
+    # The gateway has named presets: the picker offers them, the default first.
+    expect(page.locator("#preset-field")).to_be_visible()
+    expect(page.locator("#preset option")).to_have_text(
+        [
+            "default — webp, avif, jpeg",
+            "responsive — webp, avif, jpeg · 480/960/1600 px",
+        ]
+    )
+    page.select_option("#preset", "responsive")
+    page.fill("#alt", 'The harbour at dusk & "boats"')
+    page.fill("#folder", "page-web")
+    # The raw text of every answer the page receives, recorded beside the page's own code.
+    page.evaluate(RECORD_ANSWERS)
+    held: list[Route] = []  # the previews are held back: the placeholders show meanwhile
+    page.route("**/*-thumb.png", lambda route: held.append(route))
+    page.set_input_files("#files", [str(f) for f in files])
+    cards = page.locator(".card")
+    expect(cards).to_have_count(2)
+    for index in (0, 1):
+        expect(cards.nth(index)).to_have_attribute("data-state", "done", timeout=120_000)
+    answers = {
+        answer["file_name"]: answer
+        for answer in map(json.loads, page.evaluate("window.recordedAnswers"))
+    }
+    assert sorted(answers) == ["IMG_2682.heic", "Landscape_6.jpg"]
+
+    for index, path in enumerate(files):
+        card, answer = cards.nth(index), answers[path.name]
+        expect(card.locator(".dims")).to_have_text(f"{answer['width']}×{answer['height']}")
+        preview = card.locator("img.preview")
+        assert preview.get_attribute("data-loaded") is None  # not loaded yet...
+        background = preview.evaluate("img => getComputedStyle(img).backgroundImage")
+        assert answer["placeholder"]["data_url"] in background  # ...so the placeholder shows
+        # The markup shown is the answer's own, byte for byte, with the alt text escaped.
+        assert card.locator("pre.markup").text_content() == answer["html"]
+        parser = html5lib.HTMLParser(strict=True, namespaceHTMLElements=True)
+        (picture,) = list(parser.parseFragment(answer["html"]))
+        img = picture.find("{http://www.w3.org/1999/xhtml}img")
+        assert img.get("alt") == 'The harbour at dusk & "boats"'
+        assert "480w" in answer["html"] and "1600w" in answer["html"]  # the chosen preset
+    waiting = tmp_path / "upload-page-placeholders.png"
+    page.screenshot(path=str(waiting), full_page=True)
+    assert waiting.stat().st_size > 10_000
+
+    for route in held:
+        route.continue_()
+    page.wait_for_function(PREVIEWS_LOADED)
+    for index, path in enumerate(files):
+        card = cards.nth(index)
+        expect(card.locator("img.preview")).to_have_attribute("data-loaded", "true")
+        card.get_by_role("button", name="Copy <picture>").click()
+        expect(card.get_by_role("button", name="Copied")).to_be_visible()
+        assert page.evaluate("navigator.clipboard.readText()") == answers[path.name]["html"]
+    expect(page.locator("#summary")).to_have_text("2 converted, 0 failed")
+    loaded = tmp_path / "upload-page-web.png"
+    page.screenshot(path=str(loaded), full_page=True)
+    assert loaded.stat().st_size > waiting.stat().st_size  # the previews are in
     page.close()

@@ -7,8 +7,18 @@ close, so the gateway stops those jobs and destroys their machines — then prin
 summary and exits 130. A second run over the same folder is cheap: the gateway answers images it
 has already converted from storage (`deduplicated`), without a machine.
 
+Every upload of a run asks for the same `--preset` (checked once against the gateway's
+`GET /v1/presets` before any upload, so a typo is one line rather than one failure per file)
+and `--original` choice. The alt text is different: it describes one picture, and a folder
+holds many, so there is no good default for it — a file name is not a description (WCAG
+technique F30), and an `alt` that says "IMG_2682" is worse than an empty one, which marks the
+markup as still to be written. `--alt` gives every file the same text, in which `{stem}` is
+the file's name without its extension, `-` and `_` read as spaces, for folders whose files are
+named for what they show (`red-bicycle_harbour.jpg` → "red bicycle harbour").
+
 Exit status: 0 when every image was converted or deduplicated (non-images are skipped, not
-failures), 1 when any failed, 2 for a usage error (a path that is not there), 130 on Ctrl-C.
+failures), 1 when any failed, 2 for a usage error (a path that is not there, a preset the
+gateway does not know), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -40,7 +51,7 @@ from rich.progress import (
 from rich.table import Column
 
 from uplodr.cli.inputs import Inputs, NoSuchInput, find_images
-from uplodr.client import ApiError, AsyncClient, Conversion, TransportError
+from uplodr.client import ApiError, AsyncClient, Client, Conversion, Original, TransportError
 
 # The gateway runs one machine per core by default (2 on a small host) and lets 16 more uploads
 # wait; 4 at a time keeps its machines busy while the next uploads arrive, without filling the
@@ -49,6 +60,22 @@ DEFAULT_JOBS = 4
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 Output = Literal["lines", "json", "html"]
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    """What every upload of a run asks the gateway for (POST /v1/images' query parameters)."""
+
+    folder: str = ""
+    preset: str | None = None
+    original: Original | None = None
+    alt: str = ""  # `{stem}`: the file's stem, - and _ read as spaces
+
+    def alt_for(self, path: Path) -> str | None:
+        if not self.alt:
+            return None
+        stem = " ".join(part for part in re.split(r"[-_\s]+", path.stem) if part)
+        return self.alt.replace("{stem}", stem)
 
 
 @dataclass
@@ -205,7 +232,7 @@ async def _convert_all(
     images: Sequence[Path],
     *,
     client: AsyncClient,
-    folder: str,
+    options: UploadOptions,
     jobs: int,
     tally: Tally,
     report: Report,
@@ -218,7 +245,13 @@ async def _convert_all(
             size = path.stat().st_size if path.exists() else 0
             bar.start(path)
             try:
-                conversion = await client.convert(path, folder=folder or None)
+                conversion = await client.convert(
+                    path,
+                    folder=options.folder or None,
+                    preset=options.preset,
+                    original=options.original,
+                    alt=options.alt_for(path),
+                )
             except asyncio.CancelledError:
                 tally.cancelled += 1
                 raise
@@ -246,10 +279,25 @@ async def _convert_all(
             group.create_task(uploader())
 
 
+def unknown_preset(client: Client, preset: str | None) -> str | None:
+    """Why `preset` cannot be used with this gateway (one line), or None when it can — or
+    when the gateway cannot say (unreachable, or older than GET /v1/presets): then each
+    upload's own answer tells."""
+    if preset is None:
+        return None
+    try:
+        known = [p.name for p in client.presets().presets]
+    except (ApiError, TransportError):
+        return None
+    if preset in known:
+        return None
+    return f"the gateway has no preset {preset!r}; its presets: {', '.join(known)}"
+
+
 def convert_paths(
     arguments: Sequence[str],
     *,
-    folder: str,
+    options: UploadOptions,
     server: str,
     token: str | None,
     jobs: int,
@@ -261,6 +309,10 @@ def convert_paths(
     except NoSuchInput as error:
         click.echo(f"uplodr convert: {error}", err=True)
         return EXIT_USAGE
+    with Client(server, token=token, timeout=timeout) as client:
+        if refused := unknown_preset(client, options.preset):
+            click.echo(f"uplodr convert: {refused}", err=True)
+            return EXIT_USAGE
     # The client retries a busy gateway itself; the CLI's summary says what happened.
     logging.getLogger("stamina").setLevel(logging.ERROR)
     report = Report(output)
@@ -277,7 +329,7 @@ def convert_paths(
             await _convert_all(
                 inputs.images,
                 client=client,
-                folder=folder,
+                options=options,
                 jobs=jobs,
                 tally=tally,
                 report=report,
@@ -294,7 +346,7 @@ def convert_paths(
     if tally.markup_missing:
         click.echo(
             f"{tally.markup_missing} answer(s) carried no <picture> markup: "
-            "this gateway does not make it yet",
+            "this gateway does not make it",
             err=True,
         )
     return tally.exit_code()

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import click
 
@@ -157,7 +157,15 @@ def main(verbose: bool) -> None:
     "preset_file",
     type=click.Path(exists=True, path_type=Path),
     envvar="UPLODR_PRESET_FILE",
-    help="JSON file of preset settings (see README).",
+    help="JSON (or .toml) file of the default preset's settings (see README).",
+)
+@click.option(
+    "--presets",
+    "presets_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="UPLODR_PRESETS_FILE",
+    help="JSON (or .toml) file of named presets, picked per upload with ?preset=NAME; its "
+    "`default` is the default preset unless --preset is given (see README).",
 )
 @click.option(
     "--max-machines",
@@ -216,6 +224,7 @@ def serve(
     reap_interval: float,
     price_per_hour: float | None,
     preset_file: Path | None,
+    presets_file: Path | None,
     max_machines: int | None,
     max_queue: int,
     worker_idle_timeout: float,
@@ -228,10 +237,18 @@ def serve(
     """Run the HTTP gateway (POST /v1/images) with on-demand worker machines."""
     from uplodr.gateway.run import GatewayOptions, run_gateway
     from uplodr.limits import ImageLimits
-    from uplodr.preset import DEFAULT_PRESET, load_preset_file
+    from uplodr.preset import DEFAULT_PRESET, load_preset_file, load_presets_file
 
     # a bad preset raises PresetError: said as one line by the command (USAGE_ERRORS)
-    preset = load_preset_file(preset_file) if preset_file else DEFAULT_PRESET
+    presets = load_presets_file(presets_file) if presets_file else {}
+    if preset_file and "default" in presets:
+        logging.getLogger("uplodr.gateway").warning(
+            "--preset %s is the default preset; the presets file's `default` is not used",
+            preset_file,
+        )
+    preset = (
+        load_preset_file(preset_file) if preset_file else presets.get("default", DEFAULT_PRESET)
+    )
     given: dict[str, Any] = {
         "max_pixels": max_pixels,
         "max_side": max_side,
@@ -257,6 +274,7 @@ def serve(
         reap_interval=reap_interval,
         price_per_hour=price_per_hour,
         preset=preset,
+        presets=presets,
         provider=provider.name,
         provider_settings=provider.settings,
         worker_idle_timeout=worker_idle_timeout,
@@ -338,6 +356,19 @@ def worker(grpc_addr: str, **overrides: Any) -> None:
     "--html", "as_html", is_flag=True, help="Print each image's <picture> markup on stdout."
 )
 @click.option("--timeout", type=DURATION, default="10m", help="Longest wait for one image.")
+@click.option("--preset", help="A named preset of the gateway (serve --presets); default: its own.")
+@click.option(
+    "--original",
+    type=click.Choice(["keep", "only", "drop"]),
+    help="keep: also store each upload as it came — WITH its metadata, GPS location included; "
+    "only: store nothing else; drop: no original even if the preset keeps one.",
+)
+@click.option(
+    "--alt",
+    default="",
+    help="Alt text of every image's markup; {stem} is the file's name without its extension, "
+    "- and _ read as spaces. Default: empty, to be written per image.",
+)
 def convert(
     paths: tuple[str, ...],
     folder: str,
@@ -347,20 +378,27 @@ def convert(
     as_json: bool,
     as_html: bool,
     timeout: float,
+    preset: str | None,
+    original: Literal["keep", "only", "drop"] | None,
+    alt: str,
 ) -> None:
     """Upload images — files, folders (recursively) and globs — through a gateway.
 
     Files are recognised as images by their first bytes; others are skipped and counted. Exit
     status: 0 all converted, 1 any failed, 2 usage error, 130 interrupted (Ctrl-C).
+
+    The alt text is empty unless --alt gives one: a file name does not describe a picture.
     """
-    from uplodr.cli.convert import convert_paths
+    from uplodr.cli.convert import UploadOptions, convert_paths
 
     if as_json and as_html:
         raise click.UsageError("choose one of --json and --html")
+    if as_html and original == "only":
+        raise click.UsageError("--original only stores no variant, so there is no --html markup")
     sys.exit(
         convert_paths(
             paths,
-            folder=folder,
+            options=UploadOptions(folder, preset, original, alt),
             server=server,
             token=token,
             jobs=jobs,

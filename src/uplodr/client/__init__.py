@@ -7,18 +7,19 @@
     for variant in conversion.variants:
         print(variant.mime_type, variant.width, variant.url)
 
-Answers are the frozen dataclasses of `uplodr.answer` (Conversion, Variant, Placeholder, Job);
-errors are the exceptions of `uplodr.client.errors`, one per error code of the server. Needs
+Answers are the frozen dataclasses of `uplodr.answer` (Conversion, Variant, Placeholder, Job;
+Presets and PresetInfo from `presets()`); errors are the exceptions of `uplodr.client.errors`,
+one per error code of the server. Needs
 only httpx, stamina and msgspec: importing it loads neither libvips nor gRPC (measured: see
 README, "Python client").
 """
 
 from __future__ import annotations
 
-from uplodr.answer import Conversion, Job, Placeholder, Variant
+from uplodr.answer import Conversion, Job, Placeholder, PresetInfo, Presets, Variant
 from uplodr.client._async import AsyncClient
 from uplodr.client._sync import Client
-from uplodr.client._upload import Source
+from uplodr.client._upload import Original, Source
 from uplodr.client.errors import (
     ApiError,
     Busy,
@@ -48,7 +49,10 @@ __all__ = [
     "InvalidRequest",
     "Job",
     "LimitExceeded",
+    "Original",
     "Placeholder",
+    "PresetInfo",
+    "Presets",
     "ProviderError",
     "Source",
     "StorageUnavailable",

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import Any
 
 import httpx
 import stamina
 
-from uplodr.answer import Conversion
+from uplodr.answer import Conversion, Presets
 from uplodr.client._sync import DEFAULT_URL, auth_headers, http_timeout
-from uplodr.client._upload import BusyRetry, Source, Upload, answer, prepare, query
+from uplodr.client._upload import (
+    BusyRetry,
+    Original,
+    Source,
+    Upload,
+    answer,
+    prepare,
+    query,
+)
 from uplodr.client.errors import TransportError
 
 
@@ -49,7 +58,7 @@ class AsyncClient:
         folder: str | None = None,
         preset: str | None = None,
         alt: str | None = None,
-        original: bool | None = None,
+        original: Original | None = None,
     ) -> Conversion:
         """See `Client.convert`: streamed, never read whole; a `busy` answer is retried only
         when the body can be sent again (a path, bytes, a seekable file object)."""
@@ -64,14 +73,21 @@ class AsyncClient:
                 return await self._post(upload, params)
         raise AssertionError("unreachable: stamina raises the last error")  # pragma: no cover
 
+    async def presets(self) -> Presets:
+        """The presets this gateway knows (`convert(preset=NAME)`), its default first."""
+        return answer(await self._send("GET", "/v1/presets"), Presets)
+
     async def _post(self, upload: Upload, params: dict[str, str]) -> Conversion:
+        response = await self._send(
+            "POST", "/v1/images", params=params, content=upload.achunks(), headers=upload.headers()
+        )
+        return answer(response, Conversion)
+
+    async def _send(self, method: str, path: str, **request: Any) -> httpx.Response:
         try:
-            response = await self._http.post(
-                "/v1/images", params=params, content=upload.achunks(), headers=upload.headers()
-            )
+            return await self._http.request(method, path, **request)
         except httpx.TransportError as error:
             raise TransportError(f"cannot reach {self._http.base_url}: {error}") from error
-        return answer(response)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import Any
 
 import httpx
 import stamina
 
-from uplodr.answer import Conversion
-from uplodr.client._upload import BusyRetry, Source, Upload, answer, prepare, query
+from uplodr.answer import Conversion, Presets
+from uplodr.client._upload import (
+    BusyRetry,
+    Original,
+    Source,
+    Upload,
+    answer,
+    prepare,
+    query,
+)
 from uplodr.client.errors import TransportError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -57,7 +66,7 @@ class Client:
         folder: str | None = None,
         preset: str | None = None,
         alt: str | None = None,
-        original: bool | None = None,
+        original: Original | None = None,
     ) -> Conversion:
         """Upload `source` — a path, bytes, or a binary file object — and return where its
         variants are stored. The body is streamed in chunks, never read whole into memory.
@@ -65,7 +74,13 @@ class Client:
         `name` defaults to the path's or the file object's name (required for bytes). A `busy`
         answer is retried only when the body can be sent again: a path (re-opened), bytes, or a
         seekable file object (sought back); a one-shot stream such as a pipe is sent once and
-        its `Busy` raised. `preset`, `alt` and `original` are passed to servers that know them.
+        its `Busy` raised.
+
+        `preset` names one of the gateway's presets (`GET /v1/presets`; its default when None);
+        `original` is "keep" (also store the upload as it came — with its metadata, GPS location
+        included), "only" (store nothing else) or "drop" (None: as the preset says); `alt` is
+        the `<img alt>` of the answer's `html`. The answer's `width`, `height`, `placeholder`
+        and `html` are None when the gateway does not send them.
         """
         upload = prepare(source, name)
         params = query(upload, folder, preset, alt, original)
@@ -78,14 +93,21 @@ class Client:
                 return self._post(upload, params)
         raise AssertionError("unreachable: stamina raises the last error")  # pragma: no cover
 
+    def presets(self) -> Presets:
+        """The presets this gateway knows (`convert(preset=NAME)`), its default first."""
+        return answer(self._send("GET", "/v1/presets"), Presets)
+
     def _post(self, upload: Upload, params: dict[str, str]) -> Conversion:
+        response = self._send(
+            "POST", "/v1/images", params=params, content=upload.chunks(), headers=upload.headers()
+        )
+        return answer(response, Conversion)
+
+    def _send(self, method: str, path: str, **request: Any) -> httpx.Response:
         try:
-            response = self._http.post(
-                "/v1/images", params=params, content=upload.chunks(), headers=upload.headers()
-            )
+            return self._http.request(method, path, **request)
         except httpx.TransportError as error:
             raise TransportError(f"cannot reach {self._http.base_url}: {error}") from error
-        return answer(response)
 
     def close(self) -> None:
         self._http.close()

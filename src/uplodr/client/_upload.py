@@ -11,16 +11,20 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeAlias
+from typing import BinaryIO, Literal, TypeAlias, TypeVar
 
 import httpx
 import msgspec
 
-from uplodr.answer import Conversion, ErrorAnswer
+from uplodr.answer import ErrorAnswer
 from uplodr.client.errors import ERRORS_BY_CODE, ApiError, Busy
 
 # A path, the bytes themselves, or a binary file object open for reading.
 Source: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO"
+
+# What to store of the upload itself (`?original=`): the bytes as they came beside the variants,
+# only those bytes, or no original even if the gateway's preset keeps it. None: as the preset says.
+Original: TypeAlias = Literal["keep", "only", "drop"]
 
 CHUNK = 256 * 1024  # the gateway spools in chunks of this order; 64 KiB to 1 MiB all stream well
 
@@ -118,14 +122,13 @@ def query(
     folder: str | None,
     preset: str | None,
     alt: str | None,
-    original: bool | None,
+    original: Original | None,
 ) -> dict[str, str]:
     params = {"name": upload.name}
-    for key, value in (("folder", folder), ("preset", preset), ("alt", alt)):
+    options = (("folder", folder), ("preset", preset), ("original", original), ("alt", alt))
+    for key, value in options:
         if value is not None:
             params[key] = value
-    if original is not None:
-        params["original"] = "true" if original else "false"
     return params
 
 
@@ -146,14 +149,17 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def answer(response: httpx.Response) -> Conversion:
-    """The Conversion of a 200 answer; the typed error of any other."""
+T = TypeVar("T")
+
+
+def answer(response: httpx.Response, kind: type[T]) -> T:
+    """The `kind` (Conversion, Presets) of a 200 answer; the typed error of any other."""
     if response.status_code == 200:
         try:
-            return msgspec.json.decode(response.content, type=Conversion)
+            return msgspec.json.decode(response.content, type=kind)
         except msgspec.DecodeError as error:
             raise ApiError(
-                f"the server's answer is not a conversion: {error}",
+                f"the server's answer is not a {kind.__name__}: {error}",
                 code="invalid_answer",
                 status=response.status_code,
             ) from None

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from uplodr.errors import ERRORS_BY_CODE, UplodrError, WorkerUnavailable
+from uplodr.preset import ORIGINAL_MODES, OriginalMode
 from uplodr.proto import uplodr_pb2, uplodr_pb2_grpc
 
 DEFAULT_CHUNK_SIZE = 256 * 1024  # DESIGN: 64 KiB-1 MiB; 4 KiB chunks are several times slower
@@ -24,11 +25,27 @@ DEFAULT_CHUNK_SIZE = 256 * 1024  # DESIGN: 64 KiB-1 MiB; 4 KiB chunks are severa
 
 @dataclass(frozen=True)
 class UploadSource:
-    """A file already spooled to disk by the gateway, with its validated name and folder."""
+    """A file already spooled to disk by the gateway, with its validated name and folder, and
+    the per-file options the worker reads from its first message: the preset to convert it
+    with (every setting as JSON, `Preset.to_json`; "" = the worker's own) and what to do with
+    the uploaded bytes themselves."""
 
     path: Path
     file_name: str
     folder: str
+    preset: str = ""
+    original: OriginalMode = "preset"
+
+    def first_message(self, **fields: Any) -> uplodr_pb2.UploadReq:
+        """The file's first message: its name, folder and options, with `fields` (data or done)."""
+        return uplodr_pb2.UploadReq(
+            file_name=self.file_name,
+            folder=self.folder,
+            preset=self.preset,
+            # The contract's Original enum numbers the modes in ORIGINAL_MODES' order.
+            original=uplodr_pb2.Original.ValueType(ORIGINAL_MODES.index(self.original)),
+            **fields,
+        )
 
 
 def error_from_rpc(error: grpc.aio.AioRpcError, doing: str) -> UplodrError:
@@ -85,16 +102,12 @@ class WorkerClient:
             with source.path.open("rb") as handle:
                 while chunk := handle.read(self._chunk_size):
                     if first:
-                        yield uplodr_pb2.UploadReq(
-                            file_name=source.file_name, folder=source.folder, data=chunk
-                        )
+                        yield source.first_message(data=chunk)
                         first = False
                     else:
                         yield uplodr_pb2.UploadReq(data=chunk)
             if first:  # an empty file: let the worker refuse it with its own message
-                yield uplodr_pb2.UploadReq(
-                    file_name=source.file_name, folder=source.folder, done=True
-                )
+                yield source.first_message(done=True)
             else:
                 yield uplodr_pb2.UploadReq(done=True)
 

@@ -1,6 +1,6 @@
-"""The HTTP API: POST /v1/images, GET /healthz, GET /metrics, the upload page, the local
-store's files under /files, and the OpenAPI document of all of them (/openapi.json, /docs),
-made from the same route table. Every error is JSON `{"error", "code"}` with the status from
+"""The HTTP API: POST /v1/images, GET /v1/presets, GET /healthz, GET /metrics, the upload page,
+the local store's files under /files, and the OpenAPI document of all of them (/openapi.json,
+/docs), made from the same route table. Every error is JSON `{"error", "code"}` with the status from
 the one table in uplodr.errors, answered by Starlette exception handlers (one per family of
 errors); tracebacks go to the log only."""
 
@@ -14,9 +14,11 @@ import logging
 import mimetypes
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -27,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
-from uplodr.answer import Conversion, Health
+from uplodr.answer import Conversion, Health, PresetInfo, Presets
 from uplodr.errors import (
     Busy,
     CorruptImage,
@@ -43,6 +45,7 @@ from uplodr.errors import (
     status_of,
 )
 from uplodr.gateway import metrics
+from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
 from uplodr.gateway.openapi import (
     ApiMount,
@@ -52,9 +55,10 @@ from uplodr.gateway.openapi import (
     openapi_document,
 )
 from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
-from uplodr.gateway.service import ConversionService
+from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool
 from uplodr.names import MAX_FOLDER_CHARS, MAX_NAME_CHARS, safe_file_name, safe_folder
+from uplodr.preset import OriginalMode
 from uplodr.sniff import sniff_file
 
 log = logging.getLogger("uplodr.gateway")
@@ -63,6 +67,12 @@ mimetypes.add_type("image/webp", ".webp")
 
 T = TypeVar("T")
 MULTIPART_CHUNK = 256 * 1024
+# ?alt= is a description of the image for people who cannot see it: a sentence or two (WCAG
+# advises short text; a longer description belongs in the page). The cap keeps the answer's
+# markup and the gateway's work bounded.
+MAX_ALT_CHARS: Final = 1000
+# ?original= as the API spells it -> the mode of uplodr.preset (absent: as the preset says).
+ORIGINAL_CHOICES: Final[dict[str, OriginalMode]] = {"keep": "keep", "only": "only", "drop": "drop"}
 
 
 class ClientGone(Exception):
@@ -93,6 +103,26 @@ def check_token(request: Request, tokens: Sequence[str]) -> None:
     # compare_digest on every token, so timing says nothing about which one nearly matched.
     if not any([hmac.compare_digest(given, t.encode()) for t in tokens]):
         raise Unauthenticated("missing or wrong bearer token")
+
+
+def request_choice(request: Request, service: ConversionService) -> tuple[Choice, str]:
+    """The request's `?preset=`, `?original=` and `?alt=`: the choice (InvalidRequest for an
+    unknown preset or original) and the alt text."""
+    query = request.query_params
+    original = query.get("original")
+    if original is not None and original not in ORIGINAL_CHOICES:
+        shown = original if len(original) <= 20 else original[:19] + "…"
+        raise InvalidRequest(
+            f"original must be one of {', '.join(ORIGINAL_CHOICES)}, not {shown!r} "
+            "(leave it out to do what the preset says)"
+        )
+    alt = query.get("alt", "")
+    if len(alt) > MAX_ALT_CHARS:
+        raise InvalidRequest(f"alt is {len(alt)} characters; at most {MAX_ALT_CHARS}")
+    choice = service.choose(
+        query.get("preset"), ORIGINAL_CHOICES[original] if original else "preset"
+    )
+    return choice, alt
 
 
 async def _multipart_file_chunks(request: Request) -> tuple[str, AsyncIterator[bytes]]:
@@ -187,6 +217,32 @@ FOLDER = Param(
         "pattern": r"^(?!/)[^\\\x00-\x1f\x7f]*$",
     },
 )
+ORIGINAL = Param(
+    "original",
+    "What to store of the upload itself: `keep` — the uploaded bytes as they came, beside the "
+    "variants (`role` original; **with their metadata, camera and GPS location included**); "
+    "`only` — nothing but those bytes (no variant, no placeholder, `html` null); `drop` — no "
+    "original whatever the preset says. Left out: as the preset says (`keep_original`).",
+    schema={"type": "string", "enum": list(ORIGINAL_CHOICES)},
+)
+ALT = Param(
+    "alt",
+    "The image's text alternative for the `<img alt>` of `html` (escaped; control characters "
+    "dropped). Default: empty.",
+    schema={"type": "string", "maxLength": MAX_ALT_CHARS},
+)
+
+
+def preset_param(names: Sequence[str]) -> Param:
+    return Param(
+        "preset",
+        "A named preset of this gateway (GET /v1/presets); `default` when left out. The preset "
+        "and the original choice are part of the stored files' keys, so a repeat is answered "
+        "from storage only with the same ones.",
+        schema={"type": "string", "enum": list(names)},
+    )
+
+
 BINARY = {"type": "string", "format": "binary"}
 CONVERT = Operation(
     summary="Convert an image to web variants and store them",
@@ -194,7 +250,8 @@ CONVERT = Operation(
     "multipart form with the image in the field `file`. Bytes that are not JPEG, PNG, WebP, "
     "GIF, AVIF or HEIF are refused (415) before any machine is created. The same bytes "
     "converted before in the same folder under the same name are answered from storage "
-    "(`deduplicated`, no `job`).",
+    "(`deduplicated`, no `job`) — the same answer, with the same preset and original choice. "
+    "`html` is the `<picture>` markup of the variants.",
     params=(NAME, FOLDER),
     body={
         "required": True,
@@ -224,6 +281,17 @@ CONVERT = Operation(
     ),
     authenticated=True,
 )
+PRESETS = Operation(
+    summary="The presets a request may name with ?preset=, the default first",
+    answer=Presets,
+)
+
+
+def convert_operation(preset_names: Sequence[str]) -> Operation:
+    """POST /v1/images of a gateway with these presets (?preset= lists their names)."""
+    return replace(CONVERT, params=(NAME, FOLDER, preset_param(preset_names), ORIGINAL, ALT))
+
+
 HEALTHZ = Operation(summary="Liveness: the gateway answers", answer=Health, tag="operations")
 METRICS = Operation(
     summary="Prometheus metrics: jobs by outcome, errors by code, phase timings, machines, cost",
@@ -284,6 +352,7 @@ def create_app(
                 raise InvalidRequest("give the file's name: ?name=photo.jpg")
             name = safe_file_name(file_name)
             folder = safe_folder(request.query_params.get("folder", ""))
+            choice, alt = request_choice(request, service)
             spooled: Spooled = await spool(chunks, Path(tmp) / "upload", max_upload_bytes)
             metrics.UPLOAD_BYTES.inc(spooled.size)
             if spooled.size == 0:
@@ -291,8 +360,29 @@ def create_app(
             # Refuse a non-image (415) from its magic bytes before paying for a machine;
             # the worker sniffs again and libvips allows only the listed loaders.
             sniff_file(spooled.path)
-            answer = await until_disconnect(request, service.convert(spooled, name, folder))
-        return JSONResponse(answer.as_json())
+            answer = await until_disconnect(
+                request, service.convert(spooled, name, folder, choice, alt)
+            )
+        return JSONResponse(answer_json(answer))
+
+    presets_answer = msgspec.to_builtins(
+        Presets(
+            tuple(
+                PresetInfo(
+                    name=name,
+                    formats=preset.formats,
+                    widths=preset.widths,
+                    max_long_side=preset.max_long_side,
+                    thumbnail_width=preset.thumbnail_width,
+                    keep_original=preset.keep_original,
+                )
+                for name, preset in service.presets.items()
+            )
+        )
+    )
+
+    async def presets(_request: Request) -> Response:
+        return JSONResponse(presets_answer)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -305,7 +395,16 @@ def create_app(
 
     routes: list[BaseRoute] = [
         ApiRoute("/", page, operation=PAGE),
-        ApiRoute("/v1/images", post_image, methods=["POST"], operation=CONVERT),
+        ApiRoute(
+            "/v1/images",
+            post_image,
+            methods=["POST"],
+            operation=replace(
+                CONVERT,
+                params=(*CONVERT.params, preset_param(list(service.presets)), ORIGINAL, ALT),
+            ),
+        ),
+        ApiRoute("/v1/presets", presets, operation=PRESETS),
         ApiRoute("/healthz", healthz, operation=HEALTHZ),
         ApiRoute("/metrics", metrics_endpoint, operation=METRICS),
     ]

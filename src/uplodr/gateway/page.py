@@ -1,8 +1,10 @@
 """The gateway's pages, each one self-contained file that loads nothing from another site (many
 deployments have no internet): the upload page — several files at once (3 in flight), each with
-its upload progress (XHR upload events), its conversion state, then a gallery card with its
-variants, sizes and copy buttons, or the server's error — and /docs, which renders
-/openapi.json for people."""
+its upload progress (XHR upload events), its conversion state, then a gallery card with the
+image's placeholder until its preview has loaded, its variants, sizes and copy buttons, and the
+answer's `<picture>` markup to copy, or the server's error; a preset picker when the gateway has
+named presets (GET /v1/presets) and an alt text field for the markup — and /docs, which renders
+/openapi.json for people. The markup is shown as text (never parsed into the page)."""
 
 UPLOAD_PAGE = """<!doctype html>
 <html lang="en">
@@ -23,7 +25,7 @@ UPLOAD_PAGE = """<!doctype html>
   #drop strong { color: #222; }
   #files { display: none; }
   #summary { color: var(--muted); font-size: .9rem; min-height: 1.3em; }
-  #results { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 1rem; margin-top: .6rem; }
+  #results { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 1rem; margin-top: .6rem; }
   .card { border: 1px solid var(--line); border-radius: 10px; padding: .8rem; display: flex; flex-direction: column; gap: .45rem; background: #fff; }
   .card header { display: flex; justify-content: space-between; gap: .5rem; align-items: baseline; }
   .card .name { font-weight: 600; overflow-wrap: anywhere; }
@@ -34,9 +36,14 @@ UPLOAD_PAGE = """<!doctype html>
   .card[data-state="error"] { border-color: #f0b8c0; background: #fff8f9; }
   .card[data-state="error"] .state { color: var(--bad); font-weight: 600; }
   .card[data-state="error"] progress { display: none; }
-  .card .preview { width: 100%; height: 170px; object-fit: contain; background: repeating-conic-gradient(#f3f3f3 0 25%, #fff 0 50%) 0 0 / 16px 16px; border-radius: 6px; }
+  .card .preview { width: 100%; height: 170px; object-fit: contain; border-radius: 6px; }
+  .card .preview[data-loaded="true"] { background: repeating-conic-gradient(#f3f3f3 0 25%, #fff 0 50%) 0 0 / 16px 16px; }
+  .card .dims { color: var(--muted); font-size: .85rem; }
+  pre.markup { margin: 0; padding: .45rem .55rem; max-height: 8.5rem; overflow: auto; background: #f6f8fa; border: 1px solid var(--line); border-radius: 6px; font: 11.5px/1.4 ui-monospace, monospace; white-space: pre-wrap; overflow-wrap: anywhere; }
+  select { font: inherit; padding: .28rem .3rem; }
+  #alt { min-width: 18rem; }
   table { border-collapse: collapse; width: 100%; }
-  td, th { text-align: left; padding: .2rem .3rem; border-bottom: 1px solid #f0f0f0; font-size: .82rem; white-space: nowrap; }
+  td, th { text-align: left; padding: .2rem .25rem; border-bottom: 1px solid #f0f0f0; font-size: .8rem; white-space: nowrap; }
   th { color: var(--muted); font-weight: normal; }
   td.num { text-align: right; }
   button.copy { font: inherit; font-size: .78rem; padding: .1rem .45rem; border: 1px solid #bbb; border-radius: 5px; background: #f7f7f7; cursor: pointer; }
@@ -46,9 +53,12 @@ UPLOAD_PAGE = """<!doctype html>
 </head>
 <body>
 <h1>uplodr</h1>
-<p class="lead">Drop images to convert them to WebP, AVIF, JPEG and a PNG thumbnail.</p>
+<p class="lead">Drop images — phone photos (HEIC) too — to convert them to WebP, AVIF, JPEG and a
+PNG thumbnail, with <code>&lt;picture&gt;</code> markup ready to paste.</p>
 <form id="form">
   <label>Folder <input id="folder" name="folder" placeholder="e.g. blog/2026"></label>
+  <label id="preset-field" hidden>Preset <select id="preset"></select></label>
+  <label>Alt text (for the next images) <input id="alt" maxlength="1000" placeholder="describe the picture"></label>
   <label>Token (if the server needs one) <input id="token" type="password" autocomplete="off"></label>
 </form>
 <label id="drop" for="files"><strong>Drop images here</strong> or click to pick several
@@ -92,6 +102,18 @@ function copyButton(label, text) {
   return button;
 }
 
+// The gateway's named presets: a picker when it has more than its default.
+fetch("/v1/presets").then((r) => r.ok ? r.json() : null).then((body) => {
+  if (!body || body.presets.length < 2) return;
+  const select = document.getElementById("preset");
+  for (const p of body.presets) {
+    const widths = p.widths.length ? " · " + p.widths.join("/") + " px" : "";
+    select.append(el("option", { value: p.name, textContent: p.name + " — " + p.formats.join(", ") + widths
+      + (p.keep_original ? " + original" : "") }));
+  }
+  document.getElementById("preset-field").hidden = false;
+}).catch(() => {});
+
 function card(file) {
   const progress = el("progress", { max: file.size || 1, value: 0 });
   const state = el("div", { className: "state", textContent: "waiting" });
@@ -116,11 +138,20 @@ function showConversion(view, body) {
   view.state.textContent = body.deduplicated ? "already converted — answered from storage"
     : "converted in " + (body.timings.total ?? 0).toFixed(2) + " s";
   const variants = body.variants;
-  const thumb = variants.find((v) => v.role === "thumbnail")
-    || variants.find((v) => v.mime_type === "image/png") || variants[variants.length - 1];
+  if (body.width && body.height) {
+    view.box.querySelector("header").append(el("span", { className: "dims", textContent: body.width + "×" + body.height }));
+  }
+  // The preview: the thumbnail, else the smallest variant a browser shows (never the original,
+  // which may be HEIC). Until it has loaded, the placeholder fills the same box.
+  const shown = variants.filter((v) => v.role !== "original");
+  const thumb = shown.find((v) => v.role === "thumbnail")
+    || shown.slice().sort((a, b) => a.width - b.width)[0];
   if (thumb) {
-    const img = el("img", { className: "preview", src: thumb.url, alt: body.file_name, loading: "lazy" });
-    if (body.placeholder && body.placeholder.data_url) img.style.backgroundImage = "url(" + body.placeholder.data_url + ")";
+    const img = el("img", { className: "preview", src: thumb.url, alt: body.file_name });
+    if (body.placeholder && body.placeholder.data_url) {
+      img.style.background = "url(" + JSON.stringify(body.placeholder.data_url) + ") center / contain no-repeat";
+    }
+    img.addEventListener("load", () => { img.style.background = ""; img.dataset.loaded = "true"; });
     view.progress.replaceWith(img);
   } else {
     view.progress.remove();
@@ -137,17 +168,27 @@ function showConversion(view, body) {
     table.append(row);
   }
   view.box.append(table);
-  const actions = el("div", { className: "actions" });
-  if (body.html) actions.append(copyButton("Copy <picture>", body.html));
-  if (actions.children.length) view.box.append(actions);
+  if (body.html) {
+    view.box.append(el("pre", { className: "markup", textContent: body.html }),
+      el("div", { className: "actions" }, copyButton("Copy <picture>", body.html)));
+  }
   counts.done++; showSummary();
 }
 
-function upload(file, view) {
+// The form as it is when files are added: each keeps its folder, preset and alt text.
+function options() {
+  const chosen = {};
+  const folder = document.getElementById("folder").value.trim();
+  if (folder) chosen.folder = folder;
+  if (!document.getElementById("preset-field").hidden) chosen.preset = document.getElementById("preset").value;
+  const alt = document.getElementById("alt").value;
+  if (alt) chosen.alt = alt;
+  return chosen;
+}
+
+function upload(file, view, chosen) {
   return new Promise((resolve) => {
-    const params = new URLSearchParams({ name: file.name });
-    const folder = document.getElementById("folder").value.trim();
-    if (folder) params.set("folder", folder);
+    const params = new URLSearchParams({ name: file.name, ...chosen });
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/v1/images?" + params);
     xhr.setRequestHeader("content-type", "application/octet-stream");
@@ -181,14 +222,14 @@ function upload(file, view) {
 
 function pump() {
   while (running < AT_ONCE && queue.length) {
-    const [file, view] = queue.shift();
+    const [file, view, chosen] = queue.shift();
     running++;
-    upload(file, view).then(() => { running--; pump(); });
+    upload(file, view, chosen).then(() => { running--; pump(); });
   }
 }
 function add(files) {
   for (const file of files) {
-    queue.push([file, card(file)]);
+    queue.push([file, card(file), options()]);
     counts.total++;
   }
   showSummary();

@@ -20,7 +20,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -59,6 +59,7 @@ class GatewayOptions:
     reap_interval: float = 60.0
     price_per_hour: float | None = None
     preset: Preset = DEFAULT_PRESET
+    presets: Mapping[str, Preset] = field(default_factory=dict)  # named: ?preset=NAME
     provider: str = "local"
     provider_settings: ProviderSettings = field(default_factory=ProviderSettings)
     worker_idle_timeout: float = 30.0
@@ -256,6 +257,7 @@ async def open_gateway(
             options.preset,
             max_machines=options.max_machines or provider.capabilities.default_max_machines,
             max_queue=options.max_queue,
+            presets=options.presets,
         )
         primary = publisher.primary
         app = create_app(

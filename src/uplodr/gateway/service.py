@@ -1,5 +1,12 @@
 """What the gateway does with one upload, independent of HTTP: answer it from storage when the
-same bytes were converted before with the same preset, otherwise run a job on a machine."""
+same bytes were converted before with the same preset and original choice, otherwise run a job
+on a machine; either way the answer is built by `uplodr.gateway.answers`.
+
+A request picks a named preset (`?preset=`; "default" is the gateway's own) and what happens to
+the uploaded bytes (`?original=`); both go to the worker with the file, and both are in the
+dedupe digest exactly as the worker computes it (`Preset.for_original`, then its fingerprint),
+so a repeat is found only when it would have produced the same set.
+"""
 
 from __future__ import annotations
 
@@ -7,54 +14,40 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Final
 
+from uplodr import answer
 from uplodr.dispatch.dispatcher import Dispatcher
 from uplodr.dispatch.worker_client import UploadSource
-from uplodr.errors import Busy
+from uplodr.errors import Busy, InvalidRequest
 from uplodr.gateway import metrics
+from uplodr.gateway.answers import from_storage, from_worker
 from uplodr.gateway.spool import Spooled
 from uplodr.names import SafeName
-from uplodr.preset import Preset
-from uplodr.storage import Published, Publisher
+from uplodr.preset import OriginalMode, Preset
+from uplodr.storage import Publisher
 from uplodr.storage.keys import content_digest
 
 log = logging.getLogger("uplodr.gateway")
 
-
-@dataclass
-class Answer:
-    file_name: str
-    folder: str
-    variants: list[dict[str, Any]]
-    deduplicated: bool
-    timings: dict[str, float]
-    job: dict[str, Any] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "file_name": self.file_name,
-            "folder": self.folder,
-            "variants": self.variants,
-            "deduplicated": self.deduplicated,
-            "timings": self.timings,
-            **({"job": self.job} if self.job else {}),
-        }
+# The name of the gateway's own preset (`serve --preset`), what an upload without ?preset= gets.
+DEFAULT_PRESET_NAME: Final = "default"
 
 
-def _variants_from_storage(published: Published) -> list[dict[str, Any]]:
-    return [
-        {
-            "url": v.url,
-            "mime_type": v.mime_type,
-            "width": v.width,
-            "height": v.height,
-            "size_bytes": v.size_bytes,
-        }
-        for v in published.variants
-    ]
+@dataclass(frozen=True)
+class Choice:
+    """What one request chose: a named preset and what to do with the original."""
+
+    name: str
+    preset: Preset  # as named, before the original choice is folded in (what the worker is sent)
+    original: OriginalMode = "preset"
+
+    @property
+    def effective(self) -> Preset:
+        """The preset the file is converted with: the one its digest and keys are made of."""
+        return self.preset.for_original(self.original)
 
 
 class ConversionService:
@@ -69,11 +62,14 @@ class ConversionService:
         preset: Preset,
         max_machines: int = 2,
         max_queue: int = 16,
+        presets: Mapping[str, Preset] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.publisher = publisher
         self.preset = preset
-        self._fingerprint = preset.fingerprint()
+        # The presets a request may name: "default" (the gateway's own preset) first.
+        self.presets: dict[str, Preset] = {DEFAULT_PRESET_NAME: preset}
+        self.presets.update((n, p) for n, p in (presets or {}).items() if n != DEFAULT_PRESET_NAME)
         self.max_machines = max_machines
         self.max_queue = max_queue
         self._slots = asyncio.Semaphore(max_machines)
@@ -101,21 +97,38 @@ class ConversionService:
             metrics.RUNNING.dec()
             self._slots.release()
 
-    async def convert(self, spooled: Spooled, name: SafeName, folder: str) -> Answer:
+    def choose(self, preset: str | None = None, original: OriginalMode = "preset") -> Choice:
+        """The request's choice of preset (by name; None: the default) and original.
+        InvalidRequest names the known presets when the name is not one."""
+        name = DEFAULT_PRESET_NAME if preset is None else preset
+        if name not in self.presets:
+            shown = name if len(name) <= 40 else name[:39] + "…"
+            raise InvalidRequest(
+                f"unknown preset {shown!r}; known presets: {', '.join(self.presets)}"
+            )
+        return Choice(name, self.presets[name], original)
+
+    async def convert(
+        self,
+        spooled: Spooled,
+        name: SafeName,
+        folder: str,
+        choice: Choice | None = None,
+        alt: str = "",
+    ) -> answer.Conversion:
         started = time.monotonic()
-        digest = content_digest(spooled.sha256, self._fingerprint)
+        choice = choice or self.choose()
+        digest = content_digest(spooled.sha256, choice.effective.fingerprint())
         known = await self.publisher.lookup(folder, name.stem, digest)
         if known is not None:
             metrics.JOBS.labels(outcome="deduplicated").inc()
-            return Answer(
-                name.file_name,
-                folder,
-                _variants_from_storage(known),
-                deduplicated=True,
-                timings={"total": round(time.monotonic() - started, 4)},
-            )
+            timings = {"total": round(time.monotonic() - started, 4)}
+            return from_storage(known, name.file_name, folder, alt, timings)
+        source = UploadSource(
+            spooled.path, name.file_name, folder, choice.preset.to_json(), choice.original
+        )
         async with self._machine_slot():
-            result = await self.dispatcher.run([UploadSource(spooled.path, name.file_name, folder)])
+            result = await self.dispatcher.run([source])
         cost = result.cost
         metrics.observe_job(result.timings.as_dict())
         log.info(
@@ -126,26 +139,4 @@ class ConversionService:
             result.timings.machine_seconds,
             cost,
         )
-        (response,) = result.responses
-        return Answer(
-            response.file_name,
-            response.folder,
-            [
-                {
-                    "url": v.url,
-                    "mime_type": v.mime_type,
-                    "width": v.width,
-                    "height": v.height,
-                    "size_bytes": v.size_bytes,
-                }
-                for v in response.variants
-            ],
-            deduplicated=response.deduplicated,
-            timings=result.timings.as_dict(),
-            job={
-                "id": result.job_id,
-                "machine": result.machine_id,
-                "machine_seconds": round(result.timings.machine_seconds, 4),
-                "cost": cost,
-            },
-        )
+        return from_worker(result, alt)

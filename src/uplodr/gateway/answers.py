@@ -1,0 +1,145 @@
+"""The one answer of POST /v1/images (`uplodr.answer.Conversion`: what the client decodes and the
+OpenAPI document is made from), built the same way from a worker's reply and from a stored
+set's manifest — so a repeated upload, answered from storage, gets the answer of the first, its
+`<picture>` markup and placeholder included, only with no job. The markup is made here, per
+request (`uplodr.markup.picture` with the request's alt), never stored.
+
+A reply or a manifest from before the web-ready fields leaves them empty; they are answered as
+null (and without a variant's format and role there is no markup), never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, Protocol
+
+import msgspec
+
+from uplodr import answer
+from uplodr.dispatch.job import JobResult
+from uplodr.markup import MarkupError, picture
+from uplodr.storage import Published
+
+
+def answer_json(conversion: answer.Conversion) -> dict[str, Any]:
+    """The answer as JSON: every field, `null` where unknown, and no `job` when no machine ran."""
+    data: dict[str, Any] = msgspec.to_builtins(conversion)
+    if data.get("job") is None:
+        data.pop("job", None)
+    return data
+
+
+def markup(variants: Iterable[answer.Variant], alt: str) -> str | None:
+    """The `<picture>` element for these variants; None when there is nothing a page can show
+    (only the original was kept)."""
+    try:
+        return picture([asdict(v) for v in variants], alt=alt)
+    except MarkupError:
+        return None
+
+
+class _StoredVariant(Protocol):
+    """A variant as storage's manifest and the worker's answer both describe it."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def mime_type(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+
+
+def _variant(v: _StoredVariant) -> answer.Variant:
+    # "" is what a manifest or worker from before these fields says: unknown.
+    return answer.Variant(
+        url=v.url,
+        mime_type=v.mime_type,
+        width=v.width,
+        height=v.height,
+        size_bytes=v.size_bytes,
+        format=v.format or None,
+        role=v.role or None,
+    )
+
+
+def _conversion(
+    file_name: str,
+    folder: str,
+    variants: Sequence[answer.Variant],
+    *,
+    deduplicated: bool,
+    timings: dict[str, float],
+    size: tuple[int, int] | None,
+    placeholder: Mapping[str, str] | None,
+    alt: str,
+    job: answer.Job | None = None,
+) -> answer.Conversion:
+    return answer.Conversion(
+        file_name=file_name,
+        folder=folder,
+        variants=tuple(variants),
+        deduplicated=deduplicated,
+        timings=timings,
+        width=size[0] if size else None,
+        height=size[1] if size else None,
+        placeholder=answer.Placeholder(**placeholder) if placeholder else None,
+        html=markup(variants, alt),
+        job=job,
+    )
+
+
+def from_storage(
+    published: Published, file_name: str, folder: str, alt: str, timings: dict[str, float]
+) -> answer.Conversion:
+    """The answer of a set found in storage (its manifest)."""
+    info = published.info
+    return _conversion(
+        file_name,
+        folder,
+        [_variant(v) for v in published.variants],
+        deduplicated=published.deduplicated,
+        timings=timings,
+        size=(info.width, info.height) if info else None,
+        placeholder=info.placeholder if info else None,
+        alt=alt,
+    )
+
+
+def from_worker(result: JobResult, alt: str) -> answer.Conversion:
+    """The answer of a job's conversion of one file (an older worker leaves the new fields
+    empty: they are answered as unknown)."""
+    (response,) = result.responses
+    placeholder = response.placeholder if response.HasField("placeholder") else None
+    return _conversion(
+        response.file_name,
+        response.folder,
+        [_variant(v) for v in response.variants],
+        deduplicated=response.deduplicated,
+        timings=result.timings.as_dict(),
+        size=(response.width, response.height) if response.width and response.height else None,
+        placeholder=(
+            {
+                "thumbhash": placeholder.thumbhash,
+                "blurhash": placeholder.blurhash,
+                "data_url": placeholder.data_url,
+            }
+            if placeholder is not None
+            else None
+        ),
+        alt=alt,
+        job=answer.Job(
+            id=result.job_id,
+            machine=result.machine_id,
+            machine_seconds=round(result.timings.machine_seconds, 4),
+            cost=result.cost,
+        ),
+    )
