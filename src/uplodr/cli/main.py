@@ -535,6 +535,7 @@ SERVER_EXTRA = frozenset(
         "python_multipart",
         "prometheus_client",
         "psutil",
+        "docker",
     }
 )
 
