@@ -102,7 +102,7 @@ OPTIONS = (OPTION_IMAGE, OPTION_NETWORK)
 
 @dataclass(frozen=True)
 class DockerConfig:
-    image: str
+    image: str  # "": only listing and removing machines (machines ls, reap)
     network: str | None = None  # None: the engine's default bridge
     memory_mb: int = DEFAULT_MEMORY_MB
     cpus: int | None = None  # None: no CPU quota
@@ -110,20 +110,23 @@ class DockerConfig:
     engine_env: Mapping[str, str] | None = None
     api_timeout: int = API_TIMEOUT
 
+    def require_image(self) -> str:
+        """The image; ProviderError when none was given (`machines ls` and `reap` need none)."""
+        if not self.image:
+            raise ProviderError(
+                f"the Docker provider needs {OPTION_IMAGE.flag} ({OPTION_IMAGE.envvar}) to start "
+                "machines, e.g. uplodr:latest built from the repository's Dockerfile"
+            )
+        return self.image
+
     @property
     def host(self) -> str:
         return (self.engine_env or {}).get("DOCKER_HOST") or DEFAULT_HOST
 
     @classmethod
     def from_settings(cls, settings: ProviderSettings) -> DockerConfig:
-        image = OPTION_IMAGE.read(settings, str, "")
-        if not image:
-            raise ProviderError(
-                f"the Docker provider needs {OPTION_IMAGE.flag} ({OPTION_IMAGE.envvar}), "
-                "e.g. uplodr:latest built from the repository's Dockerfile"
-            )
         return cls(
-            image=image,
+            image=OPTION_IMAGE.read(settings, str, ""),
             network=OPTION_NETWORK.read(settings, str, "") or None,
             memory_mb=settings.memory_mb or DEFAULT_MEMORY_MB,
             cpus=settings.cpus,
@@ -208,6 +211,7 @@ class _Engine:
                 self._client = None
 
     def check(self) -> None:
+        self.config.require_image()
         client = self.client()
         with self._said("answer a ping"):
             client.ping()
@@ -238,8 +242,9 @@ class _Engine:
         is removed (WorkerUnavailable when even that failed: it may still be there)."""
         from docker.errors import ImageNotFound
 
-        client = self.client()
         config = self.config
+        config.require_image()
+        client = self.client()
         memory_mb = spec.memory_mb or config.memory_mb
         cpus = spec.cpus or config.cpus
         limits: dict[str, Any] = {
