@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.support.fly import FAST_BACKOFF, fly_config
 from tests.support.fly_api import FlyApiServer, standin_process
 from tests.support.procs import free_port
 from uplodr.errors import ProviderError, WorkerUnavailable
-from uplodr.machines.fly import FlyProvider
+from uplodr.machines.fly import FlyConfig, FlyProvider
 from uplodr.machines.local import LocalProvider
 from uplodr.machines.memory import MemoryProvider
 
@@ -49,6 +50,10 @@ async def test_memory_check() -> None:
         await provider.check()
 
 
+def config_for(fly: FlyApiServer, **overrides: Any) -> FlyConfig:
+    return fly_config(fly, **{**FAST_BACKOFF, **overrides})
+
+
 @pytest.fixture
 def fly(no_leftover_processes: None) -> Iterator[FlyApiServer]:
     with FlyApiServer(grpc_port=free_port(), process_factory=standin_process) as server:
@@ -57,7 +62,7 @@ def fly(no_leftover_processes: None) -> Iterator[FlyApiServer]:
 
 
 async def test_fly_check_is_one_authenticated_call(fly: FlyApiServer) -> None:
-    provider = FlyProvider(fly_config(fly, **FAST_BACKOFF))
+    provider = FlyProvider(config_for(fly))
     try:
         await provider.check()
     finally:
@@ -77,7 +82,7 @@ async def test_fly_check_is_one_authenticated_call(fly: FlyApiServer) -> None:
 async def test_fly_check_refused_is_a_configuration_error(
     fly: FlyApiServer, override: dict[str, str], message: str
 ) -> None:
-    provider = FlyProvider(fly_config(fly, **FAST_BACKOFF, **override))
+    provider = FlyProvider(config_for(fly, **override))
     try:
         with pytest.raises(ProviderError, match=message) as refused:
             await provider.check()
@@ -88,7 +93,7 @@ async def test_fly_check_refused_is_a_configuration_error(
 
 
 async def test_fly_check_of_an_api_that_is_down_is_an_outage(fly: FlyApiServer) -> None:
-    config = fly_config(fly, **FAST_BACKOFF, api_url=f"http://127.0.0.1:{free_port()}")
+    config = config_for(fly, api_url=f"http://127.0.0.1:{free_port()}")
     provider = FlyProvider(config)
     started = time.monotonic()
     try:
