@@ -27,7 +27,9 @@ engine `DOCKER_HOST` names (default: the local socket). Why it looks like this:
   and group that own the folder, so it can write there and its files belong to that user as a
   local worker's would (`capabilities.shares_host_files`). Only when the engine is on this host
   (a `unix://` DOCKER_HOST): a remote engine would mount its own folders, so there the gateway
-  refuses a local store and asks for `s3://`.
+  refuses a local store and asks for `s3://`; and only when the engine's data root is visible
+  here, else the engine is on another filesystem (a gateway in a container with the socket
+  mounted, Docker Desktop's VM) and the job is refused with one line.
 - **Failures say why.** A container that exits while booting is seen by `failure()` (the lease
   polls it) with its exit code and the last line it logged; an engine that does not answer is
   WorkerUnavailable (503) naming the engine; what the engine refuses (an image it does not have,
@@ -167,6 +169,7 @@ class _Engine:
         self.config = config
         self.host = config.host
         self._client: DockerClient | None = None
+        self._data_root: str | None = None
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -254,6 +257,8 @@ class _Engine:
         }
         if cpus is not None:
             limits["nano_cpus"] = cpus * 1_000_000_000
+        if spec.host_paths:
+            self.require_same_files(client)
         with self._said(f"create a container of {config.image}"):
             try:
                 container = client.containers.create(
@@ -289,6 +294,20 @@ class _Engine:
             raise
         attrs: dict[str, Any] = container.attrs
         return attrs
+
+    def require_same_files(self, client: DockerClient) -> None:
+        """A bind mount is a folder of the engine's host: refuse when that is not this host's
+        filesystem — the engine's data root is not here (the gateway runs in a container with
+        the engine's socket mounted, or the engine runs in a VM such as Docker Desktop's)."""
+        if self._data_root is None:
+            with self._said("describe itself"):
+                self._data_root = str(client.info().get("DockerRootDir") or "")
+        if not self._data_root or not Path(self._data_root).is_dir():
+            raise ProviderError(
+                f"the Docker engine at {self.host} does not see this host's folders (its data "
+                f"root {self._data_root or '?'} is not here): a local-folder store cannot be "
+                "mounted into its containers; use an s3:// store"
+            )
 
     def inspect(self, name: str) -> dict[str, Any] | None:
         from docker.errors import NotFound
