@@ -59,6 +59,7 @@ def test_a_gateway_in_a_container_drives_the_engine_and_refuses_a_local_store(
             left = worker_containers(docker_engine)
         finally:
             gateway.remove(force=True)
+    assert isinstance(doctor.output, bytes)
     lines = doctor.output.decode().splitlines()
     assert lines[0] == "ok      provider docker: can start a machine", lines
     assert response.status_code == 502, response.text
