@@ -26,7 +26,7 @@ from tests.support.docker_machines import (
 from tests.support.gateway import running_gateway
 from tests.support.paths import corpus_file
 from tests.support.waiting import wait_for
-from uplodr.errors import ProviderError, WorkerUnavailable
+from uplodr.errors import NotCreated, ProviderError, WorkerUnavailable
 from uplodr.machines.base import MachineSpec
 from uplodr.machines.docker import DockerConfig, DockerProvider
 
@@ -83,14 +83,39 @@ async def test_an_engine_that_is_not_there_is_an_outage_on_every_call(tmp_path: 
     try:
         with pytest.raises(WorkerUnavailable, match=unreachable):
             await provider.check()
-        with pytest.raises(WorkerUnavailable, match=unreachable):
+        # the request never left: nothing was made, nobody needs to look for it
+        with pytest.raises(NotCreated, match=unreachable):
             await provider.create(MachineSpec(env={}, tags={"job": "j"}))
-        with pytest.raises(WorkerUnavailable, match=unreachable):
+        with pytest.raises(WorkerUnavailable, match=unreachable) as listing:
             await provider.list({})
+        assert not isinstance(listing.value, NotCreated)
         with pytest.raises(WorkerUnavailable, match=unreachable):
             await provider.destroy("uplodr-000000000000")
     finally:
         await provider.aclose()
+
+
+def test_serve_without_its_engine_answers_503_at_once_and_looks_for_nothing(
+    tmp_path: Path,
+) -> None:
+    host = f"unix://{tmp_path}/docker.sock"  # no engine there
+    env = {"DOCKER_HOST": host, "UPLODR_PROVIDER": "docker", "UPLODR_DOCKER_IMAGE": "uplodr:x"}
+    with running_gateway(tmp_path / "gw", env=env) as gateway:
+        response = httpx.post(
+            f"{gateway.url}/v1/images",
+            params={"name": "photo.jpg"},
+            content=corpus_file("Landscape_6.jpg").read_bytes(),
+            timeout=120,
+        )
+        log = gateway.log_text()
+    assert response.status_code == 503, response.text
+    assert response.json() == {
+        "error": f"Docker engine at {host} is unreachable: No such file or directory",
+        "code": "worker_unavailable",
+    }
+    # the create certainly made nothing: no search for its container (which would retry
+    # against the missing engine until the destroy deadline), nothing left to the reaper
+    assert "could not look for it" not in log and "left to the reaper" not in log
 
 
 def test_doctor_says_each_check_in_one_line(

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -53,7 +54,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from uplodr.errors import ProviderError, UplodrError, WorkerUnavailable
+from uplodr.errors import NotCreated, ProviderError, UplodrError, WorkerUnavailable
 from uplodr.machines.base import (
     MARKER_TAG,
     MARKER_VALUE,
@@ -160,6 +161,33 @@ def _cause(error: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
+# OS errors of a connection that was never made: the request was not sent.
+_NOT_CONNECTED = frozenset(
+    {errno.ENOENT, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+)
+
+
+def _never_sent(error: BaseException) -> bool:
+    """True when a docker/requests error shows the connection was never made (no socket,
+    refused, no route, a connect timeout), so the engine cannot have acted on the request."""
+    from requests.exceptions import ConnectTimeout
+
+    seen: set[int] = set()
+    stack: list[BaseException] = [error]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectTimeout):
+            return True
+        if isinstance(current, OSError) and current.errno in _NOT_CONNECTED:
+            return True
+        stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
+
+
 class _Engine:
     """The Docker engine through the docker SDK. Blocking: call it from a thread. Any error is
     WorkerUnavailable (cannot reach it, or it failed) or ProviderError (it refused: retrying
@@ -173,7 +201,9 @@ class _Engine:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def _said(self, action: str) -> Iterator[None]:
+    def _said(self, action: str, *, creating: bool = False) -> Iterator[None]:
+        """Docker's errors as ours. `creating`: a request that never reached the engine is
+        NotCreated (the lease then knows there is no container to look for)."""
         from docker.errors import APIError, DockerException
 
         try:
@@ -189,17 +219,18 @@ class _Engine:
                 f"Docker engine failed to {action} ({status}): {explanation}"
             ) from None
         except (DockerException, OSError) as error:
-            raise WorkerUnavailable(
+            unreachable = NotCreated if creating and _never_sent(error) else WorkerUnavailable
+            raise unreachable(
                 f"Docker engine at {self.host} is unreachable: {_cause(error)}"
             ) from None
 
-    def client(self) -> DockerClient:
+    def client(self, *, creating: bool = False) -> DockerClient:
         """The client, made on first use (the SDK asks the engine for its API version)."""
         with self._lock:
             if self._client is None:
                 import docker
 
-                with self._said("answer"):
+                with self._said("answer", creating=creating):
                     self._client = docker.from_env(
                         environment=dict(self.config.engine_env or {}),
                         timeout=self.config.api_timeout,
@@ -247,7 +278,7 @@ class _Engine:
 
         config = self.config
         config.require_image()
-        client = self.client()
+        client = self.client(creating=True)
         memory_mb = spec.memory_mb or config.memory_mb
         cpus = spec.cpus or config.cpus
         limits: dict[str, Any] = {
@@ -259,7 +290,7 @@ class _Engine:
             limits["nano_cpus"] = cpus * 1_000_000_000
         if spec.host_paths:
             self.require_same_files(client)
-        with self._said(f"create a container of {config.image}"):
+        with self._said(f"create a container of {config.image}", creating=True):
             try:
                 container = client.containers.create(
                     config.image,
