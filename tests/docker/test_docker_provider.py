@@ -17,7 +17,11 @@ from docker.models.containers import Container
 
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_images import EngineImages
-from tests.support.docker_machines import docker_env, worker_containers
+from tests.support.docker_machines import (
+    busy_container_process,
+    docker_env,
+    worker_containers,
+)
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.paths import corpus_file
 from tests.support.waiting import wait_for
@@ -178,4 +182,27 @@ def test_an_image_that_cannot_start_a_worker_is_a_clear_provider_error(
         f"Docker engine refused to start a container of {docker_images.base}: "
     )
     assert "worker" in body["error"] and "\n" not in body["error"]
+    assert left == []
+
+
+def test_a_container_killed_mid_job_gives_503_with_its_reason_and_is_removed(
+    docker_engine: DockerEngine, docker_images: EngineImages, tmp_path: Path
+) -> None:
+    photo = corpus_file("craft-beer.jpg")  # 24 MP: seconds of work
+    env = docker_env(docker_engine, docker_images.uplodr)
+    with running_gateway(tmp_path / "gw", env=env) as gateway:
+        result: dict[str, httpx.Response] = {}
+        upload = threading.Thread(target=lambda: result.update(response=post(gateway, photo)))
+        upload.start()
+        container, _ = busy_container_process(docker_engine)
+        with docker_engine.client() as client:
+            client.api.kill(container, "SIGKILL")
+        upload.join(timeout=120)
+        response = result["response"]
+        left = worker_containers(docker_engine)
+    assert response.status_code == 503, response.text
+    assert response.json() == {
+        "error": "worker stopped: killed by signal 9",
+        "code": "worker_unavailable",
+    }
     assert left == []

@@ -11,12 +11,13 @@ import threading
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_images import EngineImages, ensure_images
 from tests.support.docker_machines import (
+    alive,
+    busy_container_process,
     docker_env,
     start_daemon,
     stop_daemon,
@@ -179,7 +180,7 @@ def test_an_engine_stopped_mid_job_gives_503_and_leaves_nothing_once_back(
 
             first = threading.Thread(target=upload, args=("first",), kwargs={"preset": "slow"})
             first.start()
-            worker = busy_container_process(engine)
+            _, worker = busy_container_process(engine)
             stop_daemon(engine)
             wait_for(lambda: not alive(worker), "the engine to stop the worker")
             assert first.is_alive()  # the gateway still tries to remove the container
@@ -198,34 +199,3 @@ def test_an_engine_stopped_mid_job_gives_503_and_leaves_nothing_once_back(
     assert after_restart == []
     assert result["second"].status_code == 200, result["second"].text
     assert left == []
-
-
-def busy_container_process(engine: DockerEngine) -> psutil.Process:
-    """The worker process of the job's container, once it has used real CPU time."""
-    found: list[psutil.Process] = []
-
-    def converting() -> bool:
-        for container in worker_containers(engine):
-            if container["State"] != "running":
-                continue
-            with engine.client() as client:
-                top = client.api.top(container["Id"], ps_args="-o pid")
-            for (pid,) in top.get("Processes") or []:
-                try:
-                    proc = psutil.Process(int(pid))
-                    if sum(proc.cpu_times()[:2]) > 1.5:
-                        found.append(proc)
-                        return True
-                except psutil.NoSuchProcess:
-                    continue
-        return False
-
-    wait_for(converting, "the job's worker to start converting")
-    return found[0]
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

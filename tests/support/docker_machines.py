@@ -9,8 +9,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import psutil
+
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_host import program
+from tests.support.waiting import wait_for
 
 
 def docker_env(engine: DockerEngine, image: str | None = None) -> dict[str, str]:
@@ -58,3 +61,35 @@ def start_daemon(engine: DockerEngine) -> None:
     assert dockerd is not None
     engine._spawn(dockerd)
     engine._wait_ready()
+
+
+def busy_container_process(engine: DockerEngine) -> tuple[str, psutil.Process]:
+    """A running worker container and its worker process, once that has used real CPU time
+    (it is converting)."""
+    found: list[tuple[str, psutil.Process]] = []
+
+    def converting() -> bool:
+        for container in worker_containers(engine):
+            if container["State"] != "running":
+                continue
+            with engine.client() as client:
+                top = client.api.top(container["Id"], ps_args="-o pid")
+            for (pid,) in top.get("Processes") or []:
+                try:
+                    proc = psutil.Process(int(pid))
+                    if sum(proc.cpu_times()[:2]) > 1.5:
+                        found.append((str(container["Id"]), proc))
+                        return True
+                except psutil.NoSuchProcess:
+                    continue
+        return False
+
+    wait_for(converting, "a worker container to start converting")
+    return found[0]
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
