@@ -24,6 +24,7 @@ from tests.support.docker_machines import (
     uplodr,
     worker_containers,
 )
+from tests.support.docker_standin import standin_image
 from tests.support.gateway import running_gateway
 from tests.support.paths import corpus_file
 from tests.support.waiting import wait_for
@@ -199,3 +200,20 @@ def test_an_engine_stopped_mid_job_gives_503_and_leaves_nothing_once_back(
     assert after_restart == []
     assert result["second"].status_code == 200, result["second"].text
     assert left == []
+
+
+async def test_a_machine_larger_than_the_engine_is_refused_in_its_words(
+    docker_engine: DockerEngine,
+) -> None:
+    with docker_engine.client() as client:
+        image = standin_image(client)
+    provider = DockerProvider(DockerConfig(image=image, cpus=512, engine_env=docker_engine.env()))
+    try:
+        with pytest.raises(ProviderError) as refused:
+            await provider.create(MachineSpec(env={}, tags={"job": "big"}))
+        assert await provider.list({}) == []  # nothing was left of it
+    finally:
+        await provider.aclose()
+    message = str(refused.value)
+    assert message.startswith(f"Docker engine refused to create a container of {image}: ")
+    assert "CPU" in message and "\n" not in message

@@ -32,9 +32,14 @@ engine `DOCKER_HOST` names (default: the local socket). Why it looks like this:
   mounted, Docker Desktop's VM) and the job is refused with one line.
 - **Failures say why.** A container that exits while booting is seen by `failure()` (the lease
   polls it) with its exit code and the last line it logged; an engine that does not answer is
-  WorkerUnavailable (503) naming the engine; what the engine refuses (an image it does not have,
-  more CPUs than it has) is ProviderError with the engine's own words. A container that could
-  not start is removed before create raises. `destroy` is `remove(force=True)`, idempotent.
+  WorkerUnavailable (503) naming the engine — NotCreated when the create's connection was never
+  made, so the lease does not search for a container that cannot exist; what the engine refuses
+  (an image it does not have, more CPUs than it has) is ProviderError with the engine's own
+  words. A container that could not start is removed before create raises. `destroy` is
+  `remove(force=True)`, idempotent.
+- **What it costs** (docs/benchmarks.md, "Through the providers"): create → first Ping 1.25 s
+  against a local process's 0.85 s, destroy 0.3 s against 0.02 s — ~0.6 s more per job, ~10 %
+  of a 12 MP job; the conversion itself runs as fast in the container.
 """
 
 from __future__ import annotations
