@@ -39,7 +39,7 @@ engine `DOCKER_HOST` names (default: the local socket). Why it looks like this:
   `remove(force=True)`, idempotent.
 - **What it costs** (docs/benchmarks.md, "Through the providers"): create → first Ping 1.25 s
   against a local process's 0.85 s, destroy 0.3 s against 0.02 s — ~0.6 s more per job, ~10 %
-  of a 12 MP job; the conversion itself runs as fast in the container.
+  of a 12 MP job; the conversion is no slower in the container (within this machine's load noise).
 """
 
 from __future__ import annotations
