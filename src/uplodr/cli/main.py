@@ -461,7 +461,7 @@ def reap(older_than: float, dry_run: bool, provider: ProviderChoice) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 def sweep(stores: tuple[str, ...], older_than: float, folder: str, dry_run: bool) -> None:
     """Delete what failed jobs left in the stores: variant sets that never got their manifest,
-    and stray temporary and probe objects. Complete sets are never touched."""
+    and stray temporary and check objects. Complete sets are never touched."""
     from uplodr.cli.sweep import sweep_stores
     from uplodr.errors import InvalidRequest
     from uplodr.gateway.run import data_dir
