@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
+from uplodr import formats
 from uplodr.answer import CheckReport, Conversion, Health, PresetInfo, Presets, ReadinessReport
 from uplodr.errors import (
     Busy,
@@ -64,8 +65,10 @@ from uplodr.preset import OriginalMode
 from uplodr.sniff import sniff_file
 
 log = logging.getLogger("uplodr.gateway")
-mimetypes.add_type("image/avif", ".avif")
-mimetypes.add_type("image/webp", ".webp")
+# /files serves the local store with the types of the one format table (Python's own table
+# lacks AVIF and HEIF on some systems, and would then serve them as octet-stream).
+for _format in formats.REGISTRY:
+    mimetypes.add_type(_format.mime_type, f".{_format.ext}")
 
 T = TypeVar("T")
 MULTIPART_CHUNK = 256 * 1024
