@@ -32,6 +32,7 @@ import ipaddress
 import random
 import subprocess
 import threading
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -39,11 +40,20 @@ from typing import TYPE_CHECKING, Any
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
 
+from .docker_engine import host_programs_image
+
 if TYPE_CHECKING:
     from .fly_api import WorkerLaunch
 
 LABEL = "uplodr.fly-sim"
+ANCHOR_LABEL = "uplodr.fly-sim.anchor"
 SIXPN = ipaddress.IPv6Network("fdaa::/16")
+
+
+def _addresses(device: str) -> str:
+    return subprocess.run(
+        ["ip", "-6", "addr", "show", "dev", device], capture_output=True, text=True, check=False
+    ).stdout
 
 
 def _free_subnet() -> ipaddress.IPv6Network:
@@ -76,6 +86,7 @@ class FlyDockerMachines:
         self.subnet = _free_subnet()
         self.network_name = f"fly-6pn-{self.run}"
         self._network: Any = None
+        self._anchor: Any = None
 
     @property
     def gateway_ip(self) -> str:
@@ -97,6 +108,38 @@ class FlyDockerMachines:
             ipam=ipam,
             labels={LABEL: self.run},
         )
+        # A bridge with no port has no carrier, and its address stays "tentative" (IPv6
+        # duplicate address detection), unusable by this host until a first machine plugs in.
+        # Fly's 6PN is there before any machine: an anchor container (this host's `sleep`)
+        # keeps the bridge up, and its address is made nodad.
+        api = self.client.api
+        anchor = api.create_container(
+            host_programs_image(self.client, "sleep"),
+            ["sleep", "infinity"],
+            host_config=api.create_host_config(network_mode=self.network_name),
+            networking_config={
+                # far above the machines' addresses (index 2-254)
+                "EndpointsConfig": {
+                    self.network_name: api.create_endpoint_config(
+                        ipv6_address=self.private_ip(0xFFFF)
+                    )
+                }
+            },
+            labels={ANCHOR_LABEL: self.run},
+        )
+        self._anchor = self.client.containers.get(anchor["Id"])
+        self._anchor.start()
+        bridge = f"br-{self._network.id[:12]}"
+        subprocess.run(
+            ["ip", "-6", "addr", "replace", f"{self.gateway_ip}/64", "dev", bridge, "nodad"],
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + 10
+        while "tentative" in _addresses(bridge):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.gateway_ip} on {bridge} stays tentative")
+            time.sleep(0.02)  # polling the kernel's address state under a deadline
         return self
 
     def close(self) -> None:
@@ -106,6 +149,10 @@ class FlyDockerMachines:
             ):
                 with contextlib.suppress(DockerException):
                     container.remove(force=True)
+        if self._anchor is not None:
+            with contextlib.suppress(DockerException):
+                self._anchor.remove(force=True)
+            self._anchor = None
         if self._network is not None:
             with contextlib.suppress(DockerException):
                 self._network.remove()
