@@ -99,8 +99,10 @@ def main(verbose: bool) -> None:
     "--store",
     "stores",
     multiple=True,
-    help="Where variants go: a folder, file:///dir or s3://BUCKET[/PREFIX]. Repeat for mirrors; "
-    "URLs come from the first. Default: $UPLODR_DATA_DIR/store (~/.local/share/uplodr/store).",
+    envvar="UPLODR_STORE",
+    help="Where variants go: a folder, file:///dir or s3://BUCKET[/PREFIX]. Repeat for mirrors "
+    "(UPLODR_STORE: space-separated); URLs come from the first. Default: "
+    "$UPLODR_DATA_DIR/store (~/.local/share/uplodr/store).",
 )
 @click.option(
     "--public-url",
