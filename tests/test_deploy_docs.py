@@ -134,7 +134,7 @@ def test_fly_toml_has_what_fly_needs_and_runs_serve_with_the_fly_provider() -> N
     assert port is not None and service["internal_port"] == int(port.group(1))
     assert service["processes"] == list(config["processes"])
     (check,) = service["checks"]
-    assert check["method"] == "GET" and check["path"] == "/healthz"
+    assert check["method"] == "GET" and check["path"] == "/readyz"  # readiness, not liveness
     routes = re.findall(r'ApiRoute\("(/[^"]*)"', (REPO / "src/uplodr/gateway/app.py").read_text())
     assert check["path"] in routes
     image = config["build"]["image"]

@@ -302,7 +302,7 @@ READYZ = Operation(
     summary="Readiness: every store writable and the provider reachable",
     description="For load balancers and Fly health checks: 200 while a job can run; 503 with "
     "`error` naming the failed check (`store`, `provider`) while it cannot. Results are kept "
-    "for 2 s; each check gives up after 5 s.",
+    "for 2 s; each check gives up after 4 s.",
     answer=ReadinessReport,
     other_responses={
         "503": {

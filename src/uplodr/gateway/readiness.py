@@ -1,14 +1,15 @@
 """Readiness (`GET /readyz`): can this gateway run a job right now?
 
-`/healthz` is liveness — the process answers — and a load balancer or Fly restarts a gateway that
-stops answering it. Readiness is different: while the store or the provider is down a restart
-would not help, but new uploads should go elsewhere (or wait). So `/readyz` runs what a job needs
-— every store writable (a check object written, read back and deleted) and the provider reachable
-(`Provider.check`) — and answers 503 naming the check that failed, in one line.
+`/healthz` is liveness — the process answers — and an orchestrator restarts a gateway that stops
+answering it (Docker's HEALTHCHECK, a Kubernetes liveness probe). Readiness is different: while
+the store or the provider is down a restart would not help, but new uploads should go elsewhere
+(or wait). So `/readyz` runs what a job needs — every store writable (a check object written,
+read back and deleted) and the provider reachable (`Provider.check`) — and answers 503 naming
+the check that failed, in one line.
 
-Each check has a time limit (`CHECK_TIMEOUT_S`): a load balancer waits a few seconds for an
-answer, and an S3 endpoint that does not answer would otherwise hold the probe for the store's
-whole retry budget (20 s). Results are kept for `KEEP_FOR_S` and concurrent probes share one
+Each check has a time limit (`CHECK_TIMEOUT_S`), under the 5 s a load balancer or Fly's check
+typically waits: an S3 endpoint that does not answer would otherwise hold the probe for the
+store's whole retry budget (20 s). Results are kept for `KEEP_FOR_S` and concurrent probes share one
 run, so several balancers probing every few seconds (or a fuzzer) do not each write an object.
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 from uplodr.errors import UplodrError
 
-CHECK_TIMEOUT_S = 5.0
+CHECK_TIMEOUT_S = 4.0
 KEEP_FOR_S = 2.0
 
 
