@@ -79,6 +79,8 @@ def test_a_photo_is_converted_in_a_limited_container_and_nothing_is_left(
         left = worker_containers(docker_engine)  # the job's container is gone once it answered
         files = {v["mime_type"]: httpx.get(v["url"], timeout=30) for v in answer["variants"]}
         store = gateway.store
+        turned = post(gateway, corpus_file("Landscape_6.jpg"))  # EXIF orientation 6
+        turned_files = [httpx.get(v["url"], timeout=30) for v in turned.json()["variants"]]
     assert left == []
     assert worker_containers(docker_engine) == []
 
@@ -90,6 +92,15 @@ def test_a_photo_is_converted_in_a_limited_container_and_nothing_is_left(
         image = pyvips.Image.new_from_buffer(body, "")
         assert (image.width, image.height) == (variant["width"], variant["height"])
         image.avg()  # every pixel decodes
+    sizes = {v["mime_type"]: (v["width"], v["height"]) for v in answer["variants"]}
+    assert sizes["image/webp"] == (3024, 4032) and sizes["image/png"][0] == 800
+    # upright: the orientation is applied, and no variant carries it any more
+    assert turned.status_code == 200, turned.text
+    for variant, fetched in zip(turned.json()["variants"], turned_files, strict=True):
+        image = pyvips.Image.new_from_buffer(fetched.content, "")
+        assert image.width > image.height and "orientation" not in image.get_fields()
+        if variant["mime_type"] == "image/jpeg":
+            assert (image.width, image.height) == (1800, 1200)
     written = [p for p in store.rglob("*") if p.is_file()]
     assert written and all(p.stat().st_uid == store.stat().st_uid for p in written)
 
