@@ -37,9 +37,9 @@ engine `DOCKER_HOST` names (default: the local socket). Why it looks like this:
   (an image it does not have, more CPUs than it has) is ProviderError with the engine's own
   words. A container that could not start is removed before create raises. `destroy` is
   `remove(force=True)`, idempotent.
-- **What it costs** (docs/benchmarks.md, "Through the providers"): create → first Ping 1.25 s
-  against a local process's 0.85 s, destroy 0.3 s against 0.02 s — ~0.6 s more per job, ~10 %
-  of a 12 MP job; the conversion is no slower in the container (within this machine's load noise).
+- **What it costs** (docs/benchmarks.md, "Through the providers"): create → first Ping 0.50 s
+  against a local process's 0.26 s, destroy 0.1 s against 0.01 s — ~0.35 s more per job, ~15 %
+  of a 12 MP job on a quiet 2-core machine; the conversion runs as fast in the container.
 """
 
 from __future__ import annotations
