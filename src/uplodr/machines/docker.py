@@ -584,8 +584,8 @@ class DockerProvider:
         self._ours.add(name)
         try:
             attrs = await self._call(self._engine.run, name, spec, user)
-        except ProviderError:
-            self._ours.discard(name)  # refused, or removed after a failed start
+        except (ProviderError, NotCreated):
+            self._ours.discard(name)  # refused, never sent, or removed after a failed start
             raise
         address = _address(attrs, self.config.network)
         if not address:  # it stopped before it had an address: say why, leave nothing
