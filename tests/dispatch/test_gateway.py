@@ -103,6 +103,7 @@ async def test_defaults_come_from_the_providers_capabilities(
         text = (await http.get("/metrics")).text
         assert "uplodr_machines_created_total 1.0" in text
     # a second gateway in the same process (its metrics do not clash); the option wins
+    provider = MemoryProvider(worker.start, capabilities=capabilities)
     async with open_gateway(options(store, max_machines=1), provider) as gateway:
         assert gateway.service.max_machines == 1
 
@@ -136,7 +137,7 @@ async def test_a_store_that_is_not_writable_closes_everything(
             pass
     assert provider.closed
     # nothing of it stays registered: the next gateway's metrics do not clash
-    async with open_gateway(options(store), provider):
+    async with open_gateway(options(store), MemoryProvider(provider.start_worker)):
         pass
 
 

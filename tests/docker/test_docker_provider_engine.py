@@ -133,7 +133,7 @@ def test_doctor_says_each_check_in_one_line(
         "ok      provider docker: can start a machine",
         f"ok      store {store}: writable",
     ]
-    assert list(store.iterdir()) == []  # the probe object is gone
+    assert list(store.iterdir()) == []  # the check object is gone
 
     host = f"unix://{tmp_path}/nothing.sock"
     env = {**docker_env(docker_engine, docker_images.uplodr), "DOCKER_HOST": host}
@@ -151,6 +151,25 @@ def test_doctor_says_each_check_in_one_line(
     assert missing.stdout.splitlines()[0].startswith(
         "failed  provider docker: image uplodr-test:missing is not in the Docker engine"
     )
+
+
+def test_serve_with_an_image_the_engine_lacks_stops_at_start_in_one_line(
+    docker_engine: DockerEngine, tmp_path: Path
+) -> None:
+    """A configuration that cannot work stops start-up, as an unwritable store does (an engine
+    that is only down now does not: see the next test's /readyz)."""
+    env = {**docker_env(docker_engine, "uplodr-test:missing"), "UPLODR_DATA_DIR": str(tmp_path)}
+    done = uplodr("serve", "--port", "0", "--store", str(tmp_path / "store"), env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "uplodr serve: provider docker: image uplodr-test:missing is not in the Docker engine"
+    )
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert worker_containers(docker_engine) == []
+
+
+def readyz(url: str) -> httpx.Response:
+    return httpx.get(f"{url}/readyz", timeout=30)
 
 
 def test_an_engine_stopped_mid_job_gives_503_and_leaves_nothing_once_back(
@@ -185,8 +204,11 @@ def test_an_engine_stopped_mid_job_gives_503_and_leaves_nothing_once_back(
             stop_daemon(engine)
             wait_for(lambda: not alive(worker), "the engine to stop the worker")
             assert first.is_alive()  # the gateway still tries to remove the container
+            wait_for(lambda: readyz(gateway.url).status_code == 503, "/readyz to see the outage")
+            unready = readyz(gateway.url).json()
             start_daemon(engine)
             first.join(timeout=120)
+            wait_for(lambda: readyz(gateway.url).status_code == 200, "/readyz to be ready again")
             response = result["first"]
             after_restart = worker_containers(engine)
 
@@ -197,6 +219,10 @@ def test_an_engine_stopped_mid_job_gives_503_and_leaves_nothing_once_back(
     body = response.json()
     assert body["code"] == "worker_unavailable"
     assert body["error"].startswith("worker stopped") and "\n" not in body["error"]
+    # Readiness named the provider (the local store stayed writable) while the engine was down.
+    assert [c["name"] for c in unready["checks"] if not c["ok"]] == ["provider"]
+    assert unready["error"].startswith("provider: Docker engine at unix://")
+    assert "unreachable" in unready["error"] and "\n" not in unready["error"]
     assert after_restart == []
     assert result["second"].status_code == 200, result["second"].text
     assert left == []

@@ -328,7 +328,7 @@ def test_readyz_names_the_store_while_s3_is_down_and_is_ready_again_after(
     ready = readyz()
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
-    assert {c["name"]: c["ok"] for c in ready.json()["checks"]} == {"store": True}
+    assert {c["name"]: c["ok"] for c in ready.json()["checks"]} == {"store": True, "provider": True}
     swift.stop_proxy()
     try:
         wait_for(lambda: readyz().status_code == 503, "/readyz to say the store is down")

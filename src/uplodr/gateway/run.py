@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
 from uplodr.dispatch.lease import LeaseSettings
 from uplodr.dispatch.reaper import reap_periodically
-from uplodr.errors import ProviderError, UplodrError
+from uplodr.errors import ProviderError, UplodrError, WorkerUnavailable
 from uplodr.gateway import metrics
 from uplodr.gateway.app import create_app
 from uplodr.gateway.readiness import Check, Readiness
@@ -154,6 +154,19 @@ async def open_provider(
     return provider
 
 
+async def check_provider(provider: Provider) -> None:
+    """A provider that cannot work as configured (no image, a refused token) stops start-up in
+    one line, as a store that cannot be written does; one that is only unreachable now (an
+    engine restarting, an API outage) does not: the gateway starts, says so, and /readyz
+    answers 503 naming it until it is back."""
+    try:
+        await provider.check()
+    except ProviderError as error:
+        raise StartupError(f"provider {provider.name}: {error}") from None
+    except WorkerUnavailable as error:
+        log.warning("provider %s is not reachable yet: %s", provider.name, error)
+
+
 def check_stores_reachable(provider: Provider, stores: list[str]) -> None:
     """A worker can only write to a local folder if it sees the host's files."""
     if not provider.capabilities.shares_host_files and any("://" not in s for s in stores):
@@ -248,6 +261,7 @@ async def open_gateway(
         stores, public_url = resolve_stores(options)
         provider = await open_provider(stack, options, provider)
         check_stores_reachable(provider, stores)
+        await check_provider(provider)
         publisher = await open_stores(stack, stores, public_url, options.key_mode)
         env = worker_env(options, stores, public_url)
         dispatcher = open_dispatcher(stack, provider, env, options)
@@ -266,15 +280,7 @@ async def open_gateway(
             tokens=tokens,
             max_upload_bytes=options.max_upload_bytes,
             files_root=primary.root if isinstance(primary, LocalStore) else None,
-            readiness=Readiness(
-                [
-                    Check(
-                        "store",
-                        publisher.check_writable,
-                        ", ".join(s.description for s in publisher.stores),
-                    )
-                ]
-            ),
+            readiness=readiness(provider, publisher),
             on_shutdown=stack.aclose,
         )
         log.info(
@@ -292,6 +298,17 @@ async def open_gateway(
             primary.description,
             stack.aclose,
         )
+
+
+def readiness(provider: Provider, publisher: Publisher) -> Readiness:
+    """What /readyz checks: what a job needs."""
+    stores = ", ".join(store.description for store in publisher.stores)
+    return Readiness(
+        [
+            Check("store", publisher.check_writable, stores),
+            Check("provider", provider.check, provider.name),
+        ]
+    )
 
 
 async def serve_http(gateway: Gateway, options: GatewayOptions) -> None:
