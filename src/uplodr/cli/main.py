@@ -168,10 +168,44 @@ def main(verbose: bool) -> None:
     "`default` is the default preset unless --preset is given (see README).",
 )
 @click.option(
+    "--pool-max",
+    type=click.IntRange(min=1),
+    envvar="UPLODR_POOL_MAX",
+    help="Machines at once; default: one per core for local, 16 for fly.",
+)
+@click.option(
     "--max-machines",
-    type=int,
+    type=click.IntRange(min=1),
     envvar="UPLODR_MAX_MACHINES",
-    help="Conversions (machines) at once; default: one per core for local, 16 for fly.",
+    help="Deprecated name of --pool-max.",
+)
+@click.option(
+    "--pool-min",
+    type=click.IntRange(min=0),
+    default=0,
+    envvar="UPLODR_POOL_MIN",
+    help="Machines kept even when nobody uploads (0: scale to zero).",
+)
+@click.option(
+    "--pool-idle",
+    type=DURATION,
+    default="30s",
+    envvar="UPLODR_POOL_IDLE",
+    help="Destroy a machine this long after its last job; 0: a machine of its own per job.",
+)
+@click.option(
+    "--jobs-per-machine",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar="UPLODR_JOBS_PER_MACHINE",
+    help="Jobs one machine runs at once.",
+)
+@click.option(
+    "--max-jobs-per-machine",
+    type=click.IntRange(min=1),
+    default=100,
+    envvar="UPLODR_MAX_JOBS_PER_MACHINE",
+    help="Replace a machine after this many jobs.",
 )
 @click.option(
     "--max-queue",
@@ -225,7 +259,12 @@ def serve(
     price_per_hour: float | None,
     preset_file: Path | None,
     presets_file: Path | None,
+    pool_max: int | None,
     max_machines: int | None,
+    pool_min: int,
+    pool_idle: float,
+    jobs_per_machine: int,
+    max_jobs_per_machine: int,
     max_queue: int,
     worker_idle_timeout: float,
     max_pixels: int | None,
@@ -262,6 +301,14 @@ def serve(
         for name in given:  # name the option, not the field
             message = message.replace(f"ImageLimits.{name}", f"--{name.replace('_', '-')}")
         raise ConfigError(message) from None
+    if max_machines is not None:
+        if pool_max is not None and pool_max != max_machines:
+            raise ConfigError(
+                f"--pool-max {pool_max} and --max-machines {max_machines} disagree "
+                "(--max-machines is the old name of --pool-max: give one)"
+            )
+        logging.getLogger("uplodr.gateway").warning("--max-machines is now --pool-max")
+        pool_max = max_machines
     options = GatewayOptions(
         host=host,
         port=port,
@@ -278,8 +325,12 @@ def serve(
         provider=provider.name,
         provider_settings=provider.settings,
         worker_idle_timeout=worker_idle_timeout,
-        max_machines=max_machines,
+        max_machines=pool_max,
         max_queue=max_queue,
+        pool_min=pool_min,
+        pool_idle=pool_idle,
+        jobs_per_machine=jobs_per_machine,
+        max_jobs_per_machine=max_jobs_per_machine,
         limits=limits,
     )
     sys.exit(run_gateway(options))

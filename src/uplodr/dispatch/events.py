@@ -26,7 +26,7 @@ log = logging.getLogger("uplodr.dispatch")
 class EventKind(StrEnum):
     CREATE_REQUESTED = "create_requested"
     CREATED = "created"
-    READY = "ready"  # the worker answered its first Ping
+    READY = "ready"  # the worker answered its first Ping; machine_seconds: create → ready
     JOB_STARTED = "job_started"
     JOB_FINISHED = "job_finished"  # detail: "ok", an error code, or "cancelled"
     DESTROY_REQUESTED = "destroy_requested"

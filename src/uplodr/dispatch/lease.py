@@ -159,7 +159,7 @@ class MachineLease:
         self._client = client
         with self.timer.phase("boot"):
             await self._boot(machine, client)
-        self._emit(EventKind.READY)
+        self._emit(EventKind.READY, machine_seconds=self.timer.now() - self._create_requested)
         self._heartbeat = asyncio.create_task(self._beat(client))
 
     async def release(self) -> None:
