@@ -208,6 +208,13 @@ def main(verbose: bool) -> None:
     help="Replace a machine after this many jobs.",
 )
 @click.option(
+    "--pool-keep-stopped",
+    type=click.IntRange(min=0),
+    default=0,
+    envvar="UPLODR_POOL_KEEP_STOPPED",
+    help="Stop up to N idle machines instead of destroying them, start them on demand (fly).",
+)
+@click.option(
     "--max-queue",
     type=int,
     default=16,
@@ -265,6 +272,7 @@ def serve(
     pool_idle: float,
     jobs_per_machine: int,
     max_jobs_per_machine: int,
+    pool_keep_stopped: int,
     max_queue: int,
     worker_idle_timeout: float,
     max_pixels: int | None,
@@ -331,6 +339,7 @@ def serve(
         pool_idle=pool_idle,
         jobs_per_machine=jobs_per_machine,
         max_jobs_per_machine=max_jobs_per_machine,
+        pool_keep_stopped=pool_keep_stopped,
         limits=limits,
     )
     sys.exit(run_gateway(options))

@@ -93,13 +93,15 @@ class Dispatcher:
         price = self.settings.price_per_second
         return JobResult.of_own_lease(job_id, lease, responses, timer, price)
 
-    def new_lease(self, job_id: str | None = None, lifetime: float | None = None) -> MachineLease:
+    def new_lease(
+        self, job_id: str | None = None, lifetime: float | None = None, stoppable: bool = False
+    ) -> MachineLease:
         """A lease not yet acquired (`job_id`: the one job it is for, which labels its events;
-        `lifetime`: how long its machine may live, default one job's worth). Its destroy, once
-        released, is waited for by `drain`."""
+        `lifetime`: how long its machine may live, default one job's worth; `stoppable`: it
+        may be parked with `provider.stop`)."""
         lease = MachineLease(
             self.provider,
-            lambda token: self._spec(token, lifetime),
+            lambda token: replace(self._spec(token, lifetime), stoppable=stoppable),
             self._lease_settings,
             events=self.events,
             now=self._now,

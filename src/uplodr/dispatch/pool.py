@@ -69,6 +69,9 @@ class PoolSettings:
     machine_lifetime: float = 15 * 60
     # A reused machine must answer a Ping this fast before it gets a job.
     health_timeout: float = 2.0
+    # Idle machines past their idle window are stopped, not destroyed, up to this many, and
+    # started again on demand (providers that `can_stop`: Fly). 0: destroy them.
+    keep_stopped: int = 0
 
     def __post_init__(self) -> None:
         checks = (
@@ -79,6 +82,7 @@ class PoolSettings:
             (self.jobs_per_machine >= 1, "--jobs-per-machine must be 1 or more"),
             (self.max_jobs_per_machine >= 1, "--max-jobs-per-machine must be 1 or more"),
             (self.machine_lifetime > 0, "the pool's machine lifetime must be positive"),
+            (self.keep_stopped >= 0, "--pool-keep-stopped must be 0 or more"),
         )
         for ok, message in checks:
             if not ok:
@@ -96,6 +100,7 @@ class PoolStats:
     booting: int
     busy: int  # machines running at least one job
     idle: int  # ready machines with no job
+    stopped: int  # parked (--pool-keep-stopped): not billed but for their root filesystem
     jobs_running: int
     jobs_waiting: int
     idle_seconds: float  # machine-seconds spent idle, so far (including machines idle now)
@@ -137,13 +142,21 @@ class Pool:
         self.dispatcher = dispatcher
         self.settings = settings
         self._now = now
-        rate = dispatcher.provider.capabilities.create_rate
+        capabilities = dispatcher.provider.capabilities
+        if settings.keep_stopped and not capabilities.can_stop:
+            raise ValueError(
+                f"--pool-keep-stopped needs a provider that can stop machines; "
+                f"{dispatcher.provider.name} cannot"
+            )
+        rate = capabilities.create_rate
         self._limiter = (
             None if rate is None else AsyncLimiter(rate.burst, rate.burst / rate.per_second)
         )
         # New jobs are taken this long after a machine's create; then the job may still run.
         self.lifetime = settings.machine_lifetime + dispatcher.job_lifetime()
         self._members: list[_Member] = []
+        self._stopped: list[_Member] = []  # parked, most recently stopped last
+        self._parking = 0
         self._destroying = 0
         self._waiting = 0
         self._closed = False
@@ -203,6 +216,7 @@ class Pool:
             booting=len(self._members) - len(ready),
             busy=sum(1 for m in ready if m.busy > 0),
             idle=sum(1 for m in ready if m.busy == 0),
+            stopped=len(self._stopped),
             jobs_running=sum(m.busy for m in ready),
             jobs_waiting=self._waiting,
             idle_seconds=self._idle_total
@@ -223,6 +237,8 @@ class Pool:
                 self._retire(member, "the gateway is shutting down")
             elif member.booting is not None:
                 member.booting.cancel()  # its boot ends by destroying what it made
+        while self._stopped:
+            self._release(self._stopped.pop(), "the gateway is shutting down")
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -328,7 +344,10 @@ class Pool:
         elif now - member.born >= settings.machine_lifetime:
             self._retire(member, "it reached the pool's machine lifetime")
         elif now - member.idle_since >= settings.idle and self._spare():
-            self._retire(member, f"idle for {settings.idle:g}s")
+            if self._may_park(member):
+                self._park(member)
+            else:
+                self._retire(member, f"idle for {settings.idle:g}s")
         else:
             end_of_life = member.born + settings.machine_lifetime
             at = (
@@ -346,20 +365,35 @@ class Pool:
     # -- growing and shrinking -----------------------------------------------------------------
 
     def _grow(self) -> _Member:
-        lease = self.dispatcher.new_lease(lifetime=self.lifetime)
+        """A machine more: a stopped one started again if there is one, else a new one."""
+        while self._stopped:
+            member = self._stopped.pop()
+            if self._now() - member.born < self.settings.machine_lifetime:
+                self._members.append(member)
+                member.booting = self._spawn(self._boot(member, resume=True))
+                return member
+            self._release(member, "it reached the pool's machine lifetime while stopped")
+        stoppable = self.settings.keep_stopped > 0
+        lease = self.dispatcher.new_lease(lifetime=self.lifetime, stoppable=stoppable)
         member = _Member(lease, self._now())
         self._members.append(member)
         member.booting = self._spawn(self._boot(member))
         return member
 
-    async def _boot(self, member: _Member) -> None:
+    async def _boot(self, member: _Member, resume: bool = False) -> None:
         try:
-            if self._limiter is not None:
-                await self._limiter.acquire()
-            member.born = member.ready_at = self._now()
-            await member.lease.acquire()
+            if resume:
+                await member.lease.resume()
+            else:
+                if self._limiter is not None:
+                    await self._limiter.acquire()
+                member.born = member.ready_at = self._now()
+                await member.lease.acquire()
         except BaseException as error:
-            member.error = error
+            # A stopped machine that will not start again is replaced: nothing of a job ran
+            # on it, so its waiter is not failed for it.
+            if not resume:
+                member.error = error
             self._retire(member, f"it did not become ready: {error}")
             if not isinstance(error, Exception):
                 raise
@@ -372,22 +406,67 @@ class Pool:
         self._review(member)
         self._notify()
 
-    def _retire(self, member: _Member, why: str) -> None:
-        """Take the machine out of the pool and destroy it (its lease's shielded release)."""
-        if member.retired:
-            return
-        member.retired = True
+    def _leave(self, member: _Member) -> None:
+        """Take the machine out of the running pool (its idle time counted, its timer off)."""
         if member.idle_since is not None:
             self._idle_total += self._now() - member.idle_since
             member.idle_since = None
         if member.timer is not None:
             member.timer.cancel()
+            member.timer = None
         self._members.remove(member)
+
+    def _retire(self, member: _Member, why: str) -> None:
+        """Take the machine out of the pool and destroy it (its lease's shielded release)."""
+        if member.retired:
+            return
+        self._leave(member)
+        self._release(member, why)
+
+    def _release(self, member: _Member, why: str) -> None:
+        member.retired = True
         if member.lease.machine is not None:
             log.info("pool: destroying machine %s: %s", member.lease.machine.id, why)
         self._destroying += 1
         self._spawn(self._destroy(member))
         self._notify()
+
+    # -- stopped machines (--pool-keep-stopped) ------------------------------------------------
+
+    def _may_park(self, member: _Member) -> bool:
+        settings = self.settings
+        young = self._now() - member.born < settings.machine_lifetime / 2
+        room = len(self._stopped) + self._parking < settings.keep_stopped
+        return young and room and not self._closed
+
+    def _park(self, member: _Member) -> None:
+        self._leave(member)
+        member.ready = False
+        self._parking += 1
+        self._spawn(self._stop(member))
+        self._notify()
+
+    async def _stop(self, member: _Member) -> None:
+        try:
+            await member.lease.park()
+        except Exception as error:
+            self._release(member, f"it could not be stopped: {error}")
+            return
+        finally:
+            self._parking -= 1
+        if self._closed:
+            self._release(member, "the gateway is shutting down")
+            return
+        self._stopped.append(member)
+        end_of_life = member.born + self.settings.machine_lifetime - self._now()
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.0, end_of_life), self._expire_stopped, member)
+        self._notify()
+
+    def _expire_stopped(self, member: _Member) -> None:
+        if member in self._stopped:
+            self._stopped.remove(member)
+            self._release(member, "it reached the pool's machine lifetime while stopped")
 
     async def _destroy(self, member: _Member) -> None:
         try:

@@ -92,6 +92,11 @@ class PoolCollector(Collector):
             ("uplodr_pool_machines_booting", "Pool machines being created", stats.booting),
             ("uplodr_pool_machines_busy", "Pool machines running a job", stats.busy),
             ("uplodr_pool_machines_idle", "Pool machines ready with no job", stats.idle),
+            (
+                "uplodr_pool_machines_stopped",
+                "Pool machines stopped for later (--pool-keep-stopped)",
+                stats.stopped,
+            ),
         ):
             yield GaugeMetricFamily(name, documentation, value=value)
 

@@ -71,6 +71,7 @@ class GatewayOptions:
     pool_idle: float = 30.0  # 0: a machine per job
     jobs_per_machine: int = 1
     max_jobs_per_machine: int = PoolSettings.max_jobs_per_machine
+    pool_keep_stopped: int = 0
     limits: ImageLimits = DEFAULT_LIMITS
 
 
@@ -241,10 +242,11 @@ async def open_pool(
             idle=options.pool_idle,
             jobs_per_machine=options.jobs_per_machine,
             max_jobs_per_machine=options.max_jobs_per_machine,
+            keep_stopped=options.pool_keep_stopped,
         )
+        pool = Pool(dispatcher, settings)
     except ValueError as error:
         raise StartupError(str(error)) from None
-    pool = Pool(dispatcher, settings)
     # Closed before the dispatcher's drain: running jobs finish, then every machine goes.
     stack.push_async_callback(pool.close)
     await pool.start()

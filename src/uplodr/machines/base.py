@@ -39,6 +39,9 @@ class MachineSpec:
     memory_mb: int | None = None
     cpus: int | None = None
     host_paths: tuple[Path, ...] = ()
+    # The pool may `stop` this machine and `start` it again: the provider keeps it when its
+    # worker exits (instead of, on Fly, auto-destroying it); the reaper ends it by its tags.
+    stoppable: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,18 @@ class Provider(Protocol):
     async def failure(self, machine_id: str) -> str | None:
         """Why the machine stopped, when the provider knows (e.g. "out of memory (512 MB
         limit)"); None when it is running or the reason is unknown. Call before destroy."""
+        ...
+
+    async def stop(self, machine_id: str) -> None:
+        """Stop the machine without destroying it; return once it is stopped. Only when
+        `capabilities.can_stop` (others raise ProviderError); WorkerUnavailable when it is gone
+        or the provider fails."""
+        ...
+
+    async def start(self, machine_id: str) -> Machine:
+        """Start a stopped machine again; the machine as started (its address may change).
+        Follow with `wait_started`. Only when `capabilities.can_stop` (others raise
+        ProviderError); WorkerUnavailable when it is gone or will not start."""
         ...
 
     async def aclose(self) -> None:
