@@ -24,6 +24,7 @@ import click
 
 from uplodr.cli.providers import ConfigError, ProviderChoice, provider_options
 from uplodr.cli.units import DURATION, SIZE, format_age
+from uplodr.cli.worker import worker
 from uplodr.dispatch.reaper import created_time
 from uplodr.machines.base import Machine
 from uplodr.preset import PresetError
@@ -345,57 +346,7 @@ def serve(
     sys.exit(run_gateway(options))
 
 
-@main.command()
-@click.option(
-    "--grpc-addr", required=True, envvar="UPLODR_GRPC_ADDR", help="HOST:PORT to listen on."
-)
-@click.option(
-    "--store",
-    "stores",
-    multiple=True,
-    help="Store(s) as for serve [env UPLODR_STORES: a JSON list].",
-)
-@click.option("--public-url", help="URL template with {key} [env UPLODR_PUBLIC_URL].")
-@click.option(
-    "--keys",
-    "key_mode",
-    type=click.Choice(["digest", "name"]),
-    help="Key shape, as for serve [env UPLODR_KEYS; default digest].",
-)
-@click.option(
-    "--msg-size",
-    type=SIZE,
-    help="Largest gRPC message; bounds the one-message Upload call "
-    "[env UPLODR_MSG_SIZE, bytes; default 64M].",
-)
-@click.option(
-    "--max-file-bytes",
-    type=SIZE,
-    help="Largest file accepted [env UPLODR_MAX_FILE_BYTES, bytes; default 64M].",
-)
-@click.option(
-    "--max-lifetime",
-    type=DURATION,
-    help="The worker exits after this long, whatever happens "
-    "[env UPLODR_MAX_LIFETIME, seconds; default 20m].",
-)
-@click.option(
-    "--idle-timeout",
-    type=DURATION,
-    help="The worker exits when no call arrived for this long (its gateway is gone) "
-    "[env UPLODR_IDLE_TIMEOUT, seconds; default 30s].",
-)
-@click.option(
-    "--max-jobs",
-    type=int,
-    help="Jobs at once; more are refused with RESOURCE_EXHAUSTED [env UPLODR_MAX_JOBS; default 1].",
-)
-def worker(grpc_addr: str, **overrides: Any) -> None:
-    """Run a worker: the gRPC server a machine runs (normally started by a provider, which
-    configures it through UPLODR_* variables; the options override them)."""
-    from uplodr.worker.run import run_worker
-
-    sys.exit(run_worker(grpc_addr, overrides))
+main.add_command(worker)
 
 
 @main.command()
