@@ -6,9 +6,12 @@ machines leaves workers that end themselves (their heartbeat stops)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,3 +112,31 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def serve_refuses(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "uplodr", "serve", "--store", str(tmp_path / "s"), *args],
+        env={**os.environ, "UPLODR_DATA_DIR": str(tmp_path / "d"), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    return line
+
+
+def test_bad_pool_options_are_one_line_each(tmp_path: Path) -> None:
+    line = serve_refuses(tmp_path, "--pool-max", "2", "--max-machines", "3")
+    assert "--pool-max 2 and --max-machines 3 disagree" in line
+    line = serve_refuses(tmp_path, "--pool-max", "2", env={"UPLODR_POOL_MIN": "3"})
+    assert line == "uplodr serve: --pool-min 3 is above --pool-max 2"
+    line = serve_refuses(tmp_path, "--pool-keep-stopped", "1")
+    assert line.endswith(
+        "--pool-keep-stopped needs a provider that can stop machines; local cannot"
+    )
+    assert "Invalid value for '--jobs-per-machine'" in serve_refuses(
+        tmp_path, "--jobs-per-machine", "0"
+    )
