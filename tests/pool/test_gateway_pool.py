@@ -44,7 +44,6 @@ async def test_twelve_uploads_on_a_pool_of_two(
             assert [r.status_code for r in responses] == [200] * 12
             text = (await http.get("/metrics")).text
             assert 1 <= metric(text, "uplodr_machines_created_total") <= 2
-            assert metric(text, "uplodr_pool_machines") >= 1
             assert metric(text, "uplodr_pool_machines_busy") == 0
             assert metric(text, "uplodr_machine_boot_seconds_total") > 0
             await eventually(lambda: provider.alive == [], "0 machines after the idle window")
