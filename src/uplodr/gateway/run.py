@@ -296,7 +296,8 @@ async def open_gateway(
             max_machines=max_machines,
             max_queue=options.max_queue,
             presets=options.presets,
-            jobs_per_machine=options.jobs_per_machine,
+            # without a pool every job has a machine of its own: max machines = max jobs
+            jobs_per_machine=1 if pool.settings.per_job else options.jobs_per_machine,
         )
         primary = publisher.primary
         app = create_app(
