@@ -193,3 +193,14 @@ async def test_creates_are_paced_by_the_providers_rate(
     assert len(asked) == 4
     gaps = [b.at - a.at for a, b in itertools.pairwise(asked)]
     assert min(gaps) >= 0.9 / rate.per_second, gaps  # at most one create per 1/rate seconds
+
+
+def test_settings_that_do_not_fit_are_refused_in_one_line() -> None:
+    for settings, words in (
+        ({"min": 3, "max": 2}, "--pool-min 3 is above --pool-max 2"),
+        ({"idle": 0, "min": 1}, "--pool-idle 0 is a machine per job"),
+        ({"idle": -1}, "--pool-idle must not be negative"),
+        ({"jobs_per_machine": 0}, "--jobs-per-machine must be 1 or more"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            PoolSettings(**settings)  # type: ignore[arg-type]

@@ -86,6 +86,10 @@ class PoolSettings:
             (self.max_jobs_per_machine >= 1, "--max-jobs-per-machine must be 1 or more"),
             (self.machine_lifetime > 0, "the pool's machine lifetime must be positive"),
             (self.keep_stopped >= 0, "--pool-keep-stopped must be 0 or more"),
+            (
+                self.idle > 0 or (self.min == 0 and self.keep_stopped == 0),
+                "--pool-idle 0 is a machine per job: --pool-min and --pool-keep-stopped need one",
+            ),
         )
         for ok, message in checks:
             if not ok:
