@@ -203,4 +203,4 @@ def test_settings_that_do_not_fit_are_refused_in_one_line() -> None:
         ({"jobs_per_machine": 0}, "--jobs-per-machine must be 1 or more"),
     ):
         with pytest.raises(ValueError, match=words):
-            PoolSettings(**settings)  # type: ignore[arg-type]
+            PoolSettings(**settings)
