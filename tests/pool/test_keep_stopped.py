@@ -126,3 +126,28 @@ async def test_a_fly_pool_keeps_a_stopped_machine_and_starts_it(
         await dispatcher.drain()
         await provider.aclose()
     assert fly.machines_alive == 0
+
+
+async def test_the_reaper_destroys_stopped_machines_only_past_their_deadline(
+    worker: FakeWorker,
+) -> None:
+    import time
+
+    from uplodr.dispatch.reaper import reap
+
+    provider = MemoryProvider(worker.start, capabilities=STOPPABLE)
+    now = int(time.time())
+    try:
+        young = await provider.create(
+            MachineSpec(env={}, tags={"deadline": str(now + 600)}, stoppable=True)
+        )
+        old = await provider.create(
+            MachineSpec(env={}, tags={"deadline": str(now - 1)}, stoppable=True)
+        )
+        for machine in (young, old):
+            await provider.wait_started(machine, 5)
+            await provider.stop(machine.id)
+        result = await reap(provider, older_than=None)
+        assert result.destroyed == [old.id] and provider.alive == [young.id]
+    finally:
+        await provider.aclose()
