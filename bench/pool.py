@@ -1,6 +1,7 @@
 """The pool against a machine per job: a burst of uploads, same photos, same machine.
 
-    uv run python -m bench.pool [--small 32] [--large 8] [--fly] [--boot-latency 0.5]
+    uv run python -m bench.pool [--small 32] [--large 8] [--fly] [--boot-latency 1.0]
+    uv run python -m bench.pool --keep-stopped 4
 
 Bursts: `--small` uploads of the 2 MP photo (xmp_test-adobergb.jpg, 2000 x 1072) and `--large`
 of the 12 MP one (book-beside-flowers.jpg), all sent at once, each into its own folder so none
@@ -16,6 +17,11 @@ Per burst and mode it prints: wall seconds; wall ÷ one process converting the s
 to back (`uplodr.imaging.convert`, measured first); machines created; machine-seconds ÷ the
 workers' conversion seconds; machine-seconds spent idle during the burst (after it, each pooled
 machine also idles for the idle window before it goes: machines times --pool-idle).
+
+`--keep-stopped N`: N jobs one after another on a Fly-simulator pool with `--pool-keep-stopped 1`,
+each after the idle window stopped the machine: the wait for a created machine against the wait
+for a stopped one started again (the simulator models a start as its start latency, 0.5 s, and a
+create as boot latency + start latency).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from tests.support.gateway import Gateway, start_gateway, stop_gateway
 from tests.support.paths import CORPUS
 from tests.support.procs import free_port
 from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
+from uplodr.dispatch.events import EventKind
 from uplodr.dispatch.pool import Pool, PoolSettings
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.machines.fly import FlyProvider
@@ -185,6 +192,48 @@ async def fly_burst(
         return wall, figures, count - len(converted)
 
 
+async def keep_stopped(boot_latency: float, rounds: int) -> None:
+    """Fly simulator, `--pool-keep-stopped 1`: how long a job waits for its machine when the pool
+    must create one, and when it starts the machine it stopped after the last job."""
+    with tempfile.TemporaryDirectory(prefix="uplodr-bench-stopped-") as folder:
+        root = Path(folder)
+        store = root / "store"
+        store.mkdir()
+        photo = CORPUS / SMALL
+        with FlyApiServer(
+            grpc_port=free_port(),
+            boot_latency=boot_latency,
+            start_latency=0.5,
+            rate=1.0,
+            process_factory=logged_worker_process(root / "workers"),
+        ) as fly:
+            provider = FlyProvider(fly_config(fly, regions=()))
+            env = WorkerEnv(stores=(str(store),), idle_timeout=30.0)
+            dispatcher = Dispatcher(provider, env, "bench-stopped", DispatchSettings())
+            pool = Pool(dispatcher, PoolSettings(max=1, idle=0.5, keep_stopped=1))
+            waits: list[float] = []
+            stopped = asyncio.Event()
+            dispatcher.events.subscribe(
+                lambda event: stopped.set() if event.kind is EventKind.STOPPED else None
+            )
+            try:
+                for i in range(rounds):
+                    stopped.clear()
+                    result = await pool.run([UploadSource(photo, photo.name, f"s{i}")])
+                    waits.append(result.timings.wait)
+                    await asyncio.wait_for(stopped.wait(), 30)  # the idle window stopped it
+            finally:
+                await pool.close()
+                await dispatcher.drain()
+                await provider.aclose()
+            print(
+                f"fly-sim keep-stopped: wait for a created machine {waits[0]:.2f} s; for a "
+                f"stopped one started again {min(waits[1:]):.2f}-{max(waits[1:]):.2f} s "
+                f"({rounds - 1} starts); machines created {fly.created}, "
+                f"started again {fly.started_again}"
+            )
+
+
 async def run(small: int, large: int, fly: bool, boot_latency: float) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="uplodr-bench-pool-") as folder:
@@ -239,7 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=8, help="uploads of the 12 MP photo")
     parser.add_argument("--fly", action="store_true", help="also the Fly API simulator")
     parser.add_argument("--boot-latency", type=float, default=1.0, help="fly: created → starting")
+    parser.add_argument(
+        "--keep-stopped", type=int, default=0, help="only: N jobs on a stopped-machine Fly pool"
+    )
     args = parser.parse_args(argv)
+    if args.keep_stopped:
+        asyncio.run(keep_stopped(args.boot_latency, args.keep_stopped))
+        return 0
     logging.basicConfig(level=logging.WARNING)
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
     print(
