@@ -3,9 +3,9 @@
     uv run python -m bench.worker_memory [--jobs 20] [--worker-jobs 6] [--photo craft-beer.jpg]
                                          [--allocators glibc arena2 arena2-mmap jemalloc ...]
 
-Why: a worker that a pool keeps for many jobs must stay under its machine's memory (DESIGN.md:
-a long-running pyvips worker grew 224 → 606 MB over 8 images). Two runs per allocator, each in
-a fresh process started with that allocator's environment:
+Why: a worker that a pool keeps for many jobs must stay under its machine's memory (without
+MALLOC_ARENA_MAX a long-running pyvips worker grew 224 → 606 MB over 8 images). Two runs per
+allocator, each in a fresh process started with that allocator's environment:
 
 - **worker**: ONE real `uplodr worker` process gets `--worker-jobs` consecutive jobs of the
   photo over gRPC (each into a fresh folder, so nothing is answered from storage) — what a pooled

@@ -115,3 +115,26 @@ def test_imports_follow_the_layering(path: Path) -> None:
 def test_only_the_worker_side_loads_the_image_stack(part: str) -> None:
     _, packages = PARTS[part]
     assert not packages & IMAGE_STACK
+
+
+def test_the_architecture_doc_names_every_part_and_its_imports() -> None:
+    """docs/architecture.md is the map: its table has a row per part, with the uplodr parts the
+    part may import as this file allows them."""
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    rows = {
+        cells[0].strip("` "): cells
+        for line in doc.splitlines()
+        if line.startswith("| ") and len(cells := line.strip("|").split("|")) == 4
+    }
+    shared_row = next(cells for name, cells in rows.items() if name.startswith("shared"))
+    for name in SHARED:
+        assert f"`{name}`" in shared_row[0], name
+    for part, (allowed, _) in PARTS.items():
+        if part in SHARED or part == "__main__":
+            continue
+        assert part in rows, f"docs/architecture.md has no row for {part}"
+        documented = rows[part][2].strip()
+        if part == "cli":
+            continue  # "all of the above"
+        named = {word.strip(" ,") for word in documented.split(",")} - {"—", "nothing"}
+        assert named == set(allowed), (part, named, allowed)

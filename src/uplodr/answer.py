@@ -15,7 +15,7 @@ Pure: imports nothing heavy (msgspec's `Meta` only carries the descriptions).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from msgspec import Meta
 
@@ -124,3 +124,24 @@ class Health:
     """The liveness answer."""
 
     status: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """One readiness check: `store` (every store writable) or `provider` (machines can be
+    made), and "ok" or one line saying what failed."""
+
+    name: str
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class ReadinessReport:
+    """The answer of GET /readyz: 200 with `status` "ready", or 503 with "unready" and
+    `error` naming the failed checks (with `code` "unready", as every error answer)."""
+
+    status: Literal["ready", "unready"]
+    checks: tuple[CheckReport, ...]
+    error: str | None = None
+    code: str | None = None

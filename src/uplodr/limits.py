@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Limits on one image. The defaults fit a 2-core, 512 MB worker (see DESIGN.md).
+    """Limits on one image. The defaults fit a 2-core, 512 MB worker (docs/benchmarks.md).
 
     Every count is taken from the file's header, so a decompression bomb (a few bytes that
     declare gigapixels) is refused before libvips allocates anything for its pixels.

@@ -1,8 +1,9 @@
 """What variants to make and how: plain configuration shared by the gateway, worker and imaging.
 
-The defaults follow the settings of the best image servers (see DESIGN.md) and keep a 24 MP photo
-within a 512 MB worker: the long side is capped at 4096 px, because the AVIF encoder needs
-~18-27 MB per output megapixel and a full-resolution 24 MP AVIF peaks near 600-670 MB.
+The defaults follow the settings of the best image servers (the README's preset table says
+which) and keep a 24 MP photo within a 512 MB worker: the long side is capped at 4096 px,
+because the AVIF encoder needs ~18-27 MB per output megapixel and a full-resolution 24 MP AVIF
+peaks near 600-670 MB.
 
 A preset file (JSON, or TOML for a `.toml` file) holds only the settings it changes; they are
 merged over the defaults. A `Preset` checks every setting when it is built, so a bad one is

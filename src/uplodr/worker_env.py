@@ -25,7 +25,7 @@ from uplodr.limits import DEFAULT_LIMITS, ImageLimits
 from uplodr.preset import DEFAULT_PRESET, Preset
 
 # Chunks between gateway and worker are far below this; it bounds the single-message Upload
-# call, which carries a whole file (DESIGN: gRPC's default receive limit is 4 MiB).
+# call, which carries a whole file (gRPC's default receive limit is 4 MiB).
 DEFAULT_MSG_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 # The variables a worker's stores read from the environment themselves (endpoint, keys,

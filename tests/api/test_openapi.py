@@ -47,6 +47,7 @@ def test_every_route_is_documented(gateway: Gateway) -> None:
         ("/v1/images", "post"),
         ("/v1/presets", "get"),
         ("/healthz", "get"),
+        ("/readyz", "get"),
         ("/metrics", "get"),
         ("/files/{key}", "get"),
         ("/openapi.json", "get"),
@@ -141,4 +142,4 @@ def test_schemathesis_finds_nothing(gateway: Gateway, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "No issues found" in done.stdout, done.stdout[-3000:]
     # Every operation; schemathesis leaves out the URL it loaded the document from.
-    assert "Tested: 7" in done.stdout
+    assert "Tested: 8" in done.stdout

@@ -77,7 +77,7 @@ async def test_a_limited_worker_container_converts_a_photo_streamed_from_the_hos
 async def test_a_full_resolution_24mp_photo_is_oom_killed_under_512m(
     docker_engine: DockerEngine, docker_images: EngineImages, tmp_path: Path
 ) -> None:
-    """The limit is real: DESIGN.md measured a full-resolution 24 MP AVIF at 590-670 MB."""
+    """The limit is real: a full-resolution 24 MP AVIF peaks at 590-670 MB (README, presets)."""
     photo = corpus_file("craft-beer.jpg")  # 6000 x 4000
     preset = json.loads(DEFAULT_PRESET.to_json())
     preset["max_long_side"] = 8000  # no downscale

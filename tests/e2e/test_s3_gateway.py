@@ -319,6 +319,34 @@ def test_s3_outage_mid_job_is_a_clean_503_and_the_next_job_succeeds(
     no_machine_left(s3_gateway)
 
 
+def test_readyz_names_the_store_while_s3_is_down_and_is_ready_again_after(
+    swift: SwiftServer, bucket: str, s3_gateway: Gateway
+) -> None:
+    def readyz() -> httpx.Response:
+        return httpx.get(f"{s3_gateway.url}/readyz", timeout=30)
+
+    ready = readyz()
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ready"
+    assert {c["name"]: c["ok"] for c in ready.json()["checks"]} == {"store": True}
+    swift.stop_proxy()
+    try:
+        wait_for(lambda: readyz().status_code == 503, "/readyz to say the store is down")
+        down = readyz()
+    finally:
+        swift.start_proxy()
+    body = down.json()
+    assert body["status"] == "unready" and body["code"] == "unready"
+    assert body["error"].startswith(f"store: s3://{bucket}")
+    assert "\n" not in body["error"] and "Traceback" not in down.text
+    assert SECRET_KEY not in down.text
+    assert [c["name"] for c in body["checks"] if not c["ok"]] == ["store"]
+    # /healthz is liveness: the gateway itself was fine all along.
+    assert httpx.get(f"{s3_gateway.url}/healthz").status_code == 200
+    wait_for(lambda: readyz().status_code == 200, "/readyz to be ready again")
+    assert not [k for k in swift.list_keys(bucket) if k.startswith(".uplodr-probe-")]
+
+
 # -- dedupe ------------------------------------------------------------------------------------
 
 

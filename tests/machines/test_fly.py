@@ -92,7 +92,11 @@ async def test_lifecycle_create_wait_list_destroy(
     assert config["restart"] == {"policy": "no"} and config["auto_destroy"] is True
     assert config["guest"] == {"cpu_kind": "shared", "cpus": 2, "memory_mb": 2048}
     assert config["env"] == dict(spec.env)
-    assert config["init"]["cmd"][-2:] == ["--grpc-addr", f"[::]:{fly.grpc_port}"]
+    # the image's ENTRYPOINT is `uplodr`: init replaces it and CMD, as Docker does
+    assert config["init"] == {
+        "entrypoint": ["uplodr"],
+        "cmd": ["worker", "--grpc-addr", f"[::]:{fly.grpc_port}"],
+    }
     assert served.name.startswith("uplodr-") and served.region == "ams"
 
     await provider.wait_started(machine, timeout=10)
@@ -360,6 +364,41 @@ def test_bad_settings_are_one_line(
     with pytest.raises(ProviderError) as caught:
         FlyConfig.from_settings(ProviderSettings(options=options, env=env))
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("cpu_kind", "cpus", "memory", "message"),
+    [
+        ("shared", 1, 500, "Fly machine memory comes in 256 MB steps, not 500 MB"),
+        ("shared", 1, 4096, "1 shared CPU(s) take 256-2048 MB of memory on Fly, not 4096 MB"),
+        ("performance", 2, 2048, "2 performance CPU(s) take 4096-16384 MB of memory on Fly, "
+         "not 2048 MB"),
+    ],
+)  # fmt: skip
+def test_a_guest_size_fly_refuses_is_one_line_before_any_call(
+    cpu_kind: str, cpus: int, memory: int, message: str
+) -> None:
+    options = {"fly_app": "a", "fly_image": "i", "fly_cpu_kind": cpu_kind}
+    given = ProviderSettings(
+        options=options, memory_mb=memory, cpus=cpus, env={"FLY_API_TOKEN": "t"}
+    )
+    with pytest.raises(ProviderError) as caught:
+        FlyConfig.from_settings(given)
+    assert str(caught.value) == f"--machine-memory/--machine-cpus: {message}"
+
+
+def test_a_performance_guest_defaults_to_its_smallest_memory() -> None:
+    options = {"fly_app": "a", "fly_image": "i", "fly_cpu_kind": "performance"}
+    given = ProviderSettings(options=options, cpus=2, env={"FLY_API_TOKEN": "t"})
+    assert FlyConfig.from_settings(given).guest == FlyGuest("performance", 2, 4096)
+
+
+async def test_the_api_refuses_a_guest_size_fly_refuses(
+    spec: MachineSpec, fly: FlyApiServer, provider: FlyProvider
+) -> None:
+    with pytest.raises(ProviderError, match="multiple of 256"):
+        await provider.create(replace(spec, memory_mb=300))
+    assert fly.statuses[("create", 422)] == 1 and fly.created == 0
 
 
 def test_price_table_matches_fly_list_prices() -> None:

@@ -1,5 +1,5 @@
 """`uplodr sweep` against real stores: a folder and a Swift bucket. Only what failed jobs left
-(sets without a manifest, stray temporary and probe objects) goes, and only once it is old and
+(sets without a manifest, stray temporary and check objects) goes, and only once it is old and
 still unused; complete sets, name-mode keys and other files stay."""
 
 from __future__ import annotations

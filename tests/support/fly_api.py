@@ -1,4 +1,5 @@
-"""A Fly Machines API test server: real HTTP on loopback, strict like Fly, machines as processes.
+"""A Fly Machines API test server: real HTTP on loopback, strict like Fly, machines as processes
+or — given a Docker engine — as containers of the real image.
 
     with FlyApiServer(grpc_port=free_port()) as fly:
         provider = FlyProvider(FlyConfig(token=fly.token, app=fly.app, image="x",
@@ -16,10 +17,18 @@ What it does:
   region capacity errors, machines stuck in `created`, machines that vanish, random 5xx (or
   the next N of an action), and creates whose answer is lost after the machine was made;
   `injected`, `created`, `destroyed`, `calls` and `statuses` count what happened;
-- runs each machine as a real local process (default: `python -m uplodr worker --grpc-addr
-  127.0.0.N:PORT`, replaceable through `process_factory`) whose private_ip is its own loopback
-  address; DELETE, or the process exiting (auto_destroy), destroys the machine and kills its
-  process group; `shutdown()` kills everything.
+- refuses (422) a guest size Fly refuses (memory in 256 MB steps, per CPU 256 MB-2 GB shared,
+  2-8 GB performance);
+- process mode (default): runs each machine as a real local process (`python -m uplodr worker
+  --grpc-addr 127.0.0.N:PORT`, replaceable through `process_factory`) whose private_ip is its own
+  loopback address; the config's image and init are not run;
+- container mode (`machines=FlyDockerMachines(...)`, tests/support/fly_docker.py): each machine
+  is a container of the config's image with its init.entrypoint/cmd, env and guest size, at a
+  private IPv6 address like Fly's 6PN; its exit code and OOM kill become the machine's exit
+  event; an image the engine does not have is refused at create (422) as Fly refuses one it
+  cannot pull;
+- DELETE, or the process/container exiting (auto_destroy), destroys the machine and kills its
+  process group or removes its container; `shutdown()` kills everything.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .fly_docker import ContainerMachine, FlyDockerMachines
 from .fly_spec import FlySpec, SpecViolation
 
 STUCK = "created"
@@ -157,14 +167,11 @@ class FakeMachine:
     ip_index: int
     created_at: str
     instance_id: str
+    private_ip: str
     state: str = "created"
     updated_at: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def private_ip(self) -> str:
-        return f"127.0.0.{self.ip_index}"
+    process: subprocess.Popen[bytes] | ContainerMachine | None = None
 
     def event(self, kind: str, status: str, source: str = "flyd", **request: Any) -> None:
         entry: dict[str, Any] = {
@@ -241,6 +248,7 @@ class FlyApiServer:
         process_factory: ProcessFactory = worker_process,
         faults: Faults | None = None,
         spec: FlySpec | None = None,
+        machines: FlyDockerMachines | None = None,  # container mode
     ) -> None:
         self.grpc_port = grpc_port
         self.token = token
@@ -250,6 +258,7 @@ class FlyApiServer:
         self.retry_after = retry_after
         self.retry_after_date = retry_after_date
         self.process_factory = process_factory
+        self.containers = machines
         self.faults = faults or Faults()
         self.spec = spec or FlySpec()
         self.calls: Counter[str] = Counter()  # per operation, every request that was routed
@@ -369,6 +378,8 @@ class FlyApiServer:
             process = machine.process if machine is not None else None
         if process is None or process.poll() is not None:
             return False
+        if isinstance(process, ContainerMachine):
+            return process.crash()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         return True
@@ -449,20 +460,33 @@ class FlyApiServer:
         region = str(body.get("region") or "local")
         if not config.get("image"):
             return self._answer(op, _error(422, "a machine needs config.image"))
+        if problem := _guest_problem(config.get("guest") or {}):
+            return self._answer(op, _error(422, f"invalid config.guest: {problem}"))
+        if self.containers is not None and not await asyncio.to_thread(
+            self.containers.resolve, str(config["image"])
+        ):
+            message = f"failed to get manifest {config['image']}: not found"
+            return self._answer(op, _error(422, message))
         if region in self.faults.capacity_regions or self._random.random() < self.faults.capacity:
             self.injected["capacity"] += 1
             message = f"insufficient resources to create new machine in {region}"
             status = self.faults.capacity_status
             return self._answer(op, _error(status, message, status="insufficient_capacity"))
         with self._lock:
+            index = self._allocate_ip()
             machine = FakeMachine(
                 id=secrets.token_hex(7),
                 name=str(body.get("name") or f"machine-{secrets.token_hex(4)}"),
                 region=region,
                 config=config,
-                ip_index=self._allocate_ip(),
+                ip_index=index,
                 created_at=_now(),
                 instance_id=secrets.token_hex(13).upper(),
+                private_ip=(
+                    f"127.0.0.{index}"
+                    if self.containers is None
+                    else self.containers.private_ip(index)
+                ),
             )
             machine.event("launch", "created", source="user")
             self._machines[machine.id] = machine
@@ -557,7 +581,9 @@ class FlyApiServer:
                 return self._answer(op, _error(404, "machine not found"))
             process, machine.process = machine.process, None
             machine.event("stop", "stopping", source="user")
-        if process is not None:
+        if isinstance(process, ContainerMachine):
+            await asyncio.to_thread(process.kill)  # started again as a new container
+        elif process is not None:
             await asyncio.to_thread(_terminate, process)
         with self._lock:
             if machine.state == "stopping":
@@ -607,7 +633,10 @@ class FlyApiServer:
                 },
                 config=machine.config,
             )
-            machine.process = self.process_factory(launch)
+            if self.containers is None:
+                machine.process = self.process_factory(launch)
+            else:
+                machine.process = self.containers.start(launch)
         self._later(self.start_latency, self._started, machine_id)
 
     def _started(self, machine_id: str) -> None:
@@ -615,6 +644,11 @@ class FlyApiServer:
             machine = self._machines.get(machine_id)
             if machine is None or machine.state != "starting":
                 return
+            process = machine.process
+            if isinstance(process, ContainerMachine) and not process.running.is_set():
+                if process.poll() is None:  # still being made: started once it runs
+                    self._later(0.02, self._started, machine_id)
+                return  # exited before it ran: the monitor stops it
             machine.event("start", "started")
             if self._random.random() < self.faults.vanish:
                 self.injected["vanish"] += 1
@@ -627,13 +661,13 @@ class FlyApiServer:
             with self._lock:
                 for machine in list(self._machines.values()):
                     process = machine.process
-                    if process is None or process.poll() is None:
+                    code = None if process is None else process.poll()
+                    if code is None:
                         continue
-                    code = process.returncode
                     exit_event = {
                         "exit_code": max(code, 0),
                         "signal": -code if code < 0 else -1,
-                        "oom_killed": False,
+                        "oom_killed": getattr(process, "oom_killed", False),
                         "requested_stop": False,
                         "exited_at": _now(),
                     }
@@ -670,8 +704,23 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
+def _guest_problem(guest: Mapping[str, Any]) -> str | None:
+    """Fly's sizing rules (fly.io/docs/machines/guides-examples/machine-sizing)."""
+    kind, cpus = guest.get("cpu_kind") or "shared", int(guest.get("cpus") or 1)
+    memory = int(guest.get("memory_mb") or 256 * cpus)
+    low, high = (2048, 8192) if kind == "performance" else (256, 2048)
+    if memory % 256:
+        return f"memory_mb must be a multiple of 256, not {memory}"
+    if not low * cpus <= memory <= high * cpus:
+        return f"{cpus} {kind} cpus take {low * cpus}-{high * cpus} MB, not {memory}"
+    return None
+
+
 def _kill(machine: FakeMachine) -> None:
     process = machine.process
+    if isinstance(process, ContainerMachine):
+        process.kill()  # removes the container, running or exited
+        return
     if process is None or process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):

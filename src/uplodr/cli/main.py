@@ -100,8 +100,10 @@ def main(verbose: bool) -> None:
     "--store",
     "stores",
     multiple=True,
-    help="Where variants go: a folder, file:///dir or s3://BUCKET[/PREFIX]. Repeat for mirrors; "
-    "URLs come from the first. Default: $UPLODR_DATA_DIR/store (~/.local/share/uplodr/store).",
+    envvar="UPLODR_STORE",
+    help="Where variants go: a folder, file:///dir or s3://BUCKET[/PREFIX]. Repeat for mirrors "
+    "(UPLODR_STORE: space-separated); URLs come from the first. Default: "
+    "$UPLODR_DATA_DIR/store (~/.local/share/uplodr/store).",
 )
 @click.option(
     "--public-url",
@@ -472,7 +474,7 @@ def reap(older_than: float, dry_run: bool, provider: ProviderChoice) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 def sweep(stores: tuple[str, ...], older_than: float, folder: str, dry_run: bool) -> None:
     """Delete what failed jobs left in the stores: variant sets that never got their manifest,
-    and stray temporary and probe objects. Complete sets are never touched."""
+    and stray temporary and check objects. Complete sets are never touched."""
     from uplodr.cli.sweep import sweep_stores
     from uplodr.errors import InvalidRequest
     from uplodr.gateway.run import data_dir

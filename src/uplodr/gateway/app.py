@@ -29,7 +29,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
-from uplodr.answer import Conversion, Health, PresetInfo, Presets
+from uplodr import formats
+from uplodr.answer import CheckReport, Conversion, Health, PresetInfo, Presets, ReadinessReport
 from uplodr.errors import (
     Busy,
     CorruptImage,
@@ -52,9 +53,11 @@ from uplodr.gateway.openapi import (
     ApiRoute,
     Operation,
     Param,
+    json_content,
     openapi_document,
 )
 from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
+from uplodr.gateway.readiness import Readiness, failed_line
 from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool
 from uplodr.names import MAX_FOLDER_CHARS, MAX_NAME_CHARS, safe_file_name, safe_folder
@@ -62,8 +65,10 @@ from uplodr.preset import OriginalMode
 from uplodr.sniff import sniff_file
 
 log = logging.getLogger("uplodr.gateway")
-mimetypes.add_type("image/avif", ".avif")
-mimetypes.add_type("image/webp", ".webp")
+# /files serves the local store with the types of the one format table (Python's own table
+# lacks AVIF and HEIF on some systems, and would then serve them as octet-stream).
+for _format in formats.REGISTRY:
+    mimetypes.add_type(_format.mime_type, f".{_format.ext}")
 
 T = TypeVar("T")
 MULTIPART_CHUNK = 256 * 1024
@@ -293,6 +298,20 @@ def convert_operation(preset_names: Sequence[str]) -> Operation:
 
 
 HEALTHZ = Operation(summary="Liveness: the gateway answers", answer=Health, tag="operations")
+READYZ = Operation(
+    summary="Readiness: every store writable and the provider reachable",
+    description="For load balancers and Fly health checks: 200 while a job can run; 503 with "
+    "`error` naming the failed check (`store`, `provider`) while it cannot. Results are kept "
+    "for 2 s; each check gives up after 4 s.",
+    answer=ReadinessReport,
+    other_responses={
+        "503": {
+            "description": "Not ready: a check failed",
+            "content": json_content(ReadinessReport),
+        }
+    },
+    tag="operations",
+)
 METRICS = Operation(
     summary="Prometheus metrics: jobs by outcome, errors by code, phase timings, machines, cost",
     answer={"text/plain": {"schema": {"type": "string"}}},
@@ -334,6 +353,7 @@ def create_app(
     max_upload_bytes: int,
     files_root: Path | None,
     spool_dir: Path | None = None,
+    readiness: Readiness | None = None,
     on_startup: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
@@ -387,6 +407,15 @@ def create_app(
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(_request: Request) -> Response:
+        results = await readiness.results() if readiness else ()
+        checks = tuple(CheckReport(r.name, r.ok, r.message) for r in results)
+        failed = failed_line(results)
+        if failed:
+            report = ReadinessReport("unready", checks, error=failed, code="unready")
+            return JSONResponse(msgspec.to_builtins(report), status_code=503)
+        return JSONResponse(msgspec.to_builtins(ReadinessReport("ready", checks)))
+
     async def metrics_endpoint(_request: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -406,6 +435,7 @@ def create_app(
         ),
         ApiRoute("/v1/presets", presets, operation=PRESETS),
         ApiRoute("/healthz", healthz, operation=HEALTHZ),
+        ApiRoute("/readyz", readyz, operation=READYZ),
         ApiRoute("/metrics", metrics_endpoint, operation=METRICS),
     ]
     if files_root is not None:

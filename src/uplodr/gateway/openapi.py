@@ -24,13 +24,13 @@ import msgspec
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
-from uplodr.answer import Conversion, ErrorAnswer, Health, Presets
+from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessReport
 from uplodr.errors import STATUSES, Busy, TooLarge, Unauthenticated, UplodrError
 
 JSON = dict[str, Any]
 REF = "#/components/schemas/{name}"
 # What the answer dataclasses are called in the document.
-SCHEMA_TYPES: tuple[type, ...] = (Conversion, ErrorAnswer, Health, Presets)
+SCHEMA_TYPES: tuple[type, ...] = (Conversion, ErrorAnswer, Health, Presets, ReadinessReport)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from uplodr.dispatch.reaper import reap_periodically
 from uplodr.errors import ProviderError, UplodrError
 from uplodr.gateway import metrics
 from uplodr.gateway.app import create_app
+from uplodr.gateway.readiness import Check, Readiness
 from uplodr.gateway.service import ConversionService
 from uplodr.limits import DEFAULT_LIMITS, ImageLimits
 from uplodr.machines.base import Provider
@@ -305,6 +306,15 @@ async def open_gateway(
             tokens=tokens,
             max_upload_bytes=options.max_upload_bytes,
             files_root=primary.root if isinstance(primary, LocalStore) else None,
+            readiness=Readiness(
+                [
+                    Check(
+                        "store",
+                        publisher.check_writable,
+                        ", ".join(s.description for s in publisher.stores),
+                    )
+                ]
+            ),
             on_shutdown=stack.aclose,
         )
         log.info(

@@ -5,9 +5,17 @@ create `POST` · wait `GET {id}/wait?state=started&timeout=N` · list `GET ?meta
 failure `GET {id}` · destroy `DELETE {id}?force=true`. A machine's whole life costs three calls
 (create, wait, destroy) when it boots within 60 s.
 
-The worker command goes in `config.init.cmd` (`uplodr worker --grpc-addr [::]:PORT`), which the
-spec has and which works whatever the image's CMD is; the worker listens on every address so its
-6PN private IPv6 address reaches it. The env holds only `MachineSpec.env`.
+A machine runs the image built from this repository's Dockerfile (`--fly-image`), whose
+ENTRYPOINT is `uplodr` and CMD `serve`. Fly's `config.init` replaces them the way Docker does
+(`entrypoint` the ENTRYPOINT, `cmd` the CMD), so the provider sets both: `entrypoint ["uplodr"]`,
+`cmd ["worker", "--grpc-addr", "[::]:PORT"]` — a `cmd` of `uplodr worker …` alone would run
+`uplodr uplodr worker …` and exit at once. The worker listens on every address, so its 6PN private
+IPv6 address (`private_ip` in the create answer, which is where the gateway dials it) reaches it.
+The guest is `--machine-cpus` and `--machine-memory`, checked against Fly's sizing rules before any
+call (memory in 256 MB steps, 256 MB-2 GB per shared CPU, 2-8 GB per performance CPU). The env
+holds only `MachineSpec.env` (the worker's settings and its per-machine token); Fly adds the
+app's secrets to every machine of an app, so workers belong in an app without secrets
+(docs/deploy.md).
 
 Retries: 429 (honouring Retry-After), 5xx, timeouts, connection errors and capacity errors are
 retried with exponential backoff and jitter under one overall deadline by stamina; a capacity
@@ -73,7 +81,8 @@ OPTION_IMAGE = ProviderOption(
     "fly_image",
     "--fly-image",
     "UPLODR_FLY_IMAGE",
-    "Image with uplodr installed, e.g. registry.fly.io/uplodr:1.",
+    "The uplodr image (this repository's Dockerfile) as Fly pulls it, "
+    "e.g. registry.fly.io/uplodr:1.",
 )
 OPTION_REGIONS = ProviderOption(
     "fly_regions",
@@ -141,6 +150,7 @@ class FlyConfig:
     guest: FlyGuest = FlyGuest()
     api_url: str = PUBLIC_API  # or INTERNAL_API from inside the Fly network
     grpc_port: int = 50051
+    # the image's ENTRYPOINT (init.entrypoint) and the worker subcommand (init.cmd)
     worker_command: tuple[str, ...] = ("uplodr", "worker")
     retry_deadline: float = 60.0  # overall budget of one API operation, retries included
     request_timeout: float = 30.0  # one HTTP request (a /wait call gets its own wait on top)
@@ -168,13 +178,14 @@ class FlyConfig:
         ]
         if missing:
             raise ProviderError(f"the Fly provider needs {', '.join(missing)}")
-        guest = FlyGuest(
-            cpu_kind=OPTION_CPU_KIND.read(
-                settings, _one_of(CPU_KINDS), "shared", what="shared or performance"
-            ),
-            cpus=settings.cpus or FlyGuest.cpus,
-            memory_mb=settings.memory_mb or FlyGuest.memory_mb,
+        cpu_kind = OPTION_CPU_KIND.read(
+            settings, _one_of(CPU_KINDS), "shared", what="shared or performance"
         )
+        cpus = settings.cpus or FlyGuest.cpus
+        default_memory = FlyGuest.memory_mb if cpu_kind == "shared" else 2048 * cpus
+        guest = FlyGuest(cpu_kind, cpus, settings.memory_mb or default_memory)
+        if problem := guest_problem(guest.cpu_kind, guest.cpus, guest.memory_mb):
+            raise ProviderError(f"--machine-memory/--machine-cpus: {problem}")
         return cls(
             token=token,
             app=app,
@@ -187,6 +198,25 @@ class FlyConfig:
                 settings, _positive, 60.0, what="a positive number of seconds"
             ),
         )
+
+
+# Fly's machine sizes: memory in 256 MB steps, per CPU 256 MB-2 GB (shared) or 2-8 GB
+# (performance) — fly.io/docs/machines/guides-examples/machine-sizing.
+MEMORY_STEP_MB: Final = 256
+MEMORY_PER_CPU_MB: Final = {"shared": (256, 2048), "performance": (2048, 8192)}
+
+
+def guest_problem(cpu_kind: str, cpus: int, memory_mb: int) -> str | None:
+    """Why Fly would refuse this guest size, in one line, or None."""
+    low, high = MEMORY_PER_CPU_MB.get(cpu_kind, MEMORY_PER_CPU_MB["shared"])
+    if memory_mb % MEMORY_STEP_MB:
+        return f"Fly machine memory comes in {MEMORY_STEP_MB} MB steps, not {memory_mb} MB"
+    if not low * cpus <= memory_mb <= high * cpus:
+        return (
+            f"{cpus} {cpu_kind} CPU(s) take {low * cpus}-{high * cpus} MB of memory on Fly, "
+            f"not {memory_mb} MB"
+        )
+    return None
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -453,7 +483,8 @@ class FlyProvider:
 
     def _create_body(self, name: str, spec: MachineSpec) -> dict[str, Any]:
         guest = self.config.guest
-        command = [*self.config.worker_command, "--grpc-addr", f"[::]:{self.config.grpc_port}"]
+        entrypoint, *command = self.config.worker_command
+        command += ["--grpc-addr", f"[::]:{self.config.grpc_port}"]
         return {
             "name": name,
             "config": {
@@ -463,7 +494,7 @@ class FlyProvider:
                     "cpus": spec.cpus or guest.cpus,
                     "memory_mb": spec.memory_mb or guest.memory_mb,
                 },
-                "init": {"cmd": command},
+                "init": {"entrypoint": [entrypoint], "cmd": command},
                 "env": {str(k): str(v) for k, v in spec.env.items()},
                 "metadata": marked(spec.tags),
                 "restart": {"policy": "no"},

@@ -304,7 +304,7 @@ class LocalProvider:
         record = Record(
             id=machine_id,
             pid=state.process.pid,
-            # Our unreaped child cannot vanish, so its start time is read without a race.
+            # Our child, not yet waited for, cannot vanish: its start time is read without a race.
             start_time=process_start_time(state.process.pid) or 0.0,
             port=port,
             address=f"127.0.0.1:{port}",

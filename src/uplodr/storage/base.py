@@ -16,9 +16,10 @@ from uplodr.errors import StorageUnavailable
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
-# Keys of the probe objects `check_writable` writes and deletes at once (a killed process may
-# leave one behind; `uplodr sweep` removes them).
-PROBE_KEY_PREFIX = ".uplodr-probe-"
+# Keys of the check objects `check_writable` writes and deletes at once (a killed process may
+# leave one behind; `uplodr sweep` removes them). The key keeps the name of the first release
+# ("probe"), so that `sweep` still recognises what its processes left.
+CHECK_KEY_PREFIX = ".uplodr-probe-"
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Store(Protocol):
         ...
 
     def is_debris(self, key: str) -> bool:
-        """True for a temporary object this store's own writes or probes may leave behind when
+        """True for a temporary object this store's own writes or checks may leave behind when
         their process dies (never a variant or a manifest)."""
         ...
 
@@ -74,26 +75,26 @@ class Store(Protocol):
         ...
 
     async def check_writable(self) -> None:
-        """Write, read back and delete a probe object. Raises StorageUnavailable with one
+        """Write, read back and delete a check object. Raises StorageUnavailable with one
         clear line (wrong key, missing bucket, unreachable endpoint)."""
         ...
 
     async def aclose(self) -> None: ...
 
 
-def is_probe_key(key: str) -> bool:
-    """A probe object of `probe_round_trip`: always at the store's root."""
-    return key.startswith(PROBE_KEY_PREFIX) and "/" not in key
+def is_check_key(key: str) -> bool:
+    """A check object of `write_read_delete`: always at the store's root."""
+    return key.startswith(CHECK_KEY_PREFIX) and "/" not in key
 
 
-async def probe_round_trip(store: Store) -> None:
-    """Write, read back and delete a probe object. Each call uses its own key: workers that
-    boot at the same moment must not race on one probe object."""
-    key = f"{PROBE_KEY_PREFIX}{secrets.token_hex(8)}"
+async def write_read_delete(store: Store) -> None:
+    """Write, read back and delete a check object. Each call uses its own key: workers that
+    boot at the same moment must not race on one check object."""
+    key = f"{CHECK_KEY_PREFIX}{secrets.token_hex(8)}"
     data = key.encode()
     await store.put(key, data, "text/plain", "no-store")
     try:
         if await store.get(key) != data:
-            raise StorageUnavailable(f"{store.description}: a probe object did not read back")
+            raise StorageUnavailable(f"{store.description}: a check object did not read back")
     finally:
         await store.delete(key)

@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 from urllib.parse import quote
 
 from uplodr.errors import InvalidRequest, StorageUnavailable
-from uplodr.storage.base import StoredObject, is_probe_key, probe_round_trip
+from uplodr.storage.base import StoredObject, is_check_key, write_read_delete
 
 TEMP_PREFIX = ".tmp-"
 
@@ -72,8 +72,8 @@ class LocalStore:
                 yield item
 
     def is_debris(self, key: str) -> bool:
-        # a temporary file of a write whose process died, in any folder; or a probe
-        return key.rsplit("/", 1)[-1].startswith(TEMP_PREFIX) or is_probe_key(key)
+        # a temporary file of a write whose process died, in any folder; or a check object
+        return key.rsplit("/", 1)[-1].startswith(TEMP_PREFIX) or is_check_key(key)
 
     def url(self, key: str) -> str:
         self.path_of(key)
@@ -81,7 +81,7 @@ class LocalStore:
 
     async def check_writable(self) -> None:
         self._require_root()
-        await probe_round_trip(self)
+        await write_read_delete(self)
 
     async def aclose(self) -> None:
         return None

@@ -31,7 +31,7 @@ from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from obstore.store import S3Store as _ObstoreS3
 
 from uplodr.errors import StorageUnavailable
-from uplodr.storage.base import StoredObject, is_probe_key, probe_round_trip
+from uplodr.storage.base import StoredObject, is_check_key, write_read_delete
 from uplodr.storage.s3_errors import classify, explain, is_retryable
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ _QUIET: ContextVar[bool] = ContextVar("uplodr_s3_quiet_retries", default=False)
 
 
 class _QuietRetries(logging.Filter):
-    """stamina logs every scheduled retry at WARNING. During the start-up probe, and in commands
+    """stamina logs every scheduled retry at WARNING. During the start-up check, and in commands
     like `uplodr sweep`, those notices would bury the one clear line printed at the end, so they
     are dropped there (and only there: a retry during a job stays in the log)."""
 
@@ -253,7 +253,7 @@ class S3Store:
             after = batch[-1]["path"]
 
     def is_debris(self, key: str) -> bool:
-        return is_probe_key(key)  # writes are atomic in S3: nothing temporary but probes
+        return is_check_key(key)  # writes are atomic in S3: nothing temporary but check objects
 
     def url(self, key: str) -> str:
         full = f"{self.prefix}/{key}" if self.prefix else key
@@ -261,7 +261,7 @@ class S3Store:
 
     async def check_writable(self) -> None:
         with quiet_retries():
-            await probe_round_trip(self)
+            await write_read_delete(self)
 
     async def aclose(self) -> None:
         return None

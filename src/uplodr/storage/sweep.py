@@ -3,7 +3,7 @@
 A job's rollback deletes its own partial objects, but it cannot when the store is down for
 longer than the rollback's deadline, or when the worker is killed while it writes. What is
 left is recognisable: the objects of a variant set whose manifest (the commit point) was never
-written, and the store's own temporary and probe objects (`Store.is_debris`). `sweep` finds
+written, and the store's own temporary and check objects (`Store.is_debris`). `sweep` finds
 them and, once they are older than any job could still be running, deletes them.
 
 A set is recognised by the exact key shapes of digest mode: `{folder}/{stem}-{digest}{suffix}.

@@ -24,7 +24,8 @@ log = logging.getLogger("uplodr.worker")
 
 def _reexec_with_small_malloc_arenas() -> None:
     """glibc reads MALLOC_ARENA_MAX at start-up only; without it a long-running pyvips worker
-    grew 224 → 606 MB over 8 images (DESIGN.md). Restart once with it set."""
+    grew 224 → 606 MB over 8 images (docs/benchmarks.md, worker memory over many jobs).
+    Restart once with it set."""
     if "MALLOC_ARENA_MAX" not in os.environ:
         os.environ["MALLOC_ARENA_MAX"] = "2"
         os.execv(sys.executable, [sys.executable, "-m", "uplodr", *sys.argv[1:]])

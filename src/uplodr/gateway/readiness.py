@@ -1,0 +1,88 @@
+"""Readiness (`GET /readyz`): can this gateway run a job right now?
+
+`/healthz` is liveness — the process answers — and an orchestrator restarts a gateway that stops
+answering it (Docker's HEALTHCHECK, a Kubernetes liveness probe). Readiness is different: while
+the store or the provider is down a restart would not help, but new uploads should go elsewhere
+(or wait). So `/readyz` runs what a job needs — every store writable (a check object written,
+read back and deleted) and the provider reachable (`Provider.check`) — and answers 503 naming
+the check that failed, in one line.
+
+Each check has a time limit (`CHECK_TIMEOUT_S`), under the 5 s a load balancer or Fly's check
+typically waits: an S3 endpoint that does not answer would otherwise hold the probe for the
+store's whole retry budget (20 s). Results are kept for `KEEP_FOR_S` and concurrent probes share one
+run, so several balancers probing every few seconds (or a fuzzer) do not each write an object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from uplodr.errors import UplodrError
+
+CHECK_TIMEOUT_S = 4.0
+KEEP_FOR_S = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing a job needs: `run` returns when it is fine and raises when it is not.
+    `subject` names what is checked when the check itself cannot (it did not answer)."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    message: str  # "ok", or one line saying what failed
+
+
+class Readiness:
+    """The checks of one gateway, run together, at most once per `keep_for` seconds."""
+
+    def __init__(
+        self,
+        checks: Sequence[Check],
+        *,
+        timeout: float = CHECK_TIMEOUT_S,
+        keep_for: float = KEEP_FOR_S,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.checks = tuple(checks)
+        self.timeout = timeout
+        self.keep_for = keep_for
+        self._now = now
+        self._lock = asyncio.Lock()
+        self._last: tuple[float, tuple[CheckResult, ...]] | None = None
+
+    async def results(self) -> tuple[CheckResult, ...]:
+        async with self._lock:  # a probe arriving during a run gets that run's results
+            if self._last is not None and self._now() - self._last[0] < self.keep_for:
+                return self._last[1]
+            results = tuple(await asyncio.gather(*(self._run(check) for check in self.checks)))
+            self._last = (self._now(), results)
+            return results
+
+    async def _run(self, check: Check) -> CheckResult:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await check.run()
+        except TimeoutError:
+            where = f"{check.subject}: " if check.subject else ""
+            return CheckResult(check.name, False, f"{where}no answer within {self.timeout:g} s")
+        except UplodrError as error:
+            return CheckResult(check.name, False, str(error))
+        except Exception as error:  # a check must never turn into a traceback for the prober
+            return CheckResult(check.name, False, f"{type(error).__name__}: {error}")
+        return CheckResult(check.name, True, "ok")
+
+
+def failed_line(results: Sequence[CheckResult]) -> str:
+    """One line naming every failed check, e.g. "store: s3://media: cannot connect …"."""
+    return "; ".join(f"{r.name}: {r.message}" for r in results if not r.ok)

@@ -1,0 +1,82 @@
+"""Readiness checks on their own: every check runs, a failure is one line naming the check, a
+check that does not answer is cut off at its time limit, results are shared between probes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from uplodr.errors import StorageUnavailable
+from uplodr.gateway.readiness import Check, Readiness, failed_line
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_all_checks_pass() -> None:
+    async def fine() -> None:
+        return None
+
+    results = await Readiness([Check("store", fine), Check("provider", fine)]).results()
+    assert [(r.name, r.ok, r.message) for r in results] == [
+        ("store", True, "ok"),
+        ("provider", True, "ok"),
+    ]
+    assert failed_line(results) == ""
+
+
+async def test_a_failure_is_one_line_naming_its_check() -> None:
+    async def fine() -> None:
+        return None
+
+    async def broken() -> None:
+        raise StorageUnavailable("s3://media: cannot connect to the endpoint")
+
+    async def surprising() -> None:
+        raise KeyError("AWS_REGION")
+
+    results = await Readiness(
+        [Check("store", broken), Check("provider", fine), Check("other", surprising)]
+    ).results()
+    assert failed_line(results) == (
+        "store: s3://media: cannot connect to the endpoint; other: KeyError: 'AWS_REGION'"
+    )
+
+
+async def test_a_check_that_does_not_answer_is_cut_off_naming_its_subject() -> None:
+    never = asyncio.Event()
+
+    async def hangs() -> None:
+        await never.wait()
+
+    results = await Readiness([Check("store", hangs, "s3://media")], timeout=0.05).results()
+    assert failed_line(results) == "store: s3://media: no answer within 0.05 s"
+
+
+async def test_results_are_kept_for_a_while_and_shared_by_concurrent_probes() -> None:
+    runs = 0
+    release = asyncio.Event()
+
+    async def counted() -> None:
+        nonlocal runs
+        runs += 1
+        await release.wait()
+
+    clock = Clock()
+    readiness = Readiness([Check("store", counted)], keep_for=2.0, now=clock)
+    probes = [asyncio.create_task(readiness.results()) for _ in range(5)]
+    while runs == 0:
+        await asyncio.sleep(0)  # let the first probe start its run
+    release.set()
+    await asyncio.gather(*probes)
+    assert runs == 1
+    clock.now = 1.9
+    await readiness.results()
+    assert runs == 1
+    clock.now = 2.1
+    await readiness.results()
+    assert runs == 2
