@@ -116,11 +116,6 @@ class Provider(Protocol):
         is gone."""
         ...
 
-    async def failure(self, machine_id: str) -> str | None:
-        """Why the machine stopped, when the provider knows (e.g. "out of memory (512 MB
-        limit)"); None when it is running or the reason is unknown. Call before destroy."""
-        ...
-
     async def stop(self, machine_id: str) -> None:
         """Stop the machine without destroying it; return once it is stopped. Only when
         `capabilities.can_stop` (others raise ProviderError); WorkerUnavailable when it is gone
@@ -131,6 +126,11 @@ class Provider(Protocol):
         """Start a stopped machine again; the machine as started (its address may change).
         Follow with `wait_started`. Only when `capabilities.can_stop` (others raise
         ProviderError); WorkerUnavailable when it is gone or will not start."""
+        ...
+
+    async def failure(self, machine_id: str) -> str | None:
+        """Why the machine stopped, when the provider knows (e.g. "out of memory (512 MB
+        limit)"); None when it is running or the reason is unknown. Call before destroy."""
         ...
 
     async def aclose(self) -> None:
