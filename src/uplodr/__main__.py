@@ -1,14 +1,5 @@
-"""`python -m uplodr`: the `uplodr` command. `python -m uplodr worker …` (how providers start a
-worker) goes straight to the worker's command, without the rest of the CLI (`uplodr.cli.worker`).
-"""
+"""`python -m uplodr`: the `uplodr` command (`uplodr.cli.entry`)."""
 
-import sys
+from uplodr.cli.entry import run
 
-if sys.argv[1:2] == ["worker"]:
-    from uplodr.cli.worker import run_worker_command
-
-    run_worker_command(sys.argv[2:])
-else:
-    from uplodr.cli.main import run
-
-    run()
+run()

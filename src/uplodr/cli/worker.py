@@ -1,9 +1,9 @@
 """`uplodr worker`: the command a machine runs, in a module of its own.
 
-`python -m uplodr worker …` — how every provider starts a worker — comes here directly
-(`uplodr.__main__`), without loading the rest of the CLI: the provider registry that `serve` and
-`reap` need pulls in httpx and psutil, about 0.1 s of a worker's boot (docs/benchmarks.md).
-`uplodr worker` through the full CLI is the same command.
+`uplodr worker …` and `python -m uplodr worker …` — how every provider and the container image
+start a worker — come here directly (`uplodr.cli.entry`), without loading the rest of the CLI:
+the provider registry that `serve` and `reap` need pulls in httpx and psutil, about 0.1 s of a
+worker's boot (docs/benchmarks.md). `uplodr worker` inside the full CLI is the same command.
 """
 
 from __future__ import annotations
@@ -85,10 +85,16 @@ def run_worker_command(argv: list[str]) -> NoReturn:
         worker.main(args=argv, prog_name="uplodr worker", standalone_mode=False)
         code = 0
     except click.ClickException as error:
-        click.echo(f"uplodr worker: {' '.join(error.format_message().split())}", err=True)
+        message = " ".join(error.format_message().split())
+        usage = " (see 'uplodr worker --help')" if isinstance(error, click.UsageError) else ""
+        click.echo(f"uplodr worker: {message}{usage}", err=True)
         code = error.exit_code
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except ModuleNotFoundError as missing:  # a client-only install: say which extra it needs
+        from uplodr.cli.main import _missing_extra
+
+        code = _missing_extra(missing)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
