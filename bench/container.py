@@ -1,7 +1,10 @@
 """The container image: its size, boot-to-Ping of a worker container against a local worker
-process, and a worker's memory inside a container for the 12 MP photo.
+process, and a worker's memory inside a container for the 12 MP photo; then the same through the
+providers: a machine of `--provider local` against one of `--provider docker` (create → Ping,
+destroy), and whole jobs through `uplodr serve` on each.
 
     uv run python -m bench.container [--boots 5] [--jobs 3] [--photo book-beside-flowers.jpg]
+                                     [--provider-boots 5] [--serve-jobs 3] [--only providers]
 
 It starts the tests' private Docker engine (tests/support/docker_engine.py; as root, with
 docker.io and debootstrap installed), gets the Debian base and uplodr's image exactly as the tests
@@ -12,6 +15,11 @@ in the same run, alternating:
 - one job of the photo streamed over gRPC into each, and the worker's peak RSS (VmHWM of the
   container's PID 1) and the container's peak memory as its cgroup counts it (which includes the
   tmpfs the upload is spooled to).
+- through the providers, as `uplodr serve` uses them: `LocalProvider.create` and
+  `DockerProvider.create` (a container with the provider's limits, 1 GB) → `wait_started` →
+  first Ping answered, then `destroy`; and jobs of the photo through a real `uplodr serve
+  --provider local` and `--provider docker` (the timings of its JSON answer: create, boot,
+  convert, destroy, total).
 The allocator comparison (glibc arenas, jemalloc) is `python -m bench.worker_memory`.
 """
 
@@ -29,15 +37,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
 from tests.support.docker_engine import DockerEngine
-from tests.support.docker_images import ensure_images
+from tests.support.docker_images import EngineImages, ensure_images
+from tests.support.docker_machines import docker_env
 from tests.support.docker_worker import share_with_image_user, worker_container
+from tests.support.gateway import running_gateway
 from tests.support.paths import CORPUS
 from tests.support.procs import free_port
 from uplodr.dispatch.worker_client import UploadSource, WorkerClient
+from uplodr.machines.base import MachineSpec, Provider
+from uplodr.machines.docker import DockerConfig, DockerProvider
+from uplodr.machines.local import LocalProvider
+from uplodr.worker_env import WorkerEnv
 
 MB = 1e6
 MiB = 1024 * 1024
@@ -103,11 +118,81 @@ def container_worker(
             return boot, job, int(line.split()[1]) / 1024, cgroup_peak
 
 
+async def provider_boot(provider: Provider, store: Path) -> tuple[float, float]:
+    """(create → first Ping answered, destroy) seconds of one machine of `provider`."""
+    token = secrets.token_urlsafe(16)
+    env = WorkerEnv(stores=(str(store),), public_url="http://bench.invalid/{key}")
+    spec = MachineSpec(
+        env=env.for_machine(token, 600.0).to_env(), tags={"bench": "container"}, host_paths=(store,)
+    )
+    started = time.monotonic()
+    machine = await provider.create(spec)
+    try:
+        await provider.wait_started(machine, 120)
+        client = _client(machine.address, token)
+        try:
+            await client.wait_ready(120)
+        finally:
+            await client.close()
+        boot = time.monotonic() - started
+    finally:
+        destroying = time.monotonic()
+        await provider.destroy(machine.id)
+    return boot, time.monotonic() - destroying
+
+
+async def provider_boots(
+    engine: DockerEngine, image: str, store: Path, state: Path, count: int
+) -> dict[str, list[tuple[float, float]]]:
+    local = LocalProvider(state)
+    docker = DockerProvider(DockerConfig(image=image, engine_env=engine.env()))
+    found: dict[str, list[tuple[float, float]]] = {"local": [], "docker": []}
+    try:
+        for _ in range(count):  # alternating, so both see the same load
+            found["local"].append(await provider_boot(local, store))
+            found["docker"].append(await provider_boot(docker, store))
+    finally:
+        await local.aclose()
+        await docker.aclose()
+    return found
+
+
+def serve_jobs(
+    engine: DockerEngine, images: EngineImages, photo: Path, root: Path, count: int
+) -> dict[str, list[dict[str, float]]]:
+    """The timings of `count` jobs of `photo` through `uplodr serve` on each provider."""
+    found: dict[str, list[dict[str, float]]] = {}
+    for name, env in (
+        ("local", {"UPLODR_PROVIDER": "local"}),
+        ("docker", docker_env(engine, images.uplodr)),
+    ):
+        with running_gateway(root / name, env=env) as gateway:
+            timings = []
+            for _ in range(count):
+                response = httpx.post(
+                    f"{gateway.url}/v1/images",
+                    params={"name": photo.name, "folder": secrets.token_hex(4)},
+                    content=photo.read_bytes(),
+                    timeout=600,
+                )
+                response.raise_for_status()
+                timings.append(response.json()["timings"])
+            found[name] = timings
+    return found
+
+
 def _median(values: list[float], fmt: Callable[[float], str]) -> str:
     return fmt(statistics.median(values)) if values else "-"
 
 
-def main(boots: int, jobs: int, photo_name: str) -> None:
+def main(
+    boots: int,
+    jobs: int,
+    photo_name: str,
+    provider_boots_count: int,
+    serve_jobs_count: int,
+    only: str | None,
+) -> None:
     console = Console(width=140)
     photo = CORPUS / photo_name
     console.print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
@@ -128,18 +213,40 @@ def main(boots: int, jobs: int, photo_name: str) -> None:
         )
         store = Path(tmp) / "store"
         share_with_image_user(store)  # local workers run as root here, containers as 10001
-        local_boot: list[float] = []
-        container_boot: list[float] = []
-        for _ in range(boots):
-            local_boot.append(local_worker(store, None)[0])
-            container_boot.append(container_worker(engine, images.uplodr, store, None)[0])
-        local_jobs, contained_jobs = [], []
-        for _ in range(jobs):
-            local_jobs.append(local_worker(store, photo))
-            contained_jobs.append(container_worker(engine, images.uplodr, store, photo))
+        if only in (None, "workers"):
+            workers(console, engine, images.uplodr, store, photo, boots, jobs)
+        if only in (None, "providers"):
+            state = Path(tmp) / "state"
+            booted = asyncio.run(
+                provider_boots(engine, images.uplodr, store, state, provider_boots_count)
+            )
+            console.print(f"load average {os.getloadavg()[0]:.2f} before the serve jobs")
+            served = serve_jobs(engine, images, photo, Path(tmp) / "serve", serve_jobs_count)
+            providers_table(console, booted, served, photo_name)
+    console.print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+def workers(
+    console: Console,
+    engine: DockerEngine,
+    image: str,
+    store: Path,
+    photo: Path,
+    boots: int,
+    jobs: int,
+) -> None:
+    local_boot: list[float] = []
+    container_boot: list[float] = []
+    for _ in range(boots):
+        local_boot.append(local_worker(store, None)[0])
+        container_boot.append(container_worker(engine, image, store, None)[0])
+    local_jobs, contained_jobs = [], []
+    for _ in range(jobs):
+        local_jobs.append(local_worker(store, photo))
+        contained_jobs.append(container_worker(engine, image, store, photo))
     table = Table(
         title=f"worker: local process vs container (512 MB, 2 CPUs); medians of {boots} boots "
-        f"and of {jobs} jobs of {photo_name}"
+        f"and of {jobs} jobs of {photo.name}"
     )
     for column in ("", "boot→Ping median", "boot→Ping min", "job s", "peak RSS MB"):
         table.add_column(column, justify="right")
@@ -169,10 +276,50 @@ def main(boots: int, jobs: int, photo_name: str) -> None:
     )
 
 
+def providers_table(
+    console: Console,
+    booted: dict[str, list[tuple[float, float]]],
+    served: dict[str, list[dict[str, float]]],
+    photo_name: str,
+) -> None:
+    count = len(next(iter(booted.values())))
+    jobs = len(next(iter(served.values())))
+    table = Table(
+        title=f"providers: medians of {count} machines (create → Ping, destroy) and of {jobs} "
+        f"jobs of {photo_name} through uplodr serve (its answer's timings, s)"
+    )
+    columns = ("create→Ping", "destroy", "job total", "create", "boot", "convert", "job destroy")
+    table.add_column("provider")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, machines in booted.items():
+        timings = served[name]
+
+        def median(key: str, timings: list[dict[str, float]] = timings) -> str:
+            return f"{statistics.median(t[key] for t in timings):.2f}"
+
+        table.add_row(
+            name,
+            f"{statistics.median(b for b, _ in machines):.2f}",
+            f"{statistics.median(d for _, d in machines):.2f}",
+            median("total"),
+            median("create"),
+            median("boot"),
+            median("convert"),
+            median("destroy"),
+        )
+    console.print(table)
+    for name, machines in booted.items():
+        console.print(f"{name} create→Ping each: " + " ".join(f"{b:.2f}" for b, _ in machines))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--boots", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=3)
     parser.add_argument("--photo", default="book-beside-flowers.jpg")
+    parser.add_argument("--provider-boots", type=int, default=5)
+    parser.add_argument("--serve-jobs", type=int, default=3)
+    parser.add_argument("--only", choices=("workers", "providers"))
     args = parser.parse_args()
-    main(args.boots, args.jobs, args.photo)
+    main(args.boots, args.jobs, args.photo, args.provider_boots, args.serve_jobs, args.only)

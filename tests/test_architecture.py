@@ -28,7 +28,11 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "proto": (frozenset(), frozenset({"grpc", "google"})),
     "imaging": (frozenset(), frozenset({"pyvips", "PIL", "pillow_heif", "pi_heif", "blurhash"})),
     "storage": (frozenset(), frozenset({"obstore", "stamina"})),
-    "machines": (frozenset(), frozenset({"httpx", "stamina", "psutil", "docker", "aiolimiter"})),
+    # requests: the docker SDK's transport, whose exceptions tell a refused connection apart
+    "machines": (
+        frozenset(),
+        frozenset({"httpx", "stamina", "psutil", "docker", "requests", "aiolimiter"}),
+    ),
     "worker": (
         frozenset({"imaging", "storage", "proto"}),
         frozenset({"grpc", "grpc_health", "grpc_reflection", "google"}),

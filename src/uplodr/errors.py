@@ -72,6 +72,11 @@ class WorkerUnavailable(UplodrError):
     code = "worker_unavailable"
 
 
+class NotCreated(WorkerUnavailable):
+    """A provider's create that certainly made nothing: its request never reached the provider
+    (connection refused, no socket). Nobody needs to look for the machine it might have made."""
+
+
 class Busy(UplodrError):
     """Every machine slot is taken and the wait queue is full: try again after `retry_after`
     seconds (the gateway sends it as the `Retry-After` header)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from uplodr.errors import ProviderError
+from uplodr.machines.docker import DockerConfig, DockerProvider
 from uplodr.machines.fly import FlyProvider
 from uplodr.machines.local import LocalProvider
 from uplodr.machines.providers import PROVIDERS, build_provider
@@ -35,10 +36,36 @@ def test_build_by_name(tmp_path: Path) -> None:
     )
     fly = build_provider("fly", settings)
     assert isinstance(fly, FlyProvider) and fly.config.guest.memory_mb == 2048
-    with pytest.raises(ProviderError, match="no provider 'docker'; choose one of local, fly"):
-        build_provider("docker", ProviderSettings())
+    with pytest.raises(ProviderError, match="no provider 'nope'; choose one of local, fly, docker"):
+        build_provider("nope", ProviderSettings())
     with pytest.raises(ProviderError, match="--machine-memory must be at least 1M, not 0 MB"):
         ProviderSettings(memory_mb=0)
+
+
+def test_build_docker_without_asking_the_engine() -> None:
+    """Building reads the settings only (`machines ls` and `reap` need no image); the engine is
+    first asked by a call. Only an engine on this host can mount a local-folder store."""
+    remote = ProviderSettings(
+        memory_mb=512,
+        cpus=2,
+        options={"docker_image": "uplodr:1", "docker_network": "workers"},
+        env={"DOCKER_HOST": "tcp://192.0.2.1:2376", "DOCKER_TLS_VERIFY": "1", "SECRET": "s"},
+    )
+    docker = build_provider("docker", remote)
+    assert isinstance(docker, DockerProvider)
+    assert docker.config == DockerConfig(
+        image="uplodr:1",
+        network="workers",
+        memory_mb=512,
+        cpus=2,
+        engine_env={"DOCKER_HOST": "tcp://192.0.2.1:2376", "DOCKER_TLS_VERIFY": "1"},
+    )
+    assert docker.capabilities.shares_host_files is False
+    local = build_provider("docker", ProviderSettings(env={}))
+    assert isinstance(local, DockerProvider)
+    assert local.config.host == "unix:///var/run/docker.sock"
+    assert local.config.memory_mb == 1024 and local.config.cpus is None
+    assert local.capabilities.shares_host_files is True
 
 
 def uplodr(*args: str, env: dict[str, str]) -> tuple[int, list[str]]:

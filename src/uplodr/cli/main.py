@@ -174,7 +174,7 @@ def main(verbose: bool) -> None:
     "--pool-max",
     type=click.IntRange(min=1),
     envvar="UPLODR_POOL_MAX",
-    help="Machines at once; default: one per core for local, 16 for fly.",
+    help="Machines at once; default: one per core (local, docker), 16 (fly).",
 )
 @click.option(
     "--max-machines",
@@ -464,6 +464,27 @@ def reap(older_than: float, dry_run: bool, provider: ProviderChoice) -> None:
     help="A store as `uplodr serve` takes it (repeat for mirrors). Default: serve's default "
     "local store.",
 )
+@provider_options
+def doctor(stores: tuple[str, ...], provider: ProviderChoice) -> None:
+    """Check that `serve` with these options can convert now: provider, machines, stores."""
+    from uplodr.cli.doctor import run_checks
+    from uplodr.gateway.run import data_dir
+
+    specs = list(stores) or [str(data_dir() / "store")]
+    checks = asyncio.run(run_checks(provider.name, provider.settings, specs))
+    for check in checks:
+        click.echo(check.line())
+    sys.exit(0 if all(check.ok for check in checks) else 1)
+
+
+@main.command()
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    help="A store as `uplodr serve` takes it (repeat for mirrors). Default: serve's default "
+    "local store.",
+)
 @click.option(
     "--older-than",
     type=DURATION,
@@ -548,6 +569,7 @@ SERVER_EXTRA = frozenset(
         "python_multipart",
         "prometheus_client",
         "psutil",
+        "docker",
     }
 )
 

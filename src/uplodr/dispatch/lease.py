@@ -38,7 +38,13 @@ import stamina
 from uplodr.dispatch.clock import Now, PhaseTimer
 from uplodr.dispatch.events import Event, EventKind, Events
 from uplodr.dispatch.worker_client import DEFAULT_CHUNK_SIZE, WorkerClient
-from uplodr.errors import LimitExceeded, ProviderError, UplodrError, WorkerUnavailable
+from uplodr.errors import (
+    LimitExceeded,
+    NotCreated,
+    ProviderError,
+    UplodrError,
+    WorkerUnavailable,
+)
 from uplodr.machines.base import Machine, MachineSpec, Provider
 
 log = logging.getLogger("uplodr.dispatch")
@@ -254,7 +260,7 @@ class MachineLease:
         with self.timer.phase("create"):
             try:
                 machine = await self.provider.create(spec)
-            except ProviderError:
+            except (ProviderError, NotCreated):  # nothing was made: nothing to look for
                 self._create = _Create.REFUSED
                 raise
             except asyncio.CancelledError:

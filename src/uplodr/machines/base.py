@@ -133,6 +133,13 @@ class Provider(Protocol):
         limit)"); None when it is running or the reason is unknown. Call before destroy."""
         ...
 
+    async def check(self) -> None:
+        """Whether a machine can be started now, answered quickly (a few seconds at most,
+        without creating one): the provider's service answers, the credentials and image are
+        good. Raises ProviderError (configuration) or WorkerUnavailable (outage) with one line
+        naming what failed. `uplodr doctor` runs it."""
+        ...
+
     async def aclose(self) -> None:
         """Release the provider's own resources (connections; machines it still owns)."""
         ...

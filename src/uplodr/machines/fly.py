@@ -62,6 +62,7 @@ from uplodr.machines.settings import ProviderOption, ProviderSettings
 PUBLIC_API = "https://api.machines.dev"
 INTERNAL_API = "http://_api.internal:4280"
 MAX_WAIT_CALL = 60  # Fly's /wait blocks at most 60 s per call
+CHECK_TIMEOUT = 5.0  # seconds `check()` may take
 _RETRY_AFTER_CAP = 30.0
 _GONE_STATES = frozenset({"destroyed", "destroying"})
 _STOPPED_STATES = frozenset({"stopped", "stopping", "failed", "destroyed", "destroying"})
@@ -475,6 +476,20 @@ class FlyProvider:
         if data.get("state") not in _STOPPED_STATES:
             return None
         return _exit_reason(data) or f"machine {data.get('state')}"
+
+    async def check(self) -> None:
+        """One authenticated GET (uplodr's machines of the app), not retried: the token is
+        good, the app exists, the API answers within CHECK_TIMEOUT."""
+        params = {f"metadata.{MARKER_TAG}": MARKER_VALUE}
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await self._send("check", "GET", self._base, params=params)
+        except TimeoutError:
+            raise WorkerUnavailable(
+                f"Fly API at {self.config.api_url} did not answer within {CHECK_TIMEOUT:g} s"
+            ) from None
+        except _Transient as exc:
+            raise WorkerUnavailable(f"Fly API check failed: {exc}") from None
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -243,6 +243,20 @@ class LocalProvider:
         # Another process's worker that is gone: only the cgroup can still tell why.
         return _oom_reason(record.memory_mb, record.cgroup)
 
+    async def check(self) -> None:
+        """The state dir takes records, and a memory limit has its cgroup parent."""
+        try:
+            self.records.ensure()
+            probe = self.records.directory / f".check-{os.getpid()}"
+            probe.write_text("uplodr")
+            probe.unlink()
+        except OSError as e:
+            raise ProviderError(
+                f"state dir {self.records.directory} is not writable: {e.strerror or e}"
+            ) from None
+        if self.memory_mb is not None:
+            self._memory_cgroups()
+
     async def aclose(self) -> None:
         """Destroy the machines this provider created and nobody destroyed yet, running or
         crashed (nothing is left running, no record or cgroup left, when the gateway stops)."""

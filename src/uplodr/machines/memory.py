@@ -197,6 +197,11 @@ class MemoryProvider:
         found = self._machines.get(machine_id) or self._gone.get(machine_id)
         return None if found is None else found.reason
 
+    async def check(self) -> None:
+        self.calls["check"] += 1
+        if self.closed:
+            raise ProviderError("memory provider: closed")
+
     async def aclose(self) -> None:
         """Stop every worker hook (the machines stay listed: a test sees what was leaked)."""
         self.closed = True

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from uplodr.errors import ProviderError
-from uplodr.machines import fly, local
+from uplodr.machines import docker, fly, local
 from uplodr.machines.base import Provider
 from uplodr.machines.settings import ProviderOption, ProviderSettings
 
@@ -35,6 +35,9 @@ PROVIDERS: dict[str, ProviderKind] = {
         ProviderKind("local", "worker processes on this host", local.from_settings, local.OPTIONS),
         ProviderKind(
             "fly", "Fly Machines (FLY_API_TOKEN, --fly-*)", fly.from_settings, fly.OPTIONS
+        ),
+        ProviderKind(
+            "docker", "containers (DOCKER_HOST, --docker-*)", docker.from_settings, docker.OPTIONS
         ),
     )
 }

@@ -1,4 +1,5 @@
-"""The contract suite runs once per harness in `HARNESSES` (local, Fly test server, memory)."""
+"""The contract suite runs once per harness in `HARNESSES` (local, Fly test server, memory,
+Docker on the tests' private engine)."""
 
 from __future__ import annotations
 

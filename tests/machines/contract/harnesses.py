@@ -23,11 +23,14 @@ import httpx
 import pytest
 
 from tests.machines.conftest import LEAK_MARK
+from tests.support.docker_engine import DockerEngine
+from tests.support.docker_standin import standin_image
 from tests.support.fly import FAST_BACKOFF, fly_config
 from tests.support.fly_api import FlyApiServer, standin_process
 from tests.support.procs import free_port, marked_processes
 from tests.support.strangers import stranger_machine
 from uplodr.machines.base import Machine, MachineSpec, Provider, RateLimit
+from uplodr.machines.docker import DockerConfig, DockerProvider
 from uplodr.machines.fly import FlyProvider
 from uplodr.machines.local import LocalProvider, base_env
 from uplodr.machines.local_records import RecordDir
@@ -286,8 +289,87 @@ async def memory_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harnes
         await provider.aclose()
 
 
+# -- docker (the tests' private engine) -----------------------------------------------------------
+
+
+@dataclass
+class DockerHarness:
+    provider: DockerProvider
+    engine: DockerEngine
+    image: str
+    mark: str
+    missing_id: str = "uplodr-000000000000"
+    list_price: float = 0.0
+    foreigners: set[str] = field(default_factory=set)
+
+    def spec(
+        self, tags: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+    ) -> MachineSpec:
+        return _spec(tags, env, self.mark)
+
+    async def crash(self, machine: Machine) -> None:
+        with self.engine.client() as client:
+            await asyncio.to_thread(client.api.kill, machine.id, "SIGKILL")
+
+    async def foreign(self, tags: Mapping[str, str]) -> str:
+        """Someone else's container on the same engine, labelled with exactly these tags."""
+        with self.engine.client() as client:
+            container = await asyncio.to_thread(
+                client.containers.run,
+                self.image,
+                labels=dict(tags),
+                environment={LEAK_MARK: self.mark},
+                detach=True,
+            )
+        self.foreigners.add(str(container.id))
+        return str(container.id)
+
+    def slow_boot(self) -> None:
+        pass  # create returns a started container; its worker boots on its own time
+
+    def enforce_rate(self, rate: RateLimit) -> None:
+        raise AssertionError("the docker provider declares no rate limit")
+
+    def rate_refusals(self) -> int:
+        return 0
+
+    async def leftovers(self) -> list[str]:
+        """Containers of the engine (running or not) that carry this test's mark."""
+        with self.engine.client() as client:
+            found = await asyncio.to_thread(client.containers.list, all=True)
+        return [
+            c.name or c.id or ""
+            for c in found
+            if f"{LEAK_MARK}={self.mark}" in (c.attrs["Config"].get("Env") or [])
+            and c.id not in self.foreigners
+        ]
+
+    async def close(self) -> None:
+        await self.provider.aclose()
+        with self.engine.client() as client:
+            for container_id in self.foreigners:
+                with contextlib.suppress(Exception):
+                    client.api.remove_container(container_id, force=True)
+
+
+@contextlib.asynccontextmanager
+async def docker_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    engine: DockerEngine = request.getfixturevalue("docker_engine")
+    request.getfixturevalue("no_leftover_processes")  # after the engine: dockerd is no leftover
+    mark: str = request.getfixturevalue("leak_mark")
+    with engine.client() as client:
+        image = standin_image(client)
+    provider = DockerProvider(DockerConfig(image=image, memory_mb=64, engine_env=engine.env()))
+    harness = DockerHarness(provider, engine, image, mark)
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
 HARNESSES: dict[str, HarnessFactory] = {
     "local": local_harness,
     "fly": fly_harness,
     "memory": memory_harness,
+    "docker": docker_harness,
 }
