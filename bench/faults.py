@@ -1,6 +1,7 @@
 """Fault injection: hundreds of jobs through a real `uplodr serve --provider fly` as things break.
 
     uv run python -m bench.faults [--jobs 200] [--seed 1] [--concurrency 4] [--json FILE]
+                                  [--pool-idle 5]  (the pool on; default 0: a machine per job)
 
 What runs: a real single-node Swift (the S3 store the workers write to — a remote provider
 cannot write to the gateway's local folder, and the test keeps that production rule instead of
@@ -88,6 +89,7 @@ class FaultSettings:
     job_timeout: float = 20.0
     idle_timeout: float = 3.0
     reap_interval: float = 5.0
+    pool_idle: float = 0.0  # serve --pool-idle: 0 = a machine per job
     rate: float = 2.0  # Fly API requests/s per action and machine (create, list: per app)
     burst: int = 3
     boot_latency: float = 0.2  # created → starting
@@ -166,6 +168,8 @@ class FaultRun:
         self.http_busy = asyncio.Event()  # set while a job is in flight at the gateway
         self.killed_machines: set[str] = set()
         self.dispatch_lock = asyncio.Lock()
+        # One gateway kill at a time: a second killer must not kill the restart of the first.
+        self.kill_lock = asyncio.Lock()
 
     # -- plan --
 
@@ -239,13 +243,19 @@ class FaultRun:
             except TimeoutError:
                 return "client_gone"
             if not first:
-                return "gateway_killed" if gateway.incarnation != incarnation else "unclear"
+                if gateway.incarnation != incarnation or not self.gateway_up.is_set():
+                    return "gateway_killed"
+                self.unclear.append("raw request: the gateway closed without an answer")
+                return "unclear"
             rest = await reader.read()
             status_line, _, tail = (first + rest).partition(b"\r\n")
             body = tail.partition(b"\r\n\r\n")[2]
             return self.classify((int(status_line.split()[1]), body))
-        except (ConnectionError, OSError):
-            return "gateway_killed" if gateway.incarnation != incarnation else "unclear"
+        except (ConnectionError, OSError) as error:
+            if gateway.incarnation != incarnation or not self.gateway_up.is_set():
+                return "gateway_killed"
+            self.unclear.append(f"raw request: {error!r}")
+            return "unclear"
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -327,11 +337,12 @@ class FaultRun:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.http_busy.wait(), 30)
         await asyncio.sleep(self.rng.uniform(0.1, 0.8))  # somewhere into a job
-        self.gateway_up.clear()
-        gateway.kill()
-        self.faults["gateway_killed"] += 1
-        await asyncio.to_thread(gateway.start)
-        self.gateway_up.set()
+        async with self.kill_lock:
+            self.gateway_up.clear()
+            gateway.kill()
+            self.faults["gateway_killed"] += 1
+            await asyncio.to_thread(gateway.start)
+            self.gateway_up.set()
 
     # -- everything --
 
@@ -381,6 +392,8 @@ class FaultRun:
                 f"{self.s.idle_timeout}s",
                 "--reap-interval",
                 f"{self.s.reap_interval}s",
+                "--pool-idle",
+                f"{self.s.pool_idle}s",
             ],
             env,
             self.workdir,
@@ -427,7 +440,8 @@ class FaultRun:
                     self.faults["client_hung_up_mid_job"] += 1
                 return outcome
             if kind == "kill_worker":
-                before = {m.id for m in fly.snapshot()}
+                # pooled: any started worker, busy or idle (a machine killed between jobs)
+                before = set() if self.s.pool_idle else {m.id for m in fly.snapshot()}
                 killer = asyncio.create_task(
                     self.kill_a_worker(fly, before, self.rng.uniform(0.0, 0.4))
                 )
@@ -556,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--gateway-kills", type=int, default=3)
     parser.add_argument("--rate", type=float, default=2.0, help="Fly API requests/s per action")
+    parser.add_argument("--pool-idle", type=float, default=0.0, help="serve --pool-idle (s)")
     parser.add_argument("--json", type=Path, help="also write the counts here")
     parser.add_argument("--keep", type=Path, help="keep gateway logs in this folder")
     args = parser.parse_args(argv)
@@ -567,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         gateway_kills=args.gateway_kills,
         rate=args.rate,
+        pool_idle=args.pool_idle,
     )
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)

@@ -1,3 +1,5 @@
-from uplodr.cli.main import run
+"""`python -m uplodr`: the `uplodr` command (`uplodr.cli.entry`)."""
+
+from uplodr.cli.entry import run
 
 run()

@@ -268,6 +268,7 @@ class FlyApiServer:
         # vanish, lost_create
         self.injected: Counter[str] = Counter()
         self.created = 0  # machines made (a lost create's machine included)
+        self.started_again = 0  # stopped machines started again (POST …/start)
         # machines destroyed, by who: "user" (DELETE), "flyd" (auto_destroy after the process
         # exited), "vanish", "shutdown"
         self.destroyed: Counter[str] = Counter()
@@ -290,6 +291,8 @@ class FlyApiServer:
                 Route(base + "/apps/{app}/machines/{id}", self._show, methods=["GET"]),
                 Route(base + "/apps/{app}/machines/{id}", self._delete, methods=["DELETE"]),
                 Route(base + "/apps/{app}/machines/{id}/wait", self._wait, methods=["GET"]),
+                Route(base + "/apps/{app}/machines/{id}/stop", self._stop, methods=["POST"]),
+                Route(base + "/apps/{app}/machines/{id}/start", self._start, methods=["POST"]),
             ],
             lifespan=self._lifespan,
         )
@@ -565,6 +568,46 @@ class FlyApiServer:
                 return self._answer(op, _error(408, message))
             await asyncio.sleep(0.02)
 
+    async def _stop(self, request: Request) -> Response:
+        """Stop: the worker gets SIGTERM (then SIGKILL), the machine stays `stopped`."""
+        op = "Machines_stop"
+        machine_id = request.path_params["id"]
+        refused, _, _ = await self._admit(request, op, self.app, machine_id)
+        if refused is not None:
+            return self._answer(op, refused)
+        with self._lock:
+            machine = self._machines.get(machine_id)
+            if machine is None:
+                return self._answer(op, _error(404, "machine not found"))
+            process, machine.process = machine.process, None
+            machine.event("stop", "stopping", source="user")
+        if isinstance(process, ContainerMachine):
+            await asyncio.to_thread(process.kill)  # started again as a new container
+        elif process is not None:
+            await asyncio.to_thread(_terminate, process)
+        with self._lock:
+            if machine.state == "stopping":
+                machine.event("exit", "stopped", exit_event={"requested_stop": True})
+        return self._answer(op, JSONResponse({"ok": True}))
+
+    async def _start(self, request: Request) -> Response:
+        """Start a stopped machine: its worker runs again, same config, after the start latency."""
+        op = "Machines_start"
+        machine_id = request.path_params["id"]
+        refused, _, _ = await self._admit(request, op, self.app, machine_id)
+        if refused is not None:
+            return self._answer(op, refused)
+        with self._lock:
+            machine = self._machines.get(machine_id)
+            if machine is None:
+                return self._answer(op, _error(404, "machine not found"))
+            previous = machine.state
+            if previous == "stopped":
+                self.started_again += 1
+                machine.state = "created"
+                self._later(0.0, self._boot, machine_id)
+        return self._answer(op, JSONResponse({"previous_state": previous}))
+
     # -- machine life ------------------------------------------------------------------------
 
     def _later(self, delay: float, callback: Callable[[str], None], machine_id: str) -> None:
@@ -647,6 +690,18 @@ class FlyApiServer:
                 self._next_ip = candidate + 1
                 return candidate
         raise RuntimeError("the test server has no loopback address left (253 machines)")
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker's process group, SIGKILL what is left after 5 s (Fly's stop)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def _guest_problem(guest: Mapping[str, Any]) -> str | None:

@@ -77,7 +77,14 @@ def start_gateway(
     ]
     if not any(a == "--store" for a in args):
         command += ["--store", str(store)]
-    full_env = {**os.environ, "UPLODR_DATA_DIR": str(root / "data"), **(env or {})}
+    # Machine per job unless a test asks for the pool (`--pool-idle`, or this variable in
+    # `env`): the tests written before the pool check that no machine outlives its job.
+    full_env = {
+        "UPLODR_POOL_IDLE": "0",
+        **os.environ,
+        "UPLODR_DATA_DIR": str(root / "data"),
+        **(env or {}),
+    }
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*command, *args], cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT
@@ -121,7 +128,7 @@ class GatewayProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
-        self.env = dict(env)
+        self.env = {"UPLODR_POOL_IDLE": "0", **env}  # machine per job unless env says
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
         self.incarnation = 0

@@ -24,6 +24,7 @@ import click
 
 from uplodr.cli.providers import ConfigError, ProviderChoice, provider_options
 from uplodr.cli.units import DURATION, SIZE, format_age
+from uplodr.cli.worker import worker
 from uplodr.dispatch.reaper import created_time
 from uplodr.machines.base import Machine
 from uplodr.preset import PresetError
@@ -170,10 +171,51 @@ def main(verbose: bool) -> None:
     "`default` is the default preset unless --preset is given (see README).",
 )
 @click.option(
+    "--pool-max",
+    type=click.IntRange(min=1),
+    envvar="UPLODR_POOL_MAX",
+    help="Machines at once; default: one per core (local, docker), 16 (fly).",
+)
+@click.option(
     "--max-machines",
-    type=int,
+    type=click.IntRange(min=1),
     envvar="UPLODR_MAX_MACHINES",
-    help="Conversions (machines) at once; default: one per core for local, 16 for fly.",
+    help="Deprecated name of --pool-max.",
+)
+@click.option(
+    "--pool-min",
+    type=click.IntRange(min=0),
+    default=0,
+    envvar="UPLODR_POOL_MIN",
+    help="Machines kept even when nobody uploads (0: scale to zero).",
+)
+@click.option(
+    "--pool-idle",
+    type=DURATION,
+    default="30s",
+    envvar="UPLODR_POOL_IDLE",
+    help="Destroy a machine this long after its last job; 0: a machine of its own per job.",
+)
+@click.option(
+    "--jobs-per-machine",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar="UPLODR_JOBS_PER_MACHINE",
+    help="Jobs one machine runs at once.",
+)
+@click.option(
+    "--max-jobs-per-machine",
+    type=click.IntRange(min=1),
+    default=100,
+    envvar="UPLODR_MAX_JOBS_PER_MACHINE",
+    help="Replace a machine after this many jobs.",
+)
+@click.option(
+    "--pool-keep-stopped",
+    type=click.IntRange(min=0),
+    default=0,
+    envvar="UPLODR_POOL_KEEP_STOPPED",
+    help="Stop up to N idle machines instead of destroying them, start them on demand (fly).",
 )
 @click.option(
     "--max-queue",
@@ -227,7 +269,13 @@ def serve(
     price_per_hour: float | None,
     preset_file: Path | None,
     presets_file: Path | None,
+    pool_max: int | None,
     max_machines: int | None,
+    pool_min: int,
+    pool_idle: float,
+    jobs_per_machine: int,
+    max_jobs_per_machine: int,
+    pool_keep_stopped: int,
     max_queue: int,
     worker_idle_timeout: float,
     max_pixels: int | None,
@@ -264,6 +312,14 @@ def serve(
         for name in given:  # name the option, not the field
             message = message.replace(f"ImageLimits.{name}", f"--{name.replace('_', '-')}")
         raise ConfigError(message) from None
+    if max_machines is not None:
+        if pool_max is not None and pool_max != max_machines:
+            raise ConfigError(
+                f"--pool-max {pool_max} and --max-machines {max_machines} disagree "
+                "(--max-machines is the old name of --pool-max: give one)"
+            )
+        logging.getLogger("uplodr.gateway").warning("--max-machines is now --pool-max")
+        pool_max = max_machines
     options = GatewayOptions(
         host=host,
         port=port,
@@ -280,64 +336,19 @@ def serve(
         provider=provider.name,
         provider_settings=provider.settings,
         worker_idle_timeout=worker_idle_timeout,
-        max_machines=max_machines,
+        max_machines=pool_max,
         max_queue=max_queue,
+        pool_min=pool_min,
+        pool_idle=pool_idle,
+        jobs_per_machine=jobs_per_machine,
+        max_jobs_per_machine=max_jobs_per_machine,
+        pool_keep_stopped=pool_keep_stopped,
         limits=limits,
     )
     sys.exit(run_gateway(options))
 
 
-@main.command()
-@click.option(
-    "--grpc-addr", required=True, envvar="UPLODR_GRPC_ADDR", help="HOST:PORT to listen on."
-)
-@click.option(
-    "--store",
-    "stores",
-    multiple=True,
-    help="Store(s) as for serve [env UPLODR_STORES: a JSON list].",
-)
-@click.option("--public-url", help="URL template with {key} [env UPLODR_PUBLIC_URL].")
-@click.option(
-    "--keys",
-    "key_mode",
-    type=click.Choice(["digest", "name"]),
-    help="Key shape, as for serve [env UPLODR_KEYS; default digest].",
-)
-@click.option(
-    "--msg-size",
-    type=SIZE,
-    help="Largest gRPC message; bounds the one-message Upload call "
-    "[env UPLODR_MSG_SIZE, bytes; default 64M].",
-)
-@click.option(
-    "--max-file-bytes",
-    type=SIZE,
-    help="Largest file accepted [env UPLODR_MAX_FILE_BYTES, bytes; default 64M].",
-)
-@click.option(
-    "--max-lifetime",
-    type=DURATION,
-    help="The worker exits after this long, whatever happens "
-    "[env UPLODR_MAX_LIFETIME, seconds; default 20m].",
-)
-@click.option(
-    "--idle-timeout",
-    type=DURATION,
-    help="The worker exits when no call arrived for this long (its gateway is gone) "
-    "[env UPLODR_IDLE_TIMEOUT, seconds; default 30s].",
-)
-@click.option(
-    "--max-jobs",
-    type=int,
-    help="Jobs at once; more are refused with RESOURCE_EXHAUSTED [env UPLODR_MAX_JOBS; default 1].",
-)
-def worker(grpc_addr: str, **overrides: Any) -> None:
-    """Run a worker: the gRPC server a machine runs (normally started by a provider, which
-    configures it through UPLODR_* variables; the options override them)."""
-    from uplodr.worker.run import run_worker
-
-    sys.exit(run_worker(grpc_addr, overrides))
+main.add_command(worker)
 
 
 @main.command()

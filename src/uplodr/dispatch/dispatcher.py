@@ -3,8 +3,8 @@
 It builds each machine's spec — the worker's configuration with a fresh token and lifetime, the
 tags the reaper reads (`gateway`, `created_at`, `deadline`) — and counts what every lease used
 (`DispatchTotals`, from the leases' events, so failed and cancelled jobs count too: a machine
-bills whether or not its job succeeded). It owns nothing between jobs; a pool (issue 10) will
-keep leases open between them.
+bills whether or not its job succeeded). It owns nothing between jobs; the pool
+(`uplodr.dispatch.pool`) keeps leases open between them, made by `new_lease`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class DispatchTotals:
     destroy_failures: int = 0  # left to the reaper (logged loudly)
     machine_seconds: float = 0.0
     cost: float = 0.0
+    # Seconds machines spent creating and booting (create requested → first Ping answered).
+    boot_seconds: float = 0.0
 
 
 def heartbeat_interval(settings: LeaseSettings, worker_env: WorkerEnv) -> float:
@@ -91,18 +93,32 @@ class Dispatcher:
         price = self.settings.price_per_second
         return JobResult.of_own_lease(job_id, lease, responses, timer, price)
 
-    @contextlib.asynccontextmanager
-    async def lease(self, job_id: str | None = None) -> AsyncIterator[MachineLease]:
-        """A machine for the caller, destroyed when the block ends (`job_id`: the one job it
-        is for, which labels its events)."""
+    def new_lease(
+        self, job_id: str | None = None, lifetime: float | None = None, stoppable: bool = False
+    ) -> MachineLease:
+        """A lease not yet acquired (`job_id`: the one job it is for, which labels its events;
+        `lifetime`: how long its machine may live, default one job's worth; `stoppable`: it
+        may be parked with `provider.stop`)."""
         lease = MachineLease(
             self.provider,
-            self._spec,
+            lambda token: replace(self._spec(token, lifetime), stoppable=stoppable),
             self._lease_settings,
             events=self.events,
             now=self._now,
             job_id=job_id,
         )
+        return lease
+
+    def job_lifetime(self) -> float:
+        """How long a machine made for one job may live: boot, the job, the reaper's grace."""
+        lease = self._lease_settings
+        return lease.boot_timeout + self.settings.job_timeout + self.settings.deadline_grace
+
+    @contextlib.asynccontextmanager
+    async def lease(self, job_id: str | None = None) -> AsyncIterator[MachineLease]:
+        """A machine for the caller, destroyed when the block ends (`job_id`: the one job it
+        is for, which labels its events)."""
+        lease = self.new_lease(job_id)
         try:
             async with lease:
                 yield lease
@@ -120,10 +136,9 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await self.provider.destroy(machine.id)
 
-    def _spec(self, token: str) -> MachineSpec:
+    def _spec(self, token: str, lifetime: float | None = None) -> MachineSpec:
         now = time.time()
-        lease = self._lease_settings
-        lifetime = lease.boot_timeout + self.settings.job_timeout + self.settings.deadline_grace
+        lifetime = self.job_lifetime() if lifetime is None else lifetime
         tags = {
             MARKER_TAG: MARKER_VALUE,
             "gateway": self.gateway_id,
@@ -132,6 +147,10 @@ class Dispatcher:
         }
         env = self.worker_env.for_machine(token, float(int(lifetime))).to_env()
         return MachineSpec(env=env, tags=tags, host_paths=self.worker_env.local_folders())
+
+    def keep_until_released(self, lease: MachineLease) -> None:
+        """Let `drain` wait for the lease's destroy when its caller did not."""
+        self._keep_until_released(lease)
 
     def _keep_until_released(self, lease: MachineLease) -> None:
         task = lease.release_task
@@ -143,6 +162,8 @@ class Dispatcher:
         totals = self.totals
         if event.kind is EventKind.CREATED:
             totals.machines_created += 1
+        elif event.kind is EventKind.READY:
+            totals.boot_seconds += event.machine_seconds
         elif event.kind is EventKind.DESTROYED:
             totals.machines_destroyed += 1
         elif event.kind is EventKind.DESTROY_FAILED:

@@ -3,7 +3,9 @@ overriding private methods (the fault bench, metrics, logs, tests).
 
 A lease (one machine's life, `uplodr.dispatch.lease`) emits, in order:
     create_requested → created → ready → (job_started → job_finished)* →
+    (stopped → ready → (job_started → job_finished)*)* →
     destroy_requested → destroyed | destroy_failed → released
+(`stopped`: a pool parked the machine; the `ready` after it is its start again.)
 A lease that fails early skips what did not happen (a refused create goes straight to
 `released`); a create whose answer was lost still gets `destroy_requested` for the machine
 found by its tag. `released` always comes last, once per lease, with the machine-seconds the
@@ -26,9 +28,10 @@ log = logging.getLogger("uplodr.dispatch")
 class EventKind(StrEnum):
     CREATE_REQUESTED = "create_requested"
     CREATED = "created"
-    READY = "ready"  # the worker answered its first Ping
+    READY = "ready"  # the worker answered its first Ping; machine_seconds: create → ready
     JOB_STARTED = "job_started"
     JOB_FINISHED = "job_finished"  # detail: "ok", an error code, or "cancelled"
+    STOPPED = "stopped"  # parked by the pool (provider.stop), to be started again
     DESTROY_REQUESTED = "destroy_requested"
     DESTROYED = "destroyed"
     DESTROY_FAILED = "destroy_failed"  # detail: why; the reaper will find the machine

@@ -36,6 +36,7 @@ async def run_job(
 
 @dataclass
 class JobTimings:
+    wait: float = 0.0  # for a pooled machine to be free or ready (0 without a pool)
     create: float = 0.0
     boot: float = 0.0
     transfer: float = 0.0

@@ -165,7 +165,7 @@ class MachineLease:
         self._client = client
         with self.timer.phase("boot"):
             await self._boot(machine, client)
-        self._emit(EventKind.READY)
+        self._emit(EventKind.READY, machine_seconds=self.timer.now() - self._create_requested)
         self._heartbeat = asyncio.create_task(self._beat(client))
 
     async def release(self) -> None:
@@ -176,6 +176,38 @@ class MachineLease:
         if self._release is None:
             self._release = asyncio.create_task(self._destroy_machines())
         await asyncio.shield(self._release)
+
+    async def park(self) -> None:
+        """Stop the machine without destroying it (`provider.stop`, only when the provider
+        `can_stop`): the lease keeps it for `resume`. On failure, release the lease."""
+        if self.machine is None or self._release is not None:
+            raise RuntimeError(f"lease {self.id} holds no machine to stop")
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+        await self.provider.stop(self.machine.id)
+        self._emit(EventKind.STOPPED)
+
+    async def resume(self) -> None:
+        """Start the parked machine again and wait until its worker answers, like `acquire`
+        (its address may have changed). On failure, release the lease."""
+        if self.machine is None or self._release is not None or self._client is not None:
+            raise RuntimeError(f"lease {self.id} holds no stopped machine")
+        begun = self.timer.now()
+        with self.timer.phase("boot"):
+            machine = await self.provider.start(self.machine.id)
+            self.machine = machine
+            client = WorkerClient(
+                machine.address, self._token, self.settings.msg_size, self.settings.chunk_size
+            )
+            self._client = client
+            await self._boot(machine, client)
+        self._emit(EventKind.READY, machine_seconds=self.timer.now() - begun)
+        self._heartbeat = asyncio.create_task(self._beat(client))
 
     @property
     def release_task(self) -> asyncio.Task[None] | None:

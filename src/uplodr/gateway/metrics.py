@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from uplodr.dispatch.dispatcher import DispatchTotals
+from uplodr.dispatch.pool import PoolStats
 
 REGISTRY = CollectorRegistry()
 
@@ -24,7 +25,9 @@ PHASE_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
 )
 WAITING = Gauge(
-    "uplodr_jobs_waiting", "Uploads waiting for a machine slot (--max-machines)", registry=REGISTRY
+    "uplodr_jobs_waiting",
+    "Uploads waiting for a job slot (--pool-max × --jobs-per-machine)",
+    registry=REGISTRY,
 )
 RUNNING = Gauge("uplodr_jobs_running", "Jobs holding a machine slot", registry=REGISTRY)
 UPLOAD_BYTES = Counter("uplodr_upload_bytes", "Bytes of uploads received", registry=REGISTRY)
@@ -60,9 +63,42 @@ class DispatchCollector(Collector):
                 "Machine-seconds used, from create to destroyed",
                 totals.machine_seconds,
             ),
+            (
+                "uplodr_machine_boot_seconds",
+                "Seconds machines spent being created and booted (create requested → ready)",
+                totals.boot_seconds,
+            ),
             ("uplodr_cost", "Cost of machine time, in the price table's currency", totals.cost),
         ):
             yield CounterMetricFamily(name, documentation, value=value)
+
+
+class PoolCollector(Collector):
+    """The pool's machines now (size, booting, busy, idle) and the machine-seconds they spent
+    idle: what the pool costs while nobody uploads."""
+
+    def __init__(self, stats: Callable[[], PoolStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield CounterMetricFamily(
+            "uplodr_machine_idle_seconds",
+            "Machine-seconds pooled machines spent ready with no job (billed, unused)",
+            value=stats.idle_seconds,
+        )
+        for name, documentation, value in (
+            ("uplodr_pool_machines", "Machines in the pool (booting or ready)", stats.machines),
+            ("uplodr_pool_machines_booting", "Pool machines being created", stats.booting),
+            ("uplodr_pool_machines_busy", "Pool machines running a job", stats.busy),
+            ("uplodr_pool_machines_idle", "Pool machines ready with no job", stats.idle),
+            (
+                "uplodr_pool_machines_stopped",
+                "Pool machines stopped for later (--pool-keep-stopped)",
+                stats.stopped,
+            ),
+        ):
+            yield GaugeMetricFamily(name, documentation, value=value)
 
 
 def observe_job(timings: dict[str, float]) -> None:

@@ -1,12 +1,13 @@
 """Assemble and run the gateway, as named steps that close what they opened on every exit path.
 
     check exposure → resolve stores → open provider → check stores reachable → open stores →
-    check writable → open dispatcher → start reaper loop → serve HTTP
+    check writable → open dispatcher → open pool → start reaper loop → serve HTTP
 
 Each step that opens something registers its closing on one AsyncExitStack, so a failure at any
 step (a store that is not writable, a port in use) closes exactly what was opened before it, and
-a normal shutdown closes everything in reverse: the reaper stops, destroys in flight finish,
-the machines still tagged with this gateway are destroyed, then stores and provider close.
+a normal shutdown closes everything in reverse: the reaper stops, the pool lets running jobs
+finish and destroys its machines, destroys in flight finish, the machines still tagged with this
+gateway are destroyed, then stores and provider close.
 A step that refuses the configuration raises `StartupError` (one line, exit code 2).
 """
 
@@ -30,6 +31,7 @@ from starlette.applications import Starlette
 
 from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
 from uplodr.dispatch.lease import LeaseSettings
+from uplodr.dispatch.pool import Pool, PoolSettings
 from uplodr.dispatch.reaper import reap_periodically
 from uplodr.errors import ProviderError, UplodrError, WorkerUnavailable
 from uplodr.gateway import metrics
@@ -64,8 +66,13 @@ class GatewayOptions:
     provider: str = "local"
     provider_settings: ProviderSettings = field(default_factory=ProviderSettings)
     worker_idle_timeout: float = 30.0
-    max_machines: int | None = None  # None: the provider's default
+    max_machines: int | None = None  # --pool-max; None: the provider's default
     max_queue: int = 16
+    pool_min: int = 0
+    pool_idle: float = 30.0  # 0: a machine per job
+    jobs_per_machine: int = 1
+    max_jobs_per_machine: int = PoolSettings.max_jobs_per_machine
+    pool_keep_stopped: int = 0
     limits: ImageLimits = DEFAULT_LIMITS
 
 
@@ -81,6 +88,7 @@ class Gateway:
     app: Starlette
     provider: Provider
     dispatcher: Dispatcher
+    pool: Pool
     service: ConversionService
     description: str  # the primary store, for the start-up line
     # Closes everything opened (idempotent): also called from the app's shutdown, before
@@ -206,6 +214,7 @@ def worker_env(options: GatewayOptions, stores: list[str], public_url: str | Non
         limits=options.limits,
         max_file_bytes=options.max_upload_bytes,
         idle_timeout=options.worker_idle_timeout,
+        max_jobs=options.jobs_per_machine,
         store_env=variables,
     )
 
@@ -232,6 +241,33 @@ def open_dispatcher(
     metrics.REGISTRY.register(collector)
     stack.callback(metrics.REGISTRY.unregister, collector)
     return dispatcher
+
+
+async def open_pool(
+    stack: contextlib.AsyncExitStack,
+    dispatcher: Dispatcher,
+    options: GatewayOptions,
+    max_machines: int,
+) -> Pool:
+    try:
+        settings = PoolSettings(
+            min=options.pool_min,
+            max=max_machines,
+            idle=options.pool_idle,
+            jobs_per_machine=options.jobs_per_machine,
+            max_jobs_per_machine=options.max_jobs_per_machine,
+            keep_stopped=options.pool_keep_stopped,
+        )
+        pool = Pool(dispatcher, settings)
+    except ValueError as error:
+        raise StartupError(str(error)) from None
+    # Closed before the dispatcher's drain: running jobs finish, then every machine goes.
+    stack.push_async_callback(pool.close)
+    await pool.start()
+    collector = metrics.PoolCollector(pool.stats)
+    metrics.REGISTRY.register(collector)
+    stack.callback(metrics.REGISTRY.unregister, collector)
+    return pool
 
 
 def start_reaper(stack: contextlib.AsyncExitStack, provider: Provider, interval: float) -> None:
@@ -265,14 +301,18 @@ async def open_gateway(
         publisher = await open_stores(stack, stores, public_url, options.key_mode)
         env = worker_env(options, stores, public_url)
         dispatcher = open_dispatcher(stack, provider, env, options)
+        max_machines = options.max_machines or provider.capabilities.default_max_machines
+        pool = await open_pool(stack, dispatcher, options, max_machines)
         start_reaper(stack, provider, options.reap_interval)
         service = ConversionService(
-            dispatcher,
+            pool,
             publisher,
             options.preset,
-            max_machines=options.max_machines or provider.capabilities.default_max_machines,
+            max_machines=max_machines,
             max_queue=options.max_queue,
             presets=options.presets,
+            # without a pool every job has a machine of its own: max machines = max jobs
+            jobs_per_machine=1 if pool.settings.per_job else options.jobs_per_machine,
         )
         primary = publisher.primary
         app = create_app(
@@ -294,6 +334,7 @@ async def open_gateway(
             app,
             provider,
             dispatcher,
+            pool,
             service,
             primary.description,
             stack.aclose,

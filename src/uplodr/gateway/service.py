@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from uplodr import answer
-from uplodr.dispatch.dispatcher import Dispatcher
+from uplodr.dispatch.pool import Pool
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import Busy, InvalidRequest
 from uplodr.gateway import metrics
@@ -51,20 +51,22 @@ class Choice:
 
 
 class ConversionService:
-    """Converts uploads, at most `max_machines` at once (each job is a machine: on the local
-    provider a ~450 MB process, on Fly a bill); up to `max_queue` more wait for a turn, and
-    beyond that an upload is answered 503 at once rather than piling up machines."""
+    """Converts uploads on the pool's machines, at most `max_machines` times `jobs_per_machine` at
+    once (a machine is on the local provider a ~450 MB process, on Fly a bill); up to
+    `max_queue` more wait for a turn, and beyond that an upload is answered 503 at once rather
+    than piling up."""
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        pool: Pool,
         publisher: Publisher,
         preset: Preset,
         max_machines: int = 2,
         max_queue: int = 16,
         presets: Mapping[str, Preset] | None = None,
+        jobs_per_machine: int = 1,
     ) -> None:
-        self.dispatcher = dispatcher
+        self.pool = pool
         self.publisher = publisher
         self.preset = preset
         # The presets a request may name: "default" (the gateway's own preset) first.
@@ -72,7 +74,8 @@ class ConversionService:
         self.presets.update((n, p) for n, p in (presets or {}).items() if n != DEFAULT_PRESET_NAME)
         self.max_machines = max_machines
         self.max_queue = max_queue
-        self._slots = asyncio.Semaphore(max_machines)
+        self.slots = max_machines * jobs_per_machine
+        self._slots = asyncio.Semaphore(self.slots)
         self._queued = 0
 
     @contextlib.asynccontextmanager
@@ -80,7 +83,7 @@ class ConversionService:
         if self._slots.locked() and self._queued >= self.max_queue:
             metrics.JOBS.labels(outcome="busy").inc()
             raise Busy(
-                f"busy: {self.max_machines} conversion(s) running and {self._queued} waiting; "
+                f"busy: {self.slots} conversion(s) running and {self._queued} waiting; "
                 "try again shortly"
             )
         self._queued += 1
@@ -128,7 +131,7 @@ class ConversionService:
             spooled.path, name.file_name, folder, choice.preset.to_json(), choice.original
         )
         async with self._machine_slot():
-            result = await self.dispatcher.run([source])
+            result = await self.pool.run([source])
         cost = result.cost
         metrics.observe_job(result.timings.as_dict())
         log.info(

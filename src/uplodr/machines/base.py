@@ -39,6 +39,9 @@ class MachineSpec:
     memory_mb: int | None = None
     cpus: int | None = None
     host_paths: tuple[Path, ...] = ()
+    # The pool may `stop` this machine and `start` it again: the provider keeps it when its
+    # worker exits (instead of, on Fly, auto-destroying it); the reaper ends it by its tags.
+    stoppable: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,18 @@ class Provider(Protocol):
     async def destroy(self, machine_id: str) -> None:
         """Destroy the machine; a machine that is already gone is not an error. Returns once it
         is gone."""
+        ...
+
+    async def stop(self, machine_id: str) -> None:
+        """Stop the machine without destroying it; return once it is stopped. Only when
+        `capabilities.can_stop` (others raise ProviderError); WorkerUnavailable when it is gone
+        or the provider fails."""
+        ...
+
+    async def start(self, machine_id: str) -> Machine:
+        """Start a stopped machine again; the machine as started (its address may change).
+        Follow with `wait_started`. Only when `capabilities.can_stop` (others raise
+        ProviderError); WorkerUnavailable when it is gone or will not start."""
         ...
 
     async def failure(self, machine_id: str) -> str | None:

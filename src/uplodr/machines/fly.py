@@ -441,6 +441,33 @@ class FlyProvider:
         path = f"{self._base}/{machine_id}"
         await self._request("destroy", "DELETE", path, params={"force": "true"}, accept=(404,))
 
+    async def stop(self, machine_id: str) -> None:
+        """POST …/stop (the worker gets SIGTERM), then wait until Fly reports it stopped."""
+        path = f"{self._base}/{machine_id}"
+        response = await self._request(
+            "stop", "POST", f"{path}/stop", json={"signal": "SIGTERM"}, accept=(404,)
+        )
+        if response.status_code == 404:
+            raise WorkerUnavailable(f"Fly machine {machine_id} is gone")
+        params = {"state": "stopped", "timeout": "30"}
+        waited = await self._request(
+            "wait", "GET", f"{path}/wait", params=params, accept=(400, 404, 408), extra=30
+        )
+        if waited.status_code != 200:
+            error, _ = _fly_error(waited)
+            raise WorkerUnavailable(f"Fly machine {machine_id} did not stop: {error}")
+
+    async def start(self, machine_id: str) -> Machine:
+        """POST …/start; the machine as Fly shows it then (follow with `wait_started`)."""
+        path = f"{self._base}/{machine_id}"
+        response = await self._request("start", "POST", f"{path}/start", accept=(404,))
+        if response.status_code == 404:
+            raise WorkerUnavailable(f"Fly machine {machine_id} is gone")
+        shown = await self._request("get", "GET", path, accept=(404,))
+        if shown.status_code == 404:
+            raise WorkerUnavailable(f"Fly machine {machine_id} is gone")
+        return self._machine(shown.json())
+
     async def failure(self, machine_id: str) -> str | None:
         response = await self._request("get", "GET", f"{self._base}/{machine_id}", accept=(404,))
         if response.status_code == 404:
@@ -486,7 +513,8 @@ class FlyProvider:
                 "env": {str(k): str(v) for k, v in spec.env.items()},
                 "metadata": marked(spec.tags),
                 "restart": {"policy": "no"},
-                "auto_destroy": True,
+                # a machine the pool may stop stays when its worker exits; the reaper ends it
+                "auto_destroy": not spec.stoppable,
             },
         }
 

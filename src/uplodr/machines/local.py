@@ -225,6 +225,12 @@ class LocalProvider:
         self._drop_files(machine_id, record)
         log.info("destroyed local worker %s", machine_id)
 
+    async def stop(self, machine_id: str) -> None:
+        raise ProviderError("local machines cannot be stopped and started again")
+
+    async def start(self, machine_id: str) -> Machine:
+        raise ProviderError("local machines cannot be stopped and started again")
+
     async def failure(self, machine_id: str) -> str | None:
         state = self._machines.get(machine_id)
         if state is not None and state.process is not None:

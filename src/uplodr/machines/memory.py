@@ -4,7 +4,8 @@ Shipped with uplodr, like httpx's `MockTransport`: the dispatcher and the gatewa
 on their own, in milliseconds, with faults a real provider only shows now and then — a create
 that fails, or whose answer is lost after the machine was made, a destroy that fails N times, a
 machine that dies with a reason, a slow boot (`MemoryFaults`, changeable at any time). It passes
-the same contract suite as the real providers (`tests/machines/contract/`).
+the same contract suite as the real providers (`tests/machines/contract/`). With
+`Capabilities(can_stop=True)` its machines can be stopped and started again (the hook runs again).
 
 It knows nothing of images or workers. To make its machines answer gRPC, give it `start_worker`:
 a hook that starts something listening for a machine (tests pass an in-process fake worker) and
@@ -105,6 +106,7 @@ class MemoryProvider:
         self.closed = False
         self.created = 0
         self.destroyed = 0
+        self.started_again = 0  # stopped machines started again
         self.specs: dict[str, MachineSpec] = {}  # what each machine was created with
         self._machines: dict[str, _MemoryMachine] = {}
         self._gone: dict[str, _MemoryMachine] = {}
@@ -162,6 +164,34 @@ class MemoryProvider:
         self._gone[machine_id] = found
         self.destroyed += 1
 
+    async def stop(self, machine_id: str) -> None:
+        self.calls["stop"] += 1
+        self._stoppable(machine_id)
+        found = self._machines.get(machine_id)
+        if found is None:
+            raise WorkerUnavailable(f"memory provider: machine {machine_id} is gone")
+        if found.state != "stopped":
+            found.set_state("stopped", None)
+            await self._stop(found)
+
+    async def start(self, machine_id: str) -> Machine:
+        self.calls["start"] += 1
+        self._stoppable(machine_id)
+        found = self._machines.get(machine_id)
+        if found is None:
+            raise WorkerUnavailable(f"memory provider: machine {machine_id} is gone")
+        if found.state == "stopped":
+            spec = self.specs[machine_id]
+            worker = None if self.start_worker is None else await self.start_worker(spec)
+            found.worker = worker
+            found.address = worker.address if worker is not None else found.address
+            found.set_state("created")
+            self.started_again += 1
+            self._start(found, self._boot(found, None))
+            if worker is not None and worker.exited is not None:
+                self._start(found, self._watch(found, worker.exited))
+        return found.public()
+
     async def failure(self, machine_id: str) -> str | None:
         self.calls["failure"] += 1
         found = self._machines.get(machine_id) or self._gone.get(machine_id)
@@ -199,6 +229,10 @@ class MemoryProvider:
         return machine_id
 
     # -- internals -----------------------------------------------------------------------
+
+    def _stoppable(self, machine_id: str) -> None:
+        if not self.capabilities.can_stop:
+            raise ProviderError("memory provider: machines cannot be stopped (can_stop is off)")
 
     async def _create(self, spec: MachineSpec) -> Machine:
         await asyncio.sleep(self.faults.create_seconds)

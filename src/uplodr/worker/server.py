@@ -1,28 +1,35 @@
 """The worker's gRPC server: Ping, Upload and Stream of `uplodr.v1.Image`, plus health and
-reflection, and the rules for when the worker ends itself."""
+reflection, and the rules for when the worker ends itself.
+
+Boot time: the image stack (pyvips, Pillow, pillow-heif: about half of the worker's imports,
+docs/benchmarks.md) is not needed to answer Ping, so it is imported in a thread once the server
+listens (`load_image_stack`); the first file waits for that import if it arrives sooner.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from uplodr.errors import LimitExceeded, UplodrError, status_of
-from uplodr.imaging import configure_vips
 from uplodr.proto import uplodr_pb2, uplodr_pb2_grpc
 from uplodr.storage import Publisher, open_store
 from uplodr.worker.auth import TokenInterceptor
 from uplodr.worker.config import WorkerConfig
-from uplodr.worker.file_job import FileJob, FileResult
 from uplodr.worker.lifetime import Lifetime
 from uplodr.worker.stream_protocol import Chunk, FileEnded, FileStarted, StreamProtocol
+
+if TYPE_CHECKING:
+    from uplodr.worker.file_job import FileJob, FileResult
 
 log = logging.getLogger("uplodr.worker")
 
@@ -65,8 +72,19 @@ def to_response(result: FileResult) -> uplodr_pb2.UploadResp:
     )
 
 
+def load_image_stack() -> None:
+    """Import the conversion code (and with it libvips) and configure libvips: what the first
+    file needs and a Ping does not."""
+    from uplodr.imaging import configure_vips
+    from uplodr.worker import file_job  # noqa: F401
+
+    configure_vips()
+
+
 def start_job(config: WorkerConfig, publisher: Publisher, event: FileStarted) -> FileJob:
     """The job of a file whose first message has arrived, with its per-file options."""
+    from uplodr.worker.file_job import FileJob
+
     return FileJob(config, publisher, event.file_name, event.folder, event.preset, event.original)
 
 
@@ -179,7 +197,6 @@ def grpc_options(msg_size: int) -> list[tuple[str, Any]]:
 
 async def serve(config: WorkerConfig) -> str:
     """Run until a stop reason; return it. Raises StorageUnavailable if the store is unusable."""
-    configure_vips()
     publisher = open_publisher(config)
     await publisher.check_writable()
     lifetime = Lifetime(config.max_lifetime, config.idle_timeout, config.shutdown_grace)
@@ -198,6 +215,7 @@ async def serve(config: WorkerConfig) -> str:
     if port == 0:
         raise OSError(f"cannot listen on {config.grpc_addr} (address in use or not available)")
     await server.start()
+    threading.Thread(target=load_image_stack, name="image-stack", daemon=True).start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     lifetime.install_signal_handlers()

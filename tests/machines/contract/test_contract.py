@@ -164,3 +164,29 @@ async def test_capability_create_rate(harness: Harness) -> None:
     machines = await asyncio.gather(*(provider.create(harness.spec()) for _ in range(burst)))
     assert harness.rate_refusals() == 0
     await destroy_all(harness, machines)
+
+
+async def test_capability_can_stop(harness: Harness) -> None:
+    """A provider that `can_stop` stops a machine without destroying it and starts it again (the
+    pool's --pool-keep-stopped); any other refuses both with ProviderError."""
+    from uplodr.errors import ProviderError
+
+    provider = harness.provider
+    machine = await provider.create(replace(harness.spec({"job": "stop"}), stoppable=True))
+    await provider.wait_started(machine, timeout=DEADLINE)
+    if not provider.capabilities.can_stop:
+        with pytest.raises(ProviderError):
+            await provider.stop(machine.id)
+        with pytest.raises(ProviderError):
+            await provider.start(machine.id)
+        await destroy_all(harness, [machine])
+        return
+    await provider.stop(machine.id)
+    (stopped,) = await provider.list({"job": "stop"})
+    assert stopped.id == machine.id and stopped.state == "stopped"
+    started = await provider.start(machine.id)
+    assert started.id == machine.id
+    await provider.wait_started(started, timeout=DEADLINE)
+    (listed,) = await provider.list({"job": "stop"})
+    assert listed.state == "started"
+    await destroy_all(harness, [started])

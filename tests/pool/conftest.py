@@ -1,0 +1,78 @@
+"""The pool on the in-memory provider and the fake worker: every lifecycle rule of a pooled
+machine in milliseconds (the real-process tests with `uplodr serve` are in test_serve_pool.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dispatch.conftest import make_dispatcher
+from tests.support.fake_worker import FakeWorker
+from tests.support.images import noise_png
+from uplodr.dispatch.pool import Pool, PoolSettings
+from uplodr.dispatch.worker_client import UploadSource
+from uplodr.machines.memory import MemoryProvider
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[FakeWorker]:
+    fake = FakeWorker()
+    yield fake
+    await fake.aclose()
+
+
+@pytest.fixture
+async def provider(worker: FakeWorker) -> AsyncIterator[MemoryProvider]:
+    memory = MemoryProvider(worker.start)
+    yield memory
+    await memory.aclose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    folder = tmp_path / "store"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def upload(tmp_path: Path) -> UploadSource:
+    path = tmp_path / "upload.png"
+    path.write_bytes(noise_png(32, 32, random.Random(1)))
+    return UploadSource(path, "noise.png", "t")
+
+
+PoolFactory = Callable[..., Pool]
+
+
+@pytest.fixture
+async def make_pool(provider: MemoryProvider, store: Path) -> AsyncIterator[PoolFactory]:
+    """`make_pool(max=2, idle=…)`: a pool over a fresh dispatcher; every pool made is closed
+    after the test, and then no machine may be left."""
+    pools: list[Pool] = []
+
+    def make(**settings: Any) -> Pool:
+        pool = Pool(make_dispatcher(provider, store), PoolSettings(**settings))
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.close()
+        await pool.dispatcher.drain()
+    assert provider.alive == []
+
+
+async def eventually(condition: Callable[[], bool], what: str, deadline: float = 5.0) -> None:
+    """Wait for `condition` under a deadline (polling a state the pool changes by itself)."""
+    give_up = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > give_up:
+            raise AssertionError(f"timed out after {deadline:g}s waiting for {what}")
+        await asyncio.sleep(0.01)
