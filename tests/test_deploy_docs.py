@@ -157,7 +157,8 @@ def test_fly_toml_env_is_a_valid_serve_configuration(monkeypatch: pytest.MonkeyP
     params = context.params
     assert params["stores"] == (config["env"]["UPLODR_STORE"],)
     assert params["public_url"] == config["env"]["UPLODR_PUBLIC_URL"]
-    assert params["max_machines"] == int(config["env"]["UPLODR_MAX_MACHINES"])
+    assert params["pool_max"] == int(config["env"]["UPLODR_POOL_MAX"])
+    assert params["pool_idle"] == 30.0
     # what the provider_options decorator hands over, through the Fly provider's own checks
     memory = params["machine_memory"]
     fly_options = {
