@@ -3,7 +3,7 @@ line per check, before a user finds out from a failed upload.
 
 Checks, in order: the provider's options fit (it can be built), the provider can start a machine
 (`Provider.check`: local — state dir writable, memory cgroup usable; docker — engine answers,
-image present; fly — token and app good, API answers), and each store is writable (a probe
+image present; fly — token and app good, API answers), and each store is writable (a check
 object written, read back, deleted) and reachable from the provider's machines (a local folder
 needs a provider that shares this host's files). Each check is bounded in time, so a provider or
 store that does not answer is a failed line, not a hang. Exit status 1 when any check failed.
@@ -23,7 +23,7 @@ from uplodr.machines.settings import ProviderSettings
 from uplodr.storage.s3 import quiet_retries
 from uplodr.storage.spec import open_store
 
-STORE_TIMEOUT = 15.0  # seconds a store's probe may take
+STORE_TIMEOUT = 15.0  # seconds a store's check may take
 PROVIDER_TIMEOUT = 15.0  # seconds a provider's check may take (each bounds itself tighter)
 
 
