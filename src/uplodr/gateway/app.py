@@ -1,22 +1,23 @@
-"""The HTTP API: POST /v1/images, GET /v1/presets, GET /healthz, GET /metrics, the upload page,
-the local store's files under /files, and the OpenAPI document of all of them (/openapi.json,
-/docs), made from the same route table. Every error is JSON `{"error", "code"}` with the status from
-the one table in uplodr.errors, answered by Starlette exception handlers (one per family of
-errors); tracebacks go to the log only."""
+"""The HTTP API: POST /v1/images, GET /v1/presets, GET /healthz and /readyz, GET /metrics, the
+upload page, the local store's files under /files, and the OpenAPI document of all of them
+(/openapi.json, /docs), made from the same route table (`routes`; what each route takes and
+answers is in `uplodr.gateway.operations`). Handlers are plain functions that read the app's
+`GatewayState`. Every error is JSON `{"error", "code"}` with the status from the one table in
+uplodr.errors, answered by Starlette exception handlers (one per family of errors); tracebacks
+go to the log only."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import logging
 import mimetypes
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,38 +31,37 @@ from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
 from uplodr import formats
-from uplodr.answer import CheckReport, Conversion, Health, PresetInfo, Presets, ReadinessReport
+from uplodr.answer import CheckReport, PresetInfo, Presets, ReadinessReport
 from uplodr.errors import (
     Busy,
-    CorruptImage,
     InvalidRequest,
-    LimitExceeded,
-    ProviderError,
-    StorageUnavailable,
     TooLarge,
     Unauthenticated,
-    UnsupportedImage,
     UplodrError,
-    WorkerUnavailable,
     status_of,
 )
 from uplodr.gateway import metrics
 from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
-from uplodr.gateway.openapi import (
-    ApiMount,
-    ApiRoute,
-    Operation,
-    Param,
-    json_content,
-    openapi_document,
+from uplodr.gateway.openapi import ApiMount, ApiRoute, openapi_document
+from uplodr.gateway.operations import (
+    DOCS,
+    FILES,
+    HEALTHZ,
+    MAX_ALT_CHARS,
+    METRICS,
+    OPENAPI,
+    ORIGINAL_CHOICES,
+    PAGE,
+    PRESETS,
+    READYZ,
+    convert_operation,
 )
 from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
 from uplodr.gateway.readiness import Readiness, failed_line
 from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool
-from uplodr.names import MAX_FOLDER_CHARS, MAX_NAME_CHARS, safe_file_name, safe_folder
-from uplodr.preset import OriginalMode
+from uplodr.names import safe_file_name, safe_folder
 from uplodr.sniff import sniff_file
 
 log = logging.getLogger("uplodr.gateway")
@@ -72,12 +72,6 @@ for _format in formats.REGISTRY:
 
 T = TypeVar("T")
 MULTIPART_CHUNK = 256 * 1024
-# ?alt= is a description of the image for people who cannot see it: a sentence or two (WCAG
-# advises short text; a longer description belongs in the page). The cap keeps the answer's
-# markup and the gateway's work bounded.
-MAX_ALT_CHARS: Final = 1000
-# ?original= as the API spells it -> the mode of uplodr.preset (absent: as the preset says).
-ORIGINAL_CHOICES: Final[dict[str, OriginalMode]] = {"keep": "keep", "only": "only", "drop": "drop"}
 
 
 class ClientGone(Exception):
@@ -198,194 +192,56 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 
-# What each route takes and answers: the OpenAPI document (/openapi.json) is made from these.
-# The schemas state what the gateway always refuses (uplodr.names enforces more, e.g. no `..`).
-NAME = Param(
-    "name",
-    "The file's name, e.g. photo.jpg: its stem names the stored variants. Required with a raw "
-    "body; for a multipart upload it defaults to the part's file name. No `/`, `\\` or "
-    "control characters.",
-    schema={
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_NAME_CHARS,
-        "pattern": r"^[^/\\\x00-\x1f\x7f]*$",
-    },
-)
-FOLDER = Param(
-    "folder",
-    "Where the variants go, e.g. blog/2026: `/`-separated parts of letters, digits, `-`, `_` "
-    "and `.`, each starting with a letter or digit, at most 8 deep; empty is the store's root.",
-    schema={
-        "type": "string",
-        "maxLength": MAX_FOLDER_CHARS,
-        "pattern": r"^(?!/)[^\\\x00-\x1f\x7f]*$",
-    },
-)
-ORIGINAL = Param(
-    "original",
-    "What to store of the upload itself: `keep` — the uploaded bytes as they came, beside the "
-    "variants (`role` original; **with their metadata, camera and GPS location included**); "
-    "`only` — nothing but those bytes (no variant, no placeholder, `html` null); `drop` — no "
-    "original whatever the preset says. Left out: as the preset says (`keep_original`).",
-    schema={"type": "string", "enum": list(ORIGINAL_CHOICES)},
-)
-ALT = Param(
-    "alt",
-    "The image's text alternative for the `<img alt>` of `html` (escaped; control characters "
-    "dropped). Default: empty.",
-    schema={"type": "string", "maxLength": MAX_ALT_CHARS},
-)
+@dataclass(frozen=True)
+class GatewayState:
+    """What the handlers read (the app's `state.gateway`): one per app."""
+
+    service: ConversionService
+    tokens: tuple[str, ...]
+    max_upload_bytes: int
+    spool_dir: Path | None
+    readiness: Readiness | None
+    presets_answer: Any  # GET /v1/presets, made once
+    document: dict[str, Any] = field(default_factory=dict)  # /openapi.json, made once
 
 
-def preset_param(names: Sequence[str]) -> Param:
-    return Param(
-        "preset",
-        "A named preset of this gateway (GET /v1/presets); `default` when left out. The preset "
-        "and the original choice are part of the stored files' keys, so a repeat is answered "
-        "from storage only with the same ones.",
-        schema={"type": "string", "enum": list(names)},
-    )
+def _state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
 
 
-BINARY = {"type": "string", "format": "binary"}
-CONVERT = Operation(
-    summary="Convert an image to web variants and store them",
-    description="The body is the image: raw bytes (any content type but multipart), or a "
-    "multipart form with the image in the field `file`. Bytes that are not JPEG, PNG, WebP, "
-    "GIF, AVIF or HEIF are refused (415) before any machine is created. The same bytes "
-    "converted before in the same folder under the same name are answered from storage "
-    "(`deduplicated`, no `job`) — the same answer, with the same preset and original choice. "
-    "`html` is the `<picture>` markup of the variants.",
-    params=(NAME, FOLDER),
-    body={
-        "required": True,
-        "content": {
-            "application/octet-stream": {"schema": BINARY},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": BINARY},
-                    "required": ["file"],
-                }
-            },
-        },
-    },
-    answer=Conversion,
-    errors=(
-        InvalidRequest,
-        TooLarge,
-        UnsupportedImage,
-        CorruptImage,
-        LimitExceeded,
-        StorageUnavailable,
-        WorkerUnavailable,
-        Busy,
-        ProviderError,
-        UplodrError,
-    ),
-    authenticated=True,
-)
-PRESETS = Operation(
-    summary="The presets a request may name with ?preset=, the default first",
-    answer=Presets,
-)
+async def post_image(request: Request) -> Response:
+    gateway = _state(request)
+    check_token(request, gateway.tokens)
+    content_type = request.headers.get("content-type", "")
+    with tempfile.TemporaryDirectory(prefix="uplodr-upload-", dir=gateway.spool_dir) as tmp:
+        if content_type.startswith("multipart/form-data"):
+            part_name, chunks = await _multipart_file_chunks(request)
+            # An explicit ?name= wins, even an empty one (which is refused below).
+            file_name = request.query_params.get("name", part_name)
+        else:
+            file_name = request.query_params.get("name", "")
+            chunks = request.stream()
+        if "name" not in request.query_params and not file_name:
+            raise InvalidRequest("give the file's name: ?name=photo.jpg")
+        name = safe_file_name(file_name)
+        folder = safe_folder(request.query_params.get("folder", ""))
+        choice, alt = request_choice(request, gateway.service)
+        spooled: Spooled = await spool(chunks, Path(tmp) / "upload", gateway.max_upload_bytes)
+        metrics.UPLOAD_BYTES.inc(spooled.size)
+        if spooled.size == 0:
+            raise InvalidRequest("the request body is empty: send the image's bytes")
+        # Refuse a non-image (415) from its magic bytes before paying for a machine;
+        # the worker sniffs again and libvips allows only the listed loaders.
+        sniff_file(spooled.path)
+        answer = await until_disconnect(
+            request, gateway.service.convert(spooled, name, folder, choice, alt)
+        )
+    return JSONResponse(answer_json(answer))
 
 
-def convert_operation(preset_names: Sequence[str]) -> Operation:
-    """POST /v1/images of a gateway with these presets (?preset= lists their names)."""
-    return replace(CONVERT, params=(NAME, FOLDER, preset_param(preset_names), ORIGINAL, ALT))
-
-
-HEALTHZ = Operation(summary="Liveness: the gateway answers", answer=Health, tag="operations")
-READYZ = Operation(
-    summary="Readiness: every store writable and the provider reachable",
-    description="For load balancers and Fly health checks: 200 while a job can run; 503 with "
-    "`error` naming the failed check (`store`, `provider`) while it cannot. Results are kept "
-    "for 2 s; each check gives up after 4 s.",
-    answer=ReadinessReport,
-    other_responses={
-        "503": {
-            "description": "Not ready: a check failed",
-            "content": json_content(ReadinessReport),
-        }
-    },
-    tag="operations",
-)
-METRICS = Operation(
-    summary="Prometheus metrics: jobs by outcome, errors by code, phase timings, machines, cost",
-    answer={"text/plain": {"schema": {"type": "string"}}},
-    tag="operations",
-)
-PAGE = Operation(
-    summary="The upload page",
-    answer={"text/html": {"schema": {"type": "string"}}},
-    tag="pages",
-)
-FILES = Operation(
-    summary="A stored file of the local store (only when the primary store is a local folder)",
-    params=(Param("key", "The file's key, as in a variant's URL.", where="path"),),
-    answer={"*/*": {"schema": BINARY}},
-    other_responses={
-        "404": {
-            "description": "No such file",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
-    },
-    tag="files",
-)
-OPENAPI = Operation(
-    summary="This document (OpenAPI 3.1)",
-    answer={"application/json": {"schema": {"type": "object"}}},
-    tag="pages",
-)
-DOCS = Operation(
-    summary="This document for people",
-    answer={"text/html": {"schema": {"type": "string"}}},
-    tag="pages",
-)
-
-
-def create_app(
-    service: ConversionService,
-    *,
-    tokens: Sequence[str],
-    max_upload_bytes: int,
-    files_root: Path | None,
-    spool_dir: Path | None = None,
-    readiness: Readiness | None = None,
-    on_startup: Callable[[], Awaitable[None]] | None = None,
-    on_shutdown: Callable[[], Awaitable[None]] | None = None,
-) -> Starlette:
-    async def post_image(request: Request) -> Response:
-        check_token(request, tokens)
-        content_type = request.headers.get("content-type", "")
-        with tempfile.TemporaryDirectory(prefix="uplodr-upload-", dir=spool_dir) as tmp:
-            if content_type.startswith("multipart/form-data"):
-                part_name, chunks = await _multipart_file_chunks(request)
-                # An explicit ?name= wins, even an empty one (which is refused below).
-                file_name = request.query_params.get("name", part_name)
-            else:
-                file_name = request.query_params.get("name", "")
-                chunks = request.stream()
-            if "name" not in request.query_params and not file_name:
-                raise InvalidRequest("give the file's name: ?name=photo.jpg")
-            name = safe_file_name(file_name)
-            folder = safe_folder(request.query_params.get("folder", ""))
-            choice, alt = request_choice(request, service)
-            spooled: Spooled = await spool(chunks, Path(tmp) / "upload", max_upload_bytes)
-            metrics.UPLOAD_BYTES.inc(spooled.size)
-            if spooled.size == 0:
-                raise InvalidRequest("the request body is empty: send the image's bytes")
-            # Refuse a non-image (415) from its magic bytes before paying for a machine;
-            # the worker sniffs again and libvips allows only the listed loaders.
-            sniff_file(spooled.path)
-            answer = await until_disconnect(
-                request, service.convert(spooled, name, folder, choice, alt)
-            )
-        return JSONResponse(answer_json(answer))
-
-    presets_answer = msgspec.to_builtins(
+def presets_answer(service: ConversionService) -> Any:
+    return msgspec.to_builtins(
         Presets(
             tuple(
                 PresetInfo(
@@ -401,37 +257,51 @@ def create_app(
         )
     )
 
-    async def presets(_request: Request) -> Response:
-        return JSONResponse(presets_answer)
 
-    async def healthz(_request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+async def presets(request: Request) -> Response:
+    return JSONResponse(_state(request).presets_answer)
 
-    async def readyz(_request: Request) -> Response:
-        results = await readiness.results() if readiness else ()
-        checks = tuple(CheckReport(r.name, r.ok, r.message) for r in results)
-        failed = failed_line(results)
-        if failed:
-            report = ReadinessReport("unready", checks, error=failed, code="unready")
-            return JSONResponse(msgspec.to_builtins(report), status_code=503)
-        return JSONResponse(msgspec.to_builtins(ReadinessReport("ready", checks)))
 
-    async def metrics_endpoint(_request: Request) -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
 
-    async def page(_request: Request) -> Response:
-        return HTMLResponse(UPLOAD_PAGE)
 
-    routes: list[BaseRoute] = [
+async def readyz(request: Request) -> Response:
+    readiness = _state(request).readiness
+    results = await readiness.results() if readiness else ()
+    checks = tuple(CheckReport(r.name, r.ok, r.message) for r in results)
+    failed = failed_line(results)
+    if failed:
+        report = ReadinessReport("unready", checks, error=failed, code="unready")
+        return JSONResponse(msgspec.to_builtins(report), status_code=503)
+    return JSONResponse(msgspec.to_builtins(ReadinessReport("ready", checks)))
+
+
+async def metrics_endpoint(_request: Request) -> Response:
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def page(_request: Request) -> Response:
+    return HTMLResponse(UPLOAD_PAGE)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(_state(request).document)
+
+
+async def docs(_request: Request) -> Response:
+    return HTMLResponse(DOCS_PAGE)
+
+
+def routes(service: ConversionService, files_root: Path | None) -> list[BaseRoute]:
+    """The route table: what is served is what is documented."""
+    table: list[BaseRoute] = [
         ApiRoute("/", page, operation=PAGE),
         ApiRoute(
             "/v1/images",
             post_image,
             methods=["POST"],
-            operation=replace(
-                CONVERT,
-                params=(*CONVERT.params, preset_param(list(service.presets)), ORIGINAL, ALT),
-            ),
+            operation=convert_operation(list(service.presets)),
         ),
         ApiRoute("/v1/presets", presets, operation=PRESETS),
         ApiRoute("/healthz", healthz, operation=HEALTHZ),
@@ -441,23 +311,26 @@ def create_app(
     if files_root is not None:
         files_root.mkdir(parents=True, exist_ok=True)
         files = StaticFiles(directory=files_root)
-        routes.append(ApiMount("/files", app=files, operation=FILES, param="key"))
-
-    @functools.cache
-    def document() -> dict[str, Any]:
-        # From the app's own route table, once: what is served is what is documented.
-        return openapi_document(routes, authenticated=bool(tokens))
-
-    async def openapi(_request: Request) -> Response:
-        return JSONResponse(document())
-
-    async def docs(_request: Request) -> Response:
-        return HTMLResponse(DOCS_PAGE)
-
-    routes += [
+        table.append(ApiMount("/files", app=files, operation=FILES, param="key"))
+    table += [
         ApiRoute("/openapi.json", openapi, operation=OPENAPI),
         ApiRoute("/docs", docs, operation=DOCS),
     ]
+    return table
+
+
+def create_app(
+    service: ConversionService,
+    *,
+    tokens: Sequence[str],
+    max_upload_bytes: int,
+    files_root: Path | None,
+    spool_dir: Path | None = None,
+    readiness: Readiness | None = None,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> Starlette:
+    table = routes(service, files_root)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -469,9 +342,19 @@ def create_app(
             if on_shutdown:
                 await on_shutdown()
 
-    return Starlette(
-        routes=routes,
+    app = Starlette(
+        routes=table,
         middleware=[Middleware(BodyLimit, limit=max_upload_bytes)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.state.gateway = GatewayState(
+        service=service,
+        tokens=tuple(tokens),
+        max_upload_bytes=max_upload_bytes,
+        spool_dir=spool_dir,
+        readiness=readiness,
+        presets_answer=presets_answer(service),
+        document=openapi_document(table, authenticated=bool(tokens)),
+    )
+    return app

@@ -1,0 +1,184 @@
+"""What each route of the gateway takes and answers, as data: the OpenAPI document
+(/openapi.json) is made from these, and the routes in `uplodr.gateway.app` carry them.
+
+Kept apart from the handlers so that the handlers read as what they do; the descriptions here
+are what an integrator in another language reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Final
+
+from uplodr.answer import Conversion, Health, Presets, ReadinessReport
+from uplodr.errors import (
+    Busy,
+    CorruptImage,
+    InvalidRequest,
+    LimitExceeded,
+    ProviderError,
+    StorageUnavailable,
+    TooLarge,
+    UnsupportedImage,
+    UplodrError,
+    WorkerUnavailable,
+)
+from uplodr.gateway.openapi import Operation, Param, json_content
+from uplodr.names import MAX_FOLDER_CHARS, MAX_NAME_CHARS
+from uplodr.preset import OriginalMode
+
+# ?alt= is a description of the image for people who cannot see it: a sentence or two (WCAG
+# advises short text; a longer description belongs in the page). The cap keeps the answer's
+# markup and the gateway's work bounded.
+MAX_ALT_CHARS: Final = 1000
+# ?original= as the API spells it -> the mode of uplodr.preset (absent: as the preset says).
+ORIGINAL_CHOICES: Final[dict[str, OriginalMode]] = {"keep": "keep", "only": "only", "drop": "drop"}
+
+
+# What each route takes and answers: the OpenAPI document (/openapi.json) is made from these.
+# The schemas state what the gateway always refuses (uplodr.names enforces more, e.g. no `..`).
+NAME = Param(
+    "name",
+    "The file's name, e.g. photo.jpg: its stem names the stored variants. Required with a raw "
+    "body; for a multipart upload it defaults to the part's file name. No `/`, `\\` or "
+    "control characters.",
+    schema={
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_NAME_CHARS,
+        "pattern": r"^[^/\\\x00-\x1f\x7f]*$",
+    },
+)
+FOLDER = Param(
+    "folder",
+    "Where the variants go, e.g. blog/2026: `/`-separated parts of letters, digits, `-`, `_` "
+    "and `.`, each starting with a letter or digit, at most 8 deep; empty is the store's root.",
+    schema={
+        "type": "string",
+        "maxLength": MAX_FOLDER_CHARS,
+        "pattern": r"^(?!/)[^\\\x00-\x1f\x7f]*$",
+    },
+)
+ORIGINAL = Param(
+    "original",
+    "What to store of the upload itself: `keep` — the uploaded bytes as they came, beside the "
+    "variants (`role` original; **with their metadata, camera and GPS location included**); "
+    "`only` — nothing but those bytes (no variant, no placeholder, `html` null); `drop` — no "
+    "original whatever the preset says. Left out: as the preset says (`keep_original`).",
+    schema={"type": "string", "enum": list(ORIGINAL_CHOICES)},
+)
+ALT = Param(
+    "alt",
+    "The image's text alternative for the `<img alt>` of `html` (escaped; control characters "
+    "dropped). Default: empty.",
+    schema={"type": "string", "maxLength": MAX_ALT_CHARS},
+)
+
+
+def preset_param(names: Sequence[str]) -> Param:
+    return Param(
+        "preset",
+        "A named preset of this gateway (GET /v1/presets); `default` when left out. The preset "
+        "and the original choice are part of the stored files' keys, so a repeat is answered "
+        "from storage only with the same ones.",
+        schema={"type": "string", "enum": list(names)},
+    )
+
+
+BINARY = {"type": "string", "format": "binary"}
+CONVERT = Operation(
+    summary="Convert an image to web variants and store them",
+    description="The body is the image: raw bytes (any content type but multipart), or a "
+    "multipart form with the image in the field `file`. Bytes that are not JPEG, PNG, WebP, "
+    "GIF, AVIF or HEIF are refused (415) before any machine is created. The same bytes "
+    "converted before in the same folder under the same name are answered from storage "
+    "(`deduplicated`, no `job`) — the same answer, with the same preset and original choice. "
+    "`html` is the `<picture>` markup of the variants.",
+    params=(NAME, FOLDER),
+    body={
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": BINARY},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": BINARY},
+                    "required": ["file"],
+                }
+            },
+        },
+    },
+    answer=Conversion,
+    errors=(
+        InvalidRequest,
+        TooLarge,
+        UnsupportedImage,
+        CorruptImage,
+        LimitExceeded,
+        StorageUnavailable,
+        WorkerUnavailable,
+        Busy,
+        ProviderError,
+        UplodrError,
+    ),
+    authenticated=True,
+)
+PRESETS = Operation(
+    summary="The presets a request may name with ?preset=, the default first",
+    answer=Presets,
+)
+
+
+def convert_operation(preset_names: Sequence[str]) -> Operation:
+    """POST /v1/images of a gateway with these presets (?preset= lists their names)."""
+    return replace(CONVERT, params=(NAME, FOLDER, preset_param(preset_names), ORIGINAL, ALT))
+
+
+HEALTHZ = Operation(summary="Liveness: the gateway answers", answer=Health, tag="operations")
+READYZ = Operation(
+    summary="Readiness: every store writable and the provider reachable",
+    description="For load balancers and Fly health checks: 200 while a job can run; 503 with "
+    "`error` naming the failed check (`store`, `provider`) while it cannot. Results are kept "
+    "for 2 s; each check gives up after 4 s.",
+    answer=ReadinessReport,
+    other_responses={
+        "503": {
+            "description": "Not ready: a check failed",
+            "content": json_content(ReadinessReport),
+        }
+    },
+    tag="operations",
+)
+METRICS = Operation(
+    summary="Prometheus metrics: jobs by outcome, errors by code, phase timings, machines, cost",
+    answer={"text/plain": {"schema": {"type": "string"}}},
+    tag="operations",
+)
+PAGE = Operation(
+    summary="The upload page",
+    answer={"text/html": {"schema": {"type": "string"}}},
+    tag="pages",
+)
+FILES = Operation(
+    summary="A stored file of the local store (only when the primary store is a local folder)",
+    params=(Param("key", "The file's key, as in a variant's URL.", where="path"),),
+    answer={"*/*": {"schema": BINARY}},
+    other_responses={
+        "404": {
+            "description": "No such file",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+    tag="files",
+)
+OPENAPI = Operation(
+    summary="This document (OpenAPI 3.1)",
+    answer={"application/json": {"schema": {"type": "object"}}},
+    tag="pages",
+)
+DOCS = Operation(
+    summary="This document for people",
+    answer={"text/html": {"schema": {"type": "string"}}},
+    tag="pages",
+)
