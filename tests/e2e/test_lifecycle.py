@@ -55,9 +55,7 @@ def test_client_hang_up_mid_upload_creates_no_machine(gateway: Gateway) -> None:
         )
     # The gateway notices, is unharmed, and created nothing for the broken upload.
     wait_for(
-        lambda: (
-            'uplodr_jobs_total{outcome="client_gone"}' in httpx.get(f"{gateway.url}/metrics").text
-        ),
+        lambda: 'uplodr_uploads_total{outcome="client_gone"}' in metrics_text(gateway.url),
         "the gateway to count the hang-up",
     )
     assert httpx.get(f"{gateway.url}/healthz").status_code == 200
@@ -116,3 +114,7 @@ def test_uploads_beyond_the_machine_cap_wait_or_get_503(tmp_path: Path) -> None:
         assert results["first"].status_code == 200, results["first"].text
         assert results["queued"].status_code == 200, results["queued"].text
         wait_for(lambda: gw.workers() == [], "no machine left")
+
+
+def metrics_text(url: str) -> str:
+    return httpx.get(f"{url}/metrics").text

@@ -173,7 +173,7 @@ async def refused(request: Request, error: Exception) -> Response:
 async def client_gone(request: Request, error: Exception) -> Response:
     """The client hung up: its job was cancelled (and its machine destroyed). Nobody reads this
     answer; 499 is what the access log and the metrics see."""
-    metrics.JOBS.labels(outcome="client_gone").inc()
+    metrics.UPLOADS.labels(outcome="client_gone").inc()
     log.info("client hung up; job cancelled")
     return Response(status_code=499)
 

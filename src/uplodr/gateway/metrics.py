@@ -13,7 +13,12 @@ from uplodr.dispatch.pool import PoolStats
 
 REGISTRY = CollectorRegistry()
 
-JOBS = Counter("uplodr_jobs", "Uploads answered, by outcome", ["outcome"], registry=REGISTRY)
+UPLOADS = Counter(
+    "uplodr_uploads",
+    "Uploads answered, by outcome (converted, deduplicated, busy, client_gone)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 ERRORS = Counter(
     "uplodr_errors", "Uploads refused or failed, by error code", ["code"], registry=REGISTRY
 )
@@ -50,7 +55,7 @@ class DispatchCollector(Collector):
             ),
             (
                 "uplodr_machines_destroyed",
-                "Machines destroyed by their job",
+                "Machines destroyed by the gateway (after their job, idle window or job limit)",
                 totals.machines_destroyed,
             ),
             (
@@ -102,7 +107,7 @@ class PoolCollector(Collector):
 
 
 def observe_job(timings: dict[str, float]) -> None:
-    JOBS.labels(outcome="converted").inc()
+    UPLOADS.labels(outcome="converted").inc()
     for phase, seconds in timings.items():
         if phase != "machine_seconds":
             PHASE_SECONDS.labels(phase=phase).observe(seconds)

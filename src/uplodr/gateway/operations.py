@@ -151,7 +151,7 @@ READYZ = Operation(
     tag="operations",
 )
 METRICS = Operation(
-    summary="Prometheus metrics: jobs by outcome, errors by code, phase timings, machines, cost",
+    summary="Prometheus metrics: uploads by outcome, errors by code, phase timings, machines, pool",
     answer={"text/plain": {"schema": {"type": "string"}}},
     tag="operations",
 )

@@ -81,7 +81,7 @@ class ConversionService:
     @contextlib.asynccontextmanager
     async def _machine_slot(self) -> AsyncIterator[None]:
         if self._slots.locked() and self._queued >= self.max_queue:
-            metrics.JOBS.labels(outcome="busy").inc()
+            metrics.UPLOADS.labels(outcome="busy").inc()
             raise Busy(
                 f"busy: {self.slots} conversion(s) running and {self._queued} waiting; "
                 "try again shortly"
@@ -124,7 +124,7 @@ class ConversionService:
         digest = content_digest(spooled.sha256, choice.effective.fingerprint())
         known = await self.publisher.lookup(folder, name.stem, digest)
         if known is not None:
-            metrics.JOBS.labels(outcome="deduplicated").inc()
+            metrics.UPLOADS.labels(outcome="deduplicated").inc()
             timings = {"total": round(time.monotonic() - started, 4)}
             return from_storage(known, name.file_name, folder, alt, timings)
         source = UploadSource(
