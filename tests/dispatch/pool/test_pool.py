@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pool.conftest import PoolFactory, eventually
+from tests.dispatch.pool.conftest import PoolFactory, eventually
 from tests.support.fake_worker import FakeWorker
 from uplodr.dispatch.events import Event, EventKind
 from uplodr.dispatch.pool import PoolSettings

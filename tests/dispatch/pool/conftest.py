@@ -1,10 +1,10 @@
 """The pool on the in-memory provider and the fake worker: every lifecycle rule of a pooled
-machine in milliseconds (the real-process tests with `uplodr serve` are in test_serve_pool.py)."""
+machine in milliseconds (the real-process tests with `uplodr serve` are in test_serve_pool.py).
+The provider, fake worker, store and upload are the dispatcher's (tests/dispatch/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,40 +13,8 @@ from typing import Any
 import pytest
 
 from tests.dispatch.conftest import make_dispatcher
-from tests.support.fake_worker import FakeWorker
-from tests.support.images import noise_png
 from uplodr.dispatch.pool import Pool, PoolSettings
-from uplodr.dispatch.worker_client import UploadSource
 from uplodr.machines.memory import MemoryProvider
-
-
-@pytest.fixture
-async def worker() -> AsyncIterator[FakeWorker]:
-    fake = FakeWorker()
-    yield fake
-    await fake.aclose()
-
-
-@pytest.fixture
-async def provider(worker: FakeWorker) -> AsyncIterator[MemoryProvider]:
-    memory = MemoryProvider(worker.start)
-    yield memory
-    await memory.aclose()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    folder = tmp_path / "store"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def upload(tmp_path: Path) -> UploadSource:
-    path = tmp_path / "upload.png"
-    path.write_bytes(noise_png(32, 32, random.Random(1)))
-    return UploadSource(path, "noise.png", "t")
-
 
 PoolFactory = Callable[..., Pool]
 

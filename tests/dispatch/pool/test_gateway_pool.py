@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.pool.conftest import eventually
+from tests.dispatch.pool.conftest import eventually
 from tests.support.fake_worker import FakeWorker
 from tests.support.images import noise_png
 from uplodr.gateway.run import GatewayOptions, StartupError, open_gateway

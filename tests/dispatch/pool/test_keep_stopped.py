@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.dispatch.conftest import make_dispatcher
-from tests.pool.conftest import eventually
+from tests.dispatch.pool.conftest import eventually
 from tests.support.fake_worker import FakeWorker
 from tests.support.fly import fly_config
 from tests.support.fly_api import FlyApiServer, logged_worker_process, standin_process
