@@ -96,3 +96,22 @@ def test_no_command_prints_the_help() -> None:
     assert "Commands:" in bare.stderr
     version = uplodr("--version")
     assert version.returncode == 0 and version.stdout.startswith("uplodr, version ")
+
+
+@pytest.mark.parametrize("command", [["machines", "ls"], ["reap"]])
+def test_a_provider_that_cannot_be_reached_is_one_line(command: list[str], tmp_path: Path) -> None:
+    """An outage, not a usage error: exit status 1, one line naming the engine."""
+    socket = tmp_path / "no-engine.sock"
+    done = subprocess.run(
+        [UPLODR, *command, "--provider", "docker"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "DOCKER_HOST": f"unix://{socket}"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"uplodr {' '.join(command)}: Docker engine at unix://{socket} is unreachable: "
+        "No such file or directory"
+    ]

@@ -21,7 +21,7 @@ from tests.support.images import noise_png
 from tests.support.procs import free_port
 from uplodr.gateway.run import Gateway, GatewayOptions, StartupError, open_gateway
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Capabilities
-from uplodr.machines.memory import MemoryProvider
+from uplodr.machines.memory import MemoryFaults, MemoryProvider
 
 
 def options(store: Path, **changes: Any) -> GatewayOptions:
@@ -173,3 +173,47 @@ async def test_the_reaper_loop_logs_what_it_swallows_and_keeps_going(
             await asyncio.sleep(0.02)
     failures = [r.getMessage() for r in caplog.records if "reaper pass failed" in r.getMessage()]
     assert len(failures) == 2 and "list failed (injected)" in failures[0]
+
+
+async def test_a_provider_that_refuses_its_configuration_stops_start_up(
+    worker: FakeWorker, store: Path
+) -> None:
+    provider = MemoryProvider(worker.start, faults=MemoryFaults(refuse_checks=1))
+    with pytest.raises(StartupError, match=r"^provider memory: memory provider: refused"):
+        async with open_gateway(options(store), provider):
+            pass
+    assert provider.closed
+
+
+async def test_a_provider_outage_at_start_warns_and_readyz_names_it_until_it_is_back(
+    worker: FakeWorker, store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the start-up check fails, then /readyz's first check, then the provider is back
+    provider = MemoryProvider(worker.start, faults=MemoryFaults(fail_checks=2))
+    async with open_gateway(options(store), provider) as gateway, client(gateway) as http:
+        assert "provider memory is not reachable yet" in caplog.text
+        unready = await http.get("/readyz")
+        assert unready.status_code == 503
+        assert unready.json()["error"] == "provider: memory provider: unreachable (fault)"
+        ready = await eventually_ready(http)
+        assert [c["name"] for c in ready["checks"]] == ["store", "provider"]
+
+
+async def eventually_ready(http: httpx.AsyncClient) -> dict[str, Any]:
+    """/readyz once its kept results (2 s) have given way to a new run that passes."""
+    async with asyncio.timeout(10):
+        while (answer := await http.get("/readyz")).status_code != 200:
+            await asyncio.sleep(0.1)  # polling a condition under a deadline
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+async def test_shutdown_with_the_provider_unreachable_is_one_warning(
+    worker: FakeWorker, store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = MemoryProvider(worker.start)
+    async with open_gateway(options(store), provider) as gateway, client(gateway) as http:
+        assert (await post(http)).status_code == 200
+        provider.faults.fail_lists = 5  # the provider goes away before the gateway stops
+    assert "cannot list this gateway's machines (left to the reaper)" in caplog.text
+    assert provider.closed

@@ -26,11 +26,12 @@ from uplodr.cli.providers import ConfigError, ProviderChoice, provider_options
 from uplodr.cli.units import DURATION, SIZE, format_age
 from uplodr.cli.worker import worker
 from uplodr.dispatch.reaper import created_time
+from uplodr.errors import ProviderError, UplodrError
 from uplodr.machines.base import Machine
 from uplodr.preset import PresetError
 
 # Errors a command's body raises for bad input on its command line: said as one usage line.
-USAGE_ERRORS: tuple[type[Exception], ...] = (PresetError,)
+USAGE_ERRORS: tuple[type[Exception], ...] = (PresetError, ProviderError)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -65,6 +66,8 @@ class _Command(click.Command):
             raise
         except click.ClickException as error:
             raise _Failed(error.format_message(), ctx.command_path, error.exit_code) from None
+        except UplodrError as error:  # an outage (engine, API, store): one line, status 1
+            raise _Failed(str(error), ctx.command_path, 1) from None
 
 
 class _Group(click.Group):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -21,8 +22,11 @@ from uplodr.dispatch.events import Event, EventKind, Events, log_event
 from uplodr.dispatch.job import JobResult, run_job
 from uplodr.dispatch.lease import LeaseSettings, MachineLease
 from uplodr.dispatch.worker_client import UploadSource
+from uplodr.errors import UplodrError
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, MachineSpec, Provider
 from uplodr.worker_env import WorkerEnv
+
+log = logging.getLogger("uplodr.dispatch")
 
 
 @dataclass(frozen=True)
@@ -131,8 +135,17 @@ class Dispatcher:
             await asyncio.gather(*self._releasing, return_exceptions=True)
 
     async def destroy_own_machines(self) -> None:
-        """Destroy whatever still carries this gateway's tag (at shutdown, after drain)."""
-        for machine in await self.provider.list({"gateway": self.gateway_id}):
+        """Destroy whatever still carries this gateway's tag (at shutdown, after drain). A
+        provider that cannot be reached now is said in one line: its machines end themselves
+        (idle timeout, lifetime) and the reaper of the next gateway finds them by tag."""
+        try:
+            machines = await self.provider.list({"gateway": self.gateway_id})
+        except UplodrError as error:
+            log.warning(
+                "shutdown: cannot list this gateway's machines (left to the reaper): %s", error
+            )
+            return
+        for machine in machines:
             with contextlib.suppress(Exception):
                 await self.provider.destroy(machine.id)
 

@@ -52,6 +52,8 @@ class MemoryFaults:
     lose_create_answers: int = 0  # the next N creates make the machine, then fail
     fail_destroys: int = 0  # the next N destroys fail (WorkerUnavailable) and destroy nothing
     fail_lists: int = 0  # the next N lists fail (WorkerUnavailable)
+    fail_checks: int = 0  # the next N checks fail (WorkerUnavailable: an outage)
+    refuse_checks: int = 0  # the next N checks are refused (ProviderError: configuration)
     die_while_booting: str | None = None  # the next machine stops while booting, for this reason
 
     def take(self, name: str) -> bool:
@@ -201,6 +203,10 @@ class MemoryProvider:
         self.calls["check"] += 1
         if self.closed:
             raise ProviderError("memory provider: closed")
+        if self.faults.take("refuse_checks"):
+            raise ProviderError("memory provider: refused by configuration (fault)")
+        if self.faults.take("fail_checks"):
+            raise WorkerUnavailable("memory provider: unreachable (fault)")
 
     async def aclose(self) -> None:
         """Stop every worker hook (the machines stay listed: a test sees what was leaked)."""
