@@ -83,9 +83,9 @@ async def measure(
                 photo=f"{size} {name}",
                 machine_seconds=statistics.median(t.machine_seconds for t in timings),
                 convert=statistics.median(t.convert for t in timings),
-                create=statistics.median(t.create for t in timings),
-                boot=statistics.median(t.boot for t in timings),
-                destroy=statistics.median(t.destroy for t in timings),
+                create=statistics.median(t.create or 0.0 for t in timings),
+                boot=statistics.median(t.boot or 0.0 for t in timings),
+                destroy=statistics.median(t.destroy or 0.0 for t in timings),
                 api_calls=sum(calls.values()) / runs,
                 calls_by_action=", ".join(f"{k} {v / runs:g}" for k, v in sorted(calls.items())),
             )

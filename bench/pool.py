@@ -220,7 +220,7 @@ async def keep_stopped(boot_latency: float, rounds: int) -> None:
                 for i in range(rounds):
                     stopped.clear()
                     result = await pool.run([UploadSource(photo, photo.name, f"s{i}")])
-                    waits.append(result.timings.wait)
+                    waits.append(result.timings.wait or 0.0)
                     await asyncio.wait_for(stopped.wait(), 30)  # the idle window stopped it
             finally:
                 await pool.close()

@@ -63,7 +63,14 @@ class Conversion:
         bool, Meta(description="True when the same bytes were converted before: no machine ran.")
     ]
     timings: Annotated[
-        dict[str, float], Meta(description="Seconds per phase: create, boot, …, total.")
+        dict[str, float],
+        Meta(
+            description="Seconds per phase: `wait` (for a pooled machine: 0 when one was idle, "
+            "its create and boot when one was made for this job), or `create`, `boot` and "
+            "`destroy` of a machine of its own (--pool-idle 0); then `transfer`, `convert`, "
+            "`store`, `total` and `machine_seconds` (this job's share of its machine). "
+            "Deduplicated answers carry the first conversion's timings."
+        ),
     ]
     width: Annotated[
         int | None,

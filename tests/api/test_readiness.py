@@ -80,3 +80,22 @@ async def test_results_are_kept_for_a_while_and_shared_by_concurrent_probes() ->
     clock.now = 2.1
     await readiness.results()
     assert runs == 2
+
+
+async def test_a_check_cut_off_does_not_hold_the_probe_for_its_clean_up() -> None:
+    """The store check deletes its object in a `finally`; on a store that does not answer
+    that delete may take the store's whole retry budget, which the probe must not wait for."""
+    release, cleaned = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_clean_up() -> None:
+        try:
+            await asyncio.Event().wait()  # the write that never answers
+        finally:
+            await release.wait()  # the delete on the same slow store
+            cleaned.set()
+
+    results = await Readiness([Check("store", slow_to_clean_up)], timeout=0.05).results()
+    assert failed_line(results) == "store: no answer within 0.05 s"
+    assert not cleaned.is_set()  # answered before the clean-up was done
+    release.set()
+    await asyncio.wait_for(cleaned.wait(), 5)  # and the clean-up still ran to its end

@@ -95,7 +95,9 @@ async def test_timings_and_cost(
     dispatcher = make_dispatcher(provider, store, price_per_second=0.5)
     result = await dispatcher.run([upload])
     t = result.timings
+    assert t.create is not None and t.boot is not None and t.destroy is not None
     assert t.create >= 0.05 and t.boot >= 0.1 and t.destroy >= 0.05 and t.convert == 0.1
+    assert t.wait is None  # a machine of its own: nothing to wait for but its create
     assert t.total >= t.create + t.boot + t.convert + t.destroy
     # machine-seconds run from create requested to destroy confirmed: the whole job here
     assert t.machine_seconds == pytest.approx(t.total, abs=0.01)

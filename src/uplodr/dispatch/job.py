@@ -36,18 +36,23 @@ async def run_job(
 
 @dataclass
 class JobTimings:
-    wait: float = 0.0  # for a pooled machine to be free or ready (0 without a pool)
-    create: float = 0.0
-    boot: float = 0.0
+    """Seconds per phase of one job. A job with a machine of its own (no pool) has its
+    machine's `create`, `boot` and `destroy`; a pooled job has `wait` instead (for a machine
+    with room: nothing when one was idle, its create and boot when it was made for the job),
+    since the machine's create and destroy belong to no one job (they are on /metrics)."""
+
+    wait: float | None = None
+    create: float | None = None
+    boot: float | None = None
     transfer: float = 0.0
     convert: float = 0.0
     store: float = 0.0
-    destroy: float = 0.0
+    destroy: float | None = None
     total: float = 0.0
     machine_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.__dict__.items()}
+        return {k: round(v, 4) for k, v in self.__dict__.items() if v is not None}
 
 
 @dataclass

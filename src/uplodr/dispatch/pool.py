@@ -124,6 +124,9 @@ class _Member:
         self.busy = 0
         self.jobs = 0
         self.retired = False
+        # A job on it failed while others still ran: it takes no new job and is destroyed
+        # once they are done (destroying it now would cut their calls off).
+        self.draining = False
         self.error: BaseException | None = None  # why it never became ready
         self.idle_since: float | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -198,6 +201,11 @@ class Pool:
         except UplodrError as error:
             keep = error.code in KEEPS_MACHINE
             raise
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling() == 0:  # nobody cancelled this job
+                raise WorkerUnavailable("the job's machine went away mid-job") from None
+            raise
         finally:
             share = member.advance(self._now()) - begun
             self._give_back(member, keep)
@@ -250,8 +258,12 @@ class Pool:
                 member.booting.cancel()  # its boot ends by destroying what it made
         while self._stopped:
             self._release(self._stopped.pop(), "the gateway is shutting down")
-        while self._tasks:
+        while self._tasks or self._members:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            # a boot cancelled before it began (a stopped machine's start just asked for) never
+            # reached its own clean-up: its machine is destroyed here
+            for member in list(self._members):
+                self._retire(member, "the gateway is shutting down")
 
     # -- taking and giving back a machine ------------------------------------------------------
 
@@ -287,6 +299,7 @@ class Pool:
             for m in self._members
             if m.ready
             and not m.retired
+            and not m.draining
             and m.busy < self.settings.jobs_per_machine
             and now - m.born < self.settings.machine_lifetime
             and m.jobs < self.settings.max_jobs_per_machine
@@ -296,15 +309,21 @@ class Pool:
         return max(usable, key=lambda m: (m.busy, m.idle_since or 0.0))
 
     def _may_grow(self) -> bool:
-        if self._closed or len(self._members) + self._destroying >= self.settings.max:
+        if self._closed or self._alive() >= self.settings.max:
             return False
         booting = sum(1 for m in self._members if not m.ready)
         return self._waiting > booting * self.settings.jobs_per_machine
+
+    def _alive(self) -> int:
+        """Machines that exist: in the pool, being destroyed, or being stopped."""
+        return len(self._members) + self._destroying + self._parking
 
     async def _healthy(self, member: _Member) -> bool:
         """A reused machine must answer a Ping before it gets a job (one just booted answered
         its first Ping a moment ago)."""
         if member.jobs == 0 and self._now() - member.ready_at < 1.0:
+            return True
+        if member.busy > 1:  # another job is running on it right now: it is alive
             return True
         try:
             await member.lease.client.ping(timeout=self.settings.health_timeout)
@@ -335,7 +354,12 @@ class Pool:
         if counted:
             member.jobs += 1
         if not keep:
-            self._retire(member, "its job failed")
+            member.draining = True
+        if member.draining and member.busy == 0:
+            self._retire(member, "a job on it failed")
+            return
+        if member.draining:
+            self._notify()
             return
         if member.busy == 0:
             member.idle_since = self._now()

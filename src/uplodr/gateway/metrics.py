@@ -24,7 +24,8 @@ ERRORS = Counter(
 )
 PHASE_SECONDS = Histogram(
     "uplodr_job_phase_seconds",
-    "Seconds per job phase (create, boot, transfer, convert, store, destroy, total)",
+    "Seconds per job phase (wait for a pooled machine; or create, boot and destroy of a "
+    "machine of the job's own; transfer, convert, store, total)",
     ["phase"],
     registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),

@@ -16,11 +16,14 @@ run, so several balancers probing every few seconds (or a fuzzer) do not each wr
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from uplodr.errors import UplodrError
+
+log = logging.getLogger("uplodr.gateway")
 
 CHECK_TIMEOUT_S = 4.0
 KEEP_FOR_S = 2.0
@@ -60,6 +63,7 @@ class Readiness:
         self._now = now
         self._lock = asyncio.Lock()
         self._last: tuple[float, tuple[CheckResult, ...]] | None = None
+        self._abandoned: set[asyncio.Task[None]] = set()  # checks cut off, still cleaning up
 
     async def results(self) -> tuple[CheckResult, ...]:
         async with self._lock:  # a probe arriving during a run gets that run's results
@@ -70,17 +74,29 @@ class Readiness:
             return results
 
     async def _run(self, check: Check) -> CheckResult:
-        try:
-            async with asyncio.timeout(self.timeout):
-                await check.run()
-        except TimeoutError:
+        # The check runs as its own task: one that is cut off at the time limit is cancelled
+        # but not waited for, so its clean-up (e.g. deleting a check object on a slow store)
+        # cannot hold the next probe past the limit.
+        task = asyncio.ensure_future(check.run())
+        done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        if not done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._forget)
             where = f"{check.subject}: " if check.subject else ""
             return CheckResult(check.name, False, f"{where}no answer within {self.timeout:g} s")
-        except UplodrError as error:
+        error = task.exception()
+        if error is None:
+            return CheckResult(check.name, True, "ok")
+        if isinstance(error, UplodrError):
             return CheckResult(check.name, False, str(error))
-        except Exception as error:  # a check must never turn into a traceback for the prober
-            return CheckResult(check.name, False, f"{type(error).__name__}: {error}")
-        return CheckResult(check.name, True, "ok")
+        # a check must never turn into a traceback for the prober
+        return CheckResult(check.name, False, f"{type(error).__name__}: {error}")
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("an abandoned readiness check ended with: %s", task.exception())
 
 
 def failed_line(results: Sequence[CheckResult]) -> str:
