@@ -153,7 +153,10 @@ def test_fly_toml_env_is_a_valid_serve_configuration(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("FLY_API_TOKEN", "a-secret-set-with-fly-secrets")
     (process,) = config["processes"].values()
     serve = commands()["serve"]
-    context = serve.make_context("serve", shlex.split(process)[1:])
+    # under the group's own context (its help option names), as `uplodr serve` parses it; a
+    # context of its own would leave click's cached --help option without -h
+    with main.make_context("uplodr", ["serve"]) as group:
+        context = serve.make_context("serve", shlex.split(process)[1:], parent=group)
     params = context.params
     assert params["stores"] == (config["env"]["UPLODR_STORE"],)
     assert params["public_url"] == config["env"]["UPLODR_PUBLIC_URL"]

@@ -78,11 +78,14 @@ async def check_store(spec: str, provider: Provider | None) -> Check:
             return Check(
                 what, False, f"{provider.name} machines cannot write to a local folder on this host"
             )
-        if (missing := _missing_folder(spec)) is not None:
-            return missing
+        try:
+            if (missing := _missing_folder(spec)) is not None:
+                return missing
+        except OSError as error:  # a parent folder this user may not even look into
+            return Check(what, False, f"cannot look at it: {error.strerror or error}")
     try:
         store = open_store(spec, None, os.environ)
-    except (ValueError, UplodrError) as error:
+    except (ValueError, OSError, UplodrError) as error:
         return Check(what, False, _one_line(error).removeprefix(f"{spec}: "))
     try:
         async with asyncio.timeout(STORE_TIMEOUT):

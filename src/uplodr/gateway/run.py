@@ -359,7 +359,9 @@ async def serve_http(gateway: Gateway, options: GatewayOptions) -> None:
         port=options.port,
         log_level="warning",
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        # SIGTERM: uvicorn stops taking requests and lets running ones finish for this long
+        # before it cancels them; a job may take its boot and its job timeout
+        timeout_graceful_shutdown=int(options.boot_timeout + options.job_timeout) + 5,
     )
     print(
         f"uplodr serving on http://{options.host}:{options.port}  (store: {gateway.description})",

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import re
@@ -54,6 +55,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -230,18 +232,27 @@ class _Engine:
             ) from None
 
     def client(self, *, creating: bool = False) -> DockerClient:
-        """The client, made on first use (the SDK asks the engine for its API version)."""
+        """The client, made on first use (the SDK asks the engine for its API version). Made
+        outside the lock: an engine that accepts but never answers would otherwise hold every
+        other call, and `close`, for the whole API timeout."""
+        with self._lock:
+            if self._client is not None:
+                return self._client
+        import docker
+
+        with self._said("answer", creating=creating):
+            made = docker.from_env(
+                environment=dict(self.config.engine_env or {}),
+                timeout=self.config.api_timeout,
+                version="auto",
+            )
         with self._lock:
             if self._client is None:
-                import docker
-
-                with self._said("answer", creating=creating):
-                    self._client = docker.from_env(
-                        environment=dict(self.config.engine_env or {}),
-                        timeout=self.config.api_timeout,
-                        version="auto",
-                    )
-            return self._client
+                self._client = made
+                return made
+            kept = self._client
+        made.close()  # another thread made one first
+        return kept
 
     def close(self) -> None:
         with self._lock:
@@ -491,11 +502,17 @@ class DockerProvider:
             default_max_machines=os.cpu_count() or 1,
         )
         self._engine = _Engine(config)
+        self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="uplodr-docker")
         self._ours: set[str] = set()  # created here, not destroyed yet
         self._creating: set[asyncio.Task[Machine]] = set()
 
     async def _call(self, work: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(work, *args)
+        # The provider's own threads: calls to an engine that hangs block a thread each for up
+        # to the API timeout, and must not take the event loop's default threads, which the
+        # gateway's local store and everything else share.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(work, *args)
+        )
 
     # -- the Provider protocol -----------------------------------------------------------
 
@@ -575,6 +592,7 @@ class DockerProvider:
             except UplodrError as error:  # the reaper finds it by its labels
                 log.error("could not remove worker container %s: %s", machine_id, error)
         await self._call(self._engine.close)
+        self._threads.shutdown(wait=False, cancel_futures=True)  # a hung call ends on its own
 
     # -- internals -------------------------------------------------------------------------
 
