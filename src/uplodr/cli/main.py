@@ -492,7 +492,8 @@ def doctor(stores: tuple[str, ...], provider: ProviderChoice) -> None:
     "--older-than",
     type=DURATION,
     default="1h",
-    help="Only leftovers this old; keep it above the workers' --max-lifetime (20m by default).",
+    help="Only leftovers this old; keep it above the longest a worker lives (~22 min with serve's "
+    "defaults: the pool's 15 min, a boot and a job).",
 )
 @click.option("--folder", default="", help="Only under this folder.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
@@ -573,6 +574,7 @@ SERVER_EXTRA = frozenset(
         "prometheus_client",
         "psutil",
         "docker",
+        "aiolimiter",
     }
 )
 
