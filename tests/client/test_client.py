@@ -24,6 +24,7 @@ from uplodr.client import (
     Conversion,
     CorruptImage,
     Job,
+    NotFound,
     TransportError,
     Unauthenticated,
     UnsupportedImage,
@@ -136,6 +137,21 @@ def test_errors_are_typed_with_code_and_status(gateway: Gateway, tmp_path: Path)
     assert corrupt.value.code == "corrupt_image" and corrupt.value.status == 422
     assert unsupported.value.code == "unsupported_image" and unsupported.value.status == 415
     assert "not an allowed image format" in unsupported.value.message
+
+
+def test_a_base_url_that_is_not_the_gateways_root_is_not_found(gateway: Gateway) -> None:
+    with Client(f"{gateway.url}/v1") as client, pytest.raises(NotFound) as missing:
+        client.convert(b"GIF89a", name="a.gif")
+    assert missing.value.status == 404 and missing.value.code == "not_found"
+    assert missing.value.message == "nothing at '/v1/v1/images'"
+    wrong = httpx.get(f"{gateway.url}/v1/images")  # the route exists, for POST only
+    assert wrong.status_code == 405
+    assert wrong.json() == {
+        "error": "GET is not allowed on '/v1/images'",
+        "code": "method_not_allowed",
+    }
+    missing_file = httpx.get(f"{gateway.url}/files/nothing-here.webp")
+    assert missing_file.status_code == 404 and missing_file.json()["code"] == "not_found"
 
 
 def test_a_missing_token_is_unauthenticated(tmp_path: Path) -> None:

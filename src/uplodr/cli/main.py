@@ -53,7 +53,14 @@ class _Failed(Exception):
 
 
 class _Command(click.Command):
-    """Every subcommand: what its body raises for bad input knows which command it was."""
+    """Every subcommand: what its body raises for bad input knows which command it was, and
+    its --help shows each option's environment variable."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
 
     def invoke(self, ctx: click.Context) -> object:
         try:

@@ -87,6 +87,14 @@ class Internal(ApiError):
     """An unexpected failure inside the server."""
 
 
+class NotFound(ApiError):
+    """Nothing at that path: most often a base URL that is not an uplodr gateway's root."""
+
+
+class MethodNotAllowed(ApiError):
+    """The path exists but does not take that method."""
+
+
 ERRORS_BY_CODE: dict[str, type[ApiError]] = {
     "invalid_request": InvalidRequest,
     "unsupported_image": UnsupportedImage,
@@ -99,4 +107,6 @@ ERRORS_BY_CODE: dict[str, type[ApiError]] = {
     "busy": Busy,
     "provider_error": ProviderError,
     "internal": Internal,
+    "not_found": NotFound,
+    "method_not_allowed": MethodNotAllowed,
 }

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -178,6 +178,26 @@ async def client_gone(request: Request, error: Exception) -> Response:
     return Response(status_code=499)
 
 
+# Starlette's own refusals (no such route, a method the route does not take, a missing file of
+# /files) as the same JSON shape as every other error.
+HTTP_CODES: Final[dict[int, str]] = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def http_refusal(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    code = HTTP_CODES.get(error.status_code, "invalid_request")
+    if error.status_code == 404:
+        message = f"nothing at {request.url.path[:200]!r}"
+    elif error.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path[:200]!r}"
+    else:
+        message = " ".join(str(error.detail).split())[:200]
+    metrics.ERRORS.labels(code=code).inc()
+    return JSONResponse(
+        {"error": message, "code": code}, status_code=error.status_code, headers=error.headers
+    )
+
+
 async def internal_error(request: Request, error: Exception) -> Response:
     """Anything unexpected: a one-line JSON 500; the traceback goes to the log only (Starlette
     re-raises the exception after this answer and the server logs it)."""
@@ -188,6 +208,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     UplodrError: refused,
     ClientGone: client_gone,
     ClientDisconnect: client_gone,
+    HTTPException: http_refusal,
     Exception: internal_error,
 }
 

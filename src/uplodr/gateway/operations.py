@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
-from uplodr.answer import Conversion, Health, Presets, ReadinessReport
+from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessReport
 from uplodr.errors import (
     Busy,
     CorruptImage,
@@ -166,8 +166,8 @@ FILES = Operation(
     answer={"*/*": {"schema": BINARY}},
     other_responses={
         "404": {
-            "description": "No such file",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "No such file (code `not_found`)",
+            "content": json_content(ErrorAnswer),
         }
     },
     tag="files",
