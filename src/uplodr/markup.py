@@ -36,6 +36,10 @@ from dataclasses import dataclass
 from typing import Final
 
 # <source> formats, best first (browsers take the first they support).
+# An alt text is a description of the image for people who cannot see it: a sentence or two
+# (WCAG advises short text; a longer description belongs in the page). The cap keeps the answer's
+# markup and the gateway's work bounded; the gateway refuses more (?alt=), the CLI before sending.
+MAX_ALT_CHARS: Final = 1000
 SOURCE_FORMATS: Final[tuple[str, ...]] = ("avif", "webp")
 # The <img> fallback: the first of these that exists.
 FALLBACK_FORMATS: Final[tuple[str, ...]] = ("jpeg", "webp", "avif", "png")

@@ -47,6 +47,12 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
         (["machines", "ls", "--bogus"], "uplodr machines ls: ", "No such option '--bogus'"),
         (["sweep", "--folder", "a/../b"], "uplodr sweep: ", "Invalid value for --folder"),
         (["bogus"], "uplodr: ", "No such command 'bogus'"),
+        (
+            ["convert", "--server", "127.0.0.1:8080", "a.jpg"],
+            "uplodr convert: ",
+            "'127.0.0.1:8080' is not an http:// or https:// URL",
+        ),
+        (["convert", "--alt", "x" * 1001, "a.jpg"], "uplodr convert: ", "is 1001 characters"),
     ],
 )
 def test_a_bad_command_line_is_one_line(args: list[str], start: str, says: str) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -52,6 +53,14 @@ class _Failed(Exception):
         self.exit_code = exit_code
 
 
+class _EnvOption(click.Option):
+    """An option whose --help names its environment variable; its errors name only the option
+    (click would add the variable to every error, also when the value came from the flag)."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        return click.Parameter.get_error_hint(self, ctx)
+
+
 class _Command(click.Command):
     """Every subcommand: what its body raises for bad input knows which command it was, and
     its --help shows each option's environment variable."""
@@ -59,7 +68,8 @@ class _Command(click.Command):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
-            if isinstance(param, click.Option) and param.envvar:
+            if type(param) is click.Option and param.envvar:
+                param.__class__ = _EnvOption
                 param.show_envvar = True
 
     def invoke(self, ctx: click.Context) -> object:
@@ -361,10 +371,34 @@ def serve(
 main.add_command(worker)
 
 
+def _gateway_url(value: str) -> str:
+    """--server: an http(s) URL with a host, said before any upload rather than once per file."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(
+            f"{value!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:8080)"
+        )
+    return value
+
+
+def _alt_template(value: str) -> str:
+    from uplodr.markup import MAX_ALT_CHARS
+
+    if len(value) > MAX_ALT_CHARS:
+        raise click.BadParameter(f"is {len(value)} characters; at most {MAX_ALT_CHARS}")
+    return value
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--folder", default="", help="Folder for the variants, e.g. blog/2026.")
-@click.option("--server", default="http://127.0.0.1:8080", envvar="UPLODR_SERVER")
+@click.option(
+    "--server",
+    default="http://127.0.0.1:8080",
+    envvar="UPLODR_SERVER",
+    callback=lambda _ctx, _param, value: _gateway_url(value),
+    help="The gateway's root URL.",
+)
 @click.option("--token", envvar="UPLODR_TOKEN", help="Bearer token, if the gateway needs one.")
 @click.option(
     "-j",
@@ -389,6 +423,7 @@ main.add_command(worker)
 @click.option(
     "--alt",
     default="",
+    callback=lambda _ctx, _param, value: _alt_template(value),
     help="Alt text of every image's markup; {stem} is the file's name without its extension, "
     "- and _ read as spaces. Default: empty, to be written per image.",
 )

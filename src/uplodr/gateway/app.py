@@ -48,7 +48,6 @@ from uplodr.gateway.operations import (
     DOCS,
     FILES,
     HEALTHZ,
-    MAX_ALT_CHARS,
     METRICS,
     OPENAPI,
     ORIGINAL_CHOICES,
@@ -61,6 +60,7 @@ from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
 from uplodr.gateway.readiness import Readiness, failed_line
 from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool
+from uplodr.markup import MAX_ALT_CHARS
 from uplodr.names import safe_file_name, safe_folder
 from uplodr.sniff import sniff_file
 

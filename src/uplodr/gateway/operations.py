@@ -25,13 +25,10 @@ from uplodr.errors import (
     WorkerUnavailable,
 )
 from uplodr.gateway.openapi import Operation, Param, json_content
+from uplodr.markup import MAX_ALT_CHARS
 from uplodr.names import MAX_FOLDER_CHARS, MAX_NAME_CHARS
 from uplodr.preset import OriginalMode
 
-# ?alt= is a description of the image for people who cannot see it: a sentence or two (WCAG
-# advises short text; a longer description belongs in the page). The cap keeps the answer's
-# markup and the gateway's work bounded.
-MAX_ALT_CHARS: Final = 1000
 # ?original= as the API spells it -> the mode of uplodr.preset (absent: as the preset says).
 ORIGINAL_CHOICES: Final[dict[str, OriginalMode]] = {"keep": "keep", "only": "only", "drop": "drop"}
 
