@@ -192,8 +192,11 @@ def test_fly_reap_and_ls_from_a_separate_process(mark: str) -> None:
 
         listed = json.loads(cli("machines", "ls", "--provider", "fly", "--json", env=env))
         assert sorted(m["id"] for m in listed) == sorted([expired, fresh])
-        out = cli("machines", "ls", "--provider", "fly", env=env)
-        assert "2 machine(s)" in out and "dead-gw" in out
+        out = cli("machines", "ls", "--provider", "fly", env=env)  # piped: a line per machine
+        header, *rows = out.splitlines()
+        assert header.split("\t") == ["id", "state", "address", "age", "gateway", "lease"]
+        assert sorted(row.split("\t")[0] for row in rows) == sorted([expired, fresh])
+        assert "dead-gw" in out
 
         # the default reap: only what is past its deadline (or older than 1h)
         assert "1 stale, 1 destroyed, 0 failed" in cli("reap", "--provider", "fly", env=env)

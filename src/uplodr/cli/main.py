@@ -338,7 +338,9 @@ def serve(
                 f"--pool-max {pool_max} and --max-machines {max_machines} disagree "
                 "(--max-machines is the old name of --pool-max: give one)"
             )
-        logging.getLogger("uplodr.gateway").warning("--max-machines is now --pool-max")
+        logging.getLogger("uplodr.gateway").warning(
+            "--max-machines (UPLODR_MAX_MACHINES) is the old name of --pool-max (UPLODR_POOL_MAX)"
+        )
         pool_max = max_machines
     options = GatewayOptions(
         host=host,
@@ -676,19 +678,21 @@ def machines_ls(as_json: bool, provider: ProviderChoice) -> None:
                 )
             )
             return
+        header = ("id", "state", "address", "age", "gateway", "lease")
+        rows = [
+            (m.id, m.state, m.address, _age(m), m.tags.get("gateway", ""), m.tags.get("lease", ""))
+            for m in listed
+        ]
+        if not sys.stdout.isatty():  # piped: whole values, tab-separated, for cut/awk
+            for row in (header, *rows):
+                click.echo("\t".join(row))
+            return
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("id", "state", "address", "age", "gateway", "lease")
-        for m in listed:
-            table.add_row(
-                m.id,
-                m.state,
-                m.address,
-                _age(m),
-                m.tags.get("gateway", ""),
-                m.tags.get("lease", ""),
-            )
+        table = Table(*header)
+        for row in rows:
+            table.add_row(*row)
         Console().print(table)
         click.echo(f"{len(listed)} machine(s)")
 

@@ -88,7 +88,8 @@ class PoolSettings:
             (self.keep_stopped >= 0, "--pool-keep-stopped must be 0 or more"),
             (
                 self.idle > 0 or (self.min == 0 and self.keep_stopped == 0),
-                "--pool-idle 0 is a machine per job: --pool-min and --pool-keep-stopped need one",
+                "--pool-idle 0 is a machine per job, so there is no pool to keep machines in: "
+                "--pool-min and --pool-keep-stopped need a --pool-idle above 0",
             ),
         )
         for ok, message in checks:
