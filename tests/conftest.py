@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_images import EngineImages, ensure_images
 from tests.support.swift import SwiftServer
+
+# Property tests judge answers, not speed: Hypothesis' default 200 ms deadline per example turns
+# a loaded CI machine into a failure (speed lives in bench/).
+settings.register_profile("uplodr", deadline=None)
+settings.load_profile("uplodr")
 
 
 @pytest.fixture(scope="session")

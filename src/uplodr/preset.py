@@ -192,6 +192,14 @@ def load_presets_file(path: Path) -> dict[str, Preset]:
         )
     if not document:
         raise PresetError("names no preset; expected {name: {settings}, ...}", None, source)
+    known = {setting.name for setting in fields(Preset)}
+    if all(not isinstance(v, Mapping) for v in document.values()) and set(document) <= known:
+        raise PresetError(
+            "holds one preset's settings, not named presets {name: {settings}, ...}; give it "
+            "with --preset instead",
+            None,
+            source,
+        )
     presets: dict[str, Preset] = {}
     for name, settings in document.items():
         if not PRESET_NAME.fullmatch(str(name)):

@@ -54,6 +54,7 @@ def test_the_files_default_is_the_default_unless_preset_is_given(tmp_path: Path)
         ('{"Thumbs!": {}}', "a preset name is 1-32 characters of a-z, 0-9, _ and -"),
         ("[1, 2]", "expected an object of named presets, got [1, 2]"),
         ("{}", "names no preset"),
+        ('{"avif_quality": 50}', "holds one preset's settings, not named presets"),
         ('{"a": {}', "not valid JSON (line 1, column 9"),
     ],
 )
