@@ -82,6 +82,17 @@ class Row:
     idle_seconds: float
     failed: int
 
+    @classmethod
+    def of(
+        cls, burst: str, mode: str, single: float, measured: tuple[float, dict[str, float], int]
+    ) -> Row:
+        """A row from a burst's (wall, figures, failed)."""
+        wall, f, failed = measured
+        return cls(
+            burst, mode, wall, single, f["machines"], f["machine_seconds"], f["convert"],
+            f["idle"], failed,
+        )  # fmt: skip
+
     def line(self) -> str:
         ratio = self.machine_seconds / self.convert_seconds if self.convert_seconds else 0.0
         return (
@@ -244,40 +255,17 @@ async def run(small: int, large: int, fly: bool, boot_latency: float) -> list[Ro
             photo = CORPUS / name
             single = back_to_back(photo, count)
             burst = f"{count} x {label}"
+
             for mode, idle in (("local pool", "30s"), ("local per job", "0")):
                 root = workdir / f"{label}-{idle}".replace(" ", "")
-                wall, f, failed = await local_burst(root, photo, count, idle)
-                rows.append(
-                    Row(
-                        burst,
-                        mode,
-                        wall,
-                        single,
-                        f["machines"],
-                        f["machine_seconds"],
-                        f["convert"],
-                        f["idle"],
-                        failed,
-                    )
-                )
+                measured = await local_burst(root, photo, count, idle)
+                rows.append(Row.of(burst, mode, single, measured))
                 print(rows[-1].line(), flush=True)
             if fly:
                 for mode, fly_idle in (("fly-sim pool", 30.0), ("fly-sim per job", 0.0)):
                     root = workdir / f"fly-{label}-{fly_idle}".replace(" ", "")
-                    wall, f, failed = await fly_burst(root, photo, count, fly_idle, boot_latency)
-                    rows.append(
-                        Row(
-                            burst,
-                            mode,
-                            wall,
-                            single,
-                            f["machines"],
-                            f["machine_seconds"],
-                            f["convert"],
-                            f["idle"],
-                            failed,
-                        )
-                    )
+                    measured = await fly_burst(root, photo, count, fly_idle, boot_latency)
+                    rows.append(Row.of(burst, mode, single, measured))
                     print(rows[-1].line(), flush=True)
     return rows
 

@@ -20,6 +20,7 @@ from tests.support.docker_images import EngineImages
 from tests.support.docker_machines import (
     busy_container_process,
     docker_env,
+    upload_photo,
     worker_containers,
 )
 from tests.support.gateway import Gateway, running_gateway
@@ -158,12 +159,7 @@ def test_a_container_that_exits_while_booting_fails_the_job_with_its_reason(
     env = docker_env(docker_engine, broken)
     # a boot deadline far beyond the test's: only the container's exit can end the job
     with running_gateway(tmp_path / "gw", "--boot-timeout", "10m", env=env) as gateway:
-        response = httpx.post(
-            f"{gateway.url}/v1/images",
-            params={"name": "photo.jpg"},
-            content=corpus_file("Landscape_6.jpg").read_bytes(),
-            timeout=120,
-        )
+        response = upload_photo(gateway.url)
         left = worker_containers(docker_engine)
     assert response.status_code == 503, response.text
     body = response.json()
@@ -179,12 +175,7 @@ def test_an_image_that_cannot_start_a_worker_is_a_clear_provider_error(
     # the Debian base has no uplodr: the engine cannot even start the container
     env = docker_env(docker_engine, docker_images.base)
     with running_gateway(tmp_path / "gw", env=env) as gateway:
-        response = httpx.post(
-            f"{gateway.url}/v1/images",
-            params={"name": "photo.jpg"},
-            content=corpus_file("Landscape_6.jpg").read_bytes(),
-            timeout=120,
-        )
+        response = upload_photo(gateway.url)
         left = worker_containers(docker_engine)
     assert response.status_code == 502, response.text
     body = response.json()

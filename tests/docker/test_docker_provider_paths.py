@@ -16,6 +16,7 @@ from tests.support.docker_machines import (
     alive,
     busy_container_process,
     docker_env,
+    upload_photo,
     worker_containers,
 )
 from tests.support.docker_standin import standin_image
@@ -31,12 +32,7 @@ def test_a_worker_that_never_answers_is_removed_at_the_boot_deadline(
         silent = standin_image(client)  # a container that runs, and listens to nobody
     env = docker_env(docker_engine, silent)
     with running_gateway(tmp_path / "gw", "--boot-timeout", "3s", env=env) as gateway:
-        response = httpx.post(
-            f"{gateway.url}/v1/images",
-            params={"name": "photo.jpg"},
-            content=corpus_file("Landscape_6.jpg").read_bytes(),
-            timeout=120,
-        )
+        response = upload_photo(gateway.url)
         left = worker_containers(docker_engine)
     assert response.status_code == 503, response.text
     assert response.json() == {

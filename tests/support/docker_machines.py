@@ -9,10 +9,12 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import psutil
 
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_host import program
+from tests.support.paths import corpus_file
 from tests.support.waiting import wait_for
 
 
@@ -44,6 +46,16 @@ def uplodr(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def upload_photo(gateway_url: str) -> httpx.Response:
+    """POST a real corpus photo to a gateway, as a client would, and wait for its answer."""
+    return httpx.post(
+        f"{gateway_url}/v1/images",
+        params={"name": "photo.jpg"},
+        content=corpus_file("Landscape_6.jpg").read_bytes(),
+        timeout=120,
     )
 
 
