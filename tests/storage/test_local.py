@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -101,11 +104,30 @@ async def test_check_writable_names_the_store(tmp_path: Path) -> None:
         await blocked.check_writable()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions")
-async def test_read_only_folder_is_unavailable(tmp_path: Path) -> None:
-    tmp_path.chmod(0o500)
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """`folder` read-only for this process: without write permission, or — for root, whom
+    permissions do not stop — as a read-only bind mount of itself (writes fail with EROFS)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
     try:
-        with pytest.raises(StorageUnavailable):
-            await LocalStore(tmp_path, URL).check_writable()
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        yield
     finally:
-        tmp_path.chmod(0o700)
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+async def test_read_only_folder_is_unavailable(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    with read_only(store):
+        with pytest.raises(StorageUnavailable, match="store"):
+            await LocalStore(store, URL).check_writable()
+        assert list(store.iterdir()) == []  # nothing was written
+    await LocalStore(store, URL).check_writable()  # writable again: the same check passes
