@@ -1,7 +1,8 @@
 """Assemble and run the gateway, as named steps that close what they opened on every exit path.
 
-    check exposure → resolve stores → open provider → check stores reachable → open stores →
-    check writable → open dispatcher → open pool → start reaper loop → serve HTTP
+    check exposure → resolve stores → open provider → check stores reachable → check provider →
+    open stores → check writable → open dispatcher → open pool → start reaper loop → serve HTTP
+    (with /readyz checking the stores and the provider again on demand)
 
 Each step that opens something registers its closing on one AsyncExitStack, so a failure at any
 step (a store that is not writable, a port in use) closes exactly what was opened before it, and
