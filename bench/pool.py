@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,11 +160,16 @@ async def local_burst(
         await asyncio.to_thread(stop_gateway, gateway)
 
 
-async def fly_burst(
-    root: Path, photo: Path, count: int, idle: float, boot_latency: float
-) -> tuple[float, dict[str, float], int]:
+@contextlib.asynccontextmanager
+async def fly_pool(
+    root: Path, boot_latency: float, name: str, settings: PoolSettings
+) -> AsyncIterator[tuple[Pool, FlyApiServer]]:
+    """A pool over the Fly provider and the API simulator (create → started: `boot_latency` +
+    0.5 s, creates limited to 1/s), its workers writing to `root/store`; closed with every
+    machine destroyed when the block ends. With it, the simulator (its own counts of creates
+    and starts)."""
     store = root / "store"
-    store.mkdir(parents=True)
+    store.mkdir(parents=True, exist_ok=True)
     with FlyApiServer(
         grpc_port=free_port(),
         boot_latency=boot_latency,
@@ -172,9 +179,21 @@ async def fly_burst(
     ) as fly:
         provider = FlyProvider(fly_config(fly, regions=()))
         env = WorkerEnv(stores=(str(store),), idle_timeout=30.0)
-        dispatcher = Dispatcher(provider, env, "bench-pool", DispatchSettings())
-        max_machines = os.cpu_count() or 1
-        pool = Pool(dispatcher, PoolSettings(max=max_machines, idle=idle))
+        pool = Pool(Dispatcher(provider, env, name, DispatchSettings()), settings)
+        try:
+            yield pool, fly
+        finally:
+            await pool.close()
+            await pool.dispatcher.drain()
+            await provider.aclose()
+
+
+async def fly_burst(
+    root: Path, photo: Path, count: int, idle: float, boot_latency: float
+) -> tuple[float, dict[str, float], int]:
+    max_machines = os.cpu_count() or 1
+    settings = PoolSettings(max=max_machines, idle=idle)
+    async with fly_pool(root, boot_latency, "bench-pool", settings) as (pool, _):
         slots = asyncio.Semaphore(max_machines)  # what the gateway's job slots do
 
         async def one(i: int) -> float:
@@ -183,60 +202,38 @@ async def fly_burst(
                 result = await pool.run([source])
                 return sum(r.timings.convert for r in result.responses)
 
-        try:
-            started = time.monotonic()
-            outcomes = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
-            wall = time.monotonic() - started
-            idle_seconds = pool.stats().idle_seconds
-        finally:
-            await pool.close()
-            await dispatcher.drain()
-            await provider.aclose()
-        converted = [o for o in outcomes if isinstance(o, float)]
-        totals = dispatcher.totals
-        figures = {
-            "machines": float(totals.machines_created),
-            "machine_seconds": totals.machine_seconds,
-            "convert": sum(converted),
-            "idle": idle_seconds,
-        }
-        return wall, figures, count - len(converted)
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+        wall = time.monotonic() - started
+        idle_seconds = pool.stats().idle_seconds
+    converted = [o for o in outcomes if isinstance(o, float)]
+    totals = pool.dispatcher.totals
+    figures = {
+        "machines": float(totals.machines_created),
+        "machine_seconds": totals.machine_seconds,
+        "convert": sum(converted),
+        "idle": idle_seconds,
+    }
+    return wall, figures, count - len(converted)
 
 
 async def keep_stopped(boot_latency: float, rounds: int) -> None:
     """Fly simulator, `--pool-keep-stopped 1`: how long a job waits for its machine when the pool
     must create one, and when it starts the machine it stopped after the last job."""
     with tempfile.TemporaryDirectory(prefix="uplodr-bench-stopped-") as folder:
-        root = Path(folder)
-        store = root / "store"
-        store.mkdir()
         photo = CORPUS / SMALL
-        with FlyApiServer(
-            grpc_port=free_port(),
-            boot_latency=boot_latency,
-            start_latency=0.5,
-            rate=1.0,
-            process_factory=logged_worker_process(root / "workers"),
-        ) as fly:
-            provider = FlyProvider(fly_config(fly, regions=()))
-            env = WorkerEnv(stores=(str(store),), idle_timeout=30.0)
-            dispatcher = Dispatcher(provider, env, "bench-stopped", DispatchSettings())
-            pool = Pool(dispatcher, PoolSettings(max=1, idle=0.5, keep_stopped=1))
+        settings = PoolSettings(max=1, idle=0.5, keep_stopped=1)
+        async with fly_pool(Path(folder), boot_latency, "bench-stopped", settings) as (pool, fly):
             waits: list[float] = []
             stopped = asyncio.Event()
-            dispatcher.events.subscribe(
+            pool.dispatcher.events.subscribe(
                 lambda event: stopped.set() if event.kind is EventKind.STOPPED else None
             )
-            try:
-                for i in range(rounds):
-                    stopped.clear()
-                    result = await pool.run([UploadSource(photo, photo.name, f"s{i}")])
-                    waits.append(result.timings.wait or 0.0)
-                    await asyncio.wait_for(stopped.wait(), 30)  # the idle window stopped it
-            finally:
-                await pool.close()
-                await dispatcher.drain()
-                await provider.aclose()
+            for i in range(rounds):
+                stopped.clear()
+                result = await pool.run([UploadSource(photo, photo.name, f"s{i}")])
+                waits.append(result.timings.wait or 0.0)
+                await asyncio.wait_for(stopped.wait(), 30)  # the idle window stopped it
             print(
                 f"fly-sim keep-stopped: wait for a created machine {waits[0]:.2f} s; for a "
                 f"stopped one started again {min(waits[1:]):.2f}-{max(waits[1:]):.2f} s "

@@ -4,9 +4,7 @@ during the conversion."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -20,7 +18,7 @@ from tests.support.docker_machines import (
     worker_containers,
 )
 from tests.support.docker_standin import standin_image
-from tests.support.gateway import running_gateway
+from tests.support.gateway import hang_up_after_upload, running_gateway
 from tests.support.paths import corpus_file
 from tests.support.waiting import wait_for
 
@@ -48,15 +46,7 @@ def test_a_client_that_hangs_up_mid_conversion_gets_its_container_removed(
     photo = corpus_file("craft-beer.jpg").read_bytes()
     env = docker_env(docker_engine, docker_images.uplodr)
     with running_gateway(tmp_path / "gw", env=env) as gateway:
-        host, port = urlsplit(gateway.url).hostname, urlsplit(gateway.url).port
-        assert host and port
-        with socket.create_connection((host, port)) as sock:
-            sock.sendall(
-                b"POST /v1/images?name=gone.jpg HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: application/octet-stream\r\n"
-                + f"Content-Length: {len(photo)}\r\n\r\n".encode()
-                + photo
-            )
+        with hang_up_after_upload(gateway.url, photo):
             _, worker = busy_container_process(docker_engine)
         # the client is gone: the job is cancelled, its container removed
         wait_for(lambda: worker_containers(docker_engine) == [], "the container to be removed")

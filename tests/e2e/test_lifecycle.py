@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
-from tests.support.gateway import Gateway, running_gateway
+from tests.support.gateway import Gateway, hang_up_after_upload, running_gateway
 from tests.support.paths import corpus_file
 from tests.support.waiting import busy_worker, wait_for
 
@@ -63,16 +63,7 @@ def test_client_hang_up_mid_upload_creates_no_machine(gateway: Gateway) -> None:
 
 
 def test_client_hang_up_during_conversion_destroys_the_machine(gateway: Gateway) -> None:
-    photo = corpus_file("craft-beer.jpg").read_bytes()
-    host, port = urlsplit(gateway.url).hostname, urlsplit(gateway.url).port
-    assert host and port
-    with socket.create_connection((host, port)) as sock:
-        sock.sendall(
-            b"POST /v1/images?name=gone.jpg HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: application/octet-stream\r\n"
-            + f"Content-Length: {len(photo)}\r\n\r\n".encode()
-            + photo
-        )
+    with hang_up_after_upload(gateway.url, corpus_file("craft-beer.jpg").read_bytes()):
         worker = busy_worker(gateway)
     # The client is gone: the job is cancelled and its machine destroyed.
     wait_for(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,12 +13,29 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 from tests.support.procs import free_port, worker_processes
 
 READY_DEADLINE = 30.0
+
+
+@contextmanager
+def hang_up_after_upload(url: str, body: bytes, name: str = "gone.jpg") -> Iterator[None]:
+    """Send a whole upload to the gateway at `url` over a raw socket, then hang up when the
+    block ends, never reading the answer: the client that leaves mid-conversion."""
+    parts = urlsplit(url)
+    assert parts.hostname and parts.port
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall(
+            f"POST /v1/images?name={name} HTTP/1.1\r\nHost: x\r\n".encode()
+            + b"Content-Type: application/octet-stream\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        yield
 
 
 @dataclass
