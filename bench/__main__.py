@@ -25,13 +25,13 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from tests.support.paths import CORPUS
 from uplodr.dispatch.worker_client import UploadSource, WorkerClient
 from uplodr.imaging import DEFAULT_LIMITS, configure_vips, convert
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Machine, MachineSpec
 from uplodr.machines.local import LocalProvider
 from uplodr.preset import DEFAULT_PRESET
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 PHOTOS = ("book-beside-flowers.jpg", "craft-beer.jpg")
 
 

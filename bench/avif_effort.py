@@ -22,7 +22,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,12 +31,11 @@ from rich.console import Console
 from rich.table import Table
 from skimage.metrics import structural_similarity
 
+from tests.support.paths import CORPUS
 from uplodr.imaging import DEFAULT_LIMITS, configure_vips, pipeline, probe
 from uplodr.imaging.deadline import Deadline
 from uplodr.preset import DEFAULT_PRESET
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 PHOTOS = ("book-beside-flowers.jpg", "craft-beer.jpg", "IMG_2682.heic")
 REFERENCE_EFFORT, REFERENCE_QUALITY = 3, 60
 

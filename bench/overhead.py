@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tests.support.fly import fly_config
 from tests.support.fly_api import FlyApiServer, logged_worker_process
+from tests.support.paths import CORPUS
 from tests.support.procs import free_port
 from uplodr.dispatch.dispatcher import Dispatcher
 from uplodr.dispatch.job import JobResult
@@ -38,7 +39,6 @@ from uplodr.machines.fly import FlyProvider
 from uplodr.machines.local import LocalProvider
 from uplodr.worker_env import WorkerEnv
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 PHOTOS = {"2 MP": "xmp_test-adobergb.jpg", "12 MP": "book-beside-flowers.jpg"}
 
 

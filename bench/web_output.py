@@ -28,13 +28,12 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from tests.support.paths import CORPUS
 from uplodr.imaging import DEFAULT_LIMITS, configure_vips, pipeline, placeholder, probe
 from uplodr.imaging.animated_avif import encode as encode_animated
 from uplodr.imaging.deadline import Deadline
 from uplodr.preset import DEFAULT_PRESET
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 PHOTOS = ("book-beside-flowers.jpg", "craft-beer.jpg", "IMG_2682.heic")
 WIDTHS = (480, 960, 1600)
 

@@ -9,12 +9,20 @@ from hypothesis import settings
 
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_images import EngineImages, ensure_images
+from tests.support.paths import missing_shared
 from tests.support.swift import SwiftServer
 
 # Property tests judge answers, not speed: Hypothesis' default 200 ms deadline per example turns
 # a loaded CI machine into a failure (speed lives in bench/).
 settings.register_profile("uplodr", deadline=None)
 settings.load_profile("uplodr")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The real images and the providers' specs are ../shared: without them a third of the suite
+    # could only skip, so the run stops here, in one line naming the path.
+    if problem := missing_shared():
+        raise pytest.UsageError(problem)
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +41,27 @@ def swift() -> Iterator[SwiftServer]:
 IMAGES_TIMEOUT_S = 1200
 
 
+# The test command runs the suite on 2 processes (pytest-xdist, `--dist loadgroup`). Every test
+# of a Docker engine goes to one of them, in file order: one private engine and one image build
+# per run (not one per process), and the host-state tests see no other engine start mid-test.
+DOCKER_GROUP = pytest.mark.xdist_group("docker")
+
+
+def uses_docker(item: pytest.Item) -> bool:
+    if item.path.parent.name == "docker":
+        return True
+    if {"docker_engine", "docker_images"} & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("harness") == "docker"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "docker_images" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.timeout(IMAGES_TIMEOUT_S))
+        if uses_docker(item):
+            item.add_marker(DOCKER_GROUP)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 from tests.dispatch.conftest import make_dispatcher
 from tests.support.fake_worker import FakeWorker
 from tests.support.phases import PhaseWatch
+from tests.support.waiting import until
 from uplodr.dispatch.dispatcher import Dispatcher
 from uplodr.dispatch.events import Event, EventKind
 from uplodr.dispatch.job import run_job
@@ -319,8 +320,18 @@ async def test_heartbeats_keep_the_worker_alive_while_the_lease_is_held(
     await dispatcher.run([upload])
     assert worker.pings >= 1 + 4  # the readiness Ping, then heartbeats during the job
     pings = worker.pings
-    await asyncio.sleep(0.3)
-    assert worker.pings == pings  # none once the lease is released
+
+    def beating() -> list[asyncio.Task[object]]:
+        return [
+            task
+            for task in asyncio.all_tasks()
+            if task.get_coro().__qualname__ == "MachineLease._beat" and not task.done()  # type: ignore[union-attr]
+        ]
+
+    # none once the lease is released: its heartbeat task ended (a negative checked by the
+    # state that would send a Ping, not by sleeping and counting)
+    await until(lambda: not beating(), "the heartbeat to end")
+    assert worker.pings == pings and provider.alive == []
 
 
 def test_heartbeat_interval_follows_the_idle_timeout(provider: MemoryProvider) -> None:

@@ -1,6 +1,8 @@
 """The private engine leaves the host as it found it — also when the test process that started
 it is SIGKILLed — and is private. (The engines of the first two tests are their own: they run
-before the session's engine starts, so dockerd's shared host paths are compared too.)"""
+before the session's engine starts, so dockerd's shared host paths are compared too.) Both run
+with loopback traffic flowing, so the host's own packets (iptables' counters) never count as a
+change."""
 
 from __future__ import annotations
 
@@ -14,29 +16,38 @@ from pathlib import Path
 import psutil
 
 from tests.support.docker_engine import DockerEngine, host_programs_image
-from tests.support.docker_host import cgroup_folders, clean_stale, host_state, links_on
+from tests.support.docker_host import (
+    cgroup_folders,
+    clean_stale,
+    firewall,
+    host_state,
+    links_on,
+)
 from tests.support.paths import REPO
+from tests.support.traffic import loopback_traffic
 
 
 def test_an_engine_leaves_the_host_as_it_found_it() -> None:
     # An engine's start cleans what a killed earlier run left (as the second test shows); the
     # snapshot is taken after that, so it holds only what is not ours to clean.
     clean_stale()
-    before = host_state()
-    engine = DockerEngine(keep_data=False)
-    engine.start()
-    try:
-        assert engine.process is not None and engine.root is not None
-        dockerd, root, bridge = engine.process.pid, engine.root, engine.bridge
-        with engine.client() as client:
-            image = host_programs_image(client, "sleep")
-            client.containers.run(image, ["sleep", "600"], detach=True, mem_limit="64m")
-        veths = links_on(bridge)
-        assert len(veths) == 1  # the running container is on the engine's own bridge
-        assert cgroup_folders(bridge)  # and in the engine's own cgroups
-    finally:
-        engine.stop()  # with the container still running
-    assert host_state() == before
+    with loopback_traffic() as answered:
+        before = host_state()
+        engine = DockerEngine(keep_data=False)
+        engine.start()
+        try:
+            assert engine.process is not None and engine.root is not None
+            dockerd, root, bridge = engine.process.pid, engine.root, engine.bridge
+            with engine.client() as client:
+                image = host_programs_image(client, "sleep")
+                client.containers.run(image, ["sleep", "600"], detach=True, mem_limit="64m")
+            veths = links_on(bridge)
+            assert len(veths) == 1  # the running container is on the engine's own bridge
+            assert cgroup_folders(bridge)  # and in the engine's own cgroups
+        finally:
+            engine.stop()  # with the container still running
+        assert host_state() == before
+    assert answered[0] > 0  # packets flowed between the two snapshots
     assert not psutil.pid_exists(dockerd) or psutil.Process(dockerd).status() == "zombie"
     assert not [
         p
@@ -66,27 +77,66 @@ CHILD = textwrap.dedent(
 
 def test_an_engine_whose_test_process_was_killed_is_cleaned_by_the_next() -> None:
     clean_stale()
-    before = host_state()
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert child.stdout is not None
-    root_text, bridge, dockerd = child.stdout.readline().split()
-    root = Path(root_text)
-    assert root.exists() and links_on(bridge)
-    os.kill(child.pid, signal.SIGKILL)  # no finally, no atexit
-    child.wait(timeout=30)
-    assert root.exists()  # left behind ...
-    assert root in clean_stale()  # ... until the next engine starts
-    assert host_state() == before
+    with loopback_traffic() as answered:
+        before = host_state()
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert child.stdout is not None
+        root_text, bridge, dockerd = child.stdout.readline().split()
+        root = Path(root_text)
+        assert root.exists() and links_on(bridge)
+        os.kill(child.pid, signal.SIGKILL)  # no finally, no atexit
+        child.wait(timeout=30)
+        assert root.exists()  # left behind ...
+        assert root in clean_stale()  # ... until the next engine starts
+        assert host_state() == before
+    assert answered[0] > 0  # packets flowed between the two snapshots
     assert not root.exists()
     assert not cgroup_folders(bridge)
     assert not psutil.pid_exists(int(dockerd)) or psutil.Process(int(dockerd)).status() == "zombie"
+
+
+# iptables-save of the nf_tables backend (1.8.9) prints counters on chain policy lines even
+# without -c; the legacy backend prints [0:0]. Neither is something an engine changed.
+SAVED_BEFORE = """# Generated by iptables-save v1.8.9 (nf_tables) on Mon Dec  7 18:00:00 2026
+*filter
+:INPUT ACCEPT [83207:252160733]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [83207:252160733]
+-A INPUT -i lo -j ACCEPT
+COMMIT
+# Completed on Mon Dec  7 18:00:00 2026
+"""
+
+
+def test_the_firewall_snapshot_ignores_counters_and_sees_rules() -> None:
+    traffic = SAVED_BEFORE.replace("[83207:252160733]", "[83209:252160813]").replace(
+        "18:00:00", "18:00:05"
+    )
+    assert firewall(traffic) == firewall(SAVED_BEFORE)
+    assert firewall(SAVED_BEFORE) == [
+        "*filter",
+        ":INPUT ACCEPT",
+        ":FORWARD DROP",
+        ":OUTPUT ACCEPT",
+        "-A INPUT -i lo -j ACCEPT",
+        "COMMIT",
+    ]
+    # what an engine changes still shows: a rule, a chain, a policy, the order of rules
+    rule = SAVED_BEFORE.replace("COMMIT", "-A FORWARD -o uplodr-br1 -j ACCEPT\nCOMMIT")
+    chain = SAVED_BEFORE.replace(":OUTPUT", ":DOCKER - [0:0]\n:OUTPUT")
+    policy = SAVED_BEFORE.replace(":FORWARD DROP", ":FORWARD ACCEPT")
+    for changed in (rule, chain, policy):
+        assert firewall(changed) != firewall(SAVED_BEFORE)
+    two = rule.replace("-A INPUT -i lo -j ACCEPT\n", "")
+    swapped = two.replace("COMMIT", "-A INPUT -i lo -j ACCEPT\nCOMMIT")
+    assert firewall(swapped) != firewall(rule)
 
 
 def test_the_engine_uses_its_own_socket_state_and_bridge(docker_engine: DockerEngine) -> None:

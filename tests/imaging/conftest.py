@@ -8,18 +8,9 @@ import pytest
 import pyvips
 from PIL import Image
 
+from tests.support.paths import CORPUS, corpus_file
 from uplodr.imaging import EncodedVariant, ImageLimits, convert
 from uplodr.preset import DEFAULT_PRESET
-
-# The shared corpus lives next to the repository: <repo>/../shared/corpus
-CORPUS = (Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus").resolve()
-
-
-def corpus_file(name: str) -> Path:
-    path = CORPUS / name
-    if not path.is_file():
-        pytest.skip(f"test corpus not found: {path} (see ../shared/corpus/SOURCES.md)")
-    return path
 
 
 @functools.cache
@@ -30,8 +21,6 @@ def converted(name: str) -> tuple[EncodedVariant, ...]:
 
 @pytest.fixture
 def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip(f"test corpus not found: {CORPUS} (see ../shared/corpus/SOURCES.md)")
     return CORPUS
 
 

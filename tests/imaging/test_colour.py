@@ -21,12 +21,11 @@ import pillow_heif
 import pytest
 import pyvips
 
+from tests.support.paths import corpus_file
 from uplodr.imaging import ImageLimits, colour, configure_vips, convert, pipeline, probe
 from uplodr.imaging.colour import KNEE, REFERENCE_WHITE_NITS, Cicp
 from uplodr.imaging.deadline import Deadline
 from uplodr.preset import DEFAULT_PRESET
-
-from .conftest import corpus_file
 
 P3_XY = ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), (0.3127, 0.3290))
 BT2020_XY = ((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), (0.3127, 0.3290))

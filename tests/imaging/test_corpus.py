@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import pyvips
 
+from tests.support.paths import corpus_file
 from uplodr.imaging import EncodedVariant, ImageLimits, pipeline, probe
 from uplodr.imaging.deadline import Deadline
 from uplodr.preset import DEFAULT_PRESET
 
-from .conftest import avif_frames, converted, corpus_file, load_variant
+from .conftest import avif_frames, converted, load_variant
 
 ALL = [
     "book-beside-flowers.jpg",

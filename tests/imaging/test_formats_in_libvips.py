@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pyvips
 
+from tests.support.paths import corpus_file
 from uplodr import formats
 from uplodr.errors import LimitExceeded
 from uplodr.formats import FULL, VariantSpec
@@ -19,8 +20,6 @@ from uplodr.imaging import ImageLimits, configure_vips, probe
 from uplodr.imaging import encode as encode_module
 from uplodr.preset import DEFAULT_PRESET
 from uplodr.sniff import sniff
-
-from .conftest import corpus_file
 
 # A real file of each input format that has no encoder of ours (a new input format adds one).
 SAMPLES: dict[str, Callable[[], bytes]] = {

@@ -13,11 +13,12 @@ import pytest
 import pyvips
 from PIL import Image, ImageCms
 
+from tests.support.paths import corpus_file
 from uplodr.errors import CorruptImage, LimitExceeded
 from uplodr.imaging import ImageLimits, convert, heif, probe
 from uplodr.preset import DEFAULT_PRESET
 
-from .conftest import corpus_file, load_variant
+from .conftest import load_variant
 
 PHOTO = "IMG_2682.heic"  # iPhone 7, 4032x3024, Display P3 ICC profile, 8-bit
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.hostile_corpus import CASES, HostileCase
+from tests.support.paths import corpus_file
 from uplodr.errors import UplodrError
 from uplodr.imaging import ImageLimits, convert, probe
 from uplodr.preset import DEFAULT_PRESET
-
-from .conftest import corpus_file
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent

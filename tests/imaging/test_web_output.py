@@ -14,6 +14,7 @@ import pytest
 import pyvips
 
 from tests.hostile_corpus import CASES_BY_NAME
+from tests.support.paths import corpus_file
 from uplodr import formats
 from uplodr.errors import LimitExceeded, UnsupportedImage
 from uplodr.formats import FULL, VariantSpec
@@ -24,7 +25,7 @@ from uplodr.imaging.deadline import Deadline
 from uplodr.preset import DEFAULT_PRESET
 
 from . import js_decoders
-from .conftest import avif_frames, corpus_file, load_variant
+from .conftest import avif_frames, load_variant
 
 
 def test_every_format_at_every_width_smaller_than_the_full_size() -> None:

@@ -9,12 +9,14 @@ import asyncio
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
+import psutil
 import pytest
 from starlette.requests import Request
 from starlette.types import Message
@@ -24,6 +26,7 @@ from tests.support.fly import fly_config
 from tests.support.fly_api import FlyApiServer
 from tests.support.images import noise_png
 from tests.support.phases import PhaseWatch
+from tests.support.waiting import until
 from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
 from uplodr.dispatch.job import JobResult
 from uplodr.dispatch.lease import LeaseSettings
@@ -258,16 +261,26 @@ async def test_worker_crash_leaves_nothing(
     dispatcher, phases = make(provider, env)
     fly = server(kind, request)
 
+    def worker_pid() -> int:
+        if fly is not None:
+            machine = fly.machine(phases.machine_id)
+            assert machine is not None and isinstance(machine.process, subprocess.Popen)
+            return machine.process.pid
+        assert isinstance(provider, LocalProvider)
+        record = provider.records.read(phases.machine_id)
+        assert record is not None
+        return record.pid
+
     async def crash() -> None:
         await phases.entered["stream"].wait()
-        await asyncio.sleep(0.2)  # the worker is converting
+        worker = psutil.Process(worker_pid())
+        # the worker is converting: it has used CPU time beyond its boot's since the stream began
+        used = sum(worker.cpu_times()[:2])
+        await until(lambda: sum(worker.cpu_times()[:2]) > used + 0.2, "the worker to convert")
         if fly is not None:
             assert fly.kill_process(phases.machine_id)
         else:
-            assert isinstance(provider, LocalProvider)
-            record = provider.records.read(phases.machine_id)
-            assert record is not None
-            os.kill(record.pid, signal.SIGKILL)
+            os.kill(worker.pid, signal.SIGKILL)
 
     crasher = asyncio.create_task(crash())
     with pytest.raises(WorkerUnavailable, match=r"worker stopped|no longer exists"):

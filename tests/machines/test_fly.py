@@ -23,6 +23,7 @@ import pytest
 from tests.support.fly import FAST_BACKOFF, fly_config
 from tests.support.fly_api import Faults, FlyApiServer, standin_process
 from tests.support.procs import free_port
+from tests.support.waiting import until
 from tests.support.worker import wait_for_ping
 from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, MachineSpec
@@ -270,7 +271,7 @@ async def test_machine_vanishing_while_booting_is_worker_unavailable(
 ) -> None:
     fly.faults.vanish = 1.0
     machine = await provider.create(spec)
-    await asyncio.sleep(0.3)
+    await until(lambda: fly.injected["vanish"] == 1, "the machine to vanish as it starts")
     with pytest.raises(WorkerUnavailable, match="will not start"):
         await provider.wait_started(machine, timeout=5)
     await provider.destroy(machine.id)

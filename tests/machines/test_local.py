@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -339,7 +340,29 @@ async def test_destroy_does_not_block_the_event_loop(
     await provider.aclose()
 
 
-async def test_pid_reuse_guard(state_dir: Path, mark_env: dict[str, str]) -> None:
+def spy_on_signals(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every pid (or process group) the local provider signals from now on, recorded as it
+    goes through: a check that nothing was signalled needs no sleep."""
+    signalled: list[int] = []
+    real_killpg, real_kill_all = os.killpg, cgroup.kill_all
+
+    def killpg(pid: int, sig: int) -> None:
+        signalled.append(pid)
+        real_killpg(pid, sig)
+
+    def kill_all(path: Path) -> None:
+        with contextlib.suppress(OSError):
+            signalled.extend(int(pid) for pid in (path / "cgroup.procs").read_text().split())
+        real_kill_all(path)
+
+    monkeypatch.setattr(os, "killpg", killpg)
+    monkeypatch.setattr(cgroup, "kill_all", kill_all)
+    return signalled
+
+
+async def test_pid_reuse_guard(
+    state_dir: Path, mark_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A record whose process start time does not match is dropped, never killed."""
     stranger = subprocess.Popen(
         [sys.executable, "-c", SLEEP], env={**os.environ, **mark_env}, start_new_session=True
@@ -358,6 +381,7 @@ async def test_pid_reuse_guard(state_dir: Path, mark_env: dict[str, str]) -> Non
             tags=MARKED,
         )
         provider = LocalProvider(state_dir, grace=0.5)
+        signalled = spy_on_signals(monkeypatch)
         records.write(record)
         # listed as stopped (its process is gone, nobody owns it): the reaper's to destroy
         (listed,) = await provider.list({})
@@ -365,8 +389,7 @@ async def test_pid_reuse_guard(state_dir: Path, mark_env: dict[str, str]) -> Non
         assert records.read(record.id) is not None  # listing changes nothing
         await provider.destroy(record.id)
         assert records.read(record.id) is None
-        await asyncio.sleep(0.3)
-        assert stranger.poll() is None  # never signalled
+        assert stranger.pid not in signalled and stranger.poll() is None  # never signalled
 
         # A dead machine whose creator is still alive stays (unlisted) for its failure() call.
         records.write(
@@ -386,7 +409,7 @@ async def test_pid_reuse_guard(state_dir: Path, mark_env: dict[str, str]) -> Non
         assert records.read("uplodr-ba9876543210") is not None
         await provider.destroy("uplodr-ba9876543210")
         assert records.read("uplodr-ba9876543210") is None
-        assert stranger.poll() is None
+        assert stranger.pid not in signalled and stranger.poll() is None
         await provider.aclose()
     finally:
         stranger.kill()

@@ -120,19 +120,15 @@ async def test_server_stopped_mid_job_then_back(
     s3_store: MakeStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The proxy dies right after the first object is written and comes back 4 s later (after
-    the job's 3 s deadline): the job fails, the rollback's retries remove what it wrote, and the
-    next job through the same Publisher succeeds."""
+    """The proxy dies right after the first object is written and comes back only once the
+    job has failed and its rollback tries to delete (so the outage outlasts the job, not the
+    rollback): the job fails, the rollback's retries remove what it wrote, and the next job
+    through the same Publisher succeeds."""
     a = make_bucket()
     store = s3_store(a)
     publisher = Publisher([store], "digest", concurrency=1)
-    first_write = store.put_new
-
-    def restart_later() -> None:
-        time.sleep(4.0)  # the outage outlasts the job's 3 s deadline, not the rollback's
-        swift.start_proxy()
-
-    restarter = threading.Thread(target=restart_later)
+    first_write, first_delete = store.put_new, store.delete
+    restarter = threading.Thread(target=swift.start_proxy)
 
     async def write_then_stop_the_server(
         key: str, data: bytes, content_type: str, cache_control: str
@@ -140,9 +136,14 @@ async def test_server_stopped_mid_job_then_back(
         created = await first_write(key, data, content_type, cache_control)
         monkeypatch.setattr(store, "put_new", first_write)  # once
         await asyncio.to_thread(swift.stop_proxy)
-        restarter.start()
         return created
 
+    async def restart_then_delete(key: str) -> None:
+        if restarter.ident is None:
+            restarter.start()  # the rollback began: the server comes back during its retries
+        await first_delete(key)
+
+    monkeypatch.setattr(store, "delete", restart_then_delete)
     monkeypatch.setattr(store, "put_new", write_then_stop_the_server)
     started = time.monotonic()
     try:
@@ -150,8 +151,9 @@ async def test_server_stopped_mid_job_then_back(
             await publisher.publish("blog", "cat", DIGEST, blobs(scale=64, seed=4), PRESET)
         assert time.monotonic() - started < 3.0 + ROLLBACK_DEADLINE_S + 1
     finally:
-        if restarter.is_alive():
-            await asyncio.to_thread(restarter.join)
+        if restarter.ident is None:  # the rollback never ran: later tests need the server
+            restarter.start()
+        await asyncio.to_thread(restarter.join)
     assert swift.list_keys(a) == []
     published = await publisher.publish("blog", "cat", DIGEST, blobs(seed=5), PRESET)
     assert len(swift.list_keys(a)) == 5 and not published.deduplicated

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -137,12 +138,12 @@ def host_state() -> dict[str, object]:
     def mine(line: str) -> bool:
         return not any(name and name in line for name in bridges)
 
-    def rules(tool: str) -> str:
+    def rules(tool: str) -> list[str] | str:
         found = program(tool)
         if found is None:
             return f"{tool} is not installed"
         done = subprocess.run([found], capture_output=True, text=True, check=False)
-        return "\n".join(line for line in done.stdout.splitlines() if not line.startswith("#"))
+        return firewall(done.stdout)
 
     links = [_link_name(line) for line in ip("-o", "link").stdout.splitlines()]
     routes = ip("route", "show", "table", "all").stdout.splitlines()
@@ -158,6 +159,18 @@ def host_state() -> dict[str, object]:
         ),
         "docker host paths": None if others else [str(p) for p in HOST_TRACES if p.exists()],
     }
+
+
+# `[packets:bytes]`: iptables-nft prints these on every chain's policy line even without `-c`,
+# and any packet on the host changes them — they are traffic, not what an engine changed.
+_COUNTERS = re.compile(r"\s*\[\d+:\d+\]")
+
+
+def firewall(saved: str) -> list[str]:
+    """The tables, chains with their policies, and rules (in order: order is meaning) of an
+    `iptables-save` text, without comments and counters: what an engine can change."""
+    lines = (_COUNTERS.sub("", line).strip() for line in saved.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def _link_name(line: str) -> str:

@@ -23,11 +23,10 @@ from typing import Any
 
 from jsonschema import Draft4Validator
 
+from tests.support.paths import SPECS
+
 # ../shared/specs beside the repository, as for the test corpus; UPLODR_FLY_SPEC overrides
-SPEC_PATH = Path(
-    os.environ.get("UPLODR_FLY_SPEC")
-    or Path(__file__).resolve().parents[3] / "shared" / "specs" / "fly-machines-swagger.json"
-)
+SPEC_PATH = Path(os.environ.get("UPLODR_FLY_SPEC") or SPECS / "fly-machines-swagger.json")
 _EXTENSION_PARAMS: dict[str, re.Pattern[str]] = {
     "Machines_list": re.compile(r"^metadata\.[A-Za-z0-9_.\-]+$"),
 }

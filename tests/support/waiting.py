@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -19,6 +20,16 @@ def wait_for(condition: Callable[[], bool], what: str, deadline: float = DEADLIN
         if condition():
             return
         time.sleep(0.02)  # polling a condition under a deadline
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def until(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    """`wait_for` inside a test's event loop: polls without blocking the loop."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if condition():
+            return
+        await asyncio.sleep(0.02)  # polling a condition under a deadline
     raise AssertionError(f"timed out waiting for {what}")
 
 

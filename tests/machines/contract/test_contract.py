@@ -63,8 +63,15 @@ async def test_destroy_during_boot(harness: Harness) -> None:
     provider = harness.provider
     harness.slow_boot()
     machine = await provider.create(harness.spec())
-    waiting = asyncio.create_task(provider.wait_started(machine, timeout=DEADLINE))
-    await asyncio.sleep(0.05)  # the wait is under way
+    asked = asyncio.Event()
+
+    async def wait() -> None:
+        asked.set()
+        await provider.wait_started(machine, timeout=DEADLINE)
+
+    waiting = asyncio.create_task(wait())
+    await asked.wait()
+    await asyncio.sleep(0)  # one turn of the loop: the wait is at its first await, under way
     await provider.destroy(machine.id)
     # a wait in flight ends promptly (whether it saw the start or the end), never hangs
     started = time.monotonic()
