@@ -194,7 +194,9 @@ async def test_a_provider_outage_at_start_warns_and_readyz_names_it_until_it_is_
         assert "provider memory is not reachable yet" in caplog.text
         unready = await http.get("/readyz")
         assert unready.status_code == 503
-        assert unready.json()["error"] == "provider: memory provider: unreachable (fault)"
+        # the check and the kind of failure; the failure's text is the log's
+        assert unready.json()["error"] == "provider: memory: failed (worker_unavailable)"
+        assert "readiness check provider failed: memory provider: unreachable" in caplog.text
         ready = await eventually_ready(http)
         assert [c["name"] for c in ready["checks"]] == ["store", "provider"]
 
