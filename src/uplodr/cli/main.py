@@ -43,6 +43,9 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("httpx", "httpcore", "stamina"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from uplodr import retry_log
+
+    retry_log.install()  # a retry's log record never carries the call's arguments
 
 
 class _Failed(Exception):

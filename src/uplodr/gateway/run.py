@@ -31,6 +31,7 @@ from typing import Literal
 import uvicorn
 from starlette.applications import Starlette
 
+from uplodr import retry_log
 from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
 from uplodr.dispatch.lease import LeaseSettings
 from uplodr.dispatch.pool import Pool, PoolSettings
@@ -322,6 +323,7 @@ async def open_gateway(
     """Every part of the gateway, open; all closed when the block ends, however it ends.
     `provider`: a ready provider instead of building `options.provider` (the gateway closes
     it either way). Raises StartupError with one line when the options do not fit."""
+    retry_log.install()  # a retry's log record never carries the call's arguments
     async with contextlib.AsyncExitStack() as stack:
         tokens = load_tokens(options)
         check_exposure(options, tokens)
