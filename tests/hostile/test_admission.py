@@ -20,9 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.hostile.support import status_kb
+from tests.hostile.support import SpoolWatch, metric, status_kb
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.paths import corpus_file
 from tests.support.waiting import wait_for
@@ -32,46 +31,6 @@ BURST = 30
 MAX_IN_FLIGHT = 4
 SLOW = secrets.token_urlsafe(32)
 OTHER = secrets.token_urlsafe(32)
-
-
-def metric(
-    gateway: Gateway, name: str, headers: dict[str, str] | None = None, **labels: str
-) -> float:
-    """One sample of /metrics (0 when absent)."""
-    text = httpx.get(f"{gateway.url}/metrics", headers=headers, timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
-def spooled_files(spool: Path) -> list[Path]:
-    return [p for p in spool.rglob("*") if p.is_file()]
-
-
-class SpoolWatch:
-    """The most upload folders the spool held at once, sampled while a burst runs."""
-
-    def __init__(self, spool: Path) -> None:
-        self.spool = spool
-        self.most = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> SpoolWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError):
-                self.most = max(self.most, len(list(self.spool.iterdir())))
-            time.sleep(0.002)  # a sampling interval of a monitor, not a wait
 
 
 def test_a_burst_past_max_in_flight_is_refused_before_its_bodies(tmp_path: Path) -> None:
@@ -124,7 +83,7 @@ def test_a_burst_past_max_in_flight_is_refused_before_its_bodies(tmp_path: Path)
         assert peak_mb < rss_before / 2**20 + 50
         # nothing is left: no upload in flight, no spool file, no machine, no worker
         assert metric(gateway, "uplodr_uploads_in_flight") == 0
-        assert spooled_files(spool) == [] and list(spool.iterdir()) == []
+        assert list(spool.rglob("*")) == []
         wait_for(lambda: gateway.workers() == [], "the workers to end")
         wait_for(lambda: gateway.machine_records() == [], "the machines to be destroyed")
 
