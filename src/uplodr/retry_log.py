@@ -53,10 +53,19 @@ def log_retry(details: RetryDetails) -> None:
     )
 
 
+def _installed(module: str) -> bool:
+    """Whether `module` could be imported, without importing it (a client-only install,
+    `uplodr convert`, loads nothing of the server's)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 def install() -> None:
     """Make `log_retry` stamina's only logging hook in this process (idempotent)."""
     hooks: list[RetryHook | RetryHookFactory] = []
-    if importlib.util.find_spec("prometheus_client") is not None:
+    if _installed("prometheus_client"):
         hooks.append(PrometheusOnRetryHook)
     hooks.append(log_retry)
     set_on_retry_hooks(hooks)
