@@ -1,15 +1,18 @@
 """What a retry leaves in the log: which call, which retry, the wait before the next attempt and
 the kind of failure — never the call's arguments.
 
-stamina's own logging hook attaches every scheduled retry's positional and keyword arguments
+stamina's own logging hook attaches a scheduled retry's positional and keyword arguments
 (`stamina.args`, `stamina.kwargs`) and the cause's repr to the log record. A plain formatter
-does not print them, but any structured handler (JSON to a log shipper) ships them, and the
-arguments of a retried Fly create are its body: the machine's environment, with the worker's
-token in it. So every uplodr process (`serve`, `worker`, the other commands, and
-`open_gateway` for code that embeds the gateway) replaces that hook with `log_retry`, which
-logs on the same "stamina" logger (its level and filters still apply) and keeps stamina's
-Prometheus counter when prometheus_client is installed (callable name, retry number and
-error type: no arguments).
+does not print them, but any structured handler (JSON to a log shipper) ships them. uplodr's
+retried calls go through `AsyncRetryingCaller` and `retry_context`, which (stamina 26.1) hand
+the hooks no arguments — but the decorator form, `@stamina.retry`, does, and the call most
+worth retrying, a Fly create, takes the machine's body: its environment, with the worker's
+token in it. One refactoring away from a leak, so every uplodr process (`serve`, `worker`, the
+other commands, and `open_gateway` for code that embeds the gateway) replaces that hook with
+`log_retry`, which logs on the same "stamina" logger (its level and filters still apply) and
+keeps stamina's Prometheus counter when prometheus_client is installed (callable name, retry
+number and error type: no arguments). tests/test_retry_log.py shows stamina's own hook
+shipping a decorated call's secret argument, and this one not.
 
 The cause is named by its type; its message only when it is an uplodr error, whose message is
 written to be shown to a client (uplodr.errors) — a foreign exception's text (an HTTP library's,
