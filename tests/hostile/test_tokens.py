@@ -20,6 +20,7 @@ import pytest
 from tests.support.gateway import Gateway, running_gateway
 from tests.support.paths import corpus_file
 from tests.support.procs import free_port
+from uplodr.client import Client, Forbidden, Unauthenticated
 from uplodr.gateway.tokens import TokensError, load_tokens_file
 
 BLOG = secrets.token_urlsafe(32)
@@ -92,6 +93,15 @@ def test_a_token_bound_to_blog_writes_under_blog_and_nowhere_else(gateway: Gatew
     assert upload(gateway, secrets.token_urlsafe(32), "blog").status_code == 401
 
 
+def test_the_python_client_raises_the_typed_errors(gateway: Gateway) -> None:
+    photo = corpus_file(PHOTO)
+    with Client(gateway.url, token=BLOG) as client, pytest.raises(Forbidden) as refused:
+        client.convert(photo, folder="shop")
+    assert refused.value.status == 403 and refused.value.code == "forbidden"
+    with Client(gateway.url) as client, pytest.raises(Unauthenticated):
+        client.convert(photo, folder="blog")
+
+
 def test_metrics_need_a_token_and_name_tokens_never_their_secrets(gateway: Gateway) -> None:
     upload(gateway, BLOG, "shop")
     assert httpx.get(f"{gateway.url}/metrics").status_code == 401
@@ -106,6 +116,7 @@ def test_metrics_need_a_token_and_name_tokens_never_their_secrets(gateway: Gatew
         assert httpx.get(f"{gateway.url}{path}").status_code == 200, path
     log = gateway.log_text()
     assert "upload refused (token blog): token 'blog' may not write to 'shop'" in log
+    assert f"upload {PHOTO} in 'blog/2026' by token blog: answered" in log
     for secret in (BLOG, SHOP, OLD):
         assert secret not in log and secret not in ok.text
         assert sha256(secret) not in log and sha256(secret) not in ok.text

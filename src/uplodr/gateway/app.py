@@ -269,8 +269,9 @@ async def post_image(request: Request) -> Response:
             answer = await until_disconnect(
                 request, gateway.service.convert(spooled, name, folder, choice, alt)
             )
-    if token is not None:
+    if token is not None:  # its name, never its secret
         metrics.TOKEN_UPLOADS.labels(token=token.name, code="ok").inc()
+        log.info("upload %s in %r by token %s: answered", name.file_name, folder, token.name)
     return JSONResponse(answer_json(answer))
 
 
