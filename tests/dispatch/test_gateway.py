@@ -110,6 +110,16 @@ async def test_defaults_come_from_the_providers_capabilities(
         assert gateway.service.max_machines == 1
 
 
+async def test_a_spool_budget_under_the_upload_limit_stops_start_up(
+    provider: MemoryProvider, store: Path
+) -> None:
+    changes = {"spool_budget": 1024 * 1024, "max_upload_bytes": 2 * 1024 * 1024}
+    with pytest.raises(StartupError, match=r"--spool-budget \(1048576 bytes\) is smaller than"):
+        async with open_gateway(options(store, **changes), provider):
+            pass
+    assert provider.closed
+
+
 async def test_a_local_store_is_refused_when_machines_cannot_see_it(
     worker: FakeWorker, store: Path
 ) -> None:

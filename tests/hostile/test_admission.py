@@ -156,7 +156,7 @@ def test_a_tokens_own_bound_and_the_spool_budget_refuse_before_the_body(tmp_path
     photo = corpus_file("Landscape_6.jpg").read_bytes()  # 353 kB
     args = (
         *("--tokens-file", str(tokens_file(tmp_path / "tokens.toml"))),
-        *("--spool-dir", str(spool), "--spool-budget", "1500K"),
+        *("--spool-dir", str(spool), "--spool-budget", "1500K", "--max-upload", "1500K"),
     )
     with running_gateway(tmp_path / "gw", *args) as gateway:
         auth = {"authorization": f"Bearer {OTHER}"}

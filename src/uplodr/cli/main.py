@@ -161,7 +161,8 @@ def main(verbose: bool) -> None:
     "--spool-budget",
     type=SIZE,
     envvar="UPLODR_SPOOL_BUDGET",
-    help="Bytes the uploads in flight may hold on the spool disk; beyond, 503 busy. "
+    help="Bytes the uploads in flight may hold on the spool disk (at least --max-upload); "
+    "beyond, 503 busy. "
     "Default: no bound but --max-in-flight × --max-upload.",
 )
 @click.option(

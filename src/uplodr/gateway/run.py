@@ -383,6 +383,13 @@ def open_admission(options: GatewayOptions, service: ConversionService) -> Admis
     admitted upload is never then refused by the service's queue; a smaller bound refuses
     earlier (before the body), a larger one lets the queue refuse after spooling."""
     max_in_flight = options.max_in_flight or service.slots + service.max_queue
+    budget = options.spool_budget
+    if budget is not None and budget < options.max_upload_bytes:
+        # an upload the size limit allows would then be "busy" forever: say so at start
+        raise StartupError(
+            f"--spool-budget ({budget} bytes) is smaller than --max-upload "
+            f"({options.max_upload_bytes} bytes): an upload of the allowed size could never fit"
+        )
     if options.spool_dir is not None:
         try:
             options.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
