@@ -60,6 +60,20 @@ class Unauthenticated(UplodrError):
     code = "unauthenticated"
 
 
+class Forbidden(UplodrError):
+    """A known token used outside what it may do: a folder beyond its prefixes, or /metrics
+    with an upload token when a separate metrics token is configured."""
+
+    code = "forbidden"
+
+
+class UploadTimeout(UplodrError):
+    """The request body did not arrive within the gateway's body deadline (a client that
+    trickles its upload cannot hold an upload slot forever)."""
+
+    code = "upload_timeout"
+
+
 class StorageUnavailable(UplodrError):
     """Object storage could not be read or written; the message names the store."""
 
@@ -101,6 +115,8 @@ STATUSES: dict[str, Status] = {
     "too_large": Status("RESOURCE_EXHAUSTED", 413),
     "limit_exceeded": Status("RESOURCE_EXHAUSTED", 422),
     "unauthenticated": Status("UNAUTHENTICATED", 401),
+    "forbidden": Status("PERMISSION_DENIED", 403),
+    "upload_timeout": Status("DEADLINE_EXCEEDED", 408),
     "storage_unavailable": Status("UNAVAILABLE", 503),
     "worker_unavailable": Status("UNAVAILABLE", 503),
     "busy": Status("UNAVAILABLE", 503),
@@ -118,6 +134,8 @@ ERRORS_BY_CODE: dict[str, type[UplodrError]] = {
         TooLarge,
         LimitExceeded,
         Unauthenticated,
+        Forbidden,
+        UploadTimeout,
         StorageUnavailable,
         WorkerUnavailable,
         Busy,

@@ -110,6 +110,16 @@ async def test_defaults_come_from_the_providers_capabilities(
         assert gateway.service.max_machines == 1
 
 
+async def test_a_spool_budget_under_the_upload_limit_stops_start_up(
+    provider: MemoryProvider, store: Path
+) -> None:
+    changes = {"spool_budget": 1024 * 1024, "max_upload_bytes": 2 * 1024 * 1024}
+    with pytest.raises(StartupError, match=r"--spool-budget \(1048576 bytes\) is smaller than"):
+        async with open_gateway(options(store, **changes), provider):
+            pass
+    assert provider.closed
+
+
 async def test_a_local_store_is_refused_when_machines_cannot_see_it(
     worker: FakeWorker, store: Path
 ) -> None:
@@ -194,7 +204,9 @@ async def test_a_provider_outage_at_start_warns_and_readyz_names_it_until_it_is_
         assert "provider memory is not reachable yet" in caplog.text
         unready = await http.get("/readyz")
         assert unready.status_code == 503
-        assert unready.json()["error"] == "provider: memory provider: unreachable (fault)"
+        # the check and the kind of failure; the failure's text is the log's
+        assert unready.json()["error"] == "provider: memory: failed (worker_unavailable)"
+        assert "readiness check provider failed: memory provider: unreachable" in caplog.text
         ready = await eventually_ready(http)
         assert [c["name"] for c in ready["checks"]] == ["store", "provider"]
 

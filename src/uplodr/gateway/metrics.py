@@ -36,7 +36,33 @@ WAITING = Gauge(
     registry=REGISTRY,
 )
 RUNNING = Gauge("uplodr_jobs_running", "Jobs holding a machine slot", registry=REGISTRY)
-UPLOAD_BYTES = Counter("uplodr_upload_bytes", "Bytes of uploads received", registry=REGISTRY)
+UPLOAD_BYTES = Counter(
+    "uplodr_upload_bytes", "Bytes of uploads received (spooled)", registry=REGISTRY
+)
+IN_FLIGHT = Gauge(
+    "uplodr_uploads_in_flight",
+    "Uploads admitted and not yet answered: spooling, waiting for a machine or converting "
+    "(at most --max-in-flight)",
+    registry=REGISTRY,
+)
+SPOOL_RESERVED = Gauge(
+    "uplodr_spool_reserved_bytes",
+    "Bytes of the spool disk reserved by uploads in flight (at most --spool-budget)",
+    registry=REGISTRY,
+)
+ADMISSION_REFUSED = Counter(
+    "uplodr_admission_refused",
+    "Uploads answered 503 busy before their body was read, by the bound they met "
+    "(in_flight, token_in_flight, spool_budget)",
+    ["reason"],
+    registry=REGISTRY,
+)
+TOKEN_UPLOADS = Counter(
+    "uplodr_token_uploads",
+    "Upload requests by token name (never the secret) and answer code (ok or an error code)",
+    ["token", "code"],
+    registry=REGISTRY,
+)
 
 
 class DispatchCollector(Collector):
