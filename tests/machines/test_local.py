@@ -18,7 +18,7 @@ import pytest
 
 from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines import cgroup
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Machine, MachineSpec
+from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Machine, MachineSpec, StopReason
 from uplodr.machines.local import LocalProvider, base_env, worker_command
 from uplodr.machines.local_records import Record, RecordDir, process_start_time
 
@@ -243,11 +243,11 @@ async def test_process_that_dies_is_reported_and_cleaned(
     machine = await provider.create(spec(mark_env))
     assert await provider.failure(machine.id) is None  # still running
     reason = await eventually(lambda: provider.failure(machine.id))
-    assert reason == "killed by signal 9"
+    assert reason == StopReason.killed(9)
     # Not listed (its creator, alive, destroys it), and listing changes nothing.
     assert await provider.list({}) == []
     assert provider.records.read(machine.id) is not None
-    assert await provider.failure(machine.id) == "killed by signal 9"  # still known
+    assert await provider.failure(machine.id) == StopReason.killed(9)  # still known
     with pytest.raises(WorkerUnavailable, match="killed by signal 9"):
         await provider.wait_started(machine, timeout=1)
     # Another process sees a dead machine whose creator lives: not its to reap either.
@@ -262,7 +262,7 @@ async def test_exit_code_and_log_file(state_dir: Path, mark_env: dict[str, str])
     machine = await provider.create(spec(mark_env))
     log = provider.log_path(machine.id)
     await eventually(lambda: provider.failure(machine.id))
-    assert await provider.failure(machine.id) == "exited with code 3"
+    assert await provider.failure(machine.id) == StopReason.exited(3)
     with pytest.raises(WorkerUnavailable, match="exited with code 3"):
         await provider.wait_started(machine, timeout=1)
     assert "boom: bad config" in log.read_text()
@@ -447,7 +447,8 @@ async def test_memory_cap_oom_kill_is_reported(state_dir: Path, mark_env: dict[s
     )
     assert int(limit_file.read_text()) == 256 * 1024 * 1024
     reason = await eventually(lambda: provider.failure(machine.id), timeout=30)
-    assert reason == "out of memory (256 MB limit)"
+    assert reason == StopReason.out_of_memory(256)
+    assert str(reason) == "out of memory (256 MB limit)"
     with pytest.raises(WorkerUnavailable, match="out of memory"):
         await provider.wait_started(machine, timeout=1)
     await provider.destroy(machine.id)
@@ -495,7 +496,7 @@ async def test_aclose_cleans_up_a_crashed_machine_nobody_destroyed(
     machine = await provider.create(spec(mark_env))
     record = provider.records.read(machine.id)
     assert record is not None and record.cgroup is not None
-    assert await eventually(lambda: provider.failure(machine.id)) == "exited with code 3"
+    assert await eventually(lambda: provider.failure(machine.id)) == StopReason.exited(3)
     await provider.aclose()
     assert not Path(record.cgroup).exists()
     assert provider.records.read(machine.id) is None
