@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -391,6 +392,78 @@ async def test_pid_reuse_guard(state_dir: Path, mark_env: dict[str, str]) -> Non
     finally:
         stranger.kill()
         stranger.wait()
+
+
+async def test_destroy_never_kills_what_a_record_names_outside_the_cgroup_fs(
+    state_dir: Path, mark_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A record is a file: one that names a folder outside the cgroup filesystem as its
+    machine's cgroup (its `cgroup.procs` listing a stranger's pid) gets nothing killed when
+    the reaper destroys that machine (before: every pid listed there got SIGKILL)."""
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", SLEEP], env={**os.environ, **mark_env}, start_new_session=True
+    )
+    try:
+        fake = tmp_path / "not-a-cgroup" / "uplodr-0123456789ab"
+        fake.mkdir(parents=True)
+        (fake / "cgroup.procs").write_text(f"{stranger.pid}\n")
+        records = RecordDir(state_dir / "machines")
+        records.write(
+            Record(
+                id="uplodr-0123456789ab",
+                pid=2**22 + 1,  # no such process: only the cgroup is left to kill
+                start_time=1.0,
+                port=1,
+                address="127.0.0.1:1",
+                created_at=time.time(),
+                tags=MARKED,
+                cgroup=str(fake),
+            )
+        )
+        provider = LocalProvider(state_dir, grace=0.5)
+        assert await provider.failure("uplodr-0123456789ab") is None  # its OOM count unread
+        await provider.destroy("uplodr-0123456789ab")  # what the reaper does
+        assert records.read("uplodr-0123456789ab") is None
+        assert stranger.poll() is None  # never signalled
+        assert fake.is_dir()  # never removed
+        await provider.aclose()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_cgroup_calls_refuse_paths_outside_the_cgroup_fs(tmp_path: Path) -> None:
+    for call in (cgroup.kill_all, cgroup.remove, cgroup.pids, cgroup.oom_killed):
+        with pytest.raises(ValueError, match="is not a cgroup"):
+            call(tmp_path)
+        with pytest.raises(ValueError, match="is not a cgroup"):
+            call(cgroup.CGROUP_FS / ".." / ".." / tmp_path.relative_to("/"))
+
+
+async def test_an_existing_state_dir_is_made_private(
+    state_dir: Path, mark_env: dict[str, str]
+) -> None:
+    """Records name the pids and cgroups destroy kills: a machines folder that others may
+    write is made 0700 (before: it kept its mode, 0777 here), one owned by someone else is
+    refused in one line."""
+    machines = state_dir / "machines"
+    machines.mkdir(parents=True)
+    machines.chmod(0o777)
+    provider = LocalProvider(state_dir, command=standin(LISTEN), grace=1.0)
+    machine = await provider.create(spec(mark_env))
+    assert stat.S_IMODE(machines.stat().st_mode) == 0o700
+    await provider.destroy(machine.id)
+
+    if os.geteuid() == 0:  # only root can hand the folder to someone else
+        os.chown(machines, 65534, 65534)
+        try:
+            with pytest.raises(ProviderError, match="belongs to uid 65534, not to this user"):
+                await provider.check()
+            with pytest.raises(WorkerUnavailable, match="belongs to uid 65534"):
+                await provider.create(spec(mark_env))
+        finally:
+            os.chown(machines, 0, 0)
+    await provider.aclose()
 
 
 def test_default_command_is_the_real_worker(state_dir: Path) -> None:
