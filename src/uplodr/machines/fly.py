@@ -476,9 +476,11 @@ class FlyProvider:
         state = data.get("state")
         if state not in _STOPPED_STATES:
             return None
+        if (reason := _exit_reason(data)) is not None:  # an auto-destroyed one keeps its events
+            return reason
         if state in ("destroyed", "destroying"):
             return StopReason.gone(f"machine {state}")
-        return _exit_reason(data) or StopReason(StopKind.EXITED, detail=f"machine {state}")
+        return StopReason(StopKind.EXITED, detail=f"machine {state}")
 
     async def check(self) -> None:
         """One authenticated GET (uplodr's machines of the app), not retried: the token is
