@@ -28,7 +28,8 @@ create as boot latency + start latency).
 real `uplodr serve` with the pool, all good, then with every Nth upload the photo cut in half (a
 truncated JPEG: 422 corrupt_image, and its machine is destroyed, never reused), and the same
 bad burst with no pool (`--pool-idle 0`, a machine per job) as the ceiling. Per run: wall
-seconds, machines created, machines retired after a bad input (/metrics) and the answers.
+seconds, machines created, seconds they spent being created and booted, machines retired after
+a bad input (/metrics) and the answers.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ async def local_burst(
                 )
             ),
             "bad": sum(1 for r in responses if r.status_code == 422),
+            "boot": metric(text, "uplodr_machine_boot_seconds_total"),
         }
         return wall, figures, sum(1 for r in responses if r.status_code not in (200, 422))
     finally:
@@ -269,7 +271,10 @@ async def bad_files(count: int, bad_every: int) -> None:
     """The `--small` burst through serve: all good on the pool, 1 in `bad_every` bad on the
     pool, and 1 in `bad_every` bad with a machine per job."""
     photo = CORPUS / SMALL
-    print(f"{'run':<28} {'wall s':>7} {'machines':>8} {'retired':>7} {'422':>4} {'other':>5}")
+    print(
+        f"{'run':<28} {'wall s':>7} {'machines':>8} {'boot s':>7} {'retired':>7} {'422':>4} "
+        f"{'other':>5}"
+    )
     with tempfile.TemporaryDirectory(prefix="uplodr-bench-bad-") as folder:
         for label, idle, every in (
             ("pool, all good", "30s", 0),
@@ -279,7 +284,8 @@ async def bad_files(count: int, bad_every: int) -> None:
             root = Path(folder) / label.replace(" ", "").replace(",", "")
             wall, f, other = await local_burst(root, photo, count, idle, every)
             print(
-                f"{label:<28} {wall:7.2f} {f['machines']:8.0f} {f['retired']:7.0f} "
+                f"{label:<28} {wall:7.2f} {f['machines']:8.0f} {f['boot']:7.2f} "
+                f"{f['retired']:7.0f} "
                 f"{f['bad']:4.0f} {other:5d}",
                 flush=True,
             )
