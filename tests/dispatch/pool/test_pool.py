@@ -14,8 +14,9 @@ import pytest
 from tests.dispatch.conftest import make_dispatcher
 from tests.dispatch.pool.conftest import PoolFactory, eventually
 from tests.support.fake_worker import FakeWorker
+from uplodr.dispatch.dispatcher import Dispatcher
 from uplodr.dispatch.events import Event, EventKind
-from uplodr.dispatch.pool import Pool, PoolSettings
+from uplodr.dispatch.pool import Pool, PoolSettings, _Member, _State
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import (
     CorruptImage,
@@ -328,3 +329,20 @@ def test_settings_that_do_not_fit_are_refused_in_one_line() -> None:
     ):
         with pytest.raises(ValueError, match=words):
             PoolSettings(**settings)
+
+
+def test_a_pool_machine_moves_only_as_its_state_machine_allows(dispatcher: Dispatcher) -> None:
+    """One place decides what may follow what: a retired machine never becomes ready again, a
+    draining one never parks, a booting one never drains."""
+    member = _Member(dispatcher.new_lease(), now=0.0)
+    assert member.state is _State.BOOTING
+    with pytest.raises(AssertionError, match="from booting to draining"):
+        member.move(_State.DRAINING)
+    member.move(_State.READY)
+    member.move(_State.DRAINING)
+    with pytest.raises(AssertionError, match="from draining to parking"):
+        member.move(_State.PARKING)
+    member.move(_State.RETIRED)
+    for state in _State:
+        with pytest.raises(AssertionError, match="from retired to"):
+            member.move(state)
