@@ -19,7 +19,14 @@ import pytest
 
 from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines import cgroup
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Machine, MachineSpec, StopReason
+from uplodr.machines.base import (
+    MARKER_TAG,
+    MARKER_VALUE,
+    Machine,
+    MachineSpec,
+    StopKind,
+    StopReason,
+)
 from uplodr.machines.local import LocalProvider, base_env, worker_command
 from uplodr.machines.local_records import Record, RecordDir, process_start_time
 
@@ -277,6 +284,23 @@ async def test_exit_code_and_log_file(state_dir: Path, mark_env: dict[str, str])
     await keeping.destroy(machine.id)
     assert "boom" in keeping.log_path(machine.id).read_text()
     keeping.log_path(machine.id).unlink()
+
+
+async def test_a_clean_exit_past_the_machines_deadline_is_its_lifetimes_end(
+    state_dir: Path, mark_env: dict[str, str]
+) -> None:
+    """The worker ends itself (exit 0) at its maximum lifetime, the span of its `deadline`
+    tag: a typed DEADLINE, not an exit, so nobody mistakes it for a crash or the input's."""
+    provider = LocalProvider(state_dir, command=standin("import sys; sys.exit(0)"))
+    past = {**MARKED, "deadline": str(int(time.time()) - 1)}
+    future = {**MARKED, "deadline": str(int(time.time()) + 600)}
+    ended = await provider.create(spec(mark_env, past))
+    exited = await provider.create(spec(mark_env, future))
+    reason = await eventually(lambda: provider.failure(ended.id))
+    assert isinstance(reason, StopReason) and reason.kind is StopKind.DEADLINE
+    assert not reason.crashed and str(reason) == "it reached the end of its lifetime"
+    assert await eventually(lambda: provider.failure(exited.id)) == StopReason.exited(0)
+    await provider.aclose()
 
 
 async def test_sigterm_ignored_then_sigkill_whole_group(

@@ -62,7 +62,7 @@ class StopKind(StrEnum):
     OUT_OF_MEMORY = "out_of_memory"  # the kernel's OOM killer (cgroup, container, Fly VM)
     KILLED = "killed"  # a signal other than the OOM killer's (a crash: SIGSEGV, SIGABRT, …)
     EXITED = "exited"  # the worker exited by itself, with `exit_code`
-    DEADLINE = "deadline"  # the provider ended it at a deadline (did not start in time)
+    DEADLINE = "deadline"  # it ended itself, cleanly, once its `deadline` tag had passed
     GONE = "gone"  # the machine (or its engine) no longer exists: nothing more is known
 
 
@@ -98,6 +98,20 @@ class StopReason:
     @classmethod
     def deadline(cls, detail: str) -> StopReason:
         return cls(StopKind.DEADLINE, detail=detail)
+
+    def at_deadline(self, tags: Mapping[str, str], now: float) -> StopReason:
+        """This reason, or DEADLINE when it is a clean exit after the machine's `deadline`
+        tag: the worker ended itself at its maximum lifetime (the tag and the worker's
+        `--max-lifetime` are the same span), which is neither a crash nor the input's."""
+        if self.kind is not StopKind.EXITED or self.exit_code != 0:
+            return self
+        try:
+            deadline = float(tags["deadline"])
+        except (KeyError, ValueError):
+            return self
+        if now < deadline:
+            return self
+        return StopReason.deadline("it reached the end of its lifetime")
 
     @property
     def crashed(self) -> bool:

@@ -634,7 +634,9 @@ class DockerProvider:
             return None
         code = int(state.get("ExitCode") or 0)
         last = await self._call(self._engine.last_line, machine_id) if 0 < code <= 128 else ""
-        return exit_reason(state, memory, last)
+        reason = exit_reason(state, memory, last)
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return None if reason is None else reason.at_deadline(labels, time.time())
 
 
 def _stopped(reason: StopReason | None) -> str:

@@ -477,7 +477,8 @@ class FlyProvider:
         if state not in _STOPPED_STATES:
             return None
         if (reason := _exit_reason(data)) is not None:  # an auto-destroyed one keeps its events
-            return reason
+            metadata = (data.get("config") or {}).get("metadata") or {}
+            return reason.at_deadline(metadata, time.time())
         if state in ("destroyed", "destroying"):
             return StopReason.gone(f"machine {state}")
         return StopReason(StopKind.EXITED, detail=f"machine {state}")

@@ -100,6 +100,7 @@ class _Local:
     process: subprocess.Popen[bytes] | None = None  # our child
     cgroup: Path | None = None
     memory_mb: int | None = None
+    tags: Mapping[str, str] | None = None  # its `deadline` tells a lifetime's end from an exit
     reason: StopReason | None = None  # why our child stopped, once it has
     sigkilled: bool = False  # destroyed once already and still not gone: no second grace
 
@@ -308,6 +309,7 @@ class LocalProvider:
         if spec.cpus is not None:
             raise ProviderError("the local provider cannot limit a machine's CPUs")
         assert state.port is not None
+        state.tags = marked(spec.tags)
         port = int(state.port.getsockname()[1])
         argv = list(self.command(port))
         if memory_mb is not None:
@@ -374,7 +376,7 @@ class LocalProvider:
         returncode = state.process.poll()
         if returncode is None or state.reason is not None:
             return state.reason
-        reason = describe_exit(returncode)
+        reason = describe_exit(returncode).at_deadline(state.tags or {}, time.time())
         if state.cgroup is not None:
             if returncode == cgroup.JOIN_FAILED_EXIT:
                 reason = StopReason.exited(returncode, "could not join its memory cgroup")
