@@ -20,7 +20,7 @@ from tests.support.fake_worker import FakeWorker
 from tests.support.images import noise_png
 from tests.support.procs import free_port
 from uplodr.gateway.run import Gateway, GatewayOptions, StartupError, open_gateway
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Capabilities
+from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Capabilities, StopReason
 from uplodr.machines.memory import MemoryFaults, MemoryProvider
 
 
@@ -65,15 +65,15 @@ async def test_upload_runs_on_a_machine_and_the_answer_reports_it(
 @pytest.mark.parametrize(
     ("reason", "status", "code", "words"),
     [
-        ("killed by signal 9", 503, "worker_unavailable", "worker stopped: killed by signal 9"),
-        ("out of memory (512 MB limit)", 422, "limit_exceeded", "needs more memory"),
+        (StopReason.killed(9), 503, "worker_unavailable", "worker stopped: killed by signal 9"),
+        (StopReason.out_of_memory(512), 422, "limit_exceeded", "needs more memory"),
     ],
 )
 async def test_a_worker_that_dies_gives_the_client_one_clear_line(
     provider: MemoryProvider,
     worker: FakeWorker,
     store: Path,
-    reason: str,
+    reason: StopReason,
     status: int,
     code: str,
     words: str,

@@ -119,6 +119,15 @@ class PoolCollector(Collector):
             "Machine-seconds pooled machines spent ready with no job (billed, unused)",
             value=stats.idle_seconds,
         )
+        retired = CounterMetricFamily(
+            "uplodr_machines_retired_bad_input",
+            "Pool machines destroyed, never reused, after a job on them failed on its input, "
+            "by the error's kind (corrupt_image, out_of_memory, crash, deadline, ...)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.retired_bad_input.items()):
+            retired.add_metric([reason], count)
+        yield retired
         for name, documentation, value in (
             ("uplodr_pool_machines", "Machines in the pool (booting or ready)", stats.machines),
             ("uplodr_pool_machines_booting", "Pool machines being created", stats.booting),
