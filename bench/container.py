@@ -121,7 +121,7 @@ def container_worker(
 async def provider_boot(provider: Provider, store: Path) -> tuple[float, float]:
     """(create → first Ping answered, destroy) seconds of one machine of `provider`."""
     token = secrets.token_urlsafe(16)
-    env = WorkerEnv(stores=(str(store),), public_url="http://bench.invalid/{key}")
+    env = WorkerEnv()
     spec = MachineSpec(
         env=env.for_machine(token, 600.0).to_env(), tags={"bench": "container"}, host_paths=(store,)
     )

@@ -58,7 +58,7 @@ async def test_upload_runs_on_a_machine_and_the_answer_reports_it(
         assert provider.alive == [job["machine"]]
         # the worker was told the gateway's settings, through the one WorkerEnv
         (told,) = worker.envs
-        assert told.stores == (str(store.resolve()),) and told.public_url and told.max_jobs == 1
+        assert told.max_jobs == 1 and told.token
     assert provider.closed and provider.alive == []  # shutting down destroyed it
 
 

@@ -1,0 +1,92 @@
+"""A worker's outputs, checked against the job's keys, published by the gateway.
+
+A worker holds no store credential (docs/security.md): it sends each output back — bytes
+spooled to files by `uplodr.dispatch.worker_client`, described by the final answer's `variants`
+— and the gateway publishes them with `uplodr.storage.Publisher` (every variant, then the
+manifest; all or nothing). The keys are the gateway's own: folder, name and digest come from
+the request and the bytes it received, never from the worker. From the worker only a variant's
+kind is taken, and only a kind an encoder writes: a (role, format) pair of
+`uplodr.formats.variant_shapes`, with that format's extension and MIME type and a suffix of
+that role, and a size equal to the bytes that arrived. So the most a worker a crafted file
+took over can do is answer its own job with wrong pixels; it cannot write another key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from uplodr.errors import WorkerUnavailable
+from uplodr.formats import Format, Role, variant_shapes
+from uplodr.proto import uplodr_pb2
+from uplodr.storage import Blob, Published, Publisher, SetInfo
+
+_KINDS: dict[tuple[str, str], tuple[Role, Format]] = {
+    (role.name, fmt.name): (role, fmt) for role, fmt in variant_shapes()
+}
+
+
+class BadOutput(WorkerUnavailable):
+    """The worker's outputs are not what any encoder writes: the job fails, nothing is stored."""
+
+
+def checked_blob(variant: uplodr_pb2.Variant, path: Path) -> Blob:
+    """The output `variant` describes, read from `path` when it is written; BadOutput when it
+    is not a kind of output uplodr makes or its bytes are not the size it says."""
+    kind = _KINDS.get((variant.role, variant.format))
+    if kind is None:
+        raise BadOutput(f"worker sent an output uplodr does not make: {variant.role!r:.40}")
+    role, fmt = kind
+    try:
+        role.read_suffix(variant.key_suffix)
+    except ValueError:
+        raise BadOutput(f"worker sent a {role.name} output with a wrong key suffix") from None
+    if variant.ext != fmt.ext or variant.mime_type != fmt.mime_type:
+        raise BadOutput(f"worker sent a {fmt.name} output typed as something else")
+    if path.stat().st_size != variant.size_bytes:
+        raise BadOutput("worker sent an output whose size is not the one it announced")
+    return Blob(
+        suffix=variant.key_suffix,
+        ext=fmt.ext,
+        mime_type=fmt.mime_type,
+        width=variant.width,
+        height=variant.height,
+        format=fmt.name,
+        role=role.name,
+        path=path,
+    )
+
+
+def checked_blobs(variants: Sequence[uplodr_pb2.Variant], outputs: Path) -> list[Blob]:
+    """Every output of one file (spooled to `outputs`/0, /1, …), checked; no two to one key."""
+    blobs = [checked_blob(v, outputs / str(index)) for index, v in enumerate(variants)]
+    places = {(b.suffix, b.ext) for b in blobs}
+    if len(places) != len(blobs):
+        raise BadOutput("worker sent two outputs for the same key")
+    return blobs
+
+
+async def publish_outputs(
+    publisher: Publisher,
+    response: uplodr_pb2.UploadResp,
+    outputs: Path,
+    folder: str,
+    stem: str,
+    digest: str,
+    preset_json: str,
+) -> Published:
+    """Publish one file's checked outputs under the job's keys (all or nothing, manifest last)."""
+    blobs = checked_blobs(response.variants, outputs)
+    placeholder = response.placeholder if response.HasField("placeholder") else None
+    info = SetInfo(
+        response.width,
+        response.height,
+        {
+            "thumbhash": placeholder.thumbhash,
+            "blurhash": placeholder.blurhash,
+            "data_url": placeholder.data_url,
+        }
+        if placeholder is not None
+        else None,
+    )
+    return await publisher.publish(folder, stem, digest, blobs, preset_json, info)
