@@ -128,6 +128,8 @@ class _Servicer(uplodr_pb2_grpc.ImageServicer):
                     grpc.StatusCode[status_of(behaviour.error).grpc], str(behaviour.error)
                 )
             for _ in range(1 + behaviour.extra_answers):
+                # like a real worker: the output's bytes, then the answer describing it
+                yield uplodr_pb2.UploadResp(output=uplodr_pb2.Output(data=OUTPUT, done=True))
                 yield _answer(name, folder, behaviour.convert_seconds)
 
     async def _die(self, reason: str) -> None:
@@ -138,13 +140,20 @@ class _Servicer(uplodr_pb2_grpc.ImageServicer):
         await asyncio.Event().wait()
 
 
+# The one output of every fake conversion (the gateway stores what it is sent, unread).
+OUTPUT = b"RIFF" + bytes(96)
+
+
 def _answer(name: str, folder: str, convert: float) -> uplodr_pb2.UploadResp:
     variant = uplodr_pb2.Variant(
-        url=f"http://files.test/{folder}/{name}.webp",
         mime_type="image/webp",
         width=64,
         height=64,
-        size_bytes=100,
+        size_bytes=len(OUTPUT),
+        format="webp",
+        role="full",
+        key_suffix="",
+        ext="webp",
     )
     return uplodr_pb2.UploadResp(
         file_name=name,
