@@ -51,9 +51,7 @@ class Worker:
             outputs = []
         return answers
 
-    def save(
-        self, answer: uplodr_pb2.UploadResp, variant: uplodr_pb2.Variant, data: bytes
-    ) -> None:
+    def save(self, answer: uplodr_pb2.UploadResp, variant: uplodr_pb2.Variant, data: bytes) -> None:
         stem = Path(answer.file_name).stem
         key = f"{answer.folder}/{stem}{variant.key_suffix}.{variant.ext}".lstrip("/")
         (self.store / key).parent.mkdir(parents=True, exist_ok=True)
