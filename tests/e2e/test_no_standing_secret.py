@@ -12,7 +12,7 @@ with gateway tokens set and the pool on, and show:
   appears; the same PUT with the gateway's credential succeeds (the refusal is the
   credential's, not a broken request).
 
-The Docker provider's container config is shown in tests/docker/test_docker_network.py.
+The Docker provider's container config is shown in tests/docker/test_docker_no_secret.py.
 """
 
 from __future__ import annotations
@@ -32,28 +32,16 @@ import pytest
 from tests.support.fly import fly_env
 from tests.support.fly_api import FlyApiServer, logged_worker_process
 from tests.support.gateway import GatewayProcess
+from tests.support.no_secret import FOREIGN_KEY, GATEWAY_TOKEN, check_published, secrets_in
 from tests.support.paths import corpus_file
 from tests.support.procs import free_port
-from tests.support.swift import ACCESS_KEY, SECRET_KEY, SwiftServer
+from tests.support.swift import SwiftServer
 from tests.support.waiting import wait_for
 from uplodr.errors import StorageUnavailable
 from uplodr.storage.s3 import S3Store
 
-GATEWAY_TOKEN = "gateway-token-7d1e0c"
 PHOTO = "book-beside-flowers.jpg"  # 12 MP: the job lasts long enough to look at it
 DEADLINE = 120.0
-
-
-def secrets_in(env: Mapping[str, str], fly_token: str = "") -> list[str]:
-    """The names of variables that hold a secret a worker must not have (or `[]`)."""
-    values = {ACCESS_KEY, SECRET_KEY, GATEWAY_TOKEN, fly_token} - {""}
-    return sorted(
-        name
-        for name, value in env.items()
-        if name.startswith(("AWS_", "UPLODR_STORAGE_", "UPLODR_STORE", "UPLODR_TOKENS"))
-        or name == "FLY_API_TOKEN"
-        or any(secret in value for secret in values)
-    )
 
 
 def environ_of(pid: int) -> dict[str, str]:
@@ -76,7 +64,7 @@ def write_outside_the_job(swift: SwiftServer, bucket: str, env: Mapping[str, str
 
     async def attempt() -> str | None:
         try:
-            await store.put("someone-else/photo.webp", b"overwritten", "image/webp", "no-store")
+            await store.put(FOREIGN_KEY, b"overwritten", "image/webp", "no-store")
         except StorageUnavailable as refused:
             return str(refused)
         finally:
@@ -111,22 +99,10 @@ def upload(url: str) -> Callable[[], httpx.Response]:
     return answer
 
 
-def check_published(swift: SwiftServer, bucket: str, answer: dict[str, Any]) -> None:
-    """Every variant readable anonymously with its size; the manifest beside them."""
-    assert len(answer["variants"]) == 4
-    for variant in answer["variants"]:
-        got = httpx.get(variant["url"], timeout=30)
-        assert got.status_code == 200 and len(got.content) == variant["size_bytes"]
-        assert got.headers["content-type"] == variant["mime_type"]
-    keys = swift.list_keys(bucket)
-    assert sum(k.endswith(".json") for k in keys) == 1 and len(keys) == 5
-    assert "someone-else/photo.webp" not in keys
-
-
 def check_refused(swift: SwiftServer, bucket: str, worker_env: Mapping[str, str]) -> None:
     refusal = write_outside_the_job(swift, bucket, worker_env)
     assert refusal is not None, "the worker's environment could write to the store"
-    assert "someone-else/photo.webp" not in swift.list_keys(bucket)
+    assert FOREIGN_KEY not in swift.list_keys(bucket)
     # the same request with the gateway's credential is taken: the refusal was the credential's
     assert write_outside_the_job(swift, bucket, swift.s3_env()) is None
     swift.empty_bucket(bucket)
