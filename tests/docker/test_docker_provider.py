@@ -1,8 +1,8 @@
 """`uplodr serve --provider docker` on the tests' private engine, with the image built from the
 repository's Dockerfile: a real photo converted in a limited container (which sends the outputs
-back: it has no store) and served from the gateway's local store; a job that needs more memory than the container has gets the 422; a
-container that exits while booting, and one whose image cannot start, fail the job at once with
-their reason — and no container is ever left behind."""
+back: it has no store) and served from the gateway's local store; a job that needs more memory
+than the container has gets the 422; a container that exits while booting, and one whose image
+cannot start, fail the job at once with their reason — and no container is ever left behind."""
 
 from __future__ import annotations
 
