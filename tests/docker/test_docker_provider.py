@@ -114,7 +114,7 @@ def test_a_photo_is_converted_in_a_limited_container_and_nothing_is_left(
     assert host["PidsLimit"] == 256
     assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
     assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
-    assert not host["Binds"] and config["User"] == ""  # no store: the image's own user
+    assert not host["Binds"] and config["User"] == "uplodr"  # no store: the image's own user
     labels = config["Labels"]
     assert labels["uplodr"] == "worker" and {"gateway", "lease", "deadline"} <= set(labels)
     # its environment: the image's own and the worker's settings, nothing of the gateway's
