@@ -15,11 +15,55 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from uplodr.errors import WorkerUnavailable
 from uplodr.formats import Format, Role, variant_shapes
-from uplodr.proto import uplodr_pb2
 from uplodr.storage import Blob, Published, Publisher, SetInfo
+
+
+class OutputVariant(Protocol):
+    """One output as a worker's answer describes it (`uplodr.v1.Variant`)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def key_suffix(self) -> str: ...
+    @property
+    def ext(self) -> str: ...
+    @property
+    def mime_type(self) -> str: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+
+
+class PlaceholderReply(Protocol):
+    @property
+    def thumbhash(self) -> str: ...
+    @property
+    def blurhash(self) -> str: ...
+    @property
+    def data_url(self) -> str: ...
+
+
+class FileReply(Protocol):
+    """A worker's answer for one file (`uplodr.v1.UploadResp`), as far as publishing reads it."""
+
+    @property
+    def variants(self) -> Sequence[OutputVariant]: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def placeholder(self) -> PlaceholderReply: ...  # all empty: none (nothing was decoded)
+
 
 _KINDS: dict[tuple[str, str], tuple[Role, Format]] = {
     (role.name, fmt.name): (role, fmt) for role, fmt in variant_shapes()
@@ -30,7 +74,7 @@ class BadOutput(WorkerUnavailable):
     """The worker's outputs are not what any encoder writes: the job fails, nothing is stored."""
 
 
-def checked_blob(variant: uplodr_pb2.Variant, path: Path) -> Blob:
+def checked_blob(variant: OutputVariant, path: Path) -> Blob:
     """The output `variant` describes, read from `path` when it is written; BadOutput when it
     is not a kind of output uplodr makes or its bytes are not the size it says."""
     kind = _KINDS.get((variant.role, variant.format))
@@ -57,7 +101,7 @@ def checked_blob(variant: uplodr_pb2.Variant, path: Path) -> Blob:
     )
 
 
-def checked_blobs(variants: Sequence[uplodr_pb2.Variant], outputs: Path) -> list[Blob]:
+def checked_blobs(variants: Sequence[OutputVariant], outputs: Path) -> list[Blob]:
     """Every output of one file (spooled to `outputs`/0, /1, …), checked; no two to one key."""
     blobs = [checked_blob(v, outputs / str(index)) for index, v in enumerate(variants)]
     places = {(b.suffix, b.ext) for b in blobs}
@@ -68,7 +112,7 @@ def checked_blobs(variants: Sequence[uplodr_pb2.Variant], outputs: Path) -> list
 
 async def publish_outputs(
     publisher: Publisher,
-    response: uplodr_pb2.UploadResp,
+    response: FileReply,
     outputs: Path,
     folder: str,
     stem: str,
@@ -77,7 +121,7 @@ async def publish_outputs(
 ) -> Published:
     """Publish one file's checked outputs under the job's keys (all or nothing, manifest last)."""
     blobs = checked_blobs(response.variants, outputs)
-    placeholder = response.placeholder if response.HasField("placeholder") else None
+    placeholder = response.placeholder if response.placeholder.thumbhash else None
     info = SetInfo(
         response.width,
         response.height,
