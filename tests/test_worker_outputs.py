@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from uplodr.gateway.outputs import BadOutput, checked_blobs, publish_outputs
+from uplodr.dispatch.worker_client import BadOutput
+from uplodr.gateway.outputs import checked_blobs, publish_outputs
 from uplodr.proto import uplodr_pb2
 from uplodr.storage import LocalStore, Publisher
 

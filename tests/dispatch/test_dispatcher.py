@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from uplodr.dispatch.dispatcher import Dispatcher
 from uplodr.dispatch.events import Event, EventKind
 from uplodr.dispatch.job import run_job
 from uplodr.dispatch.reaper import reap
-from uplodr.dispatch.worker_client import UploadSource
+from uplodr.dispatch.worker_client import BadOutput, UploadSource
 from uplodr.errors import CorruptImage, LimitExceeded, ProviderError, WorkerUnavailable
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE
 from uplodr.machines.memory import MemoryProvider
@@ -300,6 +301,26 @@ async def test_wrong_answers_are_clear_errors(
     with pytest.raises(WorkerUnavailable, match="outputs of a file it was not sent"):
         await dispatcher.run([upload])
     assert provider.alive == [] and provider.destroyed == 2
+
+
+@pytest.mark.parametrize("suffix", ["/../../someone-else/photo", "-thumb", "-480w/x"])
+async def test_a_worker_whose_outputs_claim_another_key_fails_its_job(
+    dispatcher: Dispatcher,
+    provider: MemoryProvider,
+    worker: FakeWorker,
+    upload: UploadSource,
+    tmp_path: Path,
+    suffix: str,
+) -> None:
+    """A taken-over worker answers with an output no encoder makes (a path in its key suffix,
+    a full-size WebP posing as the thumbnail): the job fails with BadOutput before its machine
+    is released, so nothing is published and the machine is destroyed."""
+    worker.behaviour.output_suffix = suffix
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    with pytest.raises(BadOutput, match=r"wrong key suffix|does not make"):
+        await dispatcher.run([replace(upload, outputs=outputs)])
+    assert provider.alive == [] and provider.destroyed == 1
 
 
 async def test_the_workers_own_error_passes_through(

@@ -37,6 +37,8 @@ class FakeBehaviour:
     die_mid_stream: str | None = None  # once a file's first chunk arrived, exit for this reason
     error: UplodrError | None = None  # each file is answered with this error
     extra_answers: int = 0  # this many answers more than files sent
+    # a taken-over worker: its output claims this key suffix (honest: "")
+    output_suffix: str = ""
 
 
 @dataclass
@@ -130,7 +132,7 @@ class _Servicer(uplodr_pb2_grpc.ImageServicer):
             for _ in range(1 + behaviour.extra_answers):
                 # like a real worker: the output's bytes, then the answer describing it
                 yield uplodr_pb2.UploadResp(output=uplodr_pb2.Output(data=OUTPUT, done=True))
-                yield _answer(name, folder, behaviour.convert_seconds)
+                yield _answer(name, folder, behaviour.convert_seconds, behaviour.output_suffix)
 
     async def _die(self, reason: str) -> None:
         """The worker process exits: the provider learns why and stops this server, which cuts
@@ -144,7 +146,7 @@ class _Servicer(uplodr_pb2_grpc.ImageServicer):
 OUTPUT = b"RIFF" + bytes(96)
 
 
-def _answer(name: str, folder: str, convert: float) -> uplodr_pb2.UploadResp:
+def _answer(name: str, folder: str, convert: float, suffix: str = "") -> uplodr_pb2.UploadResp:
     variant = uplodr_pb2.Variant(
         mime_type="image/webp",
         width=64,
@@ -152,7 +154,7 @@ def _answer(name: str, folder: str, convert: float) -> uplodr_pb2.UploadResp:
         size_bytes=len(OUTPUT),
         format="webp",
         role="full",
-        key_suffix="",
+        key_suffix=suffix,
         ext="webp",
     )
     return uplodr_pb2.UploadResp(

@@ -10,7 +10,9 @@ A worker holds no store: it sends each file's outputs back on the same call, as 
 before the file's final answer. They are written to the file's `outputs` folder as they arrive
 (`0`, `1`, … in the order of the answer's `variants`), never held whole in memory, and bounded
 (`MAX_OUTPUTS`, `MAX_OUTPUT_BYTES`): a worker a crafted file took over cannot fill the gateway's
-memory or disk. What the outputs are allowed to be is the gateway's check (`gateway/outputs.py`).
+memory or disk. Each output must be a kind an encoder makes (`uplodr.formats.output_kind`) of
+the size it announced, else the job fails here with BadOutput — before the machine is given back,
+so the pool does not keep a worker that lied. The keys are the gateway's (`gateway/outputs.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, BinaryIO
 import grpc
 
 from uplodr.errors import ERRORS_BY_CODE, UplodrError, WorkerUnavailable
+from uplodr.formats import output_kind
 from uplodr.preset import ORIGINAL_MODES, OriginalMode
 from uplodr.proto import uplodr_pb2, uplodr_pb2_grpc
 
@@ -148,9 +151,10 @@ class WorkerClient:
                 count = sink.count if sink is not None else 0
                 sink = None
                 if count != len(response.variants):
-                    raise WorkerUnavailable(
+                    raise BadOutput(
                         f"worker sent {count} output(s) for {len(response.variants)} variant(s)"
                     )
+                check_outputs(response.variants, files[len(answers)].outputs)
                 answers.append(response)
             return answers
         except grpc.aio.AioRpcError as error:
@@ -162,6 +166,24 @@ class WorkerClient:
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
+
+
+class BadOutput(WorkerUnavailable):
+    """A worker's outputs are not what any encoder writes: the job fails, nothing is stored."""
+
+
+def check_outputs(variants: Sequence[uplodr_pb2.Variant], folder: Path | None) -> None:
+    """BadOutput unless every output is a kind an encoder makes and (when kept in `folder`) of
+    the size its answer says."""
+    for index, variant in enumerate(variants):
+        try:
+            output_kind(
+                variant.role, variant.format, variant.key_suffix, variant.ext, variant.mime_type
+            )
+        except ValueError as error:
+            raise BadOutput(f"worker sent {error}") from None
+        if folder is not None and (folder / str(index)).stat().st_size != variant.size_bytes:
+            raise BadOutput("worker sent an output whose size is not the one it announced")
 
 
 class _OutputSink:
@@ -176,10 +198,10 @@ class _OutputSink:
     def write(self, output: uplodr_pb2.Output) -> None:
         self.total += len(output.data)
         if self.total > MAX_OUTPUT_BYTES:
-            raise WorkerUnavailable(f"worker sent more than {MAX_OUTPUT_BYTES} bytes of outputs")
+            raise BadOutput(f"worker sent more than {MAX_OUTPUT_BYTES} bytes of outputs")
+        if self.count >= MAX_OUTPUTS:
+            raise BadOutput(f"worker sent more than {MAX_OUTPUTS} outputs")
         if self._file is None and self.folder is not None:
-            if self.count >= MAX_OUTPUTS:
-                raise WorkerUnavailable(f"worker sent more than {MAX_OUTPUTS} outputs")
             self._file = (self.folder / str(self.count)).open("xb")
         if self._file is not None:
             self._file.write(output.data)

@@ -5,10 +5,12 @@ spooled to files by `uplodr.dispatch.worker_client`, described by the final answ
 — and the gateway publishes them with `uplodr.storage.Publisher` (every variant, then the
 manifest; all or nothing). The keys are the gateway's own: folder, name and digest come from
 the request and the bytes it received, never from the worker. From the worker only a variant's
-kind is taken, and only a kind an encoder writes: a (role, format) pair of
-`uplodr.formats.variant_shapes`, with that format's extension and MIME type and a suffix of
-that role, and a size equal to the bytes that arrived. So the most a worker a crafted file
-took over can do is answer its own job with wrong pixels; it cannot write another key.
+kind is taken, and only a kind an encoder writes (`uplodr.formats.output_kind`: a (role,
+format) pair of `variant_shapes`, that format's extension and MIME type, a suffix of that role),
+with a size equal to the bytes that arrived — checked once by the worker client, before the
+machine is released (so a lying worker's machine is not kept), and again here. So the most a
+worker a crafted file took over can do is answer its own job with wrong pixels; it cannot
+write another key.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from uplodr.errors import WorkerUnavailable
-from uplodr.formats import Format, Role, variant_shapes
+from uplodr.dispatch.worker_client import BadOutput
+from uplodr.formats import output_kind
 from uplodr.storage import Blob, Published, Publisher, SetInfo
 
 
@@ -65,28 +67,16 @@ class FileReply(Protocol):
     def placeholder(self) -> PlaceholderReply: ...  # all empty: none (nothing was decoded)
 
 
-_KINDS: dict[tuple[str, str], tuple[Role, Format]] = {
-    (role.name, fmt.name): (role, fmt) for role, fmt in variant_shapes()
-}
-
-
-class BadOutput(WorkerUnavailable):
-    """The worker's outputs are not what any encoder writes: the job fails, nothing is stored."""
-
-
 def checked_blob(variant: OutputVariant, path: Path) -> Blob:
     """The output `variant` describes, read from `path` when it is written; BadOutput when it
-    is not a kind of output uplodr makes or its bytes are not the size it says."""
-    kind = _KINDS.get((variant.role, variant.format))
-    if kind is None:
-        raise BadOutput(f"worker sent an output uplodr does not make: {variant.role!r:.40}")
-    role, fmt = kind
+    is not a kind of output uplodr makes or its bytes are not the size it says (the worker
+    client checked this already; a caller of `publish_outputs` may not have used it)."""
     try:
-        role.read_suffix(variant.key_suffix)
-    except ValueError:
-        raise BadOutput(f"worker sent a {role.name} output with a wrong key suffix") from None
-    if variant.ext != fmt.ext or variant.mime_type != fmt.mime_type:
-        raise BadOutput(f"worker sent a {fmt.name} output typed as something else")
+        role, fmt = output_kind(
+            variant.role, variant.format, variant.key_suffix, variant.ext, variant.mime_type
+        )
+    except ValueError as error:
+        raise BadOutput(f"worker sent {error}") from None
     if path.stat().st_size != variant.size_bytes:
         raise BadOutput("worker sent an output whose size is not the one it announced")
     return Blob(
