@@ -310,9 +310,13 @@ class _Engine:
                 return self._network
         from docker.errors import APIError
 
+        def named() -> list[Any]:  # `names` filters by substring: keep the exact name only
+            return [
+                n for n in client.networks.list(names=[WORKER_NETWORK]) if n.name == WORKER_NETWORK
+            ]
+
         with self._said(f"make network {WORKER_NETWORK}", creating=True):
-            found = [n for n in client.networks.list(names=[WORKER_NETWORK])]
-            found = [n for n in found if n.name == WORKER_NETWORK]
+            found = named()
             if not found:
                 try:
                     client.networks.create(
@@ -323,11 +327,10 @@ class _Engine:
                         labels={MARKER_TAG: MARKER_VALUE},
                     )
                 except APIError as error:
-                    if error.status_code != 409:  # made by another gateway meanwhile
+                    if error.status_code != 409:  # 409: made by another gateway meanwhile
                         raise
-                found = [n for n in client.networks.list(names=[WORKER_NETWORK])]
-                found = [n for n in found if n.name == WORKER_NETWORK]
-            if not all(n.attrs.get("Internal") for n in found) or not found:
+                found = named()
+            if not found or not all(n.attrs.get("Internal") for n in found):
                 raise ProviderError(
                     f"network {WORKER_NETWORK} in the Docker engine at {self.host} is not "
                     "internal; workers must not reach beyond the gateway: remove it "
