@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import secrets
@@ -73,8 +72,6 @@ def peak_rss_mb(pid: int) -> float:
 async def one_job(provider: LocalProvider, store: Path, photo: Path) -> JobFigures:
     token = secrets.token_urlsafe(16)
     env = {
-        "UPLODR_STORES": json.dumps([str(store)]),
-        "UPLODR_PUBLIC_URL": "http://bench.invalid/{key}",
         "UPLODR_WORKER_TOKEN": token,
     }
     spec = MachineSpec(env=env, tags={MARKER_TAG: MARKER_VALUE, "bench": "1"})

@@ -44,7 +44,7 @@ from rich.table import Table
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_images import EngineImages, ensure_images
 from tests.support.docker_machines import docker_env
-from tests.support.docker_worker import share_with_image_user, worker_container
+from tests.support.docker_worker import worker_container
 from tests.support.gateway import running_gateway
 from tests.support.paths import CORPUS
 from tests.support.procs import free_port
@@ -107,7 +107,7 @@ def container_worker(
     """(create+start → Ping, job seconds, PID 1 peak RSS MB, cgroup peak MB) of a container."""
     with engine.client() as docker:
         started = time.monotonic()
-        with worker_container(docker, image, store) as worker:
+        with worker_container(docker, image) as worker:
             boot, job = asyncio.run(_ping_then_job(worker.address, worker.token, photo, started))
             status = worker.container.exec_run(["cat", "/proc/1/status"]).output
             assert isinstance(status, bytes)
@@ -121,10 +121,8 @@ def container_worker(
 async def provider_boot(provider: Provider, store: Path) -> tuple[float, float]:
     """(create → first Ping answered, destroy) seconds of one machine of `provider`."""
     token = secrets.token_urlsafe(16)
-    env = WorkerEnv(stores=(str(store),), public_url="http://bench.invalid/{key}")
-    spec = MachineSpec(
-        env=env.for_machine(token, 600.0).to_env(), tags={"bench": "container"}, host_paths=(store,)
-    )
+    env = WorkerEnv()
+    spec = MachineSpec(env=env.for_machine(token, 600.0).to_env(), tags={"bench": "container"})
     started = time.monotonic()
     machine = await provider.create(spec)
     try:
@@ -212,7 +210,7 @@ def main(
             f"+ uplodr {(image['Size'] - base['Size']) / MB:.0f} MB)"
         )
         store = Path(tmp) / "store"
-        share_with_image_user(store)  # local workers run as root here, containers as 10001
+        store.mkdir(parents=True, exist_ok=True)
         if only in (None, "workers"):
             workers(console, engine, images.uplodr, store, photo, boots, jobs)
         if only in (None, "providers"):

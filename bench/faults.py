@@ -402,11 +402,7 @@ class FaultRun:
         self.gateway_up.set()
         dispatcher = Dispatcher(
             FlyProvider(fly_config(fly)),
-            worker_env(
-                GatewayOptions(worker_idle_timeout=self.s.idle_timeout),
-                [f"s3://{BUCKET}"],
-                public_url,
-            ),
+            worker_env(GatewayOptions(worker_idle_timeout=self.s.idle_timeout)),
             "fault-run-inprocess",
             DispatchSettings(
                 job_timeout=self.s.job_timeout,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import statistics
@@ -47,8 +46,6 @@ async def one_job(provider: FlyProvider, photo: Path) -> tuple[float, float]:
     """(create→Ping, whole job) in seconds."""
     token = secrets.token_urlsafe(16)
     env = {
-        "UPLODR_STORES": json.dumps(["/tmp"]),
-        "UPLODR_PUBLIC_URL": "http://files.test/{key}",
         "UPLODR_WORKER_TOKEN": token,
     }
     started = time.monotonic()

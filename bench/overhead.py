@@ -70,7 +70,7 @@ async def measure(
         for run in range(runs):
             store = workdir / f"store-{label}-{size.replace(' ', '')}-{run}"  # no dedup
             store.mkdir(parents=True)
-            env = WorkerEnv(stores=(str(store),), public_url="http://files.test/{key}")
+            env = WorkerEnv()
             dispatcher = Dispatcher(provider, env, "overhead")
             before = Counter(fly.calls) if fly else Counter()
             results.append(await dispatcher.run([UploadSource(photo, name, "bench")]))

@@ -203,7 +203,7 @@ async def fly_pool(
         process_factory=logged_worker_process(root / "workers"),
     ) as fly:
         provider = FlyProvider(fly_config(fly, regions=()))
-        env = WorkerEnv(stores=(str(store),), idle_timeout=30.0)
+        env = WorkerEnv(idle_timeout=30.0)
         pool = Pool(Dispatcher(provider, env, name, DispatchSettings()), settings)
         try:
             yield pool, fly

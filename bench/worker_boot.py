@@ -41,7 +41,7 @@ async def listening(port: int) -> None:
 
 async def one_boot(store: Path, ping: bool = True) -> float:
     port = free_port()
-    env = {**os.environ, "MALLOC_ARENA_MAX": "2", **WorkerEnv(stores=(str(store),)).to_env()}
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", **WorkerEnv().to_env()}
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "uplodr", "worker", "--grpc-addr", f"127.0.0.1:{port}"],

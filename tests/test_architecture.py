@@ -39,7 +39,9 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"httpx", "stamina", "psutil", "docker", "requests", "aiolimiter"}),
     ),
     "worker": (
-        frozenset({"imaging", "storage", "proto"}),
+        # no storage: a worker holds no store and no credential; its outputs go back to the
+        # gateway, which publishes them (docs/security.md)
+        frozenset({"imaging", "proto"}),
         frozenset({"grpc", "grpc_health", "grpc_reflection", "google"}),
     ),
     "dispatch": (

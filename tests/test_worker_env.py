@@ -16,9 +16,6 @@ from uplodr.worker.run import worker_config
 from uplodr.worker_env import VARS, WorkerEnv
 
 FULL = WorkerEnv(
-    stores=("/srv/store", "s3://bucket/prefix"),
-    public_url="https://cdn.example.com/{key}",
-    key_mode="name",
     preset=DEFAULT_PRESET.with_changes(avif_effort=1, formats=("webp",)),
     limits=ImageLimits(max_pixels=1234, max_seconds=2.5),
     max_file_bytes=1000,
@@ -27,11 +24,10 @@ FULL = WorkerEnv(
     idle_timeout=0.25,
     max_lifetime=421.5,
     token="per-machine-token",
-    store_env={"AWS_ACCESS_KEY_ID": "key", "UPLODR_STORAGE_DEADLINE": "10"},
 )
 
 
-@pytest.mark.parametrize("worker_env", [FULL, WorkerEnv(), WorkerEnv(stores=("a",))])
+@pytest.mark.parametrize("worker_env", [FULL, WorkerEnv(), WorkerEnv(max_jobs=2)])
 def test_round_trip(worker_env: WorkerEnv) -> None:
     env = worker_env.to_env()
     assert all(isinstance(v, str) for v in env.values())
@@ -41,13 +37,14 @@ def test_round_trip(worker_env: WorkerEnv) -> None:
 
 
 def test_env_holds_only_the_workers_settings() -> None:
+    """No store, no store credential, no gateway token: only the worker's own settings."""
     env = FULL.to_env()
-    assert set(env) == set(VARS.values()) | {"AWS_ACCESS_KEY_ID", "UPLODR_STORAGE_DEADLINE"}
-    # from a process environment, only the store settings are taken along
-    read = WorkerEnv.from_env({**env, "HOME": "/root", "UPLODR_TOKENS": "gateway-secret"})
-    assert read.store_env == FULL.store_env
-    with pytest.raises(ValueError, match="not a store setting: UPLODR_TOKENS"):
-        WorkerEnv(store_env={"UPLODR_TOKENS": "gateway-secret"})
+    assert set(env) == set(VARS.values())
+    assert not [k for k in env if k.startswith(("AWS_", "UPLODR_STORAGE_", "UPLODR_STORE"))]
+    # from a process environment, nothing else is taken along
+    gateway = {"HOME": "/root", "UPLODR_TOKENS": "gateway-secret", "AWS_SECRET_ACCESS_KEY": "s"}
+    read = WorkerEnv.from_env({**env, **gateway})
+    assert read == FULL and not set(read.to_env()) & set(gateway)
 
 
 def test_for_machine_sets_token_and_lifetime_only() -> None:
@@ -56,21 +53,13 @@ def test_for_machine_sets_token_and_lifetime_only() -> None:
     assert replace(machine, token=FULL.token, max_lifetime=FULL.max_lifetime) == FULL
 
 
-def test_local_folders() -> None:
-    env = WorkerEnv(stores=("/a", "file:///b", "s3://c"))
-    assert env.local_folders() == (Path("/a"), Path("/b"))
-
-
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
         ("UPLODR_IDLE_TIMEOUT", "soon", "UPLODR_IDLE_TIMEOUT: not a number: 'soon'"),
         ("UPLODR_MAX_JOBS", "0", "UPLODR_MAX_JOBS must be a positive number, not 0"),
-        ("UPLODR_STORES", '"/srv"', "UPLODR_STORES: expected a JSON list"),
-        ("UPLODR_STORES", "[", "UPLODR_STORES: Expecting value"),
         ("UPLODR_LIMITS", '{"max_cats": 1}', "UPLODR_LIMITS: unknown limits: max_cats"),
         ("UPLODR_LIMITS", '{"max_side": 0}', "UPLODR_LIMITS: ImageLimits.max_side must be"),
-        ("UPLODR_KEYS", "random", "key mode must be digest or name, not 'random'"),
     ],
 )
 def test_bad_values_name_their_variable(variable: str, value: str, message: str) -> None:
@@ -82,20 +71,15 @@ def test_bad_values_name_their_variable(variable: str, value: str, message: str)
 
 def test_command_line_overrides_the_environment() -> None:
     env = FULL.to_env()
-    config = worker_config(
-        "127.0.0.1:1", env, {"max_lifetime": 5.0, "stores": (), "key_mode": None}
-    )
-    assert config.max_lifetime == 5.0
-    assert config.stores == FULL.stores and config.key_mode == "name"
+    config = worker_config("127.0.0.1:1", env, {"max_lifetime": 5.0, "idle_timeout": None})
+    assert config.max_lifetime == 5.0 and config.idle_timeout == FULL.idle_timeout
     assert config.token == "per-machine-token" and config.max_concurrent_jobs == 3
-    with pytest.raises(ValueError, match="give --store"):
-        worker_config("127.0.0.1:1", {}, {})
 
 
 def test_worker_refuses_a_bad_variable_in_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "uplodr", "worker", "--grpc-addr", "127.0.0.1:1"],
-        env={"UPLODR_STORES": f'"{tmp_path}"', "MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin"},
+        env={"UPLODR_LIMITS": "[]", "MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -103,5 +87,5 @@ def test_worker_refuses_a_bad_variable_in_one_line(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "uplodr worker: bad configuration: UPLODR_STORES: expected a JSON list of store specs"
+        "uplodr worker: bad configuration: UPLODR_LIMITS: expected a JSON object of limits"
     ]

@@ -298,3 +298,29 @@ class VariantSpec:
 def variant_shapes() -> frozenset[tuple[Role, Format]]:
     """Every (role, format) pair a variant set can hold: what the encoders write."""
     return frozenset((ROLES[name], fmt) for fmt in REGISTRY for name in fmt.roles)
+
+
+def output_kind(
+    role: str, format: str, key_suffix: str, ext: str, mime_type: str
+) -> tuple[Role, Format]:
+    """The (role, format) pair an output a worker sent back claims to be, when an encoder writes
+    exactly that: a pair of `variant_shapes`, a key suffix of that role, that format's extension
+    and MIME type. ValueError (one line, no worker text quoted at length) for anything else —
+    what keeps a taken-over worker from choosing where its bytes are stored."""
+    kind = next(((r, f) for r, f in variant_shapes() if r.name == role and f.name == format), None)
+    if kind is None:
+        raise ValueError(f"an output uplodr does not make ({role[:20]!r}, {format[:20]!r})")
+    found_role, found_format = kind
+    if not _fits_suffix(found_role, key_suffix):
+        raise ValueError(f"a {found_role.name} output with a wrong key suffix")
+    if ext != found_format.ext or mime_type != found_format.mime_type:
+        raise ValueError(f"a {found_format.name} output typed as something else")
+    return kind
+
+
+def _fits_suffix(role: Role, suffix: str) -> bool:
+    try:
+        role.read_suffix(suffix)
+    except ValueError:
+        return False
+    return True

@@ -6,10 +6,11 @@ one, adds the per-machine token and lifetime, and hands `to_env()` to the provid
 reads it back with `from_env()`. One object on both sides, so a setting cannot be written under
 one name and read under another.
 
-The environment holds only the worker's settings, its per-machine token and the variables its
-stores read themselves (the S3 store's `AWS_*` and `UPLODR_STORAGE_*`) — never anything else
-of the gateway's environment. A shared pure module: the gateway uses it without importing the
-worker or imaging.
+The environment holds only the worker's settings and its per-machine token — no store, no store
+credential (`AWS_*`, `UPLODR_STORAGE_*`) and no gateway token: a worker sends its outputs back
+to the gateway, which publishes them (docs/security.md), so a machine has nothing to leak that
+outlives it. A shared pure
+module: the gateway uses it without importing the worker or imaging.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from uplodr.limits import DEFAULT_LIMITS, ImageLimits
 from uplodr.preset import DEFAULT_PRESET, Preset
@@ -28,9 +28,6 @@ from uplodr.preset import DEFAULT_PRESET, Preset
 # call, which carries a whole file (gRPC's default receive limit is 4 MiB).
 DEFAULT_MSG_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
-# The variables a worker's stores read from the environment themselves (endpoint, keys,
-# region, deadline); `uplodr.storage.store_env` picks exactly these for a store.
-STORE_ENV_PREFIXES = ("AWS_", "UPLODR_STORAGE_")
 
 T = TypeVar("T")
 
@@ -39,9 +36,6 @@ T = TypeVar("T")
 class WorkerEnv:
     """Everything a gateway tells a worker. Each field is one `UPLODR_*` variable (see `VARS`)."""
 
-    stores: tuple[str, ...] = ()
-    public_url: str | None = None
-    key_mode: Literal["digest", "name"] = "digest"
     preset: Preset = DEFAULT_PRESET
     limits: ImageLimits = DEFAULT_LIMITS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
@@ -54,35 +48,19 @@ class WorkerEnv:
     max_lifetime: float = 20 * 60
     # A fresh bearer token per machine; None: the worker accepts any caller.
     token: str | None = field(default=None, repr=False)
-    # Variables the stores read themselves (AWS_*, UPLODR_STORAGE_*), passed through as they are.
-    store_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if self.key_mode not in ("digest", "name"):
-            raise ValueError(f"key mode must be digest or name, not {self.key_mode!r}")
         for name in ("max_file_bytes", "msg_size", "max_jobs", "idle_timeout", "max_lifetime"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{VARS[name]} must be a positive number, not {value!r}")
-        if stray := [k for k in self.store_env if not k.startswith(STORE_ENV_PREFIXES)]:
-            raise ValueError(f"not a store setting: {', '.join(sorted(stray))}")
 
     def for_machine(self, token: str, max_lifetime: float) -> WorkerEnv:
         """This configuration for one machine: its own token and lifetime."""
         return replace(self, token=token, max_lifetime=max_lifetime)
 
-    def local_folders(self) -> tuple[Path, ...]:
-        """The stores that are folders on this host (a machine must see them at the same path)."""
-        return tuple(
-            Path(spec.removeprefix("file://"))
-            for spec in self.stores
-            if "://" not in spec or spec.startswith("file://")
-        )
-
     def to_env(self) -> dict[str, str]:
         env = {
-            VARS["stores"]: json.dumps(list(self.stores)),
-            VARS["key_mode"]: self.key_mode,
             VARS["preset"]: self.preset.to_json(),
             VARS["limits"]: json.dumps(asdict(self.limits), sort_keys=True),
             VARS["max_file_bytes"]: str(self.max_file_bytes),
@@ -91,11 +69,9 @@ class WorkerEnv:
             VARS["idle_timeout"]: repr(self.idle_timeout),
             VARS["max_lifetime"]: repr(self.max_lifetime),
         }
-        if self.public_url is not None:
-            env[VARS["public_url"]] = self.public_url
         if self.token is not None:
             env[VARS["token"]] = self.token
-        return {**self.store_env, **env}
+        return env
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WorkerEnv:
@@ -110,15 +86,11 @@ class WorkerEnv:
                 values[name] = parse(text)
             except (ValueError, TypeError, KeyError) as error:
                 raise ValueError(f"{VARS[name]}: {_one_line(error)}") from None
-        store_env = {k: v for k, v in env.items() if k.startswith(STORE_ENV_PREFIXES)}
-        return cls(**values, store_env=store_env)
+        return cls(**values)
 
 
 # The variable of each field.
 VARS: dict[str, str] = {
-    "stores": "UPLODR_STORES",
-    "public_url": "UPLODR_PUBLIC_URL",
-    "key_mode": "UPLODR_KEYS",
     "preset": "UPLODR_PRESET",
     "limits": "UPLODR_LIMITS",
     "max_file_bytes": "UPLODR_MAX_FILE_BYTES",
@@ -128,13 +100,6 @@ VARS: dict[str, str] = {
     "max_lifetime": "UPLODR_MAX_LIFETIME",
     "token": "UPLODR_WORKER_TOKEN",
 }
-
-
-def _stores(text: str) -> tuple[str, ...]:
-    stores = json.loads(text)
-    if not isinstance(stores, list) or not all(isinstance(s, str) for s in stores):
-        raise ValueError("expected a JSON list of store specs")
-    return tuple(stores)
 
 
 def _limits(text: str) -> ImageLimits:
@@ -158,9 +123,6 @@ def _number(kind: Callable[[str], T]) -> Callable[[str], T]:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "stores": _stores,
-    "public_url": str,
-    "key_mode": str,
     "preset": Preset.from_json,
     "limits": _limits,
     "max_file_bytes": _number(int),

@@ -15,7 +15,7 @@ from tests.support.gateway import Gateway
 from tests.support.paths import corpus_file
 from uplodr.answer import Conversion
 from uplodr.dispatch.job import JobResult, JobTimings
-from uplodr.gateway.answers import answer_json, from_storage, from_worker
+from uplodr.gateway.answers import answer_json, from_job, from_storage
 from uplodr.proto import uplodr_pb2
 from uplodr.storage import Published, SetInfo
 from uplodr.storage.publish import StoredVariant
@@ -99,8 +99,10 @@ def manifest_set(*, new_fields: bool) -> Published:
     return Published(variants, deduplicated=True, info=info)
 
 
-def test_a_worker_and_a_manifest_give_the_same_answer() -> None:
-    made = answer_json(from_worker(worker_reply(new_fields=True), alt="Falls"))
+def test_a_job_and_a_manifest_give_the_same_answer() -> None:
+    made = answer_json(
+        from_job(worker_reply(new_fields=True), manifest_set(new_fields=True), alt="Falls")
+    )
     found = answer_json(from_storage(manifest_set(new_fields=True), "photo.jpg", "f", "Falls", {}))
     assert made.pop("job") == {
         "id": "job1",
@@ -120,9 +122,11 @@ def test_a_worker_and_a_manifest_give_the_same_answer() -> None:
 
 
 def test_answers_from_before_the_web_fields_say_null() -> None:
-    """A worker or a manifest of before: no format, role, size or placeholder — and so no
+    """A set published or a manifest of before: no format, role, size or placeholder — and so no
     markup (which needs to know each variant's format and role), rather than a guess."""
-    made = answer_json(from_worker(worker_reply(new_fields=False), alt=""))
+    made = answer_json(
+        from_job(worker_reply(new_fields=False), manifest_set(new_fields=False), alt="")
+    )
     found = answer_json(from_storage(manifest_set(new_fields=False), "photo.jpg", "f", "", {}))
     for answer in (made, found):
         assert (answer["width"], answer["height"], answer["placeholder"], answer["html"]) == (

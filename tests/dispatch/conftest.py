@@ -65,7 +65,7 @@ def make_dispatcher(
         price_per_second=price_per_second,
         lease=replace(FAST, **lease),
     )
-    env = WorkerEnv(stores=(str(store),), idle_timeout=idle_timeout)
+    env = WorkerEnv(idle_timeout=idle_timeout)
     return Dispatcher(provider, env, "test-gateway", settings)
 
 

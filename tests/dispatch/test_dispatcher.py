@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from uplodr.dispatch.dispatcher import Dispatcher
 from uplodr.dispatch.events import Event, EventKind
 from uplodr.dispatch.job import run_job
 from uplodr.dispatch.reaper import reap
-from uplodr.dispatch.worker_client import UploadSource
+from uplodr.dispatch.worker_client import BadOutput, UploadSource
 from uplodr.errors import CorruptImage, LimitExceeded, ProviderError, WorkerUnavailable
 from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, StopReason
 from uplodr.machines.memory import MemoryProvider
@@ -68,12 +69,13 @@ async def test_a_job_gets_a_machine_of_its_own_and_leaves_nothing(
     (machine_id,) = provider.specs
     spec = provider.specs[machine_id]
     (told,) = worker.envs
-    assert told.token and told.stores == (str(store),) and worker.refused_calls == 0
+    assert told.token and worker.refused_calls == 0
     assert told.max_lifetime == 5.0 + 5.0 + 60.0  # boot + job timeout + the reaper's grace
     assert spec.tags[MARKER_TAG] == MARKER_VALUE and spec.tags["gateway"] == "test-gateway"
     assert spec.tags["lease"] == events[0].lease_id
     assert int(spec.tags["deadline"]) - int(spec.tags["created_at"]) == 70
-    assert spec.host_paths == (store,)
+    # no store and no credential: the worker sends its outputs back
+    assert spec.host_paths == () and not any(k.startswith("AWS_") for k in spec.env)
     assert dispatcher.totals.machines_created == dispatcher.totals.machines_destroyed == 1
 
 
@@ -297,9 +299,29 @@ async def test_wrong_answers_are_clear_errors(
         await dispatcher.run([upload])
     worker.behaviour.wrong_nonce = False
     worker.behaviour.extra_answers = 1
-    with pytest.raises(WorkerUnavailable, match=r"answered 2 file\(s\) for the 1"):
+    with pytest.raises(WorkerUnavailable, match="outputs of a file it was not sent"):
         await dispatcher.run([upload])
     assert provider.alive == [] and provider.destroyed == 2
+
+
+@pytest.mark.parametrize("suffix", ["/../../someone-else/photo", "-thumb", "-480w/x"])
+async def test_a_worker_whose_outputs_claim_another_key_fails_its_job(
+    dispatcher: Dispatcher,
+    provider: MemoryProvider,
+    worker: FakeWorker,
+    upload: UploadSource,
+    tmp_path: Path,
+    suffix: str,
+) -> None:
+    """A taken-over worker answers with an output no encoder makes (a path in its key suffix,
+    a full-size WebP posing as the thumbnail): the job fails with BadOutput before its machine
+    is released, so nothing is published and the machine is destroyed."""
+    worker.behaviour.output_suffix = suffix
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    with pytest.raises(BadOutput, match=r"wrong key suffix|does not make"):
+        await dispatcher.run([replace(upload, outputs=outputs)])
+    assert provider.alive == [] and provider.destroyed == 1
 
 
 async def test_the_workers_own_error_passes_through(

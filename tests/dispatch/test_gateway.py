@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.fake_worker import FakeWorker
+from tests.support.fake_worker import OUTPUT, FakeWorker
 from tests.support.images import noise_png
 from tests.support.procs import free_port
 from uplodr.gateway.run import Gateway, GatewayOptions, StartupError, open_gateway
@@ -58,7 +58,7 @@ async def test_upload_runs_on_a_machine_and_the_answer_reports_it(
         assert provider.alive == [job["machine"]]
         # the worker was told the gateway's settings, through the one WorkerEnv
         (told,) = worker.envs
-        assert told.stores == (str(store.resolve()),) and told.public_url and told.max_jobs == 1
+        assert told.max_jobs == 1 and told.token
     assert provider.closed and provider.alive == []  # shutting down destroyed it
 
 
@@ -120,16 +120,22 @@ async def test_a_spool_budget_under_the_upload_limit_stops_start_up(
     assert provider.closed
 
 
-async def test_a_local_store_is_refused_when_machines_cannot_see_it(
+async def test_a_local_store_works_when_machines_cannot_see_it(
     worker: FakeWorker, store: Path
 ) -> None:
+    """Workers send their outputs back and the gateway publishes: a machine need not see the
+    store's folder (before issue 16 the gateway refused this)."""
     provider = MemoryProvider(
         worker.start, capabilities=Capabilities(shares_host_files=False, default_max_machines=4)
     )
-    with pytest.raises(StartupError, match="memory machines cannot write to a local folder"):
-        async with open_gateway(options(store), provider):
-            pass
-    assert provider.closed  # what was opened before the refusal is closed
+    async with open_gateway(options(store), provider) as gateway, client(gateway) as http:
+        response = await post(http)
+        assert response.status_code == 200, response.text
+        (variant,) = response.json()["variants"]
+    key = variant["url"].split("/files/", 1)[1]
+    assert (store / key).read_bytes() == OUTPUT  # what the worker sent, stored by the gateway
+    assert (store / key).with_suffix(".json").is_file()  # and its manifest
+    assert provider.closed
 
 
 async def test_a_store_that_is_not_writable_closes_everything(

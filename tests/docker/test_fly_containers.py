@@ -71,7 +71,7 @@ async def test_a_fly_machine_is_the_real_worker_container_at_its_private_ipv6_ad
     fly_on_docker: FlyOnDocker,
 ) -> None:
     fly, machines = fly_on_docker.fly, fly_on_docker.machines
-    env = {"UPLODR_STORES": json.dumps(["/tmp"]), "UPLODR_WORKER_TOKEN": "machine-token"}
+    env = {"UPLODR_WORKER_TOKEN": "machine-token"}
     provider = FlyProvider(fly_config(fly, regions=(), **FAST_BACKOFF))
     try:
         started = time.monotonic()

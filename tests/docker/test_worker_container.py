@@ -1,6 +1,7 @@
 """`uplodr worker` in a container with a machine's real limits: it answers Ping and converts a
-photo streamed from the host over gRPC into a bind-mounted local store; a job that needs more
-memory than the container has is OOM-killed by the kernel; the worker sees only its own env."""
+photo streamed from the host over gRPC, sending the outputs back on the call (it has no store);
+a job that needs more memory than the container has is OOM-killed by the kernel; the worker sees
+only its own env."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pyvips
 
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_images import EngineImages
-from tests.support.docker_worker import IMAGE_UID, LIMITS, process_env, worker_container
+from tests.support.docker_worker import LIMITS, process_env, worker_container
 from tests.support.paths import corpus_file
 from uplodr.dispatch.worker_client import UploadSource, WorkerClient
 from uplodr.errors import WorkerUnavailable
@@ -30,17 +31,19 @@ async def test_a_limited_worker_container_converts_a_photo_streamed_from_the_hos
     docker_engine: DockerEngine, docker_images: EngineImages, tmp_path: Path
 ) -> None:
     photo = corpus_file("book-beside-flowers.jpg")  # 12 MP
-    store = tmp_path / "store"
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
     with (
         docker_engine.client() as docker,
-        worker_container(docker, docker_images.uplodr, store) as worker,
+        worker_container(docker, docker_images.uplodr) as worker,
     ):
         host_config = worker.container.attrs["HostConfig"]
         client = client_for(worker.address, worker.token)
         try:
             await client.wait_ready(60)
             await client.ping(10)
-            (answer,) = await client.stream([UploadSource(photo, photo.name, "docker")], 300)
+            source = UploadSource(photo, photo.name, "docker", outputs=outputs)
+            (answer,) = await client.stream([source], 300)
         finally:
             await client.close()
         env = process_env(worker.container)
@@ -54,10 +57,9 @@ async def test_a_limited_worker_container_converts_a_photo_streamed_from_the_hos
     assert write.exit_code != 0 and b"Read-only file system" in write.output
 
     assert len(answer.variants) == 4
-    for variant in answer.variants:
-        stored = store / variant.url.removeprefix("http://files.test/")
+    for index, variant in enumerate(answer.variants):
+        stored = outputs / str(index)  # sent back by the worker, written by the gateway's side
         assert stored.stat().st_size == variant.size_bytes
-        assert stored.stat().st_uid == IMAGE_UID  # written by the image's non-root user
         image = pyvips.Image.new_from_file(str(stored))
         assert (image.width, image.height) == (variant.width, variant.height)
         image.avg()  # decodes every pixel
@@ -84,7 +86,7 @@ async def test_a_full_resolution_24mp_photo_is_oom_killed_under_512m(
     env = {"UPLODR_PRESET": json.dumps(preset)}
     with (
         docker_engine.client() as docker,
-        worker_container(docker, docker_images.uplodr, tmp_path / "store", env) as worker,
+        worker_container(docker, docker_images.uplodr, env) as worker,
     ):
         client = client_for(worker.address, worker.token)
         try:

@@ -33,7 +33,7 @@ from tests.support.swift import ACCESS_KEY, SECRET_KEY, SwiftServer
 from tests.support.waiting import busy_worker, wait_for
 from uplodr.storage.s3 import S3Store
 
-# Short storage deadline for gateways and (through store_env) their workers: an outage is
+# Short storage deadline for gateways (workers hold no store): an outage is
 # reported within seconds, while a healthy Swift answers in milliseconds.
 STORAGE_DEADLINE_S = "2"
 DEADLINE = 60.0
@@ -257,7 +257,6 @@ def assert_one_clear_line(
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", ["serve", "worker"])
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
@@ -267,8 +266,9 @@ def assert_one_clear_line(
     ],
 )
 def test_a_store_that_cannot_be_written_stops_start_up_with_one_line(
-    swift: SwiftServer, bucket: str, tmp_path: Path, command: str, case: str, reason: str
+    swift: SwiftServer, bucket: str, tmp_path: Path, case: str, reason: str
 ) -> None:
+    """`serve` (the only process that opens a store: workers hold none) exits in one line."""
     store, env = f"s3://{bucket}", s3_gateway_env(swift)
     if case == "wrong secret":
         env["AWS_SECRET_ACCESS_KEY"] = WRONG_SECRET
@@ -277,13 +277,10 @@ def test_a_store_that_cannot_be_written_stops_start_up_with_one_line(
     else:
         env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{free_port()}"
         env["UPLODR_STORAGE_DEADLINE"] = "1"
-    if command == "serve":
-        args = ["serve", "--port", str(free_port()), "--state-dir", str(tmp_path / "state")]
-    else:
-        args = ["worker", "--grpc-addr", f"127.0.0.1:{free_port()}"]
+    args = ["serve", "--port", str(free_port()), "--state-dir", str(tmp_path / "state")]
     result = run_until_exit([*args, "--store", store], env, tmp_path)
     assert_one_clear_line(result, store, reason)
-    assert result.stderr.startswith(f"uplodr {command}: ")
+    assert result.stderr.startswith("uplodr serve: ")
 
 
 # -- outage mid-job ------------------------------------------------------------------------------

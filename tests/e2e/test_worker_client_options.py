@@ -35,15 +35,22 @@ async def stream(worker: Worker, *files: UploadSource) -> list[uplodr_pb2.Upload
         await client.close()
 
 
-def test_each_file_is_converted_with_its_own_preset_and_original_choice(worker: Worker) -> None:
+def test_each_file_is_converted_with_its_own_preset_and_original_choice(
+    worker: Worker, tmp_path: Path
+) -> None:
     photo = corpus_file("sample-16bit.png")  # 290x442
     webp_only = DEFAULT_PRESET.with_changes(formats=["webp"], thumbnail_width=0).to_json()
+    folders = [tmp_path / name for name in ("plain", "chosen", "alone")]
+    for folder in folders:
+        folder.mkdir()
     plain, chosen, alone = asyncio.run(
         stream(
             worker,
-            UploadSource(photo, "s.png", "opts"),
-            UploadSource(photo, "s.png", "opts", preset=webp_only, original="keep"),
-            UploadSource(photo, "s.png", "opts", original="only"),
+            UploadSource(photo, "s.png", "opts", outputs=folders[0]),
+            UploadSource(
+                photo, "s.png", "opts", preset=webp_only, original="keep", outputs=folders[1]
+            ),
+            UploadSource(photo, "s.png", "opts", original="only", outputs=folders[2]),
         )
     )
     assert [(v.format, v.role) for v in plain.variants] == [
@@ -54,10 +61,10 @@ def test_each_file_is_converted_with_its_own_preset_and_original_choice(worker: 
     ]
     assert [(v.format, v.role) for v in chosen.variants] == [("webp", "full"), ("png", "original")]
     assert [(v.format, v.role) for v in alone.variants] == [("png", "original")]
-    kept = worker.store / chosen.variants[1].url.removeprefix("http://files.test/")
-    assert kept.read_bytes() == photo.read_bytes()
-    # Three choices, three digests: no answer was another's.
-    assert len({plain.variants[0].url, chosen.variants[0].url, alone.variants[0].url}) == 3
+    # each file's outputs in its own folder, in the order its answer names them
+    assert (folders[1] / "1").read_bytes() == photo.read_bytes()  # the kept original
+    assert (folders[2] / "0").read_bytes() == photo.read_bytes()
+    assert sorted(p.name for p in folders[0].iterdir()) == ["0", "1", "2", "3"]
 
 
 async def sent(*files: UploadSource) -> list[uplodr_pb2.UploadReq]:

@@ -63,7 +63,8 @@ def test_sigterm_lets_the_job_in_flight_finish(tmp_path: Path) -> None:
             with grpc.insecure_channel(worker.address) as channel:
                 stub = uplodr_pb2_grpc.ImageStub(channel)
                 try:
-                    answers.extend(stub.Stream(messages(), metadata=worker.metadata(), timeout=120))
+                    call = stub.Stream(messages(), metadata=worker.metadata(), timeout=120)
+                    answers.extend(worker.answers(call))
                 except grpc.RpcError as error:
                     errors.append(error)
 

@@ -68,9 +68,7 @@ def store(tmp_path: Path) -> Path:
 @pytest.fixture
 def env(store: Path) -> WorkerEnv:
     """What a gateway gives its workers (a local store: these workers run on this host)."""
-    return WorkerEnv(
-        stores=(str(store),), public_url="http://files.test/{key}", idle_timeout=IDLE_TIMEOUT
-    )
+    return WorkerEnv(idle_timeout=IDLE_TIMEOUT)
 
 
 def marked_local(state: Path, mark: str, **options: Any) -> LocalProvider:

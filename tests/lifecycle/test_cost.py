@@ -40,7 +40,11 @@ def test_fly_job_reports_its_cost(
         answer = response.json()
         job, timings = answer["job"], answer["timings"]
         assert job["machine_seconds"] > 0
-        assert job["machine_seconds"] == pytest.approx(timings["total"], abs=1e-3)
+        # the machine's whole life is the job's, but for the gateway publishing its outputs
+        # after the machine was destroyed (workers hold no store)
+        assert job["machine_seconds"] == pytest.approx(
+            timings["total"] - timings["store"], abs=1e-3
+        )
         assert job["machine_seconds"] > timings["convert"] > 0
         assert job["cost"] > 0
         assert job["cost"] == pytest.approx(job["machine_seconds"] * price, abs=1e-8)

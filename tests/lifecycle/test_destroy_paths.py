@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,9 +34,11 @@ from uplodr.dispatch.lease import LeaseSettings
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import CorruptImage, StorageUnavailable, WorkerUnavailable
 from uplodr.gateway.app import ClientGone, until_disconnect
+from uplodr.gateway.outputs import publish_outputs
 from uplodr.machines.base import Provider
 from uplodr.machines.fly import FlyProvider
 from uplodr.machines.local import LocalProvider
+from uplodr.storage import LocalStore, Publisher
 from uplodr.worker_env import WorkerEnv
 
 Kind = Literal["local", "fly"]
@@ -299,11 +302,22 @@ async def test_storage_failure_leaves_nothing(
     store: Path,
     request: pytest.FixtureRequest,
 ) -> None:
+    """Workers hold no store: the job runs and its machine is gone before anything is stored;
+    publishing its outputs into a store that cannot take them fails with StorageUnavailable
+    and leaves nothing of the set."""
     (store / "blocked").write_text("a file where the folder should be")
     dispatcher, _ = make(provider, env)
-    with pytest.raises(StorageUnavailable):
-        await dispatcher.run([upload(tmp_path, image(), folder="blocked")])
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    source = replace(upload(tmp_path, image(), folder="blocked"), outputs=outputs)
+    result = await dispatcher.run([source])
     await nothing_left(provider, mark, server(kind, request))
+    publisher = Publisher([LocalStore(store, "http://files.test/{key}")])
+    with pytest.raises(StorageUnavailable):
+        await publish_outputs(
+            publisher, result.responses[0], outputs, "blocked", "x", "0" * 16, "{}"
+        )
+    assert [p for p in store.rglob("*") if p.is_file()] == [store / "blocked"]
 
 
 async def test_destroy_is_retried_after_5xx(

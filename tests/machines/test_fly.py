@@ -7,7 +7,6 @@ on the machine's private address (the real worker is exercised by the end-to-end
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -461,8 +460,6 @@ async def test_real_worker_machine_answers_ping_at_its_address(
     """The default process factory: `python -m uplodr worker` on the machine's private IP."""
     (tmp_path / "store").mkdir()
     env = {
-        "UPLODR_STORES": json.dumps([str(tmp_path / "store")]),
-        "UPLODR_PUBLIC_URL": "http://files.test/{key}",
         "UPLODR_WORKER_TOKEN": "machine-token",
         **mark_env,
     }

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from uplodr.errors import StorageUnavailable
-from uplodr.storage import LocalStore, S3Store, open_store, store_env
+from uplodr.storage import LocalStore, S3Store, open_store
 from uplodr.storage.keys import content_digest, manifest_key, variant_key
 
 
@@ -57,22 +57,3 @@ def test_virtual_hosted_option() -> None:
     }
     store = open_store("s3://media", None, env)
     assert store.url("k.webp") == "https://media.fly.storage.tigris.dev/k.webp"
-
-
-def test_store_env_passes_only_storage_variables() -> None:
-    env = {
-        "AWS_ENDPOINT_URL_S3": "https://fly.storage.tigris.dev",
-        "AWS_ACCESS_KEY_ID": "tid_x",
-        "AWS_SECRET_ACCESS_KEY": "tsec_y",
-        "AWS_REGION": "auto",
-        "FLY_API_TOKEN": "fo1_secret",
-        "UPLODR_TOKEN": "gateway-secret",
-        "HOME": "/root",
-    }
-    assert store_env("s3://media/p", None, env) == {
-        "AWS_ENDPOINT_URL_S3": "https://fly.storage.tigris.dev",
-        "AWS_ACCESS_KEY_ID": "tid_x",
-        "AWS_SECRET_ACCESS_KEY": "tsec_y",
-        "AWS_REGION": "auto",
-    }
-    assert store_env("/srv/files", None, env) == {}

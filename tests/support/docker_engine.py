@@ -81,6 +81,10 @@ from tests.support.spawn import spawn_server
 READY_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 30.0
 SUBNETS = ipaddress.IPv4Network("10.213.0.0/16")
+# Networks the engine makes (the Docker provider's `uplodr-workers`) take their subnets from
+# 10.214.N.0/24, N the bridge's: never dockerd's default 172.17.0.0/16, which two engines on one
+# host (or a system docker0) would both route.
+POOLS = ipaddress.IPv4Network("10.214.0.0/16")
 KEEP_ENV = "UPLODR_TEST_DOCKER_KEEP"
 TINY_REPO = "uplodr-test-tiny"
 KEPT_DATA_ROOT = REPO / "var" / "docker" / "data"
@@ -221,6 +225,12 @@ class DockerEngine:
 
     # -- internals ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _pool_of(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        """The address pool of the engine whose bridge is on `subnet` (same third byte)."""
+        third = subnet.network_address.packed[2]
+        return ipaddress.IPv4Network(f"{POOLS.network_address + 256 * third}/24")
+
     def _make_bridge(self) -> None:
         """Create a bridge on a /24 of 10.213.0.0/16 that no route of this host overlaps."""
         assert self.root is not None
@@ -234,7 +244,8 @@ class DockerEngine:
         candidates = list(SUBNETS.subnets(new_prefix=24))[1:]
         random.shuffle(candidates)
         for subnet in candidates:
-            if any(subnet.overlaps(t) for t in taken):
+            pool = self._pool_of(subnet)
+            if any(subnet.overlaps(t) or pool.overlaps(t) for t in taken):
                 continue
             name = f"{BRIDGE_PREFIX}{subnet.network_address.packed[2]}"
             if ip("link", "add", "name", name, "type", "bridge").returncode != 0:
@@ -263,6 +274,7 @@ class DockerEngine:
         (self.root / "data-root").write_text(str(data_root))
         config = self.root / "daemon.json"
         config.write_text(json.dumps({}))
+        assert self.subnet is not None
         command = [
             dockerd,
             "--config-file", str(config),
@@ -271,6 +283,7 @@ class DockerEngine:
             "--pidfile", str(self.root / "dockerd.pid"),
             "-H", self.docker_host,
             "--bridge", self.bridge,
+            "--default-address-pool", f"base={self._pool_of(self.subnet)},size=28",
             "--iptables=false",
             "--ip6tables=false",
             "--ip-forward=false",

@@ -7,21 +7,17 @@ Why these settings: they are what a worker machine gets (issue 9's Docker provid
 shape): memory with memory-swap equal to it (no swap to hide an overflow), a CPU quota, a pids
 limit, a read-only root filesystem with a tmpfs at /tmp for spooling, no new privileges, every
 capability dropped, the image's gateway health check off (the gateway's Ping is a worker's
-probe), and an environment of the worker's own settings only. A local-folder store is
-bind-mounted at the same path, so the worker writes where the gateway serves from; it is owned by
-the image's user (uid 10001). The worker listens on every address of the container; the host
-reaches it at the container's IP on the engine's bridge.
+probe), and an environment of the worker's own settings only: no store, no credential (the
+worker sends its outputs back on the call). The worker listens on every address of the
+container; the host reaches it at the container's IP on the engine's bridge.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -50,37 +46,24 @@ class ContainerWorker:
     env: dict[str, str]  # exactly what the container was given
 
 
-def worker_env(store: Path, token: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    return {
-        "UPLODR_STORES": json.dumps([str(store)]),
-        "UPLODR_PUBLIC_URL": "http://files.test/{key}",
-        "UPLODR_WORKER_TOKEN": token,
-        **(extra or {}),
-    }
-
-
-def share_with_image_user(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chown(folder, IMAGE_UID, IMAGE_UID)
+def worker_env(token: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {"UPLODR_WORKER_TOKEN": token, **(extra or {})}
 
 
 @contextlib.contextmanager
 def worker_container(
     client: docker.DockerClient,
     image: str,
-    store: Path,
     env: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Iterator[ContainerWorker]:
     """A running worker container (removed on exit, whatever happened)."""
-    share_with_image_user(store)
     token = secrets.token_urlsafe(16)
-    given = worker_env(store, token, env)
+    given = worker_env(token, env)
     container = client.containers.run(
         image,
         ["worker", "--grpc-addr", f"0.0.0.0:{GRPC_PORT}"],
         environment=given,
-        volumes={str(store): {"bind": str(store), "mode": "rw"}},
         labels={"uplodr.test": "worker"},
         detach=True,
         **{**LIMITS, **overrides},

@@ -39,6 +39,8 @@ class FakeBehaviour:
     )
     error: UplodrError | None = None  # each file is answered with this error
     extra_answers: int = 0  # this many answers more than files sent
+    # a taken-over worker: its output claims this key suffix (honest: "")
+    output_suffix: str = ""
 
 
 @dataclass
@@ -132,7 +134,9 @@ class _Servicer(uplodr_pb2_grpc.ImageServicer):
                     grpc.StatusCode[status_of(behaviour.error).grpc], str(behaviour.error)
                 )
             for _ in range(1 + behaviour.extra_answers):
-                yield _answer(name, folder, behaviour.convert_seconds)
+                # like a real worker: the output's bytes, then the answer describing it
+                yield uplodr_pb2.UploadResp(output=uplodr_pb2.Output(data=OUTPUT, done=True))
+                yield _answer(name, folder, behaviour.convert_seconds, behaviour.output_suffix)
 
     async def _die(self, reason: StopReason) -> None:
         """The worker process exits: the provider learns why and stops this server, which cuts
@@ -142,13 +146,20 @@ class _Servicer(uplodr_pb2_grpc.ImageServicer):
         await asyncio.Event().wait()
 
 
-def _answer(name: str, folder: str, convert: float) -> uplodr_pb2.UploadResp:
+# The one output of every fake conversion (the gateway stores what it is sent, unread).
+OUTPUT = b"RIFF" + bytes(96)
+
+
+def _answer(name: str, folder: str, convert: float, suffix: str = "") -> uplodr_pb2.UploadResp:
     variant = uplodr_pb2.Variant(
-        url=f"http://files.test/{folder}/{name}.webp",
         mime_type="image/webp",
         width=64,
         height=64,
-        size_bytes=100,
+        size_bytes=len(OUTPUT),
+        format="webp",
+        role="full",
+        key_suffix=suffix,
+        ext="webp",
     )
     return uplodr_pb2.UploadResp(
         file_name=name,

@@ -1,11 +1,16 @@
-"""Run `uplodr worker` by hand as a real process, for tests that speak gRPC to it directly."""
+"""Run `uplodr worker` by hand as a real process, for tests that speak gRPC to it directly.
+
+A worker holds no store: it sends its outputs back on the Stream call. `Worker.answers` reads a
+call's messages the way the gateway does (output chunks, then the file's answer) and writes the
+outputs under `store` at `{folder}/{stem}{suffix}.{ext}`, setting each variant's `url` to
+`http://files.test/` + that key, so tests can open what a worker made."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,32 @@ class Worker:
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def answers(self, responses: Iterable[uplodr_pb2.UploadResp]) -> list[uplodr_pb2.UploadResp]:
+        """Each file's answer, its outputs saved under `store` and named in its variants' urls."""
+        answers: list[uplodr_pb2.UploadResp] = []
+        outputs: list[bytes] = []
+        current = b""
+        for response in responses:
+            if response.HasField("output"):
+                current += response.output.data
+                if response.output.done:
+                    outputs.append(current)
+                    current = b""
+                continue
+            assert len(outputs) == len(response.variants), "an output per variant"
+            for variant, data in zip(response.variants, outputs, strict=True):
+                self.save(response, variant, data)
+            answers.append(response)
+            outputs = []
+        return answers
+
+    def save(self, answer: uplodr_pb2.UploadResp, variant: uplodr_pb2.Variant, data: bytes) -> None:
+        stem = Path(answer.file_name).stem
+        key = f"{answer.folder}/{stem}{variant.key_suffix}.{variant.ext}".lstrip("/")
+        (self.store / key).parent.mkdir(parents=True, exist_ok=True)
+        (self.store / key).write_bytes(data)
+        variant.url = f"http://files.test/{key}"
 
 
 def wait_for_ping(address: str, token: str | None, timeout: float = 30.0) -> None:
@@ -56,10 +87,6 @@ def running_worker(
         "worker",
         "--grpc-addr",
         address,
-        "--store",
-        str(store),
-        "--public-url",
-        "http://files.test/{key}",
         *args,
     ]
     with log.open("wb") as out:

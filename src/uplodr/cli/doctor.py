@@ -74,10 +74,6 @@ def _missing_folder(spec: str) -> Check | None:
 async def check_store(spec: str, provider: Provider | None) -> Check:
     what = f"store {spec}"
     if is_local(spec):
-        if provider is not None and not provider.capabilities.shares_host_files:
-            return Check(
-                what, False, f"{provider.name} machines cannot write to a local folder on this host"
-            )
         try:
             if (missing := _missing_folder(spec)) is not None:
                 return missing

@@ -24,19 +24,6 @@ from uplodr.cli.units import DURATION, SIZE
     "--grpc-addr", required=True, envvar="UPLODR_GRPC_ADDR", help="HOST:PORT to listen on."
 )
 @click.option(
-    "--store",
-    "stores",
-    multiple=True,
-    help="Store(s) as for serve [env UPLODR_STORES: a JSON list].",
-)
-@click.option("--public-url", help="URL template with {key} [env UPLODR_PUBLIC_URL].")
-@click.option(
-    "--keys",
-    "key_mode",
-    type=click.Choice(["digest", "name"]),
-    help="Key shape, as for serve [env UPLODR_KEYS; default digest].",
-)
-@click.option(
     "--msg-size",
     type=SIZE,
     help="Largest gRPC message; bounds the one-message Upload call "

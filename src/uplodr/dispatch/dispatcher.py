@@ -159,7 +159,7 @@ class Dispatcher:
             "deadline": str(int(now + lifetime)),
         }
         env = self.worker_env.for_machine(token, float(int(lifetime))).to_env()
-        return MachineSpec(env=env, tags=tags, host_paths=self.worker_env.local_folders())
+        return MachineSpec(env=env, tags=tags)
 
     def keep_until_released(self, lease: MachineLease) -> None:
         """Let `drain` wait for the lease's destroy when its caller did not."""

@@ -1,11 +1,11 @@
 """The one answer of POST /v1/images (`uplodr.answer.Conversion`: what the client decodes and the
-OpenAPI document is made from), built the same way from a worker's reply and from a stored
+OpenAPI document is made from), built the same way from a job's published set and from a stored
 set's manifest — so a repeated upload, answered from storage, gets the answer of the first, its
 `<picture>` markup and placeholder included, only with no job. The markup is made here, per
 request (`uplodr.markup.picture` with the request's alt), never stored.
 
-A reply or a manifest from before the web-ready fields leaves them empty; they are answered as
-null (and without a variant's format and role there is no markup), never guessed.
+A manifest from before the web-ready fields leaves them empty; they are answered as null (and
+without a variant's format and role there is no markup), never guessed.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def markup(variants: Iterable[answer.Variant], alt: str) -> str | None:
 
 
 class _StoredVariant(Protocol):
-    """A variant as storage's manifest and the worker's answer both describe it."""
+    """A variant as storage describes it (a manifest's or a publish's)."""
 
     @property
     def url(self) -> str: ...
@@ -114,27 +114,18 @@ def from_storage(
     )
 
 
-def from_worker(result: JobResult, alt: str) -> answer.Conversion:
-    """The answer of a job's conversion of one file (an older worker leaves the new fields
-    empty: they are answered as unknown)."""
+def from_job(result: JobResult, published: Published, alt: str) -> answer.Conversion:
+    """The answer of a job's conversion of one file, as the gateway published its outputs."""
     (response,) = result.responses
-    placeholder = response.placeholder if response.HasField("placeholder") else None
+    info = published.info
     return _conversion(
         response.file_name,
         response.folder,
-        [_variant(v) for v in response.variants],
-        deduplicated=response.deduplicated,
+        [_variant(v) for v in published.variants],
+        deduplicated=published.deduplicated,
         timings=result.timings.as_dict(),
-        size=(response.width, response.height) if response.width and response.height else None,
-        placeholder=(
-            {
-                "thumbhash": placeholder.thumbhash,
-                "blurhash": placeholder.blurhash,
-                "data_url": placeholder.data_url,
-            }
-            if placeholder is not None
-            else None
-        ),
+        size=(info.width, info.height) if info and info.width and info.height else None,
+        placeholder=info.placeholder if info else None,
         alt=alt,
         job=answer.Job(
             id=result.job_id,

@@ -55,7 +55,7 @@ from uplodr.machines.base import Provider
 from uplodr.machines.providers import build_provider
 from uplodr.machines.settings import ProviderSettings
 from uplodr.preset import DEFAULT_PRESET, Preset
-from uplodr.storage import LocalStore, Publisher, Store, open_store, store_env
+from uplodr.storage import LocalStore, Publisher, Store, open_store
 from uplodr.worker_env import WorkerEnv
 
 log = logging.getLogger("uplodr.gateway")
@@ -207,15 +207,6 @@ async def check_provider(provider: Provider) -> None:
         log.warning("provider %s is not reachable yet: %s", provider.name, error)
 
 
-def check_stores_reachable(provider: Provider, stores: list[str]) -> None:
-    """A worker can only write to a local folder if it sees the host's files."""
-    if not provider.capabilities.shares_host_files and any("://" not in s for s in stores):
-        raise StartupError(
-            f"{provider.name} machines cannot write to a local folder on this host; "
-            "use --store s3://BUCKET"
-        )
-
-
 async def open_stores(
     stack: contextlib.AsyncExitStack, stores: list[str], public_url: str | None, key_mode: str
 ) -> Publisher:
@@ -232,22 +223,15 @@ async def open_stores(
     return publisher
 
 
-def worker_env(options: GatewayOptions, stores: list[str], public_url: str | None) -> WorkerEnv:
-    """What the workers are told: their stores (with only the variables those read), the
-    preset, the limits — nothing else of the gateway's environment."""
-    variables: dict[str, str] = {}
-    for index, spec in enumerate(stores):
-        variables.update(store_env(spec, public_url if index == 0 else None, os.environ))
+def worker_env(options: GatewayOptions) -> WorkerEnv:
+    """What the workers are told: the preset, the limits — no store, no credential, nothing
+    else of the gateway's environment (they send their outputs back; the gateway publishes)."""
     return WorkerEnv(
-        stores=tuple(stores),
-        public_url=public_url,
-        key_mode=options.key_mode,
         preset=options.preset,
         limits=options.limits,
         max_file_bytes=options.max_upload_bytes,
         idle_timeout=options.worker_idle_timeout,
         max_jobs=options.jobs_per_machine,
-        store_env=variables,
     )
 
 
@@ -329,10 +313,9 @@ async def open_gateway(
         check_exposure(options, tokens)
         stores, public_url = resolve_stores(options)
         provider = await open_provider(stack, options, provider)
-        check_stores_reachable(provider, stores)
         await check_provider(provider)
         publisher = await open_stores(stack, stores, public_url, options.key_mode)
-        env = worker_env(options, stores, public_url)
+        env = worker_env(options)
         dispatcher = open_dispatcher(stack, provider, env, options)
         max_machines = options.max_machines or provider.capabilities.default_max_machines
         pool = await open_pool(stack, dispatcher, options, max_machines)

@@ -1,6 +1,8 @@
 """What the gateway does with one upload, independent of HTTP: answer it from storage when the
 same bytes were converted before with the same preset and original choice, otherwise run a job
-on a machine; either way the answer is built by `uplodr.gateway.answers`.
+on a machine, whose worker sends the outputs back for the gateway to publish
+(`uplodr.gateway.outputs`; workers hold no store credential); either way the answer is built by
+`uplodr.gateway.answers`.
 
 A request picks a named preset (`?preset=`; "default" is the gateway's own) and what happens to
 the uploaded bytes (`?original=`); both go to the worker with the file, and both are in the
@@ -13,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from uplodr import answer
@@ -23,7 +27,8 @@ from uplodr.dispatch.pool import Pool
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import Busy, InvalidRequest
 from uplodr.gateway import metrics
-from uplodr.gateway.answers import from_storage, from_worker
+from uplodr.gateway.answers import from_job, from_storage
+from uplodr.gateway.outputs import publish_outputs
 from uplodr.gateway.spool import Spooled
 from uplodr.names import SafeName
 from uplodr.preset import OriginalMode, Preset
@@ -127,11 +132,31 @@ class ConversionService:
             metrics.UPLOADS.labels(outcome="deduplicated").inc()
             timings = {"total": round(time.monotonic() - started, 4)}
             return from_storage(known, name.file_name, folder, alt, timings)
-        source = UploadSource(
-            spooled.path, name.file_name, folder, choice.preset.to_json(), choice.original
-        )
-        async with self._machine_slot():
-            result = await self.pool.run([source])
+        with tempfile.TemporaryDirectory(prefix="uplodr-outputs-") as outputs:
+            source = UploadSource(
+                spooled.path,
+                name.file_name,
+                folder,
+                choice.preset.to_json(),
+                choice.original,
+                outputs=Path(outputs),
+            )
+            async with self._machine_slot():
+                result = await self.pool.run([source])
+            # The machine is free again: publishing is the gateway's, after the job.
+            publish_started = time.monotonic()
+            published = await publish_outputs(
+                self.publisher,
+                result.responses[0],
+                Path(outputs),
+                folder,
+                name.stem,
+                digest,
+                choice.effective.to_json(),
+            )
+        stored = time.monotonic() - publish_started
+        result.timings.store += stored
+        result.timings.total += stored
         cost = result.cost
         metrics.observe_job(result.timings.as_dict())
         log.info(
@@ -142,4 +167,4 @@ class ConversionService:
             result.timings.machine_seconds,
             cost,
         )
-        return from_worker(result, alt)
+        return from_job(result, published, alt)

@@ -13,7 +13,15 @@ engine `DOCKER_HOST` names (default: the local socket). Why it looks like this:
   is `State.OOMKilled`, reported as `StopReason.out_of_memory(N)`, which the gateway answers
   with its 422 (tests/docker: a full-resolution 24 MP photo under 512M).
 - **The environment is the worker's own settings and per-machine token only** (`spec.env`,
-  built from `WorkerEnv.to_env()`), over what the image itself sets.
+  built from `WorkerEnv.to_env()`), over what the image itself sets: no store, no credential
+  (a worker sends its outputs back on the gRPC call; docs/security.md).
+- **A network that reaches nothing** (issue 16): without `--docker-network` the workers join
+  `uplodr-workers`, a bridge network the provider makes once per engine, `internal` (no route
+  out of it: not the internet, not the host's other networks and their containers) and with
+  inter-container communication off (where the engine enforces it with iptables, a worker
+  cannot reach another worker either). A worker needs no outbound connection at all: the
+  gateway calls it. A network the provider finds under that name that is not internal is
+  refused (ProviderError), never used.
 - **Address: the container's IP on the engine's network, port 50051**, not a published host
   port: nothing to choose or race on per machine, and it works on an engine without iptables
   or userland proxies (the tests' private engine). The gateway must be able to reach that
@@ -90,6 +98,10 @@ DEFAULT_HOST = "unix:///var/run/docker.sock"
 ENGINE_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
 API_TIMEOUT = 30  # seconds one Engine API request may take
 CHECK_TIMEOUT = 5.0  # seconds `check()` may take in all
+# The workers' network when none is named: internal (no route out), containers isolated
+# from each other (`enable_icc`, enforced where the engine manages iptables).
+WORKER_NETWORK = "uplodr-workers"
+WORKER_NETWORK_OPTIONS = {"com.docker.network.bridge.enable_icc": "false"}
 _POLL = 0.05  # seconds between looks at a container that is starting or being removed
 _RUNNING_STATES = {"running": "started", "created": "created", "restarting": "starting"}
 _STOPPED_STATES = frozenset({"exited", "dead", "paused"})
@@ -108,7 +120,7 @@ OPTION_NETWORK = ProviderOption(
     "--docker-network",
     "UPLODR_DOCKER_NETWORK",
     "Docker provider: network the worker containers join; the gateway reaches them at their "
-    "address on it (default: the engine's bridge).",
+    "address on it (default: uplodr-workers, an internal network the provider makes).",
 )
 OPTIONS = (OPTION_IMAGE, OPTION_NETWORK)
 
@@ -116,7 +128,7 @@ OPTIONS = (OPTION_IMAGE, OPTION_NETWORK)
 @dataclass(frozen=True)
 class DockerConfig:
     image: str  # "": only listing and removing machines (machines ls, reap)
-    network: str | None = None  # None: the engine's default bridge
+    network: str | None = None  # None: WORKER_NETWORK, internal, made by the provider
     memory_mb: int = DEFAULT_MEMORY_MB
     cpus: int | None = None  # None: no CPU quota
     # DOCKER_HOST and the TLS variables, as docker.from_env reads them.
@@ -209,6 +221,7 @@ class _Engine:
         self._client: DockerClient | None = None
         self._data_root: str | None = None
         self._lock = threading.Lock()
+        self._network: str | None = None  # the workers' network, once found or made
 
     @contextlib.contextmanager
     def _said(self, action: str, *, creating: bool = False) -> Iterator[None]:
@@ -290,6 +303,47 @@ class _Engine:
                         f"{self.host} (docker network create {self.config.network})"
                     ) from None
 
+    def worker_network(self, client: DockerClient) -> str:
+        """The network workers join: the one named (`--docker-network`), else WORKER_NETWORK,
+        made internal on first use (a concurrent make by another gateway is fine: 409)."""
+        if self.config.network is not None:
+            return self.config.network
+        with self._lock:
+            if self._network is not None:
+                return self._network
+        from docker.errors import APIError
+
+        def named() -> list[Any]:  # `names` filters by substring: keep the exact name only
+            return [
+                n for n in client.networks.list(names=[WORKER_NETWORK]) if n.name == WORKER_NETWORK
+            ]
+
+        with self._said(f"make network {WORKER_NETWORK}", creating=True):
+            found = named()
+            if not found:
+                try:
+                    client.networks.create(
+                        WORKER_NETWORK,
+                        driver="bridge",
+                        internal=True,
+                        options=WORKER_NETWORK_OPTIONS,
+                        labels={MARKER_TAG: MARKER_VALUE},
+                    )
+                except APIError as error:
+                    if error.status_code != 409:  # 409: made by another gateway meanwhile
+                        raise
+                found = named()
+            if not found or not all(n.attrs.get("Internal") for n in found):
+                raise ProviderError(
+                    f"network {WORKER_NETWORK} in the Docker engine at {self.host} is not "
+                    "internal; workers must not reach beyond the gateway: remove it "
+                    f"(docker network rm {WORKER_NETWORK}) or name another with "
+                    f"{OPTION_NETWORK.flag}"
+                )
+        with self._lock:
+            self._network = WORKER_NETWORK
+        return WORKER_NETWORK
+
     def run(self, name: str, spec: MachineSpec, user: str | None) -> dict[str, Any]:
         """Create and start the container; its inspect data. A container that could not start
         is removed (WorkerUnavailable when even that failed: it may still be there)."""
@@ -318,7 +372,7 @@ class _Engine:
                     environment={str(k): str(v) for k, v in spec.env.items()},
                     labels=marked(spec.tags),
                     user=user,
-                    network=config.network,
+                    network=self.worker_network(client),
                     read_only=True,
                     tmpfs={SPOOL: f"rw,nosuid,nodev,size={memory_mb}m,mode=1777"},
                     cap_drop=["ALL"],

@@ -4,11 +4,12 @@ isort:skip_file
 The contract between an uplodr gateway and its workers.
 
 A worker runs on a machine that exists only for the work. The gateway sends it
-images; the worker converts each into web variants, stores them and answers
-with their public URLs. Errors are gRPC status codes with a human message:
+images; the worker converts each into web variants and sends their bytes back
+on the same call. The worker holds no store credentials: the gateway checks
+each output against the job's keys and publishes the set (manifest last).
+Errors are gRPC status codes with a human message:
   INVALID_ARGUMENT   bad image, bad name, malformed stream
   RESOURCE_EXHAUSTED a limit was hit (bytes, pixels, frames, time, concurrency)
-  UNAVAILABLE        object storage could not be written
   UNAUTHENTICATED    missing or wrong worker token
 """
 
@@ -135,6 +136,9 @@ class Variant(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    KEY_SUFFIX_FIELD_NUMBER: _builtins.int
+    EXT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     mime_type: _builtins.str
     width: _builtins.int
@@ -147,6 +151,17 @@ class Variant(_message.Message):
     """
     role: _builtins.str
     """"full", "width" (a responsive width), "thumbnail" or "original"."""
+    key_suffix: _builtins.str
+    """Worker → gateway: where the output goes in its set's keys, "" (full size),
+    "-thumb", "-480w", "-original", and its file extension; the gateway builds
+    the key from these and its own folder, name and digest, and refuses a pair
+    that no encoder writes. `url` is then empty (the gateway knows it).
+    """
+    ext: _builtins.str
+    data: _builtins.bytes
+    """Upload (one message) only: the output's bytes. Stream sends them as
+    `UploadResp.output` chunks instead.
+    """
     def __init__(
         self,
         *,
@@ -157,14 +172,45 @@ class Variant(_message.Message):
         size_bytes: _builtins.int = ...,
         format: _builtins.str = ...,
         role: _builtins.str = ...,
+        key_suffix: _builtins.str = ...,
+        ext: _builtins.str = ...,
+        data: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "mime_type", b"mime_type", "role", b"role", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "ext", b"ext", "format", b"format", "height", b"height", "key_suffix", b"key_suffix", "mime_type", b"mime_type", "role", b"role", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Variant: _TypeAlias = Variant  # noqa: Y015
+
+@_typing.final
+class Output(_message.Message):
+    """One chunk of one converted output, worker → gateway, in a Stream answer.
+    Outputs follow one another: `done = true` ends the current output (the
+    message holding `done` may carry data too). The file's final UploadResp then
+    describes the outputs, in the order they were sent, in `variants`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    done: _builtins.bool
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        done: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "done", b"done"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Output: _TypeAlias = Output  # noqa: Y015
 
 @_typing.final
 class Placeholder(_message.Message):
@@ -234,10 +280,13 @@ class UploadResp(_message.Message):
     PLACEHOLDER_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
     file_name: _builtins.str
     folder: _builtins.str
     deduplicated: _builtins.bool
-    """True when the variants were already stored by an earlier identical upload."""
+    """True when the variants were already stored by an earlier identical upload
+    (workers that published themselves; a worker of this version never sets it).
+    """
     width: _builtins.int
     """Intrinsic size of the full-size output (one frame): <img width height>."""
     height: _builtins.int
@@ -248,6 +297,12 @@ class UploadResp(_message.Message):
     @_builtins.property
     def placeholder(self) -> Global___Placeholder:
         """Absent when nothing was decoded (only the original kept)."""
+
+    @_builtins.property
+    def output(self) -> Global___Output:
+        """Set on the messages that carry an output's bytes; such a message has no
+        other field, and the file's final message (without it) follows them.
+        """
 
     def __init__(
         self,
@@ -260,10 +315,11 @@ class UploadResp(_message.Message):
         placeholder: Global___Placeholder | None = ...,
         width: _builtins.int = ...,
         height: _builtins.int = ...,
+        output: Global___Output | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["placeholder", b"placeholder", "timings", b"timings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "placeholder", b"placeholder", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "file_name", b"file_name", "folder", b"folder", "height", b"height", "placeholder", b"placeholder", "timings", b"timings", "variants", b"variants", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "file_name", b"file_name", "folder", b"folder", "height", b"height", "output", b"output", "placeholder", b"placeholder", "timings", b"timings", "variants", b"variants", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,11 +4,12 @@ isort:skip_file
 The contract between an uplodr gateway and its workers.
 
 A worker runs on a machine that exists only for the work. The gateway sends it
-images; the worker converts each into web variants, stores them and answers
-with their public URLs. Errors are gRPC status codes with a human message:
+images; the worker converts each into web variants and sends their bytes back
+on the same call. The worker holds no store credentials: the gateway checks
+each output against the job's keys and publishes the set (manifest last).
+Errors are gRPC status codes with a human message:
   INVALID_ARGUMENT   bad image, bad name, malformed stream
   RESOURCE_EXHAUSTED a limit was hit (bytes, pixels, frames, time, concurrency)
-  UNAVAILABLE        object storage could not be written
   UNAUTHENTICATED    missing or wrong worker token
 """
 

@@ -9,7 +9,7 @@ from uplodr.storage.keys import content_digest, manifest_key, variant_key
 from uplodr.storage.local import LocalStore
 from uplodr.storage.publish import Blob, NameTaken, Published, Publisher, SetInfo, StoredVariant
 from uplodr.storage.s3 import S3Store
-from uplodr.storage.spec import open_store, store_env
+from uplodr.storage.spec import open_store
 
 __all__ = [
     "IMMUTABLE_CACHE_CONTROL",
@@ -25,6 +25,5 @@ __all__ = [
     "content_digest",
     "manifest_key",
     "open_store",
-    "store_env",
     "variant_key",
 ]

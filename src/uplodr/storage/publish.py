@@ -25,6 +25,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import stamina
@@ -49,16 +50,24 @@ class NameTaken(InvalidRequest):
 
 @dataclass(frozen=True)
 class Blob:
-    """One variant (or the kept original), ready to store."""
+    """One variant (or the kept original), ready to store: its bytes in memory, or in a file
+    (`path`) read only when it is written, so a publish holds at most `concurrency` objects
+    per store in memory, not a whole set (the gateway publishes what its workers sent back)."""
 
     suffix: str  # of its key: "", "-thumb", "-480w", "-original"
     ext: str  # "webp", "avif", "jpg", "png", "heic", ...
     mime_type: str
     width: int
     height: int
-    data: bytes = field(repr=False)
+    data: bytes = field(default=b"", repr=False)
     format: str = ""  # "webp", ...: a format's name in uplodr.formats
     role: str = ""  # "full", "width", "thumbnail", "original"
+    path: Path | None = None  # when set, the bytes are this file's (and `data` is unused)
+
+    async def read(self) -> bytes:
+        if self.path is None:
+            return self.data
+        return await asyncio.to_thread(self.path.read_bytes)
 
 
 @dataclass(frozen=True)
@@ -246,31 +255,32 @@ class Publisher:
 
         async def write(key: str, blob: Blob) -> None:
             async with limit:
+                data = await blob.read()
                 job.uncertain.append(key)
                 created = await job.store.put_new(
-                    key, blob.data, blob.mime_type, IMMUTABLE_CACHE_CONTROL
+                    key, data, blob.mime_type, IMMUTABLE_CACHE_CONTROL
                 )
                 job.uncertain.remove(key)
                 if created:
                     job.created.append(key)
-                    job.sizes[key] = len(blob.data)
+                    job.sizes[key] = len(data)
                     return
                 # Someone wrote this key before us; it is not ours to replace or delete.
                 if self.key_mode == "name":
-                    if await job.store.get(key) != blob.data:
+                    if await job.store.get(key) != data:
                         raise NameTaken(
                             f"{key!r} already exists in {job.store.description} with other "
                             "content; uplodr never overwrites it in name mode: choose another "
                             "name or use digest keys"
                         )
-                    job.sizes[key] = len(blob.data)
+                    job.sizes[key] = len(data)
                     return
                 # Digest mode: the key holds these very bytes, from an identical job that is
                 # running or failed (a committed one is answered by dedupe before any machine).
                 # Writing them again gives the object a fresh modification time, so that
                 # `uplodr sweep` does not take a failed run's object this job is about to commit.
-                await job.store.put(key, blob.data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)
-                job.sizes[key] = len(blob.data)
+                await job.store.put(key, data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)
+                job.sizes[key] = len(data)
                 job.reused[key] = blob
 
         # Every write settles before a failure is raised, so the rollback cannot race a write
@@ -301,7 +311,7 @@ class Publisher:
         written again, so the committed set is whole."""
         for key, blob in job.reused.items():
             if await job.store.info(key) is None:
-                await job.store.put(key, blob.data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)
+                await job.store.put(key, await blob.read(), blob.mime_type, IMMUTABLE_CACHE_CONTROL)
 
     async def _check_name_free(self, mkey: str, digest: str) -> Published | None:
         """Name mode: the same content already published → that; other content → NameTaken."""

@@ -58,12 +58,3 @@ def open_store(spec: str, public_url: str | None, env: Mapping[str, str]) -> Sto
         bucket, prefix = s3
         return S3Store.from_env(bucket, prefix, env, public_url=public_url)
     return LocalStore(local_root(spec), public_url or DEFAULT_LOCAL_PUBLIC_URL)
-
-
-def store_env(spec: str, public_url: str | None, env: Mapping[str, str]) -> dict[str, str]:
-    """Only the variables a worker needs to open this store: the AWS_* ones for s3, none for a
-    folder. (The spec and public URL travel as arguments, not environment.)"""
-    if parse_s3(spec) is None:
-        local_root(spec)  # validate
-        return {}
-    return {name: env[name] for name in S3_ENV_VARS if env.get(name)}

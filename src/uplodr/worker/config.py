@@ -8,7 +8,6 @@ override the environment.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from uplodr.limits import ImageLimits
 from uplodr.preset import DEFAULT_PRESET, Preset
@@ -18,9 +17,6 @@ from uplodr.worker_env import DEFAULT_MAX_FILE_BYTES, DEFAULT_MSG_SIZE, WorkerEn
 @dataclass(frozen=True)
 class WorkerConfig:
     grpc_addr: str
-    stores: tuple[str, ...]
-    public_url: str | None
-    key_mode: Literal["digest", "name"] = "digest"
     preset: Preset = DEFAULT_PRESET
     limits: ImageLimits = field(default_factory=ImageLimits)
     msg_size: int = DEFAULT_MSG_SIZE
@@ -37,13 +33,8 @@ class WorkerConfig:
     @classmethod
     def of(cls, grpc_addr: str, env: WorkerEnv) -> WorkerConfig:
         """The worker listening on `grpc_addr` with the configuration `env`."""
-        if not env.stores:
-            raise ValueError("give --store (or UPLODR_STORES)")
         return cls(
             grpc_addr=grpc_addr,
-            stores=env.stores,
-            public_url=env.public_url,
-            key_mode=env.key_mode,
             preset=env.preset,
             limits=env.limits,
             msg_size=env.msg_size,

@@ -1,13 +1,17 @@
-"""One file's life inside a worker: spool the chunks to disk, convert, publish.
+"""One file's life inside a worker: spool the chunks to disk, convert, hand the outputs back.
 
 Chunks go to a temporary file as they arrive (memory stays flat whatever the file size) and are
 hashed on the way, so the content digest is known the moment the file ends.
 
+The worker holds no store and no credentials (docs/security.md): its outputs — every variant,
+and the kept original — go back to the gateway on the same call, which checks them against the
+job's keys and publishes the set. A worker that one crafted file took over can therefore write
+nothing anywhere; the worst it can do is answer its own job with wrong pixels.
+
 The preset is the one the request carries (every setting, as the gateway resolved a named
 preset), else the worker's own; the request's `original` choice is folded into it
-(`Preset.for_original`) before its fingerprint goes into the digest, so a set with the original
-and one without never share keys or a dedupe answer. The kept original is the spooled file,
-byte for byte, published with the variants in the same all-or-nothing step.
+(`Preset.for_original`). The kept original is the spooled file, byte for byte, sent back from
+disk in chunks like the variants.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import asyncio
 import hashlib
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from uplodr import formats
@@ -26,47 +31,82 @@ from uplodr.imaging import EncodedVariant, convert
 from uplodr.imaging.convert import Conversion
 from uplodr.names import safe_file_name, safe_folder
 from uplodr.preset import OriginalMode, Preset, PresetError
-from uplodr.storage import Blob, Published, Publisher, SetInfo
-from uplodr.storage.keys import content_digest
 from uplodr.worker.config import WorkerConfig
+
+
+@dataclass(frozen=True)
+class Output:
+    """One converted output (a variant or the kept original), what the gateway needs to store
+    it: where it goes among its set's keys (suffix, ext) and its bytes (in memory, or the
+    spooled upload's file for the original)."""
+
+    suffix: str  # of its key: "", "-thumb", "-480w", "-original"
+    ext: str
+    mime_type: str
+    width: int
+    height: int
+    format: str
+    role: str
+    data: bytes = field(default=b"", repr=False)
+    path: Path | None = None  # when set, the bytes are this file's
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path is not None else len(self.data)
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The bytes in pieces of at most `size` (at least one piece, maybe empty)."""
+        if self.path is None:
+            yield from (self.data[i : i + size] for i in range(0, len(self.data), size))
+            if not self.data:
+                yield b""
+            return
+        with self.path.open("rb") as handle:
+            first = True
+            while (piece := handle.read(size)) or first:
+                first = False
+                yield piece
 
 
 @dataclass(frozen=True)
 class FileResult:
     file_name: str
     folder: str
-    published: Published
+    outputs: list[Output]
+    # The full-size output's intrinsic size, and the placeholder (None: nothing was decoded).
+    width: int
+    height: int
+    placeholder: Mapping[str, str] | None
     receive_seconds: float
     convert_seconds: float
-    store_seconds: float
 
 
-def _blob(variant: EncodedVariant) -> Blob:
-    return Blob(
+def _output(variant: EncodedVariant) -> Output:
+    return Output(
         suffix=variant.suffix,
         ext=variant.ext,
         mime_type=variant.mime_type,
         width=variant.width,
         height=variant.height,
-        data=variant.data,
         format=variant.format,
         role=variant.role,
+        data=variant.data,
     )
 
 
-def _original(path: Path, conversion: Conversion) -> Blob:
+def _original(path: Path, conversion: Conversion) -> Output:
     """The upload as it came, typed as it was sniffed, with its size from the header."""
     fmt = formats.get(conversion.source.format)
     width, height = conversion.source.display_size
-    return Blob(
+    return Output(
         suffix=ORIGINAL.key_suffix(),
         ext=fmt.ext,
         mime_type=fmt.mime_type,
         width=width,
         height=height,
-        data=path.read_bytes(),
         format=fmt.name,
         role=ORIGINAL.name,
+        path=path,
     )
 
 
@@ -83,19 +123,18 @@ def request_preset(base: Preset, preset_json: str, original: OriginalMode) -> Pr
 
 
 class FileJob:
-    """Receives one file's bytes, then converts and publishes it. Always call close()."""
+    """Receives one file's bytes, then converts it. Always call close() (after the outputs were
+    sent: the original's bytes are read from the spooled file)."""
 
     def __init__(
         self,
         config: WorkerConfig,
-        publisher: Publisher,
         file_name: str,
         folder: str,
         preset_json: str = "",
         original: OriginalMode = "preset",
     ):
         self._config = config
-        self._publisher = publisher
         self._name = safe_file_name(file_name)
         self._folder = safe_folder(folder)
         self._preset = request_preset(config.preset, preset_json, original)
@@ -113,36 +152,20 @@ class FileJob:
         self._file.close()
         received = time.monotonic()
         preset = self._preset
-        digest = content_digest(self._sha256.hexdigest(), preset.fingerprint())
-        known = await self._publisher.lookup(self._folder, self._name.stem, digest)
-        if known is not None:
-            return self._result(known, received, received, time.monotonic())
         conversion = await asyncio.to_thread(convert, self._path, preset, self._config.limits)
-        converted = time.monotonic()
-        blobs = [_blob(v) for v in conversion.variants]
+        outputs = [_output(v) for v in conversion.variants]
         if preset.keep_original:
-            blobs.append(await asyncio.to_thread(_original, self._path, conversion))
+            outputs.append(await asyncio.to_thread(_original, self._path, conversion))
         placeholder = conversion.placeholder.as_dict() if conversion.placeholder else None
-        published = await self._publisher.publish(
-            self._folder,
-            self._name.stem,
-            digest,
-            blobs,
-            preset.to_json(),
-            SetInfo(conversion.width, conversion.height, placeholder),
-        )
-        return self._result(published, received, converted, time.monotonic())
-
-    def _result(
-        self, published: Published, received: float, converted: float, stored: float
-    ) -> FileResult:
         return FileResult(
             file_name=self._name.file_name,
             folder=self._folder,
-            published=published,
+            outputs=outputs,
+            width=conversion.width,
+            height=conversion.height,
+            placeholder=placeholder,
             receive_seconds=received - self._started,
-            convert_seconds=converted - received,
-            store_seconds=stored - converted,
+            convert_seconds=time.monotonic() - received,
         )
 
     def close(self) -> None:

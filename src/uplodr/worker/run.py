@@ -1,7 +1,7 @@
 """Start a worker process from its environment and options; turn start-up failures into one line.
 
 A gateway configures its workers through the environment (`uplodr.worker_env.WorkerEnv`:
-UPLODR_STORES, UPLODR_PRESET, UPLODR_LIMITS, UPLODR_WORKER_TOKEN, …): a machine's command line
+UPLODR_PRESET, UPLODR_LIMITS, UPLODR_WORKER_TOKEN, …): a machine's command line
 is fixed, its env is not. Options given on the command line override the environment.
 """
 

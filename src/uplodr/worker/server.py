@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -22,14 +21,13 @@ from grpc_reflection.v1alpha import reflection
 
 from uplodr.errors import LimitExceeded, UplodrError, status_of
 from uplodr.proto import uplodr_pb2, uplodr_pb2_grpc
-from uplodr.storage import Publisher, open_store
 from uplodr.worker.auth import TokenInterceptor
 from uplodr.worker.config import WorkerConfig
 from uplodr.worker.lifetime import Lifetime
 from uplodr.worker.stream_protocol import Chunk, FileEnded, FileStarted, StreamProtocol
 
 if TYPE_CHECKING:
-    from uplodr.worker.file_job import FileJob, FileResult
+    from uplodr.worker.file_job import FileJob, FileResult, Output
 
 log = logging.getLogger("uplodr.worker")
 
@@ -42,34 +40,53 @@ async def abort(context: grpc.aio.ServicerContext, error: UplodrError) -> NoRetu
     raise AssertionError("unreachable: abort raises")
 
 
-def to_response(result: FileResult) -> uplodr_pb2.UploadResp:
-    info = result.published.info
-    placeholder = info.placeholder if info is not None else None
+# Outputs go back in chunks this size: far below the message limit, and the same size the
+# gateway sends the upload in (measured: 64 KiB-1 MiB chunks stream equally fast).
+OUTPUT_CHUNK_SIZE = 256 * 1024
+
+
+def _variant(output: Output, inline: bool) -> uplodr_pb2.Variant:
+    return uplodr_pb2.Variant(
+        mime_type=output.mime_type,
+        width=output.width,
+        height=output.height,
+        size_bytes=output.size,
+        format=output.format,
+        role=output.role,
+        key_suffix=output.suffix,
+        ext=output.ext,
+        data=b"".join(output.chunks(OUTPUT_CHUNK_SIZE)) if inline else b"",
+    )
+
+
+def to_response(result: FileResult, inline: bool = False) -> uplodr_pb2.UploadResp:
+    """The file's final message: its outputs described (with their bytes when `inline`, the
+    one-message Upload call), the size, placeholder and timings."""
+    placeholder = result.placeholder
     return uplodr_pb2.UploadResp(
         file_name=result.file_name,
         folder=result.folder,
-        deduplicated=result.published.deduplicated,
         timings=uplodr_pb2.Timings(
-            receive=result.receive_seconds,
-            convert=result.convert_seconds,
-            store=result.store_seconds,
+            receive=result.receive_seconds, convert=result.convert_seconds, store=0.0
         ),
-        variants=[
-            uplodr_pb2.Variant(
-                url=v.url,
-                mime_type=v.mime_type,
-                width=v.width,
-                height=v.height,
-                size_bytes=v.size_bytes,
-                format=v.format,
-                role=v.role,
-            )
-            for v in result.published.variants
-        ],
+        variants=[_variant(output, inline) for output in result.outputs],
         placeholder=uplodr_pb2.Placeholder(**placeholder) if placeholder else None,
-        width=info.width if info is not None else 0,
-        height=info.height if info is not None else 0,
+        width=result.width,
+        height=result.height,
     )
+
+
+def output_messages(result: FileResult) -> Iterator[uplodr_pb2.UploadResp]:
+    """Every output's bytes as `output` chunks (each output ended by `done`), then the file's
+    final message describing them."""
+    for output in result.outputs:
+        pieces = output.chunks(OUTPUT_CHUNK_SIZE)
+        piece = next(pieces)
+        for following in pieces:
+            yield uplodr_pb2.UploadResp(output=uplodr_pb2.Output(data=piece))
+            piece = following
+        yield uplodr_pb2.UploadResp(output=uplodr_pb2.Output(data=piece, done=True))
+    yield to_response(result)
 
 
 def load_image_stack() -> None:
@@ -81,17 +98,16 @@ def load_image_stack() -> None:
     configure_vips()
 
 
-def start_job(config: WorkerConfig, publisher: Publisher, event: FileStarted) -> FileJob:
+def start_job(config: WorkerConfig, event: FileStarted) -> FileJob:
     """The job of a file whose first message has arrived, with its per-file options."""
     from uplodr.worker.file_job import FileJob
 
-    return FileJob(config, publisher, event.file_name, event.folder, event.preset, event.original)
+    return FileJob(config, event.file_name, event.folder, event.preset, event.original)
 
 
 class ImageService(uplodr_pb2_grpc.ImageServicer):
-    def __init__(self, config: WorkerConfig, publisher: Publisher, lifetime: Lifetime) -> None:
+    def __init__(self, config: WorkerConfig, lifetime: Lifetime) -> None:
         self._config = config
-        self._publisher = publisher
         self._lifetime = lifetime
 
     @asynccontextmanager
@@ -140,11 +156,11 @@ class ImageService(uplodr_pb2_grpc.ImageServicer):
             try:
                 for event in protocol.feed(whole):
                     if isinstance(event, FileStarted):
-                        job = start_job(self._config, self._publisher, event)
+                        job = start_job(self._config, event)
                     elif isinstance(event, Chunk) and job is not None:
                         job.write(event.data)
                 assert job is not None
-                return to_response(await job.finish())
+                return to_response(await job.finish(), inline=True)
             finally:
                 if job is not None:
                     job.close()
@@ -163,26 +179,19 @@ class ImageService(uplodr_pb2_grpc.ImageServicer):
                     self._lifetime.touch()
                     for event in protocol.feed(message):
                         if isinstance(event, FileStarted):
-                            job = start_job(self._config, self._publisher, event)
+                            job = start_job(self._config, event)
                         elif isinstance(event, Chunk) and job is not None:
                             job.write(event.data)
                         elif isinstance(event, FileEnded) and job is not None:
                             result = await job.finish()
+                            for answer in output_messages(result):
+                                yield answer
                             job.close()
                             job = None
-                            yield to_response(result)
                 protocol.end()
             finally:
                 if job is not None:
                     job.close()
-
-
-def open_publisher(config: WorkerConfig) -> Publisher:
-    stores = [
-        open_store(spec, config.public_url if index == 0 else None, os.environ)
-        for index, spec in enumerate(config.stores)
-    ]
-    return Publisher(stores, config.key_mode)
 
 
 def grpc_options(msg_size: int) -> list[tuple[str, Any]]:
@@ -196,13 +205,11 @@ def grpc_options(msg_size: int) -> list[tuple[str, Any]]:
 
 
 async def serve(config: WorkerConfig) -> str:
-    """Run until a stop reason; return it. Raises StorageUnavailable if the store is unusable."""
-    publisher = open_publisher(config)
-    await publisher.check_writable()
+    """Run until a stop reason; return it."""
     lifetime = Lifetime(config.max_lifetime, config.idle_timeout, config.shutdown_grace)
     interceptors = [TokenInterceptor(config.token)] if config.token else []
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config.msg_size))
-    uplodr_pb2_grpc.add_ImageServicer_to_server(ImageService(config, publisher, lifetime), server)
+    uplodr_pb2_grpc.add_ImageServicer_to_server(ImageService(config, lifetime), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -225,5 +232,4 @@ async def serve(config: WorkerConfig) -> str:
     finally:
         await health_servicer.enter_graceful_shutdown()
         await server.stop(config.shutdown_grace)
-        await publisher.aclose()
     return reason

@@ -1,0 +1,89 @@
+"""The gateway takes from a worker only outputs an encoder makes, under keys the gateway builds
+(`uplodr.gateway.outputs`): a worker a crafted file took over cannot choose where its bytes go.
+Real files and a real local store; nothing is written when anything is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from uplodr.dispatch.worker_client import BadOutput
+from uplodr.gateway.outputs import checked_blobs, publish_outputs
+from uplodr.proto import uplodr_pb2
+from uplodr.storage import LocalStore, Publisher
+
+WEBP = b"RIFF" + bytes(60)
+DIGEST = "0123456789abcdef"
+
+
+def variant(**fields: object) -> uplodr_pb2.Variant:
+    honest: dict[str, object] = {
+        "mime_type": "image/webp",
+        "width": 8,
+        "height": 8,
+        "size_bytes": len(WEBP),
+        "format": "webp",
+        "role": "full",
+        "key_suffix": "",
+        "ext": "webp",
+    }
+    return uplodr_pb2.Variant(**{**honest, **fields})  # type: ignore[arg-type]
+
+
+def spooled(folder: Path, *outputs: bytes) -> Path:
+    for index, data in enumerate(outputs):
+        (folder / str(index)).write_bytes(data)
+    return folder
+
+
+def test_honest_outputs_are_published_under_the_gateways_keys(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store", "http://files.test/{key}")
+    response = uplodr_pb2.UploadResp(
+        file_name="a.jpg",
+        folder="blog",
+        width=8,
+        height=8,
+        variants=[variant(), variant(role="width", key_suffix="-480w")],
+    )
+    outputs = spooled(tmp_path, WEBP, WEBP)
+    published = asyncio.run(
+        publish_outputs(
+            Publisher([store]), response, outputs, "blog", "a", "0123456789abcdef", "{}"
+        )
+    )
+    keys = sorted(v.key for v in published.variants)
+    assert keys == ["blog/a-0123456789abcdef-480w.webp", "blog/a-0123456789abcdef.webp"]
+    assert (tmp_path / "store" / "blog" / "a-0123456789abcdef.json").is_file()  # manifest last
+
+
+@pytest.mark.parametrize(
+    ("lie", "words"),
+    [
+        ({"key_suffix": "/../../someone-else/photo"}, "wrong key suffix"),
+        ({"key_suffix": "-480w/../x"}, "wrong key suffix"),
+        ({"ext": "webp/../../x"}, "typed as something else"),
+        ({"ext": "html", "mime_type": "text/html"}, "typed as something else"),
+        ({"format": "svg"}, "does not make"),
+        ({"role": "manifest"}, "does not make"),
+        ({"size_bytes": 1}, "size"),
+    ],
+)
+def test_an_output_that_no_encoder_makes_is_refused_and_nothing_is_stored(
+    tmp_path: Path, lie: dict[str, object], words: str
+) -> None:
+    store_root = tmp_path / "store"
+    store = LocalStore(store_root, "http://files.test/{key}")
+    response = uplodr_pb2.UploadResp(file_name="a.jpg", variants=[variant(), variant(**lie)])
+    outputs = spooled(tmp_path, WEBP, WEBP)
+    with pytest.raises(BadOutput, match=words):
+        asyncio.run(
+            publish_outputs(Publisher([store]), response, outputs, "blog", "a", "0" * 16, "{}")
+        )
+    assert not store_root.exists() or not any(p.is_file() for p in store_root.rglob("*"))
+
+
+def test_two_outputs_for_one_key_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadOutput, match="same key"):
+        checked_blobs([variant(), variant()], spooled(tmp_path, WEBP, WEBP))
