@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from uplodr.errors import ProviderError
-from uplodr.machines import docker, fly, local
+from uplodr.machines import docker, fly, kubernetes, local
 from uplodr.machines.base import Provider
 from uplodr.machines.settings import ProviderOption, ProviderSettings
 
@@ -38,6 +38,12 @@ PROVIDERS: dict[str, ProviderKind] = {
         ),
         ProviderKind(
             "docker", "containers (DOCKER_HOST, --docker-*)", docker.from_settings, docker.OPTIONS
+        ),
+        ProviderKind(
+            "kubernetes",
+            "pods (in-cluster or $KUBECONFIG, --k8s-*)",
+            kubernetes.from_settings,
+            kubernetes.OPTIONS,
         ),
     )
 }
