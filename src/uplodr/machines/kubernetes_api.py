@@ -56,6 +56,15 @@ def _first_line(text: object) -> str:
     return " ".join(lines[0].split())[:300] if lines else ""
 
 
+def _message(error: httpx2.HTTPStatusError) -> str:
+    """The `message` of the API server's Status answer, else the HTTP reason."""
+    with contextlib.suppress(Exception):
+        body = error.response.json()
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])
+    return error.response.reason_phrase
+
+
 def _cause(error: BaseException) -> str:
     """The innermost OS-level reason of a transport error ("Connection refused")."""
     current: BaseException | None = error
@@ -103,7 +112,11 @@ class KubeApi:
         except UplodrError:
             raise
         except ApiError as error:
-            raise self._refused(action, error) from None
+            status = error.status
+            code = int(status.code or 0) if status is not None else 0
+            raise self._refused(action, code, status.message if status else error) from None
+        except httpx2.HTTPStatusError as error:  # a watch's refusal is not made an ApiError
+            raise self._refused(action, error.response.status_code, _message(error)) from None
         except httpx2.TransportError as error:
             never_sent = isinstance(error, httpx2.ConnectError | httpx2.ConnectTimeout)
             unreachable = NotCreated if creating and never_sent else WorkerUnavailable
@@ -111,10 +124,8 @@ class KubeApi:
                 f"Kubernetes API at {self.server} is unreachable: {_cause(error)}"
             ) from None
 
-    def _refused(self, action: str, error: ApiError) -> UplodrError:
-        status = error.status
-        code = int(status.code or 0) if status is not None else 0
-        message = _first_line(status.message if status is not None else error)
+    def _refused(self, action: str, code: int, text: object) -> UplodrError:
+        message = _first_line(text)
         if code == 403 and "exceeded quota" in message:
             return Busy(
                 f"Kubernetes namespace {self.namespace} has no quota left for a worker pod: "
