@@ -250,6 +250,7 @@ class KubeApiServer:
         self.calls: Counter[str] = Counter()  # per verb, every request that was routed
         self.statuses: Counter[tuple[str, int]] = Counter()  # (verb, HTTP status)
         self.spec_errors: list[str] = []  # answers of ours that the schema does not allow
+        self.created = 0  # pods made (dry runs not counted)
         self.deleted: Counter[str] = Counter()  # pods removed, by who: user, gc, shutdown
         self._lock = threading.RLock()
         self._pods: dict[tuple[str, str], FakePod] = {}
@@ -590,7 +591,7 @@ class KubeApiServer:
 
     async def _review(self, request: Request) -> Response:
         try:
-            self._admit(request, "create", None, "")
+            self._admit(request, "review", None, "")
             body = await self._body(request, "SelfSubjectAccessReview", "authorization.k8s.io/v1")
         except Refused as refused:
             return self._answer("review", refused.response)
@@ -624,6 +625,7 @@ class KubeApiServer:
         obj.pop("kind", None)
         obj.pop("apiVersion", None)
         pod = FakePod(obj=obj, created=time.monotonic())
+        self.created += 1
         self._pods[(namespace, meta["name"])] = pod
         self._changed(namespace, pod, "ADDED")
         return pod

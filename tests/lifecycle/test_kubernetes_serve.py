@@ -1,0 +1,135 @@
+"""`uplodr serve --provider kubernetes` as a user runs it (KUBECONFIG, --k8s-*), against the
+Kubernetes API test server (tests/support/k8s_api.py) whose pods are real `uplodr worker`
+processes, storing to Swift (S3): a remote provider's workers cannot write a local folder."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.lifecycle.conftest import IDLE_TIMEOUT, wait_until
+from tests.support.fly_api import logged_worker_process
+from tests.support.gateway import GatewayProcess
+from tests.support.k8s_api import KubeApiServer
+from tests.support.paths import corpus_file
+from tests.support.procs import free_port
+from tests.support.swift import SwiftServer
+
+IMAGE = "registry.example/uplodr:test"
+
+
+@pytest.fixture
+def kube(tmp_path: Path, mark: str) -> Iterator[KubeApiServer]:
+    server = KubeApiServer(
+        images={IMAGE}, process_factory=logged_worker_process(tmp_path / "pods")
+    )
+    with server:
+        yield server
+        assert server.spec_errors == []
+    assert server.processes_alive == 0
+
+
+@contextlib.contextmanager
+def kube_gateway(
+    tmp_path: Path, swift: SwiftServer, bucket: str, kube: KubeApiServer, image: str = IMAGE
+) -> Iterator[GatewayProcess]:
+    env = {
+        **os.environ,
+        **swift.s3_env(),
+        "KUBECONFIG": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+        "UPLODR_K8S_IMAGE": image,
+        "UPLODR_K8S_GRPC_PORT": str(free_port()),
+    }
+    workdir = tmp_path / "gateway"
+    workdir.mkdir()
+    gateway = GatewayProcess(
+        [
+            "--provider",
+            "kubernetes",
+            "--store",
+            f"s3://{bucket}",
+            "--public-url",
+            swift.public_url(bucket),
+            "--worker-idle-timeout",
+            f"{IDLE_TIMEOUT:g}s",
+        ],
+        env,
+        workdir,
+    )
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def post(gateway: GatewayProcess, photo: Path) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}/v1/images",
+        params={"name": photo.name},
+        content=photo.read_bytes(),
+        timeout=120,
+    )
+
+
+def test_serve_converts_a_photo_on_a_pod_into_s3(
+    tmp_path: Path, swift: SwiftServer, bucket: str, kube: KubeApiServer
+) -> None:
+    photo = corpus_file("book-beside-flowers.jpg")  # 12 MP
+    with kube_gateway(tmp_path, swift, bucket, kube) as gateway:
+        response = post(gateway, photo)
+        log = gateway.log_text()
+        assert response.status_code == 200, (response.text, log)
+        wait_until(lambda: kube.pods() == [], "the job's pod to be deleted")
+    variants = response.json()["variants"]
+    assert len(variants) == 4
+    for variant in variants:
+        served = httpx.get(variant["url"], timeout=30)  # anonymous read of the public bucket
+        assert served.status_code == 200 and len(served.content) == variant["size_bytes"]
+    assert kube.created == 1 and kube.deleted["user"] == 1
+    assert kube.calls["watch"] >= 1  # readiness was watched
+
+
+def test_an_image_the_cluster_cannot_pull_is_a_502_naming_it(
+    tmp_path: Path, swift: SwiftServer, bucket: str, kube: KubeApiServer
+) -> None:
+    missing = "registry.example/uplodr:no-such-tag"
+    with kube_gateway(tmp_path, swift, bucket, kube, image=missing) as gateway:
+        response = post(gateway, corpus_file("book-beside-flowers.jpg"))
+        wait_until(lambda: kube.pods() == [], "the pod to be deleted")
+    assert response.status_code == 502, response.text
+    body = response.json()
+    assert body["code"] == "provider_error"
+    assert "cannot pull its image" in body["error"] and missing in body["error"]
+    assert "\n" not in body["error"]
+
+
+def test_the_api_server_stopped_mid_job_is_a_503_and_no_pod_is_left(
+    tmp_path: Path, swift: SwiftServer, bucket: str, kube: KubeApiServer
+) -> None:
+    kube.start_latency = 600.0  # the pod is made, then stays Pending: the job waits on its watch
+    with kube_gateway(tmp_path, swift, bucket, kube) as gateway:
+        result: dict[str, httpx.Response] = {}
+        photo = corpus_file("book-beside-flowers.jpg")
+        upload = threading.Thread(target=lambda: result.update(response=post(gateway, photo)))
+        upload.start()
+        wait_until(lambda: len(kube.pods()) == 1, "the job's pod", 30)
+        kube.stop_api()
+        # the job failed and the lease retries deleting its pod: the API comes back (on the
+        # same port) and the retried delete gets through
+        wait_until(lambda: "retry_scheduled" in gateway.log_text(), "a retried delete", 30)
+        kube.start_api()
+        upload.join(timeout=60)
+        wait_until(lambda: kube.pods() == [], "the pod to be deleted once the API is back", 60)
+    response = result["response"]
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["code"] == "worker_unavailable"
+    assert f"Kubernetes API at {kube.url} is unreachable" in body["error"]
+    assert "\n" not in body["error"]
