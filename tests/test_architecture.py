@@ -33,7 +33,16 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "machines": (
         frozenset(),
         frozenset(
-            {"httpx", "stamina", "psutil", "docker", "requests", "aiolimiter", "lightkube", "httpx2"}
+            {
+                "httpx",
+                "stamina",
+                "psutil",
+                "docker",
+                "requests",
+                "aiolimiter",
+                "lightkube",
+                "httpx2",
+            }
         ),
     ),
     "worker": (

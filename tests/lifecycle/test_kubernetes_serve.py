@@ -26,9 +26,7 @@ IMAGE = "registry.example/uplodr:test"
 
 @pytest.fixture
 def kube(tmp_path: Path, mark: str) -> Iterator[KubeApiServer]:
-    server = KubeApiServer(
-        images={IMAGE}, process_factory=logged_worker_process(tmp_path / "pods")
-    )
+    server = KubeApiServer(images={IMAGE}, process_factory=logged_worker_process(tmp_path / "pods"))
     with server:
         yield server
         assert server.spec_errors == []
