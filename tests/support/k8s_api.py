@@ -690,8 +690,16 @@ class KubeApiServer:
             return
         container = pod.obj["spec"]["containers"][0]
         if process is None:
-            waiting = (status["containerStatuses"][0]["state"].get("waiting") or {}).get("reason")
-            if waiting == "ErrImagePull" and now - pod.started >= self.pull_backoff:
+            # a pull that fails: ContainerCreating, ErrImagePull, then ImagePullBackOff
+            state = status["containerStatuses"][0]["state"]
+            waiting = (state.get("waiting") or {}).get("reason")
+            if waiting == "ContainerCreating" and now - pod.started >= _TICK:
+                state["waiting"] = {
+                    "reason": "ErrImagePull",
+                    "message": f'failed to pull and unpack image "{container["image"]}": not found',
+                }
+                self._changed(namespace, pod)
+            elif waiting == "ErrImagePull" and now - pod.started >= self.pull_backoff:
                 status["containerStatuses"][0]["state"]["waiting"] = {
                     "reason": "ImagePullBackOff",
                     "message": f'Back-off pulling image "{container["image"]}"',
@@ -756,14 +764,6 @@ class KubeApiServer:
             conditions=[{"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()}],
         )
         pulled = self.images is None or container["image"] in self.images
-        waiting = (
-            {"reason": "ContainerCreating"}
-            if pulled
-            else {
-                "reason": "ErrImagePull",
-                "message": f'failed to pull and unpack image "{container["image"]}": not found',
-            }
-        )
         status["containerStatuses"] = [
             {
                 "name": container["name"],
@@ -772,7 +772,7 @@ class KubeApiServer:
                 "ready": False,
                 "restartCount": 0,
                 "started": False,
-                "state": {"waiting": waiting},
+                "state": {"waiting": {"reason": "ContainerCreating"}},
             }
         ]
         self._changed(namespace, pod)

@@ -266,6 +266,8 @@ def pod_state(pod: Pod, grpc_port: int) -> PodState:
     ip = status.podIP or ""
     address = (f"[{ip}]:{grpc_port}" if ":" in ip else f"{ip}:{grpc_port}") if ip else ""
     memory = _memory_mb(pod)
+    if status.phase == "Failed" and status.reason == "DeadlineExceeded":
+        return PodState(PodPhase.DEADLINE, "", address)  # its container was killed for it
     for container in status.containerStatuses or []:
         state = container.state
         terminated = state.terminated if state is not None else None
@@ -283,8 +285,6 @@ def pod_state(pod: Pod, grpc_port: int) -> PodState:
             image = container.image or (pod.spec.containers[0].image if pod.spec else "")
             detail = f"{image}: {_one_line(waiting.message or waiting.reason)}"
             return PodState(PodPhase.IMAGE, detail, address)
-    if status.phase == "Failed" and status.reason == "DeadlineExceeded":
-        return PodState(PodPhase.DEADLINE, "", address)
     if status.phase in ("Failed", "Succeeded"):
         return PodState(PodPhase.ENDED, _one_line(status.message or status.reason or ""), address)
     for condition in status.conditions or []:
@@ -511,6 +511,11 @@ class KubernetesProvider:
         (a server-side dry run: the namespace exists, admission and quota accept the pod)."""
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
+                # first: the namespace exists and admission takes a worker pod (a 404 or
+                # 403 here names the namespace or the policy), then the other verbs
+                probe = MachineSpec(env={}, tags={"check": "dry-run"})
+                pod = pod_manifest(f"uplodr-check-{secrets.token_hex(4)}", probe, self.config)
+                await self.api.create_pod(pod, dry_run=True)
                 allowed = await asyncio.gather(*(self.api.may(verb) for verb in VERBS))
                 missing = [verb for verb, ok in zip(VERBS, allowed, strict=True) if not ok]
                 if missing:
@@ -518,9 +523,6 @@ class KubernetesProvider:
                         f"the Kubernetes account may not {', '.join(missing)} pods in "
                         f"namespace {self.api.namespace} (see deploy/kubernetes/rbac.yaml)"
                     )
-                probe = MachineSpec(env={}, tags={"check": "dry-run"})
-                pod = pod_manifest(f"uplodr-check-{secrets.token_hex(4)}", probe, self.config)
-                await self.api.create_pod(pod, dry_run=True)
         except TimeoutError:
             raise WorkerUnavailable(
                 f"Kubernetes API at {self.api.server} did not answer within {CHECK_TIMEOUT:g} s"

@@ -27,6 +27,13 @@ class ProviderKind:
     help: str
     factory: Callable[[ProviderSettings], Provider]
     options: tuple[ProviderOption, ...] = ()
+    # What the options' flags and variables start with (--PREFIX-*, UPLODR_PREFIX_*), when
+    # not the name: kubectl's own short name for Kubernetes.
+    option_prefix: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return self.option_prefix or self.name
 
 
 PROVIDERS: dict[str, ProviderKind] = {
@@ -44,6 +51,7 @@ PROVIDERS: dict[str, ProviderKind] = {
             "pods (in-cluster or $KUBECONFIG, --k8s-*)",
             kubernetes.from_settings,
             kubernetes.OPTIONS,
+            option_prefix="k8s",
         ),
     )
 }
