@@ -5,21 +5,24 @@ processes, storing to Swift (S3): a remote provider's workers cannot write a loc
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.lifecycle.conftest import IDLE_TIMEOUT, wait_until
-from tests.support.fly_api import logged_worker_process
+from tests.lifecycle.conftest import IDLE_TIMEOUT, cli, wait_until
+from tests.support.fly_api import logged_worker_process, standin_process
 from tests.support.gateway import GatewayProcess
 from tests.support.k8s_api import KubeApiServer
 from tests.support.paths import corpus_file
 from tests.support.procs import free_port
 from tests.support.swift import SwiftServer
+from uplodr.machines.base import MARKER_TAG, MARKER_VALUE
 
 IMAGE = "registry.example/uplodr:test"
 
@@ -131,3 +134,32 @@ def test_the_api_server_stopped_mid_job_is_a_503_and_no_pod_is_left(
     assert body["code"] == "worker_unavailable"
     assert f"Kubernetes API at {kube.url} is unreachable" in body["error"]
     assert "\n" not in body["error"]
+
+
+def test_reap_and_ls_by_label_from_a_separate_process(tmp_path: Path, mark: str) -> None:
+    """`uplodr machines ls` and `uplodr reap --provider kubernetes` see only uplodr's pods (the
+    marker label) and reap only those past their deadline, as a cron job in the cluster would."""
+    with KubeApiServer(process_factory=standin_process) as kube:
+        env = {**os.environ, "KUBECONFIG": str(kube.write_kubeconfig(tmp_path / "kubeconfig"))}
+        now = int(time.time())
+        marker = {MARKER_TAG: MARKER_VALUE, "gateway": "dead-gw", "job": "j"}
+
+        def pod(name: str, labels: dict[str, str]) -> str:
+            container = {"name": "worker", "image": IMAGE}
+            kube.add_pod(
+                kube.namespace,
+                {"metadata": {"name": name, "labels": labels}, "spec": {"containers": [container]}},
+            )
+            return name
+
+        expired = pod("uplodr-expired", {**marker, "deadline": str(now - 10)})
+        fresh = pod("uplodr-fresh", {**marker, "deadline": str(now + 600)})
+        pod("database", {"role": "database", "deadline": str(now - 10)})
+        pod("imposter", {MARKER_TAG: "something-else", "deadline": str(now - 10)})
+
+        listed = json.loads(cli("machines", "ls", "--provider", "kubernetes", "--json", env=env))
+        assert sorted(m["id"] for m in listed) == sorted([expired, fresh])
+        assert "1 stale, 1 destroyed, 0 failed" in cli("reap", "--provider", "kubernetes", env=env)
+        left = {p["metadata"]["name"] for p in kube.pods()}
+        assert left == {fresh, "database", "imposter"}
+        assert kube.spec_errors == []
