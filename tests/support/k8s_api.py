@@ -28,9 +28,14 @@ What it implements:
 - `stop_api()` / `start_api()`: the HTTP front goes away and comes back on the same port while
   the pods (the kubelet) keep running, as in an API server outage.
 
+- process mode (default): each pod's container is a local process (`process_factory`, as the
+  Fly simulator's) listening on its pod IP 127.0.0.N; container mode (`containers=
+  KubeDockerPods(...)`, tests/support/k8s_docker.py): a container of the pod's image on the
+  private engine with its limits, securityContext and emptyDir, on a pod network.
+
 What it leaves out of a real cluster: nodes and real scheduling (`unschedulable` is a switch),
-image pulls (`images` is a set), the securityContext, resource limits and the emptyDir are
-checked but not enforced on the local process, no Services/NetworkPolicies, no
+image pulls (`images` is a set, or the engine's images), the securityContext, resource limits
+and the emptyDir are enforced only in container mode, no Services or NetworkPolicies, no
 resourceVersion expiry (410), no bookmarks.
 """
 
@@ -61,6 +66,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .fly_api import ProcessFactory, WorkerLaunch, standin_process
+from .k8s_docker import KubeDockerPods, PodContainer
 from .k8s_schema import problems
 
 VERBS = frozenset({"create", "get", "list", "watch", "delete"})
@@ -114,7 +120,7 @@ class Refused(Exception):
 class FakePod:
     obj: dict[str, Any]  # as the API answers it
     created: float  # monotonic
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | PodContainer | None = None
     started: float | None = None  # monotonic, when it got its IP (status.startTime)
     ip_index: int = 0
     oom: bool = False  # the next exit of its process is an OOM kill
@@ -234,7 +240,9 @@ class KubeApiServer:
         pull_backoff: float = 0.3,  # ErrImagePull → ImagePullBackOff after this long
         quota_pods: int | None = None,
         account: str = "system:serviceaccount:uplodr:uplodr-gateway",
+        containers: KubeDockerPods | None = None,  # container mode: pods as containers
     ) -> None:
+        self.containers = containers
         self.namespaces = set(namespaces)
         self.namespace = next(iter(namespaces))
         self.token = token
@@ -386,6 +394,8 @@ class KubeApiServer:
             if pod is None or process is None or process.poll() is not None:
                 return False
             pod.oom = oom
+        if isinstance(process, PodContainer):
+            return process.crash()
         _kill(process, wait=False)
         return True
 
@@ -643,7 +653,11 @@ class KubeApiServer:
             meta["deletionGracePeriodSeconds"] = grace
             self._changed(namespace, pod)
         process = pod.process
-        if process is not None and process.poll() is None:
+        if isinstance(process, PodContainer) and grace:
+            process.terminate()
+        elif isinstance(process, PodContainer):
+            process.kill()
+        elif process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGTERM if grace else signal.SIGKILL)
         pod.kill_at = time.monotonic() + grace
@@ -663,6 +677,7 @@ class KubeApiServer:
                 if pod.kill_at is not None and now >= pod.kill_at:
                     _kill(process, wait=False)
                 return
+            _kill(process)  # an exited container is removed with its pod
             del self._pods[(namespace, name)]
             self._changed(namespace, pod, "DELETED")
             return
@@ -706,20 +721,28 @@ class KubeApiServer:
                 }
                 self._changed(namespace, pod)
             return
+        if isinstance(process, PodContainer) and "podIP" not in status and process.ip:
+            status.update(podIP=process.ip, podIPs=[{"ip": process.ip}])  # the sandbox's
+            self._changed(namespace, pod)
         code = process.poll()
         if code is not None:
-            if pod.oom:
+            if isinstance(process, PodContainer) and process.error is not None:
+                terminated = {"exitCode": 128, "reason": "StartError", "message": process.error}
+            elif pod.oom or getattr(process, "oom_killed", False):
                 terminated = {"exitCode": 137, "reason": "OOMKilled"}
             elif code < 0:
                 terminated = {"exitCode": 128 - code, "reason": "Error"}
             else:
                 terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}
-            self._terminate(
-                pod, terminated, phase="Succeeded" if code == 0 and not pod.oom else "Failed"
-            )
+            phase = "Succeeded" if terminated["reason"] == "Completed" else "Failed"
+            self._terminate(pod, terminated, phase=phase)
             self._changed(namespace, pod)
             return
-        if status["phase"] == "Pending" and now - pod.started >= self.start_latency:
+        if (
+            status["phase"] == "Pending"
+            and "podIP" in status
+            and now - pod.started >= self.start_latency
+        ):
             status["phase"] = "Running"
             status["containerStatuses"][0].update(
                 state={"running": {"startedAt": _now()}}, ready=True, started=True
@@ -753,17 +776,20 @@ class KubeApiServer:
                 self._changed(namespace, pod)
             return
         pod.started = time.monotonic()
-        pod.ip_index = self._allocate_ip()
         container = pod.obj["spec"]["containers"][0]
-        ip = f"127.0.0.{pod.ip_index}"
         status.update(
             hostIP="127.0.0.1",
-            podIP=ip,
-            podIPs=[{"ip": ip}],
             startTime=_now(),
             conditions=[{"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()}],
         )
-        pulled = self.images is None or container["image"] in self.images
+        ip = ""
+        if self.containers is None:  # a local process: its own loopback address
+            pod.ip_index = self._allocate_ip()
+            ip = f"127.0.0.{pod.ip_index}"
+            status.update(podIP=ip, podIPs=[{"ip": ip}])
+            pulled = self.images is None or container["image"] in self.images
+        else:
+            pulled = self.containers.resolve(str(container["image"])) is not None
         status["containerStatuses"] = [
             {
                 "name": container["name"],
@@ -776,7 +802,9 @@ class KubeApiServer:
             }
         ]
         self._changed(namespace, pod)
-        if pulled:
+        if pulled and self.containers is not None:
+            pod.process = self.containers.start(_launch(pod, ip))
+        elif pulled:
             pod.process = self.process_factory(_launch(pod, ip))
 
     def _terminate(
@@ -825,7 +853,10 @@ def _launch(pod: FakePod, ip: str) -> WorkerLaunch:
     return WorkerLaunch(machine_id=pod.name, host=ip, port=port, env=env, config=pod.obj)
 
 
-def _kill(process: subprocess.Popen[bytes] | None, *, wait: bool = True) -> None:
+def _kill(process: subprocess.Popen[bytes] | PodContainer | None, *, wait: bool = True) -> None:
+    if isinstance(process, PodContainer):
+        process.kill()  # removes the container, running or exited
+        return
     if process is None or process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
