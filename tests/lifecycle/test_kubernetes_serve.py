@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -163,3 +165,35 @@ def test_reap_and_ls_by_label_from_a_separate_process(tmp_path: Path, mark: str)
         left = {p["metadata"]["name"] for p in kube.pods()}
         assert left == {fresh, "database", "imposter"}
         assert kube.spec_errors == []
+
+
+def test_doctor_names_what_the_cluster_refuses_in_one_line(tmp_path: Path) -> None:
+    """`uplodr doctor --provider kubernetes`: a dry run of a worker pod, the Role's verbs, and
+    a local store refused (a pod cannot write the gateway's folders), one line each."""
+    with KubeApiServer(process_factory=standin_process) as kube:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("UPLODR_")},
+            "KUBECONFIG": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+            "UPLODR_K8S_IMAGE": IMAGE,
+        }
+
+        def doctor() -> list[str]:
+            done = subprocess.run(
+                [sys.executable, "-m", "uplodr", "doctor", "--provider", "kubernetes",
+                 "--store", str(tmp_path)],
+                env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == 1 and "Traceback" not in done.stderr
+            return done.stdout.splitlines()
+
+        assert doctor() == [
+            "ok      provider kubernetes: can start a machine",
+            f"failed  store {tmp_path}: kubernetes machines cannot write to a local folder on "
+            "this host",
+        ]
+        kube.verbs.discard("delete")
+        assert doctor()[0] == (
+            "failed  provider kubernetes: the Kubernetes account may not delete pods in "
+            "namespace uplodr (see deploy/kubernetes/rbac.yaml)"
+        )
+        assert kube.created == 0  # dry runs only

@@ -240,7 +240,13 @@ class PodState:
 
     @property
     def ended(self) -> bool:
+        """It will not run a worker (it stopped, or cannot start)."""
         return self.phase not in (PodPhase.PENDING, PodPhase.RUNNING)
+
+    @property
+    def stopped(self) -> bool:
+        """Its container ran and is gone (as against waiting to start)."""
+        return self.phase in (PodPhase.OUT_OF_MEMORY, PodPhase.DEADLINE, PodPhase.ENDED)
 
     def reason(self) -> str | None:
         """Why the machine stopped (or will not start), one line; None while it is fine."""
@@ -477,7 +483,7 @@ def _machine(pod: Pod, grpc_port: int) -> Machine:
             "destroying"
             if deleting
             else "stopped"
-            if state.ended
+            if state.stopped
             else "started"
             if state.phase is PodPhase.RUNNING
             else "starting"
