@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.lifecycle.conftest import IDLE_TIMEOUT, cli, wait_until
@@ -197,3 +198,52 @@ def test_doctor_names_what_the_cluster_refuses_in_one_line(tmp_path: Path) -> No
             "namespace uplodr (see deploy/kubernetes/rbac.yaml)"
         )
         assert kube.created == 0  # dry runs only
+
+
+def test_no_room_in_the_cluster_is_a_503_busy_with_retry_after(
+    tmp_path: Path, swift: SwiftServer, bucket: str, kube: KubeApiServer
+) -> None:
+    kube.unschedulable = True  # every new pod stays Pending: Unschedulable
+    with kube_gateway(tmp_path, swift, bucket, kube) as gateway:
+        response = post(gateway, corpus_file("xmp_test-adobergb.jpg"))
+        wait_until(lambda: kube.pods() == [], "the pod to be deleted")
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "busy"
+    assert int(response.headers["retry-after"]) > 0
+    assert "no room for a worker pod: 0/1 nodes are available" in response.json()["error"]
+
+
+def test_a_pod_deleted_mid_job_is_the_jobs_clear_503_and_nothing_is_left(
+    tmp_path: Path, swift: SwiftServer, bucket: str, kube: KubeApiServer
+) -> None:
+    with kube_gateway(tmp_path, swift, bucket, kube) as gateway:
+        result: dict[str, httpx.Response] = {}
+        photo = corpus_file("craft-beer.jpg")  # 24 MP: seconds of work
+        upload = threading.Thread(target=lambda: result.update(response=post(gateway, photo)))
+        upload.start()
+
+        def converting() -> bool:  # the pod runs and its worker has used real CPU time
+            pods = kube.pods()
+            if len(pods) != 1 or pods[0]["status"]["phase"] != "Running":
+                return False
+            return busy(kube, pods[0]["metadata"]["name"])
+
+        wait_until(converting, "the pod's worker to be converting", 60)
+        (pod,) = kube.pods()
+        kube.delete_pod(kube.namespace, pod["metadata"]["name"])  # kubectl delete --force
+        upload.join(timeout=60)
+        wait_until(lambda: kube.pods() == [], "nothing left")
+    response = result["response"]
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["code"] == "worker_unavailable" and "\n" not in body["error"]
+    assert body["error"] == "worker stopped: the pod no longer exists"
+
+
+def busy(kube: KubeApiServer, name: str) -> bool:
+    process = kube.process(name)
+    if process is None:
+        return False
+    with contextlib.suppress(psutil.Error):
+        return sum(psutil.Process(process.pid).cpu_times()[:2]) > 1.5
+    return False

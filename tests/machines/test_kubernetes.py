@@ -6,6 +6,7 @@ cluster does on its own (deadline, garbage collection). The contract suite cover
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from uplodr.machines.kubernetes import (
     pod_manifest,
 )
 from uplodr.machines.kubernetes_api import KubeApi
+from uplodr.machines.settings import ProviderSettings
 
 IMAGE = "registry.example/uplodr:test"
 DEADLINE = 15.0
@@ -255,3 +257,42 @@ def test_pod_phase_names_are_stable() -> None:
         "deadline",
         "ended",
     }
+
+
+def test_node_selector_and_tolerations_reach_the_pod() -> None:
+    settings = ProviderSettings(
+        options={
+            "k8s_image": IMAGE,
+            "k8s_node_selector": "pool=uplodr, disk=ssd",
+            "k8s_tolerations": "dedicated=uplodr:NoSchedule,spot",
+        },
+        env={},
+    )
+    config = KubernetesConfig.from_settings(settings)
+    pod = pod_manifest("uplodr-0123456789ab", MachineSpec(env={}, tags={}), config).to_dict()
+    assert pod["spec"]["nodeSelector"] == {"pool": "uplodr", "disk": "ssd"}
+    assert pod["spec"]["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "uplodr", "effect": "NoSchedule"},
+        {"key": "spot", "operator": "Exists"},
+    ]
+    assert problems({"apiVersion": "v1", "kind": "Pod", **pod}) == []
+    assert config.owner is None  # not in a cluster: no POD_NAME / POD_UID
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("k8s_node_selector", "pool", "--k8s-node-selector (UPLODR_K8S_NODE_SELECTOR) must be"),
+        ("k8s_tolerations", "a:Sometimes", "--k8s-tolerations (UPLODR_K8S_TOLERATIONS) must be"),
+        ("k8s_grpc_port", "70000", "--k8s-grpc-port (UPLODR_K8S_GRPC_PORT) must be a port"),
+    ],
+)
+def test_options_that_do_not_fit_are_one_line(option: str, value: str, message: str) -> None:
+    settings = ProviderSettings(options={option: value}, env={})
+    with pytest.raises(ProviderError, match=re.escape(message)):
+        KubernetesConfig.from_settings(settings)
+
+
+def test_without_an_image_only_listing_works() -> None:
+    with pytest.raises(ProviderError, match=r"needs --k8s-image \(UPLODR_K8S_IMAGE\)"):
+        pod_manifest("uplodr-0123456789ab", MachineSpec(env={}, tags={}), KubernetesConfig(""))

@@ -386,6 +386,13 @@ class KubeApiServer:
                 1 for p in self._pods.values() if p.process is not None and p.process.poll() is None
             )
 
+    def process(self, name: str) -> subprocess.Popen[bytes] | None:
+        """The local process of pod `name` (process mode), while the pod exists."""
+        with self._lock:
+            pod = next((p for p in self._pods.values() if p.name == name), None)
+            process = pod.process if pod is not None else None
+        return process if isinstance(process, subprocess.Popen) else None
+
     def kill_process(self, name: str, *, oom: bool = False) -> bool:
         """SIGKILL the pod's process, as a crash (or, `oom`, the kernel's OOM killer) would."""
         with self._lock:
