@@ -118,12 +118,17 @@ def container_worker(
             return boot, job, int(line.split()[1]) / 1024, cgroup_peak
 
 
-async def provider_boot(provider: Provider, store: Path) -> tuple[float, float]:
-    """(create → first Ping answered, destroy) seconds of one machine of `provider`."""
+async def provider_boot(
+    provider: Provider, store: Path, *, share: bool = True
+) -> tuple[float, float]:
+    """(create → first Ping answered, destroy) seconds of one machine of `provider` (`share`:
+    the store folder is the host's, given to the machine as a host path)."""
     token = secrets.token_urlsafe(16)
     env = WorkerEnv(stores=(str(store),), public_url="http://bench.invalid/{key}")
     spec = MachineSpec(
-        env=env.for_machine(token, 600.0).to_env(), tags={"bench": "container"}, host_paths=(store,)
+        env=env.for_machine(token, 600.0).to_env(),
+        tags={"bench": "container"},
+        host_paths=(store,) if share else (),
     )
     started = time.monotonic()
     machine = await provider.create(spec)

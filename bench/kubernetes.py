@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.container import _client
+from bench.container import provider_boot
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_images import ensure_images
 from tests.support.fly_api import logged_worker_process
@@ -42,7 +41,7 @@ from tests.support.swift import SwiftServer
 from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
 from uplodr.dispatch.pool import Pool, PoolSettings
 from uplodr.dispatch.worker_client import UploadSource
-from uplodr.machines.base import MachineSpec, Provider
+from uplodr.machines.base import Provider
 from uplodr.machines.docker import DockerConfig, DockerProvider
 from uplodr.machines.kubernetes import KubernetesConfig, KubernetesProvider
 from uplodr.machines.kubernetes_api import KubeApi
@@ -52,27 +51,6 @@ from uplodr.worker_env import WorkerEnv
 SMALL = "xmp_test-adobergb.jpg"  # 2 MP
 IMAGE = "registry.example.com/uplodr:bench"
 BUCKET = "bench-k8s"
-
-
-async def boot(provider: Provider) -> tuple[float, float]:
-    """(create → first Ping answered, destroy) seconds of one machine of `provider`."""
-    token = secrets.token_urlsafe(16)
-    env = WorkerEnv(stores=("/tmp",), public_url="http://bench.invalid/{key}")
-    spec = MachineSpec(env=env.for_machine(token, 600.0).to_env(), tags={"bench": "k8s"})
-    started = time.monotonic()
-    machine = await provider.create(spec)
-    try:
-        await provider.wait_started(machine, 120)
-        client = _client(machine.address, token)
-        try:
-            await client.wait_ready(120)
-        finally:
-            await client.close()
-        booted = time.monotonic() - started
-    finally:
-        destroying = time.monotonic()
-        await provider.destroy(machine.id)
-    return booted, time.monotonic() - destroying
 
 
 def kubernetes(kube: KubeApiServer, grpc_port: int = 50051) -> KubernetesProvider:
@@ -105,7 +83,9 @@ async def boots(
         try:
             for _ in range(count):
                 for name, provider in providers.items():
-                    found.setdefault(name, []).append(await boot(provider))
+                    found.setdefault(name, []).append(
+                        await provider_boot(provider, Path("/tmp"), share=False)
+                    )
         finally:
             for provider in providers.values():
                 await provider.aclose()

@@ -65,6 +65,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from .asgi_thread import serve_in_thread
 from .fly_api import ProcessFactory, WorkerLaunch, standin_process
 from .k8s_docker import KubeDockerPods, PodContainer
 from .k8s_schema import problems
@@ -295,23 +296,9 @@ class KubeApiServer:
 
     def start_api(self) -> None:
         """Serve the API (again: on the same port as before, once it had one)."""
-        config = uvicorn.Config(
-            self.asgi,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=1,
+        self._server, self._thread, self.port = serve_in_thread(
+            self.asgi, "k8s-api", port=self.port
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="k8s-api", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("Kubernetes API test server did not start")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
 
     def stop_api(self) -> None:
