@@ -260,7 +260,8 @@ class KubeApiServer:
         self.statuses: Counter[tuple[str, int]] = Counter()  # (verb, HTTP status)
         self.spec_errors: list[str] = []  # answers of ours that the schema does not allow
         self.created = 0  # pods made (dry runs not counted)
-        self.deleted: Counter[str] = Counter()  # pods removed, by who: user, gc, shutdown
+        # pods deleted, by who: user (the API), kubectl (delete_pod), gc, shutdown
+        self.deleted: Counter[str] = Counter()
         self._lock = threading.RLock()
         self._pods: dict[tuple[str, str], FakePod] = {}
         self._events: list[Event] = []
@@ -406,6 +407,7 @@ class KubeApiServer:
             pod = self._pods.get((namespace, name))
             if pod is not None:
                 self._mark_deleted(namespace, pod, 0)
+                self.deleted["kubectl"] += 1
 
     # -- request pipeline --------------------------------------------------------------------
 
