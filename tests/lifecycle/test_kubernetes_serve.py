@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -41,11 +42,17 @@ def kube(tmp_path: Path, mark: str) -> Iterator[KubeApiServer]:
 
 @contextlib.contextmanager
 def kube_gateway(
-    tmp_path: Path, swift: SwiftServer, bucket: str, kube: KubeApiServer, image: str = IMAGE
+    tmp_path: Path,
+    swift: SwiftServer,
+    bucket: str,
+    kube: KubeApiServer,
+    image: str = IMAGE,
+    **extra_env: str,
 ) -> Iterator[GatewayProcess]:
     env = {
         **os.environ,
         **swift.s3_env(),
+        **extra_env,
         "KUBECONFIG": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
         "UPLODR_K8S_IMAGE": image,
         "UPLODR_K8S_GRPC_PORT": str(free_port()),
@@ -238,6 +245,39 @@ def test_a_pod_deleted_mid_job_is_the_jobs_clear_503_and_nothing_is_left(
     body = response.json()
     assert body["code"] == "worker_unavailable" and "\n" not in body["error"]
     assert body["error"] == "worker stopped: the pod no longer exists"
+
+
+def test_deleting_the_gateways_own_pod_garbage_collects_its_workers(
+    tmp_path: Path, swift: SwiftServer, bucket: str, kube: KubeApiServer
+) -> None:
+    """The gateway in a cluster (POD_NAME/POD_UID from the downward API) owns its worker pods:
+    when its pod is deleted, the garbage collector deletes them, mid-job or not."""
+    container = {"name": "gateway", "image": IMAGE}
+    own = kube.add_pod(
+        kube.namespace,
+        {"metadata": {"name": "uplodr-gateway-0"}, "spec": {"containers": [container]}},
+    )
+    identity = {"POD_NAME": "uplodr-gateway-0", "POD_UID": own["metadata"]["uid"]}
+    with kube_gateway(tmp_path, swift, bucket, kube, **identity) as gateway:
+        result: dict[str, httpx.Response] = {}
+        photo = corpus_file("craft-beer.jpg")  # 24 MP: seconds of work
+        upload = threading.Thread(target=lambda: result.update(response=post(gateway, photo)))
+        upload.start()
+
+        def worker_pods() -> list[dict[str, Any]]:
+            return [p for p in kube.pods() if p["metadata"]["name"] != "uplodr-gateway-0"]
+
+        wait_until(lambda: len(worker_pods()) == 1, "the job's pod", 30)
+        (pod,) = worker_pods()
+        assert pod["metadata"]["ownerReferences"] == [
+            {"apiVersion": "v1", "kind": "Pod", "name": "uplodr-gateway-0",
+             "uid": own["metadata"]["uid"]}
+        ]  # fmt: skip
+        kube.delete_pod(kube.namespace, "uplodr-gateway-0")
+        wait_until(lambda: kube.pods() == [], "the workers to be garbage-collected")
+        upload.join(timeout=60)
+    assert kube.deleted["gc"] == 1
+    assert result["response"].status_code == 503, result["response"].text
 
 
 def busy(kube: KubeApiServer, name: str) -> bool:
