@@ -23,10 +23,10 @@ from uplodr.machines.kubernetes import (
     KubernetesConfig,
     KubernetesProvider,
     Owner,
-    PodPhase,
     pod_manifest,
 )
 from uplodr.machines.kubernetes_api import KubeApi
+from uplodr.machines.kubernetes_status import PodPhase
 from uplodr.machines.settings import ProviderSettings
 
 IMAGE = "registry.example/uplodr:test"
