@@ -2,6 +2,7 @@
 
     uv run python -m bench.pool [--small 32] [--large 8] [--fly] [--boot-latency 1.0]
     uv run python -m bench.pool --keep-stopped 4
+    uv run python -m bench.pool --bad-every 5 [--small 32]
 
 Bursts: `--small` uploads of the 2 MP photo (xmp_test-adobergb.jpg, 2000 x 1072) and `--large`
 of the 12 MP one (book-beside-flowers.jpg), all sent at once, each into its own folder so none
@@ -22,6 +23,13 @@ machine also idles for the idle window before it goes: machines times --pool-idl
 each after the idle window stopped the machine: the wait for a created machine against the wait
 for a stopped one started again (the simulator models a start as its start latency, 0.5 s, and a
 create as boot latency + start latency).
+
+`--bad-every N`: what "a machine that met a bad file is gone" costs. The `--small` burst through a
+real `uplodr serve` with the pool, all good, then with every Nth upload the photo cut in half (a
+truncated JPEG: 422 corrupt_image, and its machine is destroyed, never reused), and the same
+bad burst with no pool (`--pool-idle 0`, a machine per job) as the ceiling. Per run: wall
+seconds, machines created, seconds they spent being created and booted, machines retired after
+a bad input (/metrics) and the answers.
 """
 
 from __future__ import annotations
@@ -121,19 +129,28 @@ def metric(text: str, name: str) -> float:
 
 
 async def local_burst(
-    root: Path, photo: Path, count: int, idle: str
+    root: Path, photo: Path, count: int, idle: str, bad_every: int = 0
 ) -> tuple[float, dict[str, float], int]:
+    """A burst through `uplodr serve`; with `bad_every` N, every Nth upload is the photo cut
+    in half (figures: "retired", machines destroyed after a bad input; "bad", its answers)."""
     gateway: Gateway = await asyncio.to_thread(
         start_gateway, root, "--pool-idle", idle, "--max-queue", str(count * 2)
     )
     try:
         data = await asyncio.to_thread(photo.read_bytes)
+        cut = data[: len(data) // 2]
+
+        def body(i: int) -> bytes:
+            return cut if bad_every and i % bad_every == bad_every - 1 else data
+
         async with httpx.AsyncClient(base_url=gateway.url, timeout=600) as http:
             started = time.monotonic()
             responses = await asyncio.gather(
                 *(
                     http.post(
-                        "/v1/images", params={"name": photo.name, "folder": f"b{i}"}, content=data
+                        "/v1/images",
+                        params={"name": photo.name, "folder": f"b{i}"},
+                        content=body(i),
                     )
                     for i in range(count)
                 )
@@ -154,8 +171,16 @@ async def local_burst(
             + metric(text, "uplodr_machine_boot_seconds_total"),
             "convert": converted,
             "idle": metric(text, "uplodr_machine_idle_seconds_total"),
+            "retired": sum(
+                float(n)
+                for n in re.findall(
+                    r"^uplodr_machines_retired_bad_input_total\{[^}]*\} (\S+)$", text, re.MULTILINE
+                )
+            ),
+            "bad": sum(1 for r in responses if r.status_code == 422),
+            "boot": metric(text, "uplodr_machine_boot_seconds_total"),
         }
-        return wall, figures, sum(1 for r in responses if r.status_code != 200)
+        return wall, figures, sum(1 for r in responses if r.status_code not in (200, 422))
     finally:
         await asyncio.to_thread(stop_gateway, gateway)
 
@@ -242,6 +267,30 @@ async def keep_stopped(boot_latency: float, rounds: int) -> None:
             )
 
 
+async def bad_files(count: int, bad_every: int) -> None:
+    """The `--small` burst through serve: all good on the pool, 1 in `bad_every` bad on the
+    pool, and 1 in `bad_every` bad with a machine per job."""
+    photo = CORPUS / SMALL
+    print(
+        f"{'run':<28} {'wall s':>7} {'machines':>8} {'boot s':>7} {'retired':>7} {'422':>4} "
+        f"{'other':>5}"
+    )
+    with tempfile.TemporaryDirectory(prefix="uplodr-bench-bad-") as folder:
+        for label, idle, every in (
+            ("pool, all good", "30s", 0),
+            (f"pool, 1 in {bad_every} bad", "30s", bad_every),
+            (f"per job, 1 in {bad_every} bad", "0", bad_every),
+        ):
+            root = Path(folder) / label.replace(" ", "").replace(",", "")
+            wall, f, other = await local_burst(root, photo, count, idle, every)
+            print(
+                f"{label:<28} {wall:7.2f} {f['machines']:8.0f} {f['boot']:7.2f} "
+                f"{f['retired']:7.0f} "
+                f"{f['bad']:4.0f} {other:5d}",
+                flush=True,
+            )
+
+
 async def run(small: int, large: int, fly: bool, boot_latency: float) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="uplodr-bench-pool-") as folder:
@@ -276,7 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-stopped", type=int, default=0, help="only: N jobs on a stopped-machine Fly pool"
     )
+    parser.add_argument(
+        "--bad-every", type=int, default=0, help="only: --small burst with every Nth file cut"
+    )
     args = parser.parse_args(argv)
+    if args.bad_every:
+        logging.basicConfig(level=logging.WARNING)
+        print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, {args.small} x 2 MP")
+        asyncio.run(bad_files(args.small, args.bad_every))
+        return 0
     if args.keep_stopped:
         asyncio.run(keep_stopped(args.boot_latency, args.keep_stopped))
         return 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -56,6 +59,7 @@ def uses_docker(item: pytest.Item) -> bool:
     return callspec is not None and callspec.params.get("harness") == "docker"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the group markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "docker_images" in getattr(item, "fixturenames", ()):
@@ -64,16 +68,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(DOCKER_GROUP)
 
 
+def one_engine_per_run() -> Path | None:
+    """Under xdist, the first test process to start an engine claims the run; a second one
+    fails at once (the Docker tests must share one engine: a second would build the images
+    again, into the same cache)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        return None
+    claim = Path(tempfile.gettempdir()) / f"uplodr-docker-run-{run}"
+    try:
+        claim.open("x").close()
+    except FileExistsError:
+        pytest.fail(
+            "a second test process asked for the Docker engine: the Docker tests must run on one "
+            "(xdist_group 'docker', tests/conftest.py)",
+            pytrace=False,
+        )
+    return claim
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[DockerEngine]:
     """A private dockerd (own socket, state, bridge; no iptables rules), started once, only when
     a test asks for it; stopped and removed with everything it made at the end."""
+    claim = one_engine_per_run()
     engine = DockerEngine()
     engine.start()
     try:
         yield engine
     finally:
         engine.stop()
+        if claim is not None:
+            claim.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,17 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "uplodr"
 
 # Pure modules shared by every part: they import nothing heavy and no other part.
 SHARED = frozenset(
-    {"errors", "names", "limits", "preset", "formats", "sniff", "worker_env", "answer", "markup"}
+    {
+        *("errors", "names", "limits", "preset", "formats", "sniff", "worker_env", "answer"),
+        *("markup", "retry_log"),
+    }
 )
 
 # part -> (uplodr parts it may import besides SHARED, third-party packages it may import)
 PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     **{name: (frozenset(), frozenset({"msgspec"})) for name in SHARED},
+    # what a retry logs, for every part that retries (stamina's hook without the arguments)
+    "retry_log": (frozenset(), frozenset({"stamina"})),
     "proto": (frozenset(), frozenset({"grpc", "google"})),
     "imaging": (frozenset(), frozenset({"pyvips", "PIL", "pillow_heif", "pi_heif", "blurhash"})),
     "storage": (frozenset(), frozenset({"obstore", "stamina"})),

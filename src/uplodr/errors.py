@@ -3,6 +3,12 @@
 Every module raises one of these with a message that is safe to show a client (no secrets, no
 paths outside the store, no traceback). The worker turns them into gRPC status codes and puts the
 error's `code` in trailing metadata; the gateway turns that back into an HTTP status.
+
+What an error *means* is data on its class, for code that decides from it (the pool, the
+gateway): `about_input` — the uploaded bytes caused it, so a machine that read them is never
+given another job (docs/machines.md, "A machine that met a bad file is gone"); `retryable` —
+the same request may succeed later; `kind` — a finer name than `code` for metrics and logs
+(an out-of-memory kill is a `limit_exceeded` to the client, `out_of_memory` on /metrics).
 This module knows nothing of gRPC or HTTP libraries: statuses are plain names and numbers.
 """
 
@@ -22,36 +28,52 @@ class UplodrError(Exception):
     """Base of every error a client can see. `str(error)` is the client-facing message."""
 
     code: ClassVar[str] = "internal"
+    # The uploaded bytes caused it (a worker read them): send another file, not the same one.
+    about_input: ClassVar[bool] = False
+    # Sending the same request again later may succeed (an outage, a full pool).
+    retryable: ClassVar[bool] = False
+    # A finer name than `code` (metrics, logs); a subclass without its own is its code.
+    kind: ClassVar[str] = "internal"
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        if "kind" not in cls.__dict__:
+            cls.kind = cls.code
 
 
 class InvalidRequest(UplodrError):
     """A malformed request: bad name or folder, malformed stream, missing body."""
 
     code = "invalid_request"
+    about_input = True
 
 
 class UnsupportedImage(UplodrError):
     """Not one of the allowed image formats (sniffed from the bytes, never the name)."""
 
     code = "unsupported_image"
+    about_input = True
 
 
 class CorruptImage(UplodrError):
     """An allowed format whose bytes cannot be decoded."""
 
     code = "corrupt_image"
+    about_input = True
 
 
 class TooLarge(UplodrError):
     """The upload is larger than the byte limit."""
 
     code = "too_large"
+    about_input = True
 
 
 class LimitExceeded(UplodrError):
     """Pixels, dimensions, frames, time or concurrency beyond a configured limit."""
 
     code = "limit_exceeded"
+    about_input = True
 
 
 class Unauthenticated(UplodrError):
@@ -60,16 +82,32 @@ class Unauthenticated(UplodrError):
     code = "unauthenticated"
 
 
+class Forbidden(UplodrError):
+    """A known token used outside what it may do: a folder beyond its prefixes, or /metrics
+    with an upload token when a separate metrics token is configured."""
+
+    code = "forbidden"
+
+
+class UploadTimeout(UplodrError):
+    """The request body did not arrive within the gateway's body deadline (a client that
+    trickles its upload cannot hold an upload slot forever)."""
+
+    code = "upload_timeout"
+
+
 class StorageUnavailable(UplodrError):
     """Object storage could not be read or written; the message names the store."""
 
     code = "storage_unavailable"
+    retryable = True
 
 
 class WorkerUnavailable(UplodrError):
     """No worker machine could be created, booted or kept alive for the job."""
 
     code = "worker_unavailable"
+    retryable = True
 
 
 class NotCreated(WorkerUnavailable):
@@ -77,11 +115,35 @@ class NotCreated(WorkerUnavailable):
     (connection refused, no socket). Nobody needs to look for the machine it might have made."""
 
 
+class OutOfMemory(LimitExceeded):
+    """The worker was killed for memory while it converted the upload (its provider said so):
+    the image needs more memory than a worker has."""
+
+    kind = "out_of_memory"
+
+
+class WorkerCrashed(WorkerUnavailable):
+    """The worker's process died mid-job (a signal, a non-zero exit): most likely the file it
+    was decoding (a decoder crash). A 503 all the same: it may also have been something else."""
+
+    about_input = True
+    kind = "crash"
+
+
+class DeadlineExceeded(WorkerUnavailable):
+    """The worker did not answer within its call's deadline. As a job's answer: the input
+    kept the worker busy past the job's deadline (a decoder loop, a decompression bomb)."""
+
+    about_input = True
+    kind = "deadline"
+
+
 class Busy(UplodrError):
     """Every machine slot is taken and the wait queue is full: try again after `retry_after`
     seconds (the gateway sends it as the `Retry-After` header)."""
 
     code = "busy"
+    retryable = True
 
     def __init__(self, message: str, retry_after: int = 2) -> None:
         super().__init__(message)
@@ -101,6 +163,8 @@ STATUSES: dict[str, Status] = {
     "too_large": Status("RESOURCE_EXHAUSTED", 413),
     "limit_exceeded": Status("RESOURCE_EXHAUSTED", 422),
     "unauthenticated": Status("UNAUTHENTICATED", 401),
+    "forbidden": Status("PERMISSION_DENIED", 403),
+    "upload_timeout": Status("DEADLINE_EXCEEDED", 408),
     "storage_unavailable": Status("UNAVAILABLE", 503),
     "worker_unavailable": Status("UNAVAILABLE", 503),
     "busy": Status("UNAVAILABLE", 503),
@@ -118,6 +182,8 @@ ERRORS_BY_CODE: dict[str, type[UplodrError]] = {
         TooLarge,
         LimitExceeded,
         Unauthenticated,
+        Forbidden,
+        UploadTimeout,
         StorageUnavailable,
         WorkerUnavailable,
         Busy,

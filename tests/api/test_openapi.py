@@ -84,8 +84,9 @@ def test_each_error_code_is_documented_under_its_status(gateway: Gateway) -> Non
             "code"
         ]["enum"]
     }
-    # Without tokens nobody is refused for a missing one: 401 is not documented.
-    expected = {code: STATUSES[code].http for code in ERRORS_BY_CODE if code != "unauthenticated"}
+    # Without tokens nobody is refused for a missing or an unfit one: 401, 403 not documented.
+    guarded = {"unauthenticated", "forbidden"}
+    expected = {code: STATUSES[code].http for code in ERRORS_BY_CODE if code not in guarded}
     assert documented == expected
     assert "Retry-After" in responses["503"]["headers"]
     assert "security" not in document(gateway)["paths"]["/v1/images"]["post"]
@@ -96,9 +97,13 @@ def test_a_gateway_with_tokens_documents_its_security(tmp_path: Path) -> None:
         doc = document(gw)
     post = doc["paths"]["/v1/images"]["post"]
     assert post["security"] == [{"bearer": []}]
-    assert "401" in post["responses"]
+    assert {"401", "403"} <= set(post["responses"])
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert "security" not in doc["paths"]["/healthz"]["get"]
+    assert "security" not in doc["paths"]["/readyz"]["get"]
+    # /metrics needs a token whenever the gateway has tokens
+    assert doc["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
+    assert "401" in doc["paths"]["/metrics"]["get"]["responses"]
 
 
 def test_the_docs_page_loads_nothing_from_elsewhere(gateway: Gateway) -> None:

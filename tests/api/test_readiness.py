@@ -4,6 +4,9 @@ check that does not answer is cut off at its time limit, results are shared betw
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from uplodr.errors import StorageUnavailable
 from uplodr.gateway.readiness import Check, Readiness, failed_line
@@ -40,11 +43,41 @@ async def test_a_failure_is_one_line_naming_its_check() -> None:
         raise KeyError("AWS_REGION")
 
     results = await Readiness(
-        [Check("store", broken), Check("provider", fine), Check("other", surprising)]
+        [Check("store", broken, "s3://media"), Check("provider", fine), Check("other", surprising)]
     ).results()
     assert failed_line(results) == (
-        "store: s3://media: cannot connect to the endpoint; other: KeyError: 'AWS_REGION'"
+        "store: s3://media: failed (storage_unavailable); other: failed (internal)"
     )
+
+
+async def test_a_failure_names_its_kind_never_its_text(caplog: pytest.LogCaptureFixture) -> None:
+    """/readyz answers anyone: the answer says only the check and the kind of failure. An
+    uplodr error's line (safe by contract, but an internal address) goes to the log, once
+    while the failure lasts; a foreign exception's text (it may hold anything) goes nowhere."""
+    endpoint = "http://10.0.0.7:9000"
+    secret = "X-Amz-Signature=deadbeef"
+
+    async def leaky() -> None:
+        raise StorageUnavailable(f"s3://media: cannot connect to {endpoint}")
+
+    async def foreign() -> None:
+        raise RuntimeError(secret)
+
+    clock = Clock()
+    readiness = Readiness(
+        [Check("store", leaky, "s3://media"), Check("other", foreign)], keep_for=1.0, now=clock
+    )
+    with caplog.at_level(logging.INFO, logger="uplodr.gateway"):
+        for step in range(3):
+            clock.now = 2.0 * step  # a fresh run each time
+            line = failed_line(await readiness.results())
+    assert line == "store: s3://media: failed (storage_unavailable); other: failed (internal)"
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == [
+        f"readiness check store failed: s3://media: cannot connect to {endpoint}",
+        "readiness check other failed: unexpected RuntimeError",
+    ]
+    assert secret not in caplog.text
 
 
 async def test_a_check_that_does_not_answer_is_cut_off_naming_its_subject() -> None:

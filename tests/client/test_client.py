@@ -175,8 +175,12 @@ def test_an_unreachable_server_is_a_transport_error(tmp_path: Path) -> None:
 
 def test_a_busy_gateway_is_retried_until_it_succeeds(tmp_path: Path) -> None:
     """One machine and no queue: while a large photo converts, a second upload is answered 503
-    busy with Retry-After; the client waits as told and tries again until it is converted."""
-    with running_gateway(tmp_path / "busy", "--max-machines", "1", "--max-queue", "0") as gw:
+    busy with Retry-After; the client waits as told and tries again until it is converted.
+    Room for one more upload in flight (`--max-in-flight 2`; the default, slots + queue, is 1
+    here and would refuse every other upload before its body) lets a non-image be read and
+    refused 415 meanwhile, and the second image be refused by the service's queue."""
+    args = ("--max-machines", "1", "--max-queue", "0", "--max-in-flight", "2")
+    with running_gateway(tmp_path / "busy", *args) as gw:
         first: dict[str, Conversion] = {}
 
         def convert_large() -> None:

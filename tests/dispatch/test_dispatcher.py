@@ -20,7 +20,7 @@ from uplodr.dispatch.job import run_job
 from uplodr.dispatch.reaper import reap
 from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import CorruptImage, LimitExceeded, ProviderError, WorkerUnavailable
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE
+from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, StopReason
 from uplodr.machines.memory import MemoryProvider
 from uplodr.worker_env import WorkerEnv
 
@@ -244,7 +244,7 @@ async def test_a_worker_that_never_answers_ping_meets_the_boot_deadline(
 async def test_a_machine_that_dies_while_starting_fails_fast(
     dispatcher: Dispatcher, provider: MemoryProvider, upload: UploadSource
 ) -> None:
-    provider.faults.die_while_booting = "exited with code 3"
+    provider.faults.die_while_booting = StopReason.exited(3)
     started = time.monotonic()
     with pytest.raises(WorkerUnavailable, match="worker stopped: exited with code 3"):
         await dispatcher.run([upload])
@@ -261,7 +261,7 @@ async def test_a_worker_that_dies_before_its_first_ping_fails_fast(
     task = asyncio.create_task(dispatcher.run([upload]))
     await watch.entered["boot"].wait()
     started = time.monotonic()
-    await provider.die(watch.machine_id, "exited with code 2")
+    await provider.die(watch.machine_id, StopReason.exited(2))
     with pytest.raises(WorkerUnavailable, match="worker stopped: exited with code 2"):
         await task
     assert time.monotonic() - started < 2  # the failure poll, not the 5 s boot deadline
@@ -271,7 +271,7 @@ async def test_a_worker_that_dies_before_its_first_ping_fails_fast(
 async def test_worker_dies_mid_job_clear_error(
     dispatcher: Dispatcher, provider: MemoryProvider, worker: FakeWorker, upload: UploadSource
 ) -> None:
-    worker.behaviour.die_mid_stream = "killed by signal 9"
+    worker.behaviour.die_mid_stream = StopReason.killed(9)
     events = record(dispatcher)
     with pytest.raises(WorkerUnavailable, match="worker stopped: killed by signal 9"):
         await dispatcher.run([upload])
@@ -283,7 +283,7 @@ async def test_worker_dies_mid_job_clear_error(
 async def test_out_of_memory_mid_job_is_a_limit(
     dispatcher: Dispatcher, provider: MemoryProvider, worker: FakeWorker, upload: UploadSource
 ) -> None:
-    worker.behaviour.die_mid_stream = "out of memory (512 MB limit)"
+    worker.behaviour.die_mid_stream = StopReason.out_of_memory(512)
     with pytest.raises(LimitExceeded, match="needs more memory than the worker has"):
         await dispatcher.run([upload])
     assert provider.alive == []
@@ -382,6 +382,8 @@ async def test_a_lease_is_one_machine(
     async with dispatcher.lease() as lease:
         with pytest.raises(RuntimeError, match="one machine per lease"):
             await lease.acquire()
-    with pytest.raises(RuntimeError, match="holds no ready machine"):
+    # a job that reaches a released lease (its machine went for another job's failure) is a
+    # 503 the client may retry, never a 500
+    with pytest.raises(WorkerUnavailable, match="the job's machine is being destroyed"):
         await run_job(lease, "late", [upload], timeout=5)
     assert provider.created == 1 and provider.alive == []

@@ -20,7 +20,7 @@ from tests.support.fake_worker import FakeWorker
 from tests.support.images import noise_png
 from tests.support.procs import free_port
 from uplodr.gateway.run import Gateway, GatewayOptions, StartupError, open_gateway
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Capabilities
+from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Capabilities, StopReason
 from uplodr.machines.memory import MemoryFaults, MemoryProvider
 
 
@@ -65,15 +65,15 @@ async def test_upload_runs_on_a_machine_and_the_answer_reports_it(
 @pytest.mark.parametrize(
     ("reason", "status", "code", "words"),
     [
-        ("killed by signal 9", 503, "worker_unavailable", "worker stopped: killed by signal 9"),
-        ("out of memory (512 MB limit)", 422, "limit_exceeded", "needs more memory"),
+        (StopReason.killed(9), 503, "worker_unavailable", "worker stopped: killed by signal 9"),
+        (StopReason.out_of_memory(512), 422, "limit_exceeded", "needs more memory"),
     ],
 )
 async def test_a_worker_that_dies_gives_the_client_one_clear_line(
     provider: MemoryProvider,
     worker: FakeWorker,
     store: Path,
-    reason: str,
+    reason: StopReason,
     status: int,
     code: str,
     words: str,
@@ -108,6 +108,16 @@ async def test_defaults_come_from_the_providers_capabilities(
     provider = MemoryProvider(worker.start, capabilities=capabilities)
     async with open_gateway(options(store, max_machines=1), provider) as gateway:
         assert gateway.service.max_machines == 1
+
+
+async def test_a_spool_budget_under_the_upload_limit_stops_start_up(
+    provider: MemoryProvider, store: Path
+) -> None:
+    changes = {"spool_budget": 1024 * 1024, "max_upload_bytes": 2 * 1024 * 1024}
+    with pytest.raises(StartupError, match=r"--spool-budget \(1048576 bytes\) is smaller than"):
+        async with open_gateway(options(store, **changes), provider):
+            pass
+    assert provider.closed
 
 
 async def test_a_local_store_is_refused_when_machines_cannot_see_it(
@@ -194,7 +204,9 @@ async def test_a_provider_outage_at_start_warns_and_readyz_names_it_until_it_is_
         assert "provider memory is not reachable yet" in caplog.text
         unready = await http.get("/readyz")
         assert unready.status_code == 503
-        assert unready.json()["error"] == "provider: memory provider: unreachable (fault)"
+        # the check and the kind of failure; the failure's text is the log's
+        assert unready.json()["error"] == "provider: memory: failed (worker_unavailable)"
+        assert "readiness check provider failed: memory provider: unreachable" in caplog.text
         ready = await eventually_ready(http)
         assert [c["name"] for c in ready["checks"]] == ["store", "provider"]
 

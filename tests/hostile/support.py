@@ -1,5 +1,5 @@
 """Helpers of the hostile-input tests: peak memory of processes and machines, machine counts,
-raw-socket requests."""
+raw-socket requests, a metric of a running gateway, the spool folder watched during a burst."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.gateway import Gateway
 
@@ -90,3 +93,39 @@ class MachineMemory:
     @property
     def cgroup_peak_mb(self) -> float:
         return max(self.cgroup_peak_bytes.values(), default=0) / (1024 * 1024)
+
+
+def metric(
+    gateway: Gateway, name: str, headers: dict[str, str] | None = None, **labels: str
+) -> float:
+    """One sample of /metrics (0 when absent)."""
+    text = httpx.get(f"{gateway.url}/metrics", headers=headers, timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+class SpoolWatch:
+    """The most upload folders the spool held at once, sampled while a burst runs."""
+
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SpoolWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self.most = max(self.most, len(list(self.spool.iterdir())))
+            time.sleep(0.002)  # a sampling interval of a monitor, not a wait

@@ -6,6 +6,7 @@ photo still converts and no machine is left."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 import unicodedata
@@ -26,8 +27,11 @@ from uplodr.errors import STATUSES, UnsupportedImage
 from uplodr.machines import cgroup
 
 MACHINE_MEMORY_MB = 512
-# A marker in every path-climbing name: after the run, no file anywhere may carry it.
-MARK = f"uplodr-escape-{secrets.token_hex(4)}"
+# A marker in every path-climbing name: after the run, no file anywhere may carry it. One per
+# test run, the same in every test process (xdist's run id): test ids are made of it, and the
+# processes must collect the same ids.
+RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or secrets.token_hex(4)
+MARK = f"uplodr-escape-{RUN_ID[:8]}"
 LOADERS = {
     "image/webp": "webpload_buffer",
     "image/avif": "heifload_buffer",

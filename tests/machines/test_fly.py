@@ -26,7 +26,7 @@ from tests.support.procs import free_port
 from tests.support.waiting import until
 from tests.support.worker import wait_for_ping
 from uplodr.errors import ProviderError, WorkerUnavailable
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, MachineSpec
+from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, MachineSpec, StopReason
 from uplodr.machines.fly import FlyConfig, FlyGuest, FlyProvider
 from uplodr.machines.settings import ProviderSettings
 
@@ -261,7 +261,7 @@ async def test_vanished_machine_destroys_fine(
     machine = await provider.create(spec)
     await provider.wait_started(machine, timeout=10)
     fly.vanish(machine.id)
-    assert await provider.failure(machine.id) == "the machine no longer exists"
+    assert await provider.failure(machine.id) == StopReason.gone("the machine no longer exists")
     await provider.destroy(machine.id)
     assert fly.statuses[("delete", 404)] == 1 and fly.machines_alive == 0
 
@@ -289,7 +289,7 @@ async def test_worker_exit_auto_destroys_and_failure_says_why(
         while fly.machines_alive and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert fly.machines_alive == 0  # auto_destroy
-        assert await provider.failure(machine.id) == "worker exited with code 3"
+        assert await provider.failure(machine.id) == StopReason.exited(3)
         await provider.destroy(machine.id)  # already gone: fine
     finally:
         await provider.aclose()

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -19,7 +20,14 @@ import pytest
 
 from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines import cgroup
-from uplodr.machines.base import MARKER_TAG, MARKER_VALUE, Machine, MachineSpec
+from uplodr.machines.base import (
+    MARKER_TAG,
+    MARKER_VALUE,
+    Machine,
+    MachineSpec,
+    StopKind,
+    StopReason,
+)
 from uplodr.machines.local import LocalProvider, base_env, worker_command
 from uplodr.machines.local_records import Record, RecordDir, process_start_time
 
@@ -244,11 +252,11 @@ async def test_process_that_dies_is_reported_and_cleaned(
     machine = await provider.create(spec(mark_env))
     assert await provider.failure(machine.id) is None  # still running
     reason = await eventually(lambda: provider.failure(machine.id))
-    assert reason == "killed by signal 9"
+    assert reason == StopReason.killed(9)
     # Not listed (its creator, alive, destroys it), and listing changes nothing.
     assert await provider.list({}) == []
     assert provider.records.read(machine.id) is not None
-    assert await provider.failure(machine.id) == "killed by signal 9"  # still known
+    assert await provider.failure(machine.id) == StopReason.killed(9)  # still known
     with pytest.raises(WorkerUnavailable, match="killed by signal 9"):
         await provider.wait_started(machine, timeout=1)
     # Another process sees a dead machine whose creator lives: not its to reap either.
@@ -263,7 +271,7 @@ async def test_exit_code_and_log_file(state_dir: Path, mark_env: dict[str, str])
     machine = await provider.create(spec(mark_env))
     log = provider.log_path(machine.id)
     await eventually(lambda: provider.failure(machine.id))
-    assert await provider.failure(machine.id) == "exited with code 3"
+    assert await provider.failure(machine.id) == StopReason.exited(3)
     with pytest.raises(WorkerUnavailable, match="exited with code 3"):
         await provider.wait_started(machine, timeout=1)
     assert "boom: bad config" in log.read_text()
@@ -277,6 +285,23 @@ async def test_exit_code_and_log_file(state_dir: Path, mark_env: dict[str, str])
     await keeping.destroy(machine.id)
     assert "boom" in keeping.log_path(machine.id).read_text()
     keeping.log_path(machine.id).unlink()
+
+
+async def test_a_clean_exit_past_the_machines_deadline_is_its_lifetimes_end(
+    state_dir: Path, mark_env: dict[str, str]
+) -> None:
+    """The worker ends itself (exit 0) at its maximum lifetime, the span of its `deadline`
+    tag: a typed DEADLINE, not an exit, so nobody mistakes it for a crash or the input's."""
+    provider = LocalProvider(state_dir, command=standin("import sys; sys.exit(0)"))
+    past = {**MARKED, "deadline": str(int(time.time()) - 1)}
+    future = {**MARKED, "deadline": str(int(time.time()) + 600)}
+    ended = await provider.create(spec(mark_env, past))
+    exited = await provider.create(spec(mark_env, future))
+    reason = await eventually(lambda: provider.failure(ended.id))
+    assert isinstance(reason, StopReason) and reason.kind is StopKind.DEADLINE
+    assert not reason.crashed and str(reason) == "it reached the end of its lifetime"
+    assert await eventually(lambda: provider.failure(exited.id)) == StopReason.exited(0)
+    await provider.aclose()
 
 
 async def test_sigterm_ignored_then_sigkill_whole_group(
@@ -416,6 +441,78 @@ async def test_pid_reuse_guard(
         stranger.wait()
 
 
+async def test_destroy_never_kills_what_a_record_names_outside_the_cgroup_fs(
+    state_dir: Path, mark_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A record is a file: one that names a folder outside the cgroup filesystem as its
+    machine's cgroup (its `cgroup.procs` listing a stranger's pid) gets nothing killed when
+    the reaper destroys that machine (before: every pid listed there got SIGKILL)."""
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", SLEEP], env={**os.environ, **mark_env}, start_new_session=True
+    )
+    try:
+        fake = tmp_path / "not-a-cgroup" / "uplodr-0123456789ab"
+        fake.mkdir(parents=True)
+        (fake / "cgroup.procs").write_text(f"{stranger.pid}\n")
+        records = RecordDir(state_dir / "machines")
+        records.write(
+            Record(
+                id="uplodr-0123456789ab",
+                pid=2**22 + 1,  # no such process: only the cgroup is left to kill
+                start_time=1.0,
+                port=1,
+                address="127.0.0.1:1",
+                created_at=time.time(),
+                tags=MARKED,
+                cgroup=str(fake),
+            )
+        )
+        provider = LocalProvider(state_dir, grace=0.5)
+        assert await provider.failure("uplodr-0123456789ab") is None  # its OOM count unread
+        await provider.destroy("uplodr-0123456789ab")  # what the reaper does
+        assert records.read("uplodr-0123456789ab") is None
+        assert stranger.poll() is None  # never signalled
+        assert fake.is_dir()  # never removed
+        await provider.aclose()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_cgroup_calls_refuse_paths_outside_the_cgroup_fs(tmp_path: Path) -> None:
+    for call in (cgroup.kill_all, cgroup.remove, cgroup.pids, cgroup.oom_killed):
+        with pytest.raises(ValueError, match="is not a cgroup"):
+            call(tmp_path)
+        with pytest.raises(ValueError, match="is not a cgroup"):
+            call(cgroup.CGROUP_FS / ".." / ".." / tmp_path.relative_to("/"))
+
+
+async def test_an_existing_state_dir_is_made_private(
+    state_dir: Path, mark_env: dict[str, str]
+) -> None:
+    """Records name the pids and cgroups destroy kills: a machines folder that others may
+    write is made 0700 (before: it kept its mode, 0777 here), one owned by someone else is
+    refused in one line."""
+    machines = state_dir / "machines"
+    machines.mkdir(parents=True)
+    machines.chmod(0o777)
+    provider = LocalProvider(state_dir, command=standin(LISTEN), grace=1.0)
+    machine = await provider.create(spec(mark_env))
+    assert stat.S_IMODE(machines.stat().st_mode) == 0o700
+    await provider.destroy(machine.id)
+
+    if os.geteuid() == 0:  # only root can hand the folder to someone else
+        os.chown(machines, 65534, 65534)
+        try:
+            with pytest.raises(ProviderError, match="belongs to uid 65534, not to this user"):
+                await provider.check()
+            with pytest.raises(WorkerUnavailable, match="belongs to uid 65534"):
+                await provider.create(spec(mark_env))
+        finally:
+            os.chown(machines, 0, 0)
+    await provider.aclose()
+
+
 def test_default_command_is_the_real_worker(state_dir: Path) -> None:
     assert worker_command(4321) == [
         sys.executable,
@@ -470,7 +567,8 @@ async def test_memory_cap_oom_kill_is_reported(state_dir: Path, mark_env: dict[s
     )
     assert int(limit_file.read_text()) == 256 * 1024 * 1024
     reason = await eventually(lambda: provider.failure(machine.id), timeout=30)
-    assert reason == "out of memory (256 MB limit)"
+    assert reason == StopReason.out_of_memory(256)
+    assert str(reason) == "out of memory (256 MB limit)"
     with pytest.raises(WorkerUnavailable, match="out of memory"):
         await provider.wait_started(machine, timeout=1)
     await provider.destroy(machine.id)
@@ -518,7 +616,7 @@ async def test_aclose_cleans_up_a_crashed_machine_nobody_destroyed(
     machine = await provider.create(spec(mark_env))
     record = provider.records.read(machine.id)
     assert record is not None and record.cgroup is not None
-    assert await eventually(lambda: provider.failure(machine.id)) == "exited with code 3"
+    assert await eventually(lambda: provider.failure(machine.id)) == StopReason.exited(3)
     await provider.aclose()
     assert not Path(record.cgroup).exists()
     assert provider.records.read(machine.id) is None

@@ -129,8 +129,8 @@ def host_state() -> dict[str, object]:
     iptables and ip6tables rules, IP forwarding, link names, routes, containerd shim sockets and
     dockerd's fixed host paths. What belongs to engines running right now (another test
     session's) is left out — their links, routes and shim sockets, and the fixed paths they
-    share (None then) — and so are veth links (each container's, checked on their own), so
-    engines elsewhere do not make a comparison flaky."""
+    share (None then) — and so are veth links and their routes (each container's, checked on
+    their own), so engines elsewhere do not make a comparison flaky."""
     others = [root for root in live_roots() if (root / "bridge").exists()]
     bridges = [(root / "bridge").read_text().strip() for root in others]
     sockets = {path.name for root in others for path in _shim_sockets(root)}
@@ -153,7 +153,7 @@ def host_state() -> dict[str, object]:
         "ip6tables": rules("ip6tables-save"),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
         "links": sorted(name for name in links if mine(name) and not name.startswith("veth")),
-        "routes": sorted(route for route in routes if mine(route)),
+        "routes": sorted(route for route in routes if mine(route) and " dev veth" not in route),
         "shim sockets": sorted(
             p.name for p in (shims.iterdir() if shims.is_dir() else ()) if p.name not in sockets
         ),
@@ -171,6 +171,16 @@ def firewall(saved: str) -> list[str]:
     `iptables-save` text, without comments and counters: what an engine can change."""
     lines = (_COUNTERS.sub("", line).strip() for line in saved.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def host_changes(before: dict[str, object], after: dict[str, object]) -> dict[str, object]:
+    """What differs between two `host_state` snapshots, as {part: (before, after)}. A part one
+    of them could not judge (None: another engine ran then) is left out of the comparison."""
+    return {
+        part: (before[part], after[part])
+        for part in before
+        if before[part] is not None and after[part] is not None and before[part] != after[part]
+    }
 
 
 def _link_name(line: str) -> str:

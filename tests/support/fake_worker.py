@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from uplodr.errors import UplodrError, status_of
-from uplodr.machines.base import MachineSpec
+from uplodr.machines.base import MachineSpec, StopReason
 from uplodr.machines.memory import RunningWorker
 from uplodr.proto import uplodr_pb2, uplodr_pb2_grpc
 from uplodr.worker_env import WorkerEnv
@@ -34,7 +34,9 @@ class FakeBehaviour:
     wrong_nonce: bool = False  # Pings are answered with another nonce
     convert_seconds: float = 0.0  # each file takes this long before its answer
     stream_hangs: bool = False  # a Stream is never answered
-    die_mid_stream: str | None = None  # once a file's first chunk arrived, exit for this reason
+    die_mid_stream: StopReason | None = (
+        None  # once a file's first chunk arrived, exit for this reason
+    )
     error: UplodrError | None = None  # each file is answered with this error
     extra_answers: int = 0  # this many answers more than files sent
 
@@ -55,7 +57,7 @@ class FakeWorker:
         env = WorkerEnv.from_env(spec.env)
         self.envs.append(env)
         loop = asyncio.get_running_loop()
-        exited: asyncio.Future[str] = loop.create_future()
+        exited: asyncio.Future[StopReason] = loop.create_future()
         server = grpc.aio.server()
         uplodr_pb2_grpc.add_ImageServicer_to_server(_Servicer(self, env.token, exited), server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -73,7 +75,9 @@ class FakeWorker:
 
 
 class _Servicer(uplodr_pb2_grpc.ImageServicer):
-    def __init__(self, worker: FakeWorker, token: str | None, exited: asyncio.Future[str]):
+    def __init__(
+        self, worker: FakeWorker, token: str | None, exited: asyncio.Future[StopReason]
+    ) -> None:
         self.worker = worker
         self.token = token
         self.exited = exited
@@ -130,7 +134,7 @@ class _Servicer(uplodr_pb2_grpc.ImageServicer):
             for _ in range(1 + behaviour.extra_answers):
                 yield _answer(name, folder, behaviour.convert_seconds)
 
-    async def _die(self, reason: str) -> None:
+    async def _die(self, reason: StopReason) -> None:
         """The worker process exits: the provider learns why and stops this server, which cuts
         the call (this waits until then)."""
         if not self.exited.done():

@@ -29,6 +29,7 @@ import base64
 import contextlib
 import getpass
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,7 @@ location = {region}
 [filter:tempauth]
 use = egg:swift#tempauth
 user_test_tester = testing .admin
+user_test_canary = {canary_secret} .admin
 fernet_key_k1 = {fernet_key}
 active_fernet_key_id = k1
 
@@ -203,6 +205,9 @@ class SwiftServer:
     _bin: Path | None = None
     _owns_base_dir: bool = False
     _token: str | None = None
+    # a second user of the same account, with a secret no log line could hold by chance
+    # (the first one's is the word "testing"): for tests that look for secrets in logs
+    canary_secret: str = field(default_factory=lambda: f"canary-{secrets.token_hex(20)}")
 
     # -- what a test needs -------------------------------------------------------------------
 
@@ -232,6 +237,11 @@ class SwiftServer:
         }
         env.update(overrides)
         return env
+
+    def canary_env(self, **overrides: str) -> dict[str, str]:
+        """`s3_env` with the canary user's credentials (a random secret, see `canary_secret`)."""
+        canary = {"AWS_ACCESS_KEY_ID": "test:canary", "AWS_SECRET_ACCESS_KEY": self.canary_secret}
+        return self.s3_env(**{**canary, **overrides})
 
     def public_url(self, bucket: str) -> str:
         """A `{key}` template for anonymous reads through Swift's own API (public-read bucket)."""
@@ -375,6 +385,7 @@ class SwiftServer:
                 swift_dir=etc,
                 region=REGION,
                 fernet_key=fernet_key,
+                canary_secret=self.canary_secret,
             )
         )
 

@@ -44,6 +44,9 @@ def _setup_logging(verbose: bool) -> None:
     # httpx2, httpcore2: lightkube's transport (the Kubernetes provider)
     for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "stamina"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from uplodr import retry_log
+
+    retry_log.install()  # a retry's log record never carries the call's arguments
 
 
 class _Failed(Exception):
@@ -146,6 +149,49 @@ def main(verbose: bool) -> None:
     default="64M",
     envvar="UPLODR_MAX_UPLOAD",
     help="Largest upload accepted (413 beyond, refused while it arrives).",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    envvar="UPLODR_MAX_IN_FLIGHT",
+    help="Uploads in flight at once (spooling, waiting, converting); beyond, 503 busy with "
+    "Retry-After before the body is read. Default: --pool-max × --jobs-per-machine + "
+    "--max-queue.",
+)
+@click.option(
+    "--spool-budget",
+    type=SIZE,
+    envvar="UPLODR_SPOOL_BUDGET",
+    help="Bytes the uploads in flight may hold on the spool disk (at least --max-upload); "
+    "beyond, 503 busy. "
+    "Default: no bound but --max-in-flight × --max-upload.",
+)
+@click.option(
+    "--spool-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="UPLODR_SPOOL_DIR",
+    help="Where uploads are spooled while they arrive. Default: the system's temp folder.",
+)
+@click.option(
+    "--body-timeout",
+    type=DURATION,
+    default="60s",
+    envvar="UPLODR_BODY_TIMEOUT",
+    help="How long an upload's body may take to arrive (408 after): a slow client cannot "
+    "hold a slot forever.",
+)
+@click.option(
+    "--tokens-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="UPLODR_TOKENS_FILE",
+    help="TOML or JSON file of named tokens (hashed), each bound to folder prefixes with its "
+    "own in-flight bound (see README; `uplodr token` makes one). UPLODR_TOKENS still works.",
+)
+@click.option(
+    "--metrics-token",
+    envvar="UPLODR_METRICS_TOKEN",
+    help="Bearer token that alone reads /metrics. Without it, /metrics takes any upload token "
+    "when tokens are set. Prefer the variable: an option shows in ps.",
 )
 @click.option(
     "--boot-timeout",
@@ -284,6 +330,12 @@ def serve(
     public_url: str | None,
     keys: str,
     max_upload: int,
+    max_in_flight: int | None,
+    spool_budget: int | None,
+    spool_dir: Path | None,
+    body_timeout: float,
+    tokens_file: Path | None,
+    metrics_token: str | None,
     boot_timeout: float,
     job_timeout: float,
     reap_interval: float,
@@ -350,6 +402,12 @@ def serve(
         public_url=public_url,
         key_mode="name" if keys == "name" else "digest",
         max_upload_bytes=max_upload,
+        max_in_flight=max_in_flight,
+        spool_budget=spool_budget,
+        spool_dir=spool_dir,
+        body_timeout=body_timeout,
+        tokens_file=tokens_file,
+        metrics_token=metrics_token,
         boot_timeout=boot_timeout,
         job_timeout=job_timeout,
         reap_interval=reap_interval,
@@ -372,6 +430,39 @@ def serve(
 
 
 main.add_command(worker)
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--prefix",
+    "prefixes",
+    multiple=True,
+    help="A folder the token may write under, e.g. blog/ (repeat for more). Default: everywhere.",
+)
+@click.option(
+    "--max-in-flight", type=click.IntRange(min=1), help="The token's own bound of uploads."
+)
+def token(name: str, prefixes: tuple[str, ...], max_in_flight: int | None) -> None:
+    """Make a new gateway token: its secret (stdout, once; give it to the client) and its
+    entry for the tokens file (stderr; it holds only the secret's SHA-256)."""
+    import secrets
+
+    from uplodr.gateway.tokens import NAME, secret_hash
+
+    if not NAME.match(name):
+        raise click.BadParameter("1–64 letters, digits, '-', '_' or '.'", param_hint="NAME")
+    secret = secrets.token_urlsafe(32)  # 256 bits: see gateway/tokens.py for why SHA-256
+    entry = [
+        "[[tokens]]",
+        f"name = {json.dumps(name)}",
+        f'sha256 = "{secret_hash(secret).hex()}"',
+        f"prefixes = {json.dumps(list(prefixes) or [''])}",
+    ]
+    if max_in_flight is not None:
+        entry.append(f"max_in_flight = {max_in_flight}")
+    click.echo("\n".join(entry), err=True)
+    click.echo(secret)
 
 
 def _gateway_url(value: str) -> str:

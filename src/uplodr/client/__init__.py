@@ -25,6 +25,7 @@ from uplodr.client.errors import (
     Busy,
     ClientError,
     CorruptImage,
+    Forbidden,
     Internal,
     InvalidRequest,
     LimitExceeded,
@@ -36,6 +37,7 @@ from uplodr.client.errors import (
     TransportError,
     Unauthenticated,
     UnsupportedImage,
+    UploadTimeout,
     WorkerUnavailable,
 )
 
@@ -47,6 +49,7 @@ __all__ = [
     "ClientError",
     "Conversion",
     "CorruptImage",
+    "Forbidden",
     "Internal",
     "InvalidRequest",
     "Job",
@@ -64,6 +67,7 @@ __all__ = [
     "TransportError",
     "Unauthenticated",
     "UnsupportedImage",
+    "UploadTimeout",
     "Variant",
     "WorkerUnavailable",
 ]

@@ -6,7 +6,8 @@ server that could not be reached.
     ├── TransportError (also a builtin ConnectionError): no answer at all
     └── ApiError: the server answered an error; .code, .status, .message, .retry_after
         ├── InvalidRequest, UnsupportedImage, CorruptImage, TooLarge, LimitExceeded,
-        ├── Unauthenticated, StorageUnavailable, WorkerUnavailable, Busy, ProviderError
+        ├── Unauthenticated, Forbidden, UploadTimeout,
+        ├── StorageUnavailable, WorkerUnavailable, Busy, ProviderError
         └── Internal
 
 A code this client does not know yet (a newer server) is raised as a plain ApiError carrying it.
@@ -66,6 +67,14 @@ class Unauthenticated(ApiError):
     """Missing or wrong token."""
 
 
+class Forbidden(ApiError):
+    """The token is known but may not do this: a folder outside its prefixes, or /metrics."""
+
+
+class UploadTimeout(ApiError):
+    """The upload's body did not reach the server within its body deadline (a slow link)."""
+
+
 class StorageUnavailable(ApiError):
     """The server's object storage could not be written."""
 
@@ -102,6 +111,8 @@ ERRORS_BY_CODE: dict[str, type[ApiError]] = {
     "too_large": TooLarge,
     "limit_exceeded": LimitExceeded,
     "unauthenticated": Unauthenticated,
+    "forbidden": Forbidden,
+    "upload_timeout": UploadTimeout,
     "storage_unavailable": StorageUnavailable,
     "worker_unavailable": WorkerUnavailable,
     "busy": Busy,

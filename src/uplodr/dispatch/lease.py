@@ -39,13 +39,14 @@ from uplodr.dispatch.clock import Now, PhaseTimer
 from uplodr.dispatch.events import Event, EventKind, Events
 from uplodr.dispatch.worker_client import DEFAULT_CHUNK_SIZE, WorkerClient
 from uplodr.errors import (
-    LimitExceeded,
     NotCreated,
+    OutOfMemory,
     ProviderError,
     UplodrError,
+    WorkerCrashed,
     WorkerUnavailable,
 )
-from uplodr.machines.base import Machine, MachineSpec, Provider
+from uplodr.machines.base import Machine, MachineSpec, Provider, StopKind, StopReason
 
 log = logging.getLogger("uplodr.dispatch")
 A = TypeVar("A")
@@ -149,7 +150,11 @@ class MachineLease:
 
     @property
     def client(self) -> WorkerClient:
-        if self._client is None or self._release is not None:
+        """The worker's client; WorkerUnavailable once the lease is being released (its
+        machine is going: a job may be retried elsewhere), RuntimeError before it held one."""
+        if self._release is not None:
+            raise WorkerUnavailable("the job's machine is being destroyed")
+        if self._client is None:
             raise RuntimeError(f"lease {self.id} holds no ready machine")
         return self._client
 
@@ -233,20 +238,16 @@ class MachineLease:
             self._emit(EventKind.JOB_FINISHED, job_id=job_id, detail=outcome)
 
     async def explain(self, error: WorkerUnavailable) -> UplodrError:
-        """The provider's reason when it knows why the worker stopped (crash, out of memory),
-        else `error`."""
+        """The error the provider's reason makes of a worker that stopped answering (out of
+        memory, a crash), else `error`."""
         if self.machine is None:
             return error
         with contextlib.suppress(Exception):
             for pause in self.settings.failure_pauses:
                 await asyncio.sleep(pause)
                 reason = await self.provider.failure(self.machine.id)
-                if reason and "out of memory" in reason:
-                    return LimitExceeded(
-                        f"the image needs more memory than the worker has: {reason}"
-                    )
-                if reason:
-                    return WorkerUnavailable(f"worker stopped: {reason}")
+                if reason is not None:
+                    return stopped_error(reason)
         return error
 
     # -- creating and booting ----------------------------------------------------------------
@@ -292,7 +293,7 @@ class MachineLease:
         try:
             while not ready.done():
                 await asyncio.wait({ready}, timeout=self.settings.failure_poll)
-                if not ready.done() and await self.provider.failure(machine.id):
+                if not ready.done() and await self.provider.failure(machine.id) is not None:
                     raise WorkerUnavailable("worker stopped while booting")
             ready.result()
         finally:
@@ -387,6 +388,17 @@ class MachineLease:
                 machine_seconds=machine_seconds,
             )
         )
+
+
+def stopped_error(reason: StopReason) -> UplodrError:
+    """What a worker that stopped for `reason` means to the job it ran: out of memory is the
+    image's (a 422), a crash most likely the file's (about the input, still a 503), anything
+    else (it exited, it is gone) the machine's."""
+    if reason.kind is StopKind.OUT_OF_MEMORY:
+        return OutOfMemory(f"the image needs more memory than the worker has: {reason}")
+    if reason.crashed:
+        return WorkerCrashed(f"worker stopped: {reason}")
+    return WorkerUnavailable(f"worker stopped: {reason}")
 
 
 def _retryable(error: Exception) -> bool:

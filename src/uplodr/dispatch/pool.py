@@ -16,12 +16,24 @@ The pool keeps each machine (a `MachineLease`) between jobs:
   worker keeps); `machine_lifetime` after it was created (its `deadline` tag and the worker's own
   maximum lifetime cover that plus one job, so the reaper and the worker itself still end a
   machine a dead gateway left); when its health check (a Ping, before a reused machine takes a
-  job) fails; when a job on it failed for any reason but the input itself (it may be dead,
-  or still busy with a cancelled conversion); at `close` (SIGTERM: running jobs finish, idle
-  machines are destroyed).
+  job) fails; at `close` (SIGTERM: running jobs finish, idle machines are destroyed);
+- and after *any* job on it failed. A job that failed on its input — the error says
+  `about_input`: unsupported, corrupt, too large, over a limit, out of memory, past its
+  deadline, a crash mid-job — means the machine decoded bytes that may have been crafted to
+  take it over (the decoders are C with a history of exploited CVEs): it never takes another
+  job, and it is counted on /metrics by reason (`retired_bad_input`). Any other failure means
+  the machine may be dead, or still busy with a cancelled conversion. With
+  `jobs_per_machine` > 1 such a machine *drains*: its other jobs finish, it takes nothing new,
+  then it is destroyed. Uploads the gateway refuses itself (a bad name or folder) never reach a
+  machine and cost none. Measured cost (bench/pool.py --bad-every 5): docs/benchmarks.md.
 - A job is retried on another machine only when nothing of it ran: a machine that fails its
-  health check is replaced before the job's first byte is sent. A machine that dies mid-job
-  fails that job with the provider's reason; the pool does not resend it.
+  health check is replaced before the job's first byte is sent, and every job that took the
+  machine while that check was in flight waits for it and moves on too. A machine that dies
+  mid-job fails that job with the provider's reason; the pool does not resend it.
+
+A machine's life in the pool is one state machine (`_State`, moves checked in `_Member.move`):
+booting → ready ⇄ (jobs) → draining → retired, ready → parking → stopped → booting; any state
+→ retired. Only ready machines take jobs.
 
 While held, each lease's heartbeat keeps its worker from ending itself; when the gateway dies
 the heartbeats stop and every pooled worker exits after its idle timeout, like a per-job one.
@@ -33,12 +45,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiolimiter import AsyncLimiter
 
@@ -50,12 +64,10 @@ from uplodr.dispatch.worker_client import UploadSource
 from uplodr.errors import UplodrError, WorkerUnavailable
 
 log = logging.getLogger("uplodr.dispatch")
+T = TypeVar("T")
 
 # The share of the provider's create rate the pool uses.
 CREATE_RATE_MARGIN = 0.8
-
-# Errors about the input, not the machine: the machine that answered them may take more jobs.
-KEEPS_MACHINE = frozenset({"invalid_request", "unsupported_image", "corrupt_image", "too_large"})
 
 
 @dataclass(frozen=True)
@@ -112,29 +124,63 @@ class PoolStats:
     jobs_running: int
     jobs_waiting: int
     idle_seconds: float  # machine-seconds spent idle, so far (including machines idle now)
+    # Machines retired because a job on them failed on its input, by the error's kind
+    # (corrupt_image, out_of_memory, crash, …): each never took another job.
+    retired_bad_input: dict[str, int] = field(default_factory=dict)
+
+
+class _State(enum.Enum):
+    BOOTING = "booting"  # being created, or a stopped machine being started again
+    READY = "ready"  # takes jobs (idle while it runs none)
+    DRAINING = "draining"  # takes no new job; destroyed once the jobs on it are done
+    PARKING = "parking"  # being stopped (--pool-keep-stopped)
+    STOPPED = "stopped"  # parked: started again when a job needs a machine
+    RETIRED = "retired"  # being destroyed: never used again
+
+
+_MOVES: dict[_State, frozenset[_State]] = {
+    _State.BOOTING: frozenset({_State.READY, _State.RETIRED}),
+    _State.READY: frozenset({_State.DRAINING, _State.PARKING, _State.RETIRED}),
+    _State.DRAINING: frozenset({_State.RETIRED}),
+    _State.PARKING: frozenset({_State.STOPPED, _State.RETIRED}),
+    _State.STOPPED: frozenset({_State.BOOTING, _State.RETIRED}),
+    _State.RETIRED: frozenset(),
+}
+
+# Members of the running pool (`Pool._members`); parked and retired ones are not.
+_RUNNING = frozenset({_State.BOOTING, _State.READY, _State.DRAINING})
 
 
 class _Member:
-    """One machine of the pool and what the pool knows of it."""
+    """One machine of the pool and what the pool knows of it: its state (moved only through
+    `move`, which refuses what `_MOVES` does not allow), the jobs on it, its clocks."""
 
     def __init__(self, lease: MachineLease, now: float) -> None:
         self.lease = lease
+        self.state = _State.BOOTING
         self.born = now
-        self.ready = False
         self.ready_at = 0.0
-        self.busy = 0
-        self.jobs = 0
-        self.retired = False
-        # A job on it failed while others still ran: it takes no new job and is destroyed
-        # once they are done (destroying it now would cut their calls off).
-        self.draining = False
+        self.busy = 0  # jobs on it now (those waiting for its health check included)
+        self.jobs = 0  # jobs it ran
+        self.drain_reason = ""  # why it takes no new job (DRAINING)
         self.error: BaseException | None = None  # why it never became ready
         self.idle_since: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.booting: asyncio.Task[None] | None = None
+        self.check: asyncio.Task[bool] | None = None  # its health check, while in flight
         # A clock that runs at 1/busy while busy: a job's share is its difference.
         self.shared = 0.0
         self._last = now
+
+    def move(self, to: _State) -> None:
+        if to not in _MOVES[self.state]:
+            raise AssertionError(f"a pool machine cannot go from {self.state.value} to {to.value}")
+        self.state = to
+
+    @property
+    def ready(self) -> bool:
+        """Booted and not parked: it runs jobs, or may (the pool's stats count it ready)."""
+        return self.state in (_State.READY, _State.DRAINING)
 
     def advance(self, now: float) -> float:
         if self.busy > 0:
@@ -176,8 +222,9 @@ class Pool:
         self._waiting = 0
         self._closed = False
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._idle_total = 0.0
+        self._retired_bad_input: Counter[str] = Counter()
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -192,24 +239,25 @@ class Pool:
         with timer.phase("wait"):
             member = await self._take()
         begun = member.advance(self._now())
-        keep = False
+        failure: BaseException | None = None
         try:
             with timer.phase("stream"):
                 responses = await run_job(
                     member.lease, job_id, files, dispatcher.settings.job_timeout
                 )
-            keep = True
-        except UplodrError as error:
-            keep = error.code in KEEPS_MACHINE
-            raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as error:
+            failure = error
             task = asyncio.current_task()
             if task is not None and task.cancelling() == 0:  # nobody cancelled this job
-                raise WorkerUnavailable("the job's machine went away mid-job") from None
+                failure = WorkerUnavailable("the job's machine went away mid-job")
+                raise failure from None
+            raise
+        except BaseException as error:
+            failure = error
             raise
         finally:
             share = member.advance(self._now()) - begun
-            self._give_back(member, keep)
+            self._give_back(member, failure)
         assert member.lease.machine is not None
         convert = sum(r.timings.convert for r in responses)
         store = sum(r.timings.store for r in responses)
@@ -241,6 +289,7 @@ class Pool:
             jobs_waiting=self._waiting,
             idle_seconds=self._idle_total
             + sum(now - m.idle_since for m in ready if m.idle_since is not None),
+            retired_bad_input=dict(self._retired_bad_input),
         )
 
     async def close(self) -> None:
@@ -298,9 +347,7 @@ class Pool:
         usable = [
             m
             for m in self._members
-            if m.ready
-            and not m.retired
-            and not m.draining
+            if m.state is _State.READY
             and m.busy < self.settings.jobs_per_machine
             and now - m.born < self.settings.machine_lifetime
             and m.jobs < self.settings.max_jobs_per_machine
@@ -312,7 +359,7 @@ class Pool:
     def _may_grow(self) -> bool:
         if self._closed or self._alive() >= self.settings.max:
             return False
-        booting = sum(1 for m in self._members if not m.ready)
+        booting = sum(1 for m in self._members if m.state is _State.BOOTING)
         return self._waiting > booting * self.settings.jobs_per_machine
 
     def _alive(self) -> int:
@@ -321,21 +368,33 @@ class Pool:
 
     async def _healthy(self, member: _Member) -> bool:
         """A reused machine must answer a Ping before it gets a job (one just booted answered
-        its first Ping a moment ago)."""
-        if member.jobs == 0 and self._now() - member.ready_at < 1.0:
-            return True
-        if member.busy > 1:  # another job is running on it right now: it is alive
-            return True
+        its first Ping a moment ago). One Ping at a time per machine: a job that takes the
+        machine while another job's Ping is in flight waits for that answer — it must not run
+        on a machine that is about to be destroyed for failing it."""
+        if member.check is None:
+            if member.jobs == 0 and self._now() - member.ready_at < 1.0:
+                return True
+            if member.busy > 1:  # a job that passed its check runs on it right now: alive
+                return True
+            member.check = self._spawn(self._check(member))
+        try:
+            healthy = await asyncio.shield(member.check)
+        except BaseException:
+            self._give_back(member, None, counted=False)
+            raise
+        if not healthy:
+            member.busy -= 1  # nothing of the job ran there: it looks for another machine
+        return healthy
+
+    async def _check(self, member: _Member) -> bool:
         try:
             await member.lease.client.ping(timeout=self.settings.health_timeout)
-        except (UplodrError, RuntimeError) as error:
+        except UplodrError as error:
             log.warning("machine failed its health check, destroying it: %s", error)
-            member.busy -= 1
             self._retire(member, "failed its health check")
             return False
-        except BaseException:
-            self._give_back(member, keep=True, counted=False)
-            raise
+        finally:
+            member.check = None
         return True
 
     def _occupy(self, member: _Member) -> None:
@@ -349,27 +408,37 @@ class Pool:
             member.timer = None
         member.busy += 1
 
-    def _give_back(self, member: _Member, keep: bool, counted: bool = True) -> None:
+    def _give_back(
+        self, member: _Member, failure: BaseException | None, counted: bool = True
+    ) -> None:
+        """A job is done with the machine: keep it, or — when the job failed — drain it (no new
+        job; destroyed once its other jobs are done)."""
         member.advance(self._now())
         member.busy -= 1
         if counted:
             member.jobs += 1
-        if not keep:
-            member.draining = True
-        if member.draining and member.busy == 0:
-            self._retire(member, "a job on it failed")
-            return
-        if member.draining:
-            self._notify()
-            return
-        if member.busy == 0:
+        if failure is not None and member.state is _State.READY:
+            self._drain(member, failure)
+        if member.state is _State.DRAINING and member.busy == 0:
+            self._retire(member, member.drain_reason)
+        elif member.state is _State.READY and member.busy == 0:
             member.idle_since = self._now()
             self._review(member)
         self._notify()
 
+    def _drain(self, member: _Member, failure: BaseException) -> None:
+        """The machine takes no new job: it read a bad input, or a job on it failed otherwise
+        (it may be dead, or busy with a cancelled conversion)."""
+        member.move(_State.DRAINING)
+        if isinstance(failure, UplodrError) and failure.about_input:
+            self._retired_bad_input[failure.kind] += 1
+            member.drain_reason = f"a job on it failed on its input ({failure.kind})"
+        else:
+            member.drain_reason = "a job on it failed"
+
     def _review(self, member: _Member) -> None:
         """Decide what becomes of an idle machine: destroy it now, or look again later."""
-        if member.retired or member.busy > 0 or member.idle_since is None:
+        if member.state is not _State.READY or member.busy > 0 or member.idle_since is None:
             return
         now = self._now()
         settings = self.settings
@@ -396,7 +465,7 @@ class Pool:
 
     def _spare(self) -> bool:
         """More live machines than `min`: one may go."""
-        return sum(1 for m in self._members if not m.retired) > self.settings.min
+        return len(self._members) > self.settings.min
 
     # -- growing and shrinking -----------------------------------------------------------------
 
@@ -405,6 +474,7 @@ class Pool:
         while self._stopped:
             member = self._stopped.pop()
             if self._now() - member.born < self.settings.machine_lifetime:
+                member.move(_State.BOOTING)
                 self._members.append(member)
                 member.booting = self._spawn(self._boot(member, resume=True))
                 return member
@@ -436,7 +506,9 @@ class Pool:
             return
         finally:
             member.booting = None
-        member.ready = True
+        if member.state is not _State.BOOTING:  # retired while it booted (a shutdown)
+            return
+        member.move(_State.READY)
         member.ready_at = member.idle_since = self._now()
         member.advance(member.ready_at)
         self._review(member)
@@ -454,13 +526,13 @@ class Pool:
 
     def _retire(self, member: _Member, why: str) -> None:
         """Take the machine out of the pool and destroy it (its lease's shielded release)."""
-        if member.retired:
-            return
+        if member.state not in _RUNNING:
+            return  # retired already (or parked: `_release` ends those)
         self._leave(member)
         self._release(member, why)
 
     def _release(self, member: _Member, why: str) -> None:
-        member.retired = True
+        member.move(_State.RETIRED)
         if member.lease.machine is not None:
             log.info("pool: destroying machine %s: %s", member.lease.machine.id, why)
         self._destroying += 1
@@ -477,7 +549,7 @@ class Pool:
 
     def _park(self, member: _Member) -> None:
         self._leave(member)
-        member.ready = False
+        member.move(_State.PARKING)
         self._parking += 1
         self._spawn(self._stop(member))
         self._notify()
@@ -493,6 +565,7 @@ class Pool:
         if self._closed:
             self._release(member, "the gateway is shutting down")
             return
+        member.move(_State.STOPPED)
         self._stopped.append(member)
         end_of_life = member.born + self.settings.machine_lifetime - self._now()
         loop = asyncio.get_running_loop()
@@ -516,7 +589,7 @@ class Pool:
         while not self._closed and len(self._members) + self._destroying < self.settings.min:
             self._grow()
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from uplodr.errors import ERRORS_BY_CODE, UplodrError, WorkerUnavailable
+from uplodr.errors import ERRORS_BY_CODE, DeadlineExceeded, UplodrError, WorkerUnavailable
 from uplodr.preset import ORIGINAL_MODES, OriginalMode
 from uplodr.proto import uplodr_pb2, uplodr_pb2_grpc
 
@@ -60,7 +60,7 @@ def error_from_rpc(error: grpc.aio.AioRpcError, doing: str) -> UplodrError:
     if code == "internal":
         return UplodrError(f"worker failed while {doing}")
     if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return WorkerUnavailable(f"worker did not answer in time while {doing}")
+        return DeadlineExceeded(f"worker did not answer in time while {doing}")
     return WorkerUnavailable(f"worker stopped answering while {doing}")
 
 

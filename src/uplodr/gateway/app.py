@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import mimetypes
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -36,11 +34,12 @@ from uplodr.errors import (
     Busy,
     InvalidRequest,
     TooLarge,
-    Unauthenticated,
+    UploadTimeout,
     UplodrError,
     status_of,
 )
 from uplodr.gateway import metrics
+from uplodr.gateway.admission import Admission, Ticket
 from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
 from uplodr.gateway.openapi import ApiMount, ApiRoute, openapi_document
@@ -59,7 +58,8 @@ from uplodr.gateway.operations import (
 from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
 from uplodr.gateway.readiness import Readiness, failed_line
 from uplodr.gateway.service import Choice, ConversionService
-from uplodr.gateway.spool import Spooled, spool
+from uplodr.gateway.spool import Spooled, spool, spool_folder
+from uplodr.gateway.tokens import Tokens
 from uplodr.markup import MAX_ALT_CHARS
 from uplodr.names import safe_file_name, safe_folder
 from uplodr.sniff import sniff_file
@@ -81,9 +81,10 @@ class ClientGone(Exception):
 def error_response(error: UplodrError) -> JSONResponse:
     metrics.ERRORS.labels(code=error.code).inc()
     headers: dict[str, str] = {}
-    if isinstance(error, TooLarge):
-        # A body cut off at the limit was not read to its end: the connection cannot carry
-        # another request, so say it is closed (the server closes it after this answer).
+    if isinstance(error, (TooLarge, UploadTimeout)):
+        # A body cut off at the limit (or its deadline) was not read to its end: the connection
+        # cannot carry another request, so say it is closed (the server closes it after this
+        # answer).
         headers["connection"] = "close"
     if isinstance(error, Busy):
         headers["retry-after"] = str(error.retry_after)
@@ -92,16 +93,6 @@ def error_response(error: UplodrError) -> JSONResponse:
         status_code=status_of(error).http,
         headers=headers or None,
     )
-
-
-def check_token(request: Request, tokens: Sequence[str]) -> None:
-    if not tokens:
-        return
-    header = request.headers.get("authorization", "")
-    given = header.removeprefix("Bearer ").encode() if header.startswith("Bearer ") else b""
-    # compare_digest on every token, so timing says nothing about which one nearly matched.
-    if not any([hmac.compare_digest(given, t.encode()) for t in tokens]):
-        raise Unauthenticated("missing or wrong bearer token")
 
 
 def request_choice(request: Request, service: ConversionService) -> tuple[Choice, str]:
@@ -166,7 +157,12 @@ async def refused(request: Request, error: Exception) -> Response:
     """Every error a client can see (uplodr.errors) — raised by the endpoint, by the body limit
     while the upload arrives, or by the conversion — as `{"error", "code"}` with its status."""
     assert isinstance(error, UplodrError)
-    log.info("upload refused: %s (%s)", error, error.code)
+    token = getattr(request.state, "token", None)
+    if token is not None:  # its name, never its secret
+        metrics.TOKEN_UPLOADS.labels(token=token, code=error.code).inc()
+        log.info("upload refused (token %s): %s (%s)", token, error, error.code)
+    else:
+        log.info("upload refused: %s (%s)", error, error.code)
     return error_response(error)
 
 
@@ -218,8 +214,10 @@ class GatewayState:
     """What the handlers read (the app's `state.gateway`): one per app."""
 
     service: ConversionService
-    tokens: tuple[str, ...]
+    tokens: Tokens
+    admission: Admission
     max_upload_bytes: int
+    body_timeout: float  # seconds a body may take to arrive (408 after)
     spool_dir: Path | None
     readiness: Readiness | None
     presets_answer: Any  # GET /v1/presets, made once
@@ -231,34 +229,71 @@ def _state(request: Request) -> GatewayState:
     return state
 
 
+def declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
 async def post_image(request: Request) -> Response:
+    """Everything that can refuse an upload without its body comes first — its token (401), its
+    name and folder (400), whether the token may write there (403), admission (503 `busy`) —
+    then the body is read under the body deadline (408) and spooled within the spool budget."""
     gateway = _state(request)
-    check_token(request, gateway.tokens)
-    content_type = request.headers.get("content-type", "")
-    with tempfile.TemporaryDirectory(prefix="uplodr-upload-", dir=gateway.spool_dir) as tmp:
-        if content_type.startswith("multipart/form-data"):
-            part_name, chunks = await _multipart_file_chunks(request)
-            # An explicit ?name= wins, even an empty one (which is refused below).
-            file_name = request.query_params.get("name", part_name)
-        else:
-            file_name = request.query_params.get("name", "")
-            chunks = request.stream()
-        if "name" not in request.query_params and not file_name:
+    token = gateway.tokens.for_upload(request.headers.get("authorization", ""))
+    if token is not None:
+        request.state.token = token.name
+    query = request.query_params
+    folder = safe_folder(query.get("folder", ""))
+    if token is not None:
+        token.check_folder(folder)
+    choice, alt = request_choice(request, gateway.service)
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    if not multipart:
+        if "name" not in query:
             raise InvalidRequest("give the file's name: ?name=photo.jpg")
-        name = safe_file_name(file_name)
-        folder = safe_folder(request.query_params.get("folder", ""))
-        choice, alt = request_choice(request, gateway.service)
-        spooled: Spooled = await spool(chunks, Path(tmp) / "upload", gateway.max_upload_bytes)
-        metrics.UPLOAD_BYTES.inc(spooled.size)
-        if spooled.size == 0:
-            raise InvalidRequest("the request body is empty: send the image's bytes")
-        # Refuse a non-image (415) from its magic bytes before paying for a machine;
-        # the worker sniffs again and libvips allows only the listed loaders.
-        sniff_file(spooled.path)
-        answer = await until_disconnect(
-            request, gateway.service.convert(spooled, name, folder, choice, alt)
-        )
+        safe_file_name(query["name"])  # refused (400) before a slot is taken
+    with gateway.admission.admit(token, declared_length(request)) as ticket:
+        async with spool_folder(gateway.spool_dir) as tmp:
+            try:
+                async with asyncio.timeout(gateway.body_timeout):
+                    file_name, spooled = await receive_body(request, tmp, multipart, ticket)
+            except TimeoutError:
+                raise UploadTimeout(
+                    f"the upload's body did not arrive within {gateway.body_timeout:g} s "
+                    "(the gateway's body deadline)"
+                ) from None
+            name = safe_file_name(file_name)
+            # Refuse a non-image (415) from its magic bytes before paying for a machine;
+            # the worker sniffs again and libvips allows only the listed loaders.
+            await asyncio.to_thread(sniff_file, spooled.path)
+            answer = await until_disconnect(
+                request, gateway.service.convert(spooled, name, folder, choice, alt)
+            )
+    if token is not None:  # its name, never its secret
+        metrics.TOKEN_UPLOADS.labels(token=token.name, code="ok").inc()
+        log.info("upload %s in %r by token %s: answered", name.file_name, folder, token.name)
     return JSONResponse(answer_json(answer))
+
+
+async def receive_body(
+    request: Request, folder: Path, multipart: bool, ticket: Ticket
+) -> tuple[str, Spooled]:
+    """The upload's file name and its body, spooled into `folder`."""
+    query = request.query_params
+    if multipart:
+        part_name, chunks = await _multipart_file_chunks(request)
+        # An explicit ?name= wins, even an empty one (which is refused by the caller).
+        file_name = query.get("name", part_name)
+        if "name" not in query and not file_name:
+            raise InvalidRequest("give the file's name: ?name=photo.jpg")
+    else:
+        file_name, chunks = query["name"], request.stream()
+    gateway = _state(request)
+    spooled = await spool(chunks, folder / "upload", gateway.max_upload_bytes, ticket.reserve)
+    metrics.UPLOAD_BYTES.inc(spooled.size)
+    if spooled.size == 0:
+        raise InvalidRequest("the request body is empty: send the image's bytes")
+    return file_name, spooled
 
 
 def presets_answer(service: ConversionService) -> Any:
@@ -298,7 +333,8 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(msgspec.to_builtins(ReadinessReport("ready", checks)))
 
 
-async def metrics_endpoint(_request: Request) -> Response:
+async def metrics_endpoint(request: Request) -> Response:
+    _state(request).tokens.check_metrics(request.headers.get("authorization", ""))
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -340,12 +376,20 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
     return table
 
 
+def guards(tokens: Tokens) -> frozenset[str]:
+    """The routes' guards that need a bearer token on this gateway (for the OpenAPI document)."""
+    uploads = {"uploads", "metrics"} if tokens.required else set()
+    return frozenset(uploads | ({"metrics"} if tokens.metrics is not None else set()))
+
+
 def create_app(
     service: ConversionService,
     *,
-    tokens: Sequence[str],
+    tokens: Tokens,
+    admission: Admission,
     max_upload_bytes: int,
     files_root: Path | None,
+    body_timeout: float = 60.0,
     spool_dir: Path | None = None,
     readiness: Readiness | None = None,
     on_startup: Callable[[], Awaitable[None]] | None = None,
@@ -371,11 +415,13 @@ def create_app(
     )
     app.state.gateway = GatewayState(
         service=service,
-        tokens=tuple(tokens),
+        tokens=tokens,
+        admission=admission,
         max_upload_bytes=max_upload_bytes,
+        body_timeout=body_timeout,
         spool_dir=spool_dir,
         readiness=readiness,
         presets_answer=presets_answer(service),
-        document=openapi_document(table, authenticated=bool(tokens)),
+        document=openapi_document(table, guarded=guards(tokens)),
     )
     return app

@@ -36,7 +36,33 @@ WAITING = Gauge(
     registry=REGISTRY,
 )
 RUNNING = Gauge("uplodr_jobs_running", "Jobs holding a machine slot", registry=REGISTRY)
-UPLOAD_BYTES = Counter("uplodr_upload_bytes", "Bytes of uploads received", registry=REGISTRY)
+UPLOAD_BYTES = Counter(
+    "uplodr_upload_bytes", "Bytes of uploads received (spooled)", registry=REGISTRY
+)
+IN_FLIGHT = Gauge(
+    "uplodr_uploads_in_flight",
+    "Uploads admitted and not yet answered: spooling, waiting for a machine or converting "
+    "(at most --max-in-flight)",
+    registry=REGISTRY,
+)
+SPOOL_RESERVED = Gauge(
+    "uplodr_spool_reserved_bytes",
+    "Bytes of the spool disk reserved by uploads in flight (at most --spool-budget)",
+    registry=REGISTRY,
+)
+ADMISSION_REFUSED = Counter(
+    "uplodr_admission_refused",
+    "Uploads answered 503 busy before their body was read, by the bound they met "
+    "(in_flight, token_in_flight, spool_budget)",
+    ["reason"],
+    registry=REGISTRY,
+)
+TOKEN_UPLOADS = Counter(
+    "uplodr_token_uploads",
+    "Upload requests by token name (never the secret) and answer code (ok or an error code)",
+    ["token", "code"],
+    registry=REGISTRY,
+)
 
 
 class DispatchCollector(Collector):
@@ -93,6 +119,15 @@ class PoolCollector(Collector):
             "Machine-seconds pooled machines spent ready with no job (billed, unused)",
             value=stats.idle_seconds,
         )
+        retired = CounterMetricFamily(
+            "uplodr_machines_retired_bad_input",
+            "Pool machines destroyed, never reused, after a job on them failed on its input, "
+            "by the error's kind (corrupt_image, out_of_memory, crash, deadline, ...)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.retired_bad_input.items()):
+            retired.add_metric([reason], count)
+        yield retired
         for name, documentation, value in (
             ("uplodr_pool_machines", "Machines in the pool (booting or ready)", stats.machines),
             ("uplodr_pool_machines_booting", "Pool machines being created", stats.booting),

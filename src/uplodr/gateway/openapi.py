@@ -15,7 +15,7 @@ running gateway to this document.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any, Literal
@@ -25,7 +25,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessReport
-from uplodr.errors import STATUSES, Busy, TooLarge, Unauthenticated, UplodrError
+from uplodr.errors import (
+    STATUSES,
+    Busy,
+    Forbidden,
+    TooLarge,
+    Unauthenticated,
+    UploadTimeout,
+    UplodrError,
+)
 
 JSON = dict[str, Any]
 REF = "#/components/schemas/{name}"
@@ -46,7 +54,8 @@ class Param:
 class Operation:
     """What one route takes and answers. `answer` is a dataclass of uplodr.answer (JSON) or a
     media type → schema map; `errors` are the uplodr errors it can raise besides
-    `unauthenticated`, which `authenticated` routes raise when the gateway requires tokens."""
+    `unauthenticated` and `forbidden`, which a route raises when the tokens of its `guard`
+    ("uploads": upload tokens, "metrics": the /metrics guard) are configured."""
 
     summary: str
     description: str = ""
@@ -55,7 +64,7 @@ class Operation:
     answer: type | JSON | None = None
     errors: tuple[type[UplodrError], ...] = ()
     other_responses: JSON = field(default_factory=dict)
-    authenticated: bool = False
+    guard: str | None = None
     tag: str = "api"
 
 
@@ -109,7 +118,7 @@ def _error_responses(errors: Sequence[type[UplodrError]]) -> JSON:
                     "schema": {"type": "integer", "minimum": 0},
                 }
             }
-        if TooLarge.code in codes:
+        if TooLarge.code in codes or UploadTimeout.code in codes:
             response["headers"] = {
                 "Connection": {
                     "description": "`close`: the rest of the body was not read.",
@@ -120,7 +129,7 @@ def _error_responses(errors: Sequence[type[UplodrError]]) -> JSON:
     return responses
 
 
-def _operation(operation: Operation, operation_id: str, authenticated: bool) -> JSON:
+def _operation(operation: Operation, operation_id: str, guarded: Collection[str]) -> JSON:
     document: JSON = {
         "operationId": operation_id,
         "summary": operation.summary,
@@ -151,16 +160,17 @@ def _operation(operation: Operation, operation_id: str, authenticated: bool) -> 
         responses["200"] = {"description": "OK", "content": content}
     responses.update(operation.other_responses)
     errors = list(operation.errors)
-    if operation.authenticated and authenticated:
+    if operation.guard in guarded:
         document["security"] = [{"bearer": []}]
-        errors.append(Unauthenticated)
+        errors += [Unauthenticated, Forbidden]
     responses.update(_error_responses(errors))
     document["responses"] = dict(sorted(responses.items()))
     return document
 
 
-def openapi_document(routes: Sequence[BaseRoute], *, authenticated: bool) -> JSON:
-    """The document of these routes; `authenticated`: the gateway requires a bearer token."""
+def openapi_document(routes: Sequence[BaseRoute], *, guarded: Collection[str] = ()) -> JSON:
+    """The document of these routes; `guarded`: the guards (`Operation.guard`) that require a
+    bearer token on this gateway."""
     paths: dict[str, JSON] = defaultdict(dict)
     for route in routes:
         if isinstance(route, ApiRoute):
@@ -168,14 +178,14 @@ def openapi_document(routes: Sequence[BaseRoute], *, authenticated: bool) -> JSO
             for method in methods:
                 operation_id = route.name if len(methods) == 1 else f"{method.lower()}_{route.name}"
                 paths[route.path][method.lower()] = _operation(
-                    route.operation, operation_id, authenticated
+                    route.operation, operation_id, guarded
                 )
         elif isinstance(route, ApiMount):
             path = f"{route.path}/{{{route.param}}}"
-            paths[path]["get"] = _operation(route.operation, f"get_{route.param}", authenticated)
+            paths[path]["get"] = _operation(route.operation, f"get_{route.param}", guarded)
     _, schemas = msgspec.json.schema_components(SCHEMA_TYPES, ref_template=REF)
     components: JSON = {"schemas": schemas}
-    if authenticated:
+    if guarded:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return {
         "openapi": "3.1.0",

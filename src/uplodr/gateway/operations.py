@@ -21,6 +21,7 @@ from uplodr.errors import (
     StorageUnavailable,
     TooLarge,
     UnsupportedImage,
+    UploadTimeout,
     UplodrError,
     WorkerUnavailable,
 )
@@ -91,7 +92,11 @@ CONVERT = Operation(
     "GIF, AVIF or HEIF are refused (415) before any machine is created. The same bytes "
     "converted before in the same folder under the same name are answered from storage "
     "(`deduplicated`, no `job`) — the same answer, with the same preset and original choice. "
-    "`html` is the `<picture>` markup of the variants.",
+    "`html` is the `<picture>` markup of the variants. Admission comes before the body: with "
+    "tokens, a folder outside the token's prefixes is refused (403 `forbidden`), and past the "
+    "gateway's (or the token's) bound of uploads in flight or its spool budget the answer is "
+    "503 `busy` with `Retry-After` before one byte of the body is read. A body that does not "
+    "arrive within the gateway's body deadline is refused (408 `upload_timeout`).",
     params=(NAME, FOLDER),
     body={
         "required": True,
@@ -110,6 +115,7 @@ CONVERT = Operation(
     errors=(
         InvalidRequest,
         TooLarge,
+        UploadTimeout,
         UnsupportedImage,
         CorruptImage,
         LimitExceeded,
@@ -119,7 +125,7 @@ CONVERT = Operation(
         ProviderError,
         UplodrError,
     ),
-    authenticated=True,
+    guard="uploads",
 )
 PRESETS = Operation(
     summary="The presets a request may name with ?preset=, the default first",
@@ -136,8 +142,9 @@ HEALTHZ = Operation(summary="Liveness: the gateway answers", answer=Health, tag=
 READYZ = Operation(
     summary="Readiness: every store writable and the provider reachable",
     description="For load balancers and Fly health checks: 200 while a job can run; 503 with "
-    "`error` naming the failed check (`store`, `provider`) while it cannot. Results are kept "
-    "for 2 s; each check gives up after 4 s.",
+    "`error` naming the failed check (`store`, `provider`), what it checked and the kind of "
+    "failure (an error code, or no answer) while it cannot — never the failure's own text, "
+    "which goes to the gateway's log. Results are kept for 2 s; each check gives up after 4 s.",
     answer=ReadinessReport,
     other_responses={
         "503": {
@@ -149,7 +156,11 @@ READYZ = Operation(
 )
 METRICS = Operation(
     summary="Prometheus metrics: uploads by outcome, errors by code, phase timings, machines, pool",
+    description="Needs a bearer token whenever the gateway has tokens: the metrics token "
+    "(`--metrics-token`) when one is set — then an upload token is refused (403) — otherwise "
+    "any upload token.",
     answer={"text/plain": {"schema": {"type": "string"}}},
+    guard="metrics",
     tag="operations",
 )
 PAGE = Operation(

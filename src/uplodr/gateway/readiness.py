@@ -5,7 +5,11 @@ answering it (Docker's HEALTHCHECK, a Kubernetes liveness probe). Readiness is d
 the store or the provider is down a restart would not help, but new uploads should go elsewhere
 (or wait). So `/readyz` runs what a job needs — every store writable (a check object written,
 read back and deleted) and the provider reachable (`Provider.check`) — and answers 503 naming
-the check that failed, in one line.
+the check that failed, in one line: the check, what it checked and the kind of failure (the
+error's code, or "no answer") — never the failure's own text. `/readyz` answers anyone (a load
+balancer has no token), and a failure's text can hold what an outsider should not read: an
+endpoint's address, a bucket's layout, a library's words about credentials. That text goes
+to the gateway's log instead, once each time a check's outcome changes.
 
 Each check has a time limit (`CHECK_TIMEOUT_S`), under the 5 s a load balancer or Fly's check
 typically waits: an S3 endpoint that does not answer would otherwise hold the probe for the
@@ -64,6 +68,7 @@ class Readiness:
         self._lock = asyncio.Lock()
         self._last: tuple[float, tuple[CheckResult, ...]] | None = None
         self._abandoned: set[asyncio.Task[None]] = set()  # checks cut off, still cleaning up
+        self._failures: dict[str, str | None] = {}  # the last failure logged, by check
 
     async def results(self) -> tuple[CheckResult, ...]:
         async with self._lock:  # a probe arriving during a run gets that run's results
@@ -87,11 +92,28 @@ class Readiness:
             return CheckResult(check.name, False, f"{where}no answer within {self.timeout:g} s")
         error = task.exception()
         if error is None:
+            self._note(check.name, None)
             return CheckResult(check.name, True, "ok")
+        where = f"{check.subject}: " if check.subject else ""
         if isinstance(error, UplodrError):
-            return CheckResult(check.name, False, str(error))
-        # a check must never turn into a traceback for the prober
-        return CheckResult(check.name, False, f"{type(error).__name__}: {error}")
+            # an UplodrError's message is safe for a client, but it is the log's to tell
+            self._note(check.name, str(error))
+            return CheckResult(check.name, False, f"{where}failed ({error.code})")
+        # a check must never turn into a traceback for the prober, nor show a foreign
+        # exception's text (it may hold anything): its type goes to the log
+        self._note(check.name, f"unexpected {type(error).__name__}")
+        return CheckResult(check.name, False, f"{where}failed (internal)")
+
+    def _note(self, name: str, failure: str | None) -> None:
+        """Log a check's failure when it starts or changes, and its recovery, once each."""
+        before = self._failures.get(name)
+        if failure == before:
+            return
+        self._failures[name] = failure
+        if failure is None:
+            log.info("readiness check %s: ok again", name)
+        else:
+            log.warning("readiness check %s failed: %s", name, " ".join(failure.split()))
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._abandoned.discard(task)
@@ -100,5 +122,6 @@ class Readiness:
 
 
 def failed_line(results: Sequence[CheckResult]) -> str:
-    """One line naming every failed check, e.g. "store: s3://media: cannot connect …"."""
+    """One line naming every failed check, e.g. "store: s3://media: failed
+    (storage_unavailable)"."""
     return "; ".join(f"{r.name}: {r.message}" for r in results if not r.ok)

@@ -1,7 +1,8 @@
 """Assemble and run the gateway, as named steps that close what they opened on every exit path.
 
-    check exposure → resolve stores → open provider → check stores reachable → check provider →
-    open stores → check writable → open dispatcher → open pool → start reaper loop → serve HTTP
+    load tokens → check exposure → resolve stores → open provider → check stores reachable →
+    check provider → open stores → check writable → open dispatcher → open pool → start reaper
+    loop → admission (bound of uploads in flight, spool folder) → serve HTTP
     (with /readyz checking the stores and the provider again on demand)
 
 Each step that opens something registers its closing on one AsyncExitStack, so a failure at any
@@ -30,15 +31,25 @@ from typing import Literal
 import uvicorn
 from starlette.applications import Starlette
 
+from uplodr import retry_log
 from uplodr.dispatch.dispatcher import Dispatcher, DispatchSettings
 from uplodr.dispatch.lease import LeaseSettings
 from uplodr.dispatch.pool import Pool, PoolSettings
 from uplodr.dispatch.reaper import reap_periodically
 from uplodr.errors import ProviderError, UplodrError, WorkerUnavailable
 from uplodr.gateway import metrics
+from uplodr.gateway.admission import Admission
 from uplodr.gateway.app import create_app
 from uplodr.gateway.readiness import Check, Readiness
 from uplodr.gateway.service import ConversionService
+from uplodr.gateway.tokens import (
+    Token,
+    Tokens,
+    TokensError,
+    env_tokens,
+    load_tokens_file,
+    secret_hash,
+)
 from uplodr.limits import DEFAULT_LIMITS, ImageLimits
 from uplodr.machines.base import Provider
 from uplodr.machines.providers import build_provider
@@ -75,6 +86,12 @@ class GatewayOptions:
     max_jobs_per_machine: int = PoolSettings.max_jobs_per_machine
     pool_keep_stopped: int = 0
     limits: ImageLimits = DEFAULT_LIMITS
+    tokens_file: Path | None = None  # --tokens-file (UPLODR_TOKENS adds to it)
+    metrics_token: str | None = None  # --metrics-token: then only it reads /metrics
+    max_in_flight: int | None = None  # None: the service's job slots plus --max-queue
+    spool_budget: int | None = None  # bytes on the spool disk; None: no bound beyond in-flight
+    spool_dir: Path | None = None  # None: the system's temporary folder
+    body_timeout: float = 60.0  # seconds a request body may take to arrive
 
 
 class StartupError(Exception):
@@ -119,11 +136,25 @@ def tokens_from_env() -> list[str]:
 # -- the steps ---------------------------------------------------------------------------------
 
 
-def check_exposure(options: GatewayOptions, tokens: list[str]) -> None:
-    if not tokens and not is_loopback(options.host):
+def load_tokens(options: GatewayOptions) -> Tokens:
+    """UPLODR_TOKENS (allowed everywhere) and the tokens file's entries (bound to prefixes)."""
+    try:
+        uploads = env_tokens(tokens_from_env())
+        if options.tokens_file is not None:
+            uploads += load_tokens_file(options.tokens_file)
+        metrics_token = (
+            Token("metrics", secret_hash(options.metrics_token)) if options.metrics_token else None
+        )
+        return Tokens(tuple(uploads), metrics_token)
+    except TokensError as error:
+        raise StartupError(str(error)) from None
+
+
+def check_exposure(options: GatewayOptions, tokens: Tokens) -> None:
+    if not tokens.required and not is_loopback(options.host):
         raise StartupError(
             f"refusing to listen on {options.host} without UPLODR_TOKENS "
-            "(comma-separated bearer tokens); listen on 127.0.0.1 or set tokens"
+            "(comma-separated bearer tokens) or --tokens-file; listen on 127.0.0.1 or set tokens"
         )
 
 
@@ -292,8 +323,9 @@ async def open_gateway(
     """Every part of the gateway, open; all closed when the block ends, however it ends.
     `provider`: a ready provider instead of building `options.provider` (the gateway closes
     it either way). Raises StartupError with one line when the options do not fit."""
+    retry_log.install()  # a retry's log record never carries the call's arguments
     async with contextlib.AsyncExitStack() as stack:
-        tokens = tokens_from_env()
+        tokens = load_tokens(options)
         check_exposure(options, tokens)
         stores, public_url = resolve_stores(options)
         provider = await open_provider(stack, options, provider)
@@ -315,11 +347,15 @@ async def open_gateway(
             # without a pool every job has a machine of its own: max machines = max jobs
             jobs_per_machine=1 if pool.settings.per_job else options.jobs_per_machine,
         )
+        admission = open_admission(options, service)
         primary = publisher.primary
         app = create_app(
             service,
             tokens=tokens,
+            admission=admission,
             max_upload_bytes=options.max_upload_bytes,
+            body_timeout=options.body_timeout,
+            spool_dir=options.spool_dir,
             files_root=primary.root if isinstance(primary, LocalStore) else None,
             readiness=readiness(provider, publisher),
             on_shutdown=stack.aclose,
@@ -340,6 +376,28 @@ async def open_gateway(
             primary.description,
             stack.aclose,
         )
+
+
+def open_admission(options: GatewayOptions, service: ConversionService) -> Admission:
+    """The bound of uploads in flight: by default every job slot plus the wait queue, so an
+    admitted upload is never then refused by the service's queue; a smaller bound refuses
+    earlier (before the body), a larger one lets the queue refuse after spooling."""
+    max_in_flight = options.max_in_flight or service.slots + service.max_queue
+    budget = options.spool_budget
+    if budget is not None and budget < options.max_upload_bytes:
+        # an upload the size limit allows would then be "busy" forever: say so at start
+        raise StartupError(
+            f"--spool-budget ({budget} bytes) is smaller than --max-upload "
+            f"({options.max_upload_bytes} bytes): an upload of the allowed size could never fit"
+        )
+    if options.spool_dir is not None:
+        try:
+            options.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as error:
+            raise StartupError(
+                f"--spool-dir {options.spool_dir}: cannot create it: {error.strerror}"
+            ) from None
+    return Admission(max_in_flight, options.spool_budget)
 
 
 def readiness(provider: Provider, publisher: Publisher) -> Readiness:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -53,6 +54,86 @@ class Machine:
     # "started" while it runs, "stopped" once its worker exited and it waits to be destroyed;
     # providers may report their own intermediate states ("created", "starting", ...)
     state: str = "unknown"
+
+
+class StopKind(StrEnum):
+    """Why a machine's worker stopped, as the provider saw it."""
+
+    OUT_OF_MEMORY = "out_of_memory"  # the kernel's OOM killer (cgroup, container, Fly VM)
+    KILLED = "killed"  # a signal other than the OOM killer's (a crash: SIGSEGV, SIGABRT, …)
+    EXITED = "exited"  # the worker exited by itself, with `exit_code`
+    DEADLINE = "deadline"  # it ended itself, cleanly, once its `deadline` tag had passed
+    GONE = "gone"  # the machine (or its engine) no longer exists: nothing more is known
+
+
+@dataclass(frozen=True)
+class StopReason:
+    """Why a machine stopped: what the lease and the pool decide from (never its text).
+
+    `str()` is the one line a client may read ("out of memory (512 MB limit)", "killed by
+    signal 9", "exited with code 3: <last line it logged>"); `detail` is the provider's own
+    one line (an engine's error, the worker's last log line), already free of secrets."""
+
+    kind: StopKind
+    exit_code: int | None = None  # EXITED: the code; KILLED: the signal's number
+    memory_mb: int | None = None  # OUT_OF_MEMORY: the limit it hit, when known
+    detail: str = ""
+
+    @classmethod
+    def out_of_memory(cls, memory_mb: int | None = None) -> StopReason:
+        return cls(StopKind.OUT_OF_MEMORY, memory_mb=memory_mb or None)
+
+    @classmethod
+    def killed(cls, signal: int, detail: str = "") -> StopReason:
+        return cls(StopKind.KILLED, exit_code=signal, detail=detail)
+
+    @classmethod
+    def exited(cls, code: int, detail: str = "") -> StopReason:
+        return cls(StopKind.EXITED, exit_code=code, detail=detail)
+
+    @classmethod
+    def gone(cls, detail: str) -> StopReason:
+        return cls(StopKind.GONE, detail=detail)
+
+    @classmethod
+    def deadline(cls, detail: str) -> StopReason:
+        return cls(StopKind.DEADLINE, detail=detail)
+
+    def at_deadline(self, tags: Mapping[str, str], now: float) -> StopReason:
+        """This reason, or DEADLINE when it is a clean exit after the machine's `deadline`
+        tag: the worker ended itself at its maximum lifetime (the tag and the worker's
+        `--max-lifetime` are the same span), which is neither a crash nor the input's."""
+        if self.kind is not StopKind.EXITED or self.exit_code != 0:
+            return self
+        try:
+            deadline = float(tags["deadline"])
+        except (KeyError, ValueError):
+            return self
+        if now < deadline:
+            return self
+        return StopReason.deadline("it reached the end of its lifetime")
+
+    @property
+    def crashed(self) -> bool:
+        """The worker died by a signal or a non-zero exit: a fault in the process itself."""
+        if self.kind is StopKind.KILLED:
+            return True
+        return self.kind is StopKind.EXITED and self.exit_code != 0
+
+    def __str__(self) -> str:
+        kind = self.kind
+        if kind is StopKind.OUT_OF_MEMORY:
+            limit = f" ({self.memory_mb} MB limit)" if self.memory_mb else ""
+            return f"out of memory{limit}"
+        if kind is StopKind.KILLED:
+            line = f"killed by signal {self.exit_code}"
+        elif kind is StopKind.EXITED:
+            if self.exit_code is None:  # stopped, and the provider knows no more
+                return self.detail or "exited"
+            line = f"exited with code {self.exit_code}" if self.exit_code else "exited"
+        else:
+            return self.detail or kind.value
+        return f"{line}: {self.detail}" if self.detail else line
 
 
 @dataclass(frozen=True)
@@ -128,9 +209,10 @@ class Provider(Protocol):
         ProviderError); WorkerUnavailable when it is gone or will not start."""
         ...
 
-    async def failure(self, machine_id: str) -> str | None:
-        """Why the machine stopped, when the provider knows (e.g. "out of memory (512 MB
-        limit)"); None when it is running or the reason is unknown. Call before destroy."""
+    async def failure(self, machine_id: str) -> StopReason | None:
+        """Why the machine stopped, when the provider knows (`StopReason.out_of_memory(512)`,
+        `exited(3)`, `killed(9)`, `gone(...)` once it no longer exists); None while it runs or
+        when the reason is unknown. Call before destroy."""
         ...
 
     async def check(self) -> None:

@@ -123,6 +123,22 @@ def join_command(path: Path, argv: Sequence[str]) -> list[str]:
     return ["/bin/sh", "-c", _JOIN_SCRIPT, str(path / "cgroup.procs"), *argv]
 
 
+def is_machine_cgroup(path: Path, name: str) -> bool:
+    """True when `path` is a cgroup under the cgroup filesystem named `name` (a machine's
+    own): what a record file names is checked before anything in it is killed or removed."""
+    return path.name == name and _under_cgroup_fs(path)
+
+
+def _under_cgroup_fs(path: Path) -> bool:
+    # lexical, so `..` is refused rather than resolved (is_relative_to would let it through)
+    return path.is_absolute() and ".." not in path.parts and path.is_relative_to(CGROUP_FS)
+
+
+def _require_cgroup(path: Path) -> None:
+    if not _under_cgroup_fs(path):
+        raise ValueError(f"{path} is not a cgroup")
+
+
 def _counter(file: Path, key: str) -> int:
     with contextlib.suppress(OSError, ValueError):
         for line in file.read_text().splitlines():
@@ -134,19 +150,23 @@ def _counter(file: Path, key: str) -> int:
 
 def oom_killed(path: Path) -> bool:
     """Whether the kernel's OOM killer killed a process in cgroup `path` (v1 or v2)."""
+    _require_cgroup(path)
     if (path / "memory.oom_control").exists():  # v1, kernel >= 4.13 has the oom_kill counter
         return _counter(path / "memory.oom_control", "oom_kill") > 0
     return _counter(path / "memory.events", "oom_kill") > 0
 
 
 def pids(path: Path) -> list[int]:
+    _require_cgroup(path)
     with contextlib.suppress(OSError, ValueError):
         return [int(line) for line in (path / "cgroup.procs").read_text().split()]
     return []
 
 
 def kill_all(path: Path) -> None:
-    """SIGKILL every process in cgroup `path` (children that left the process group too)."""
+    """SIGKILL every process in cgroup `path` (children that left the process group too);
+    ValueError for a path outside the cgroup filesystem (never kill what a file lists)."""
+    _require_cgroup(path)
     if (path / "cgroup.kill").exists():
         with contextlib.suppress(OSError):
             _write(path / "cgroup.kill", "1")
@@ -158,8 +178,7 @@ def kill_all(path: Path) -> None:
 
 def remove(path: Path) -> bool:
     """rmdir cgroup `path`; True when it is gone, False while processes remain in it."""
-    if not path.is_relative_to(CGROUP_FS):
-        raise ValueError(f"{path} is not a cgroup")
+    _require_cgroup(path)
     try:
         path.rmdir()
     except FileNotFoundError:

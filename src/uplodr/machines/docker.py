@@ -10,7 +10,7 @@ engine `DOCKER_HOST` names (default: the local socket). Why it looks like this:
   a tmpfs at /tmp for spooling uploads (it counts against the memory limit, so it is as large
   as the limit), every capability dropped, `no-new-privileges`, the image's gateway health check
   off (the gateway's Ping probes a worker). The kernel enforces the memory limit: an OOM kill
-  is `State.OOMKilled`, reported as "out of memory (N MB limit)", which the gateway answers
+  is `State.OOMKilled`, reported as `StopReason.out_of_memory(N)`, which the gateway answers
   with its 422 (tests/docker: a full-resolution 24 MP photo under 512M).
 - **The environment is the worker's own settings and per-machine token only** (`spec.env`,
   built from `WorkerEnv.to_env()`), over what the image itself sets.
@@ -56,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -68,6 +68,7 @@ from uplodr.machines.base import (
     Capabilities,
     Machine,
     MachineSpec,
+    StopReason,
     has_tags,
     marked,
 )
@@ -92,6 +93,8 @@ CHECK_TIMEOUT = 5.0  # seconds `check()` may take in all
 _POLL = 0.05  # seconds between looks at a container that is starting or being removed
 _RUNNING_STATES = {"running": "started", "created": "created", "restarting": "starting"}
 _STOPPED_STATES = frozenset({"exited", "dead", "paused"})
+# The state `list` gives a stopped container this provider still owns (see `list`).
+OWNED_EXITED = "exited"
 
 OPTION_IMAGE = ProviderOption(
     "docker_image",
@@ -439,24 +442,20 @@ def _created(value: object) -> float:
     return 0.0
 
 
-def exit_reason(state: Mapping[str, Any], memory_bytes: int, last_line: str = "") -> str | None:
+def exit_reason(
+    state: Mapping[str, Any], memory_bytes: int, last_line: str = ""
+) -> StopReason | None:
     """Why a container stopped, from its inspect `State` (None while it runs)."""
     status = state.get("Status")
     if status in ("running", "created", "restarting") or state.get("Running"):
         return None
     if state.get("OOMKilled"):
-        limit = memory_bytes // (1024 * 1024)
-        return f"out of memory ({limit} MB limit)" if limit else "out of memory"
+        return StopReason.out_of_memory(memory_bytes // (1024 * 1024))
     code = int(state.get("ExitCode") or 0)
-    error = str(state.get("Error") or "").strip()
+    error = " ".join(str(state.get("Error") or "").split())[:300]
     if code > 128:
-        reason = f"killed by signal {code - 128}"
-    elif code:
-        reason = f"exited with code {code}"
-    else:
-        reason = "exited"
-    detail = error or (last_line if code and code <= 128 else "")
-    return f"{reason}: {detail}" if detail else reason
+        return StopReason.killed(code - 128, error)
+    return StopReason.exited(code, error or (last_line if code else ""))
 
 
 def _machine(entry: Mapping[str, Any], network: str | None) -> Machine | None:
@@ -553,7 +552,7 @@ class DockerProvider:
                 return
             if state.get("Status") != "created":
                 reason = await self._reason(machine.id, attrs)
-                raise WorkerUnavailable(f"container {machine.id} {reason or 'is not running'}")
+                raise WorkerUnavailable(f"container {machine.id} {_stopped(reason)}")
             if time.monotonic() > deadline:
                 raise WorkerUnavailable(
                     f"container {machine.id} did not start within {timeout:g} s"
@@ -561,19 +560,27 @@ class DockerProvider:
             await asyncio.sleep(_POLL)
 
     async def list(self, tags: Mapping[str, str]) -> list[Machine]:
+        """A stopped container made here and not destroyed yet is its lease's to diagnose
+        and destroy: it is listed as "exited", not "stopped", so the reaper (which removes
+        stopped machines at once) cannot race the lease's `failure()` and leave it a "gone"
+        where the engine would have said out of memory (a 422 turned into a 503)."""
         entries = await self._call(self._engine.containers, tags)
         machines = [_machine(entry, self.config.network) for entry in entries]
-        return [m for m in machines if m is not None and has_tags(m.tags, tags)]
+        return [
+            replace(m, state=OWNED_EXITED) if m.state == "stopped" and m.id in self._ours else m
+            for m in machines
+            if m is not None and has_tags(m.tags, tags)
+        ]
 
     async def destroy(self, machine_id: str) -> None:
         await self._call(self._engine.remove, machine_id)
         self._ours.discard(machine_id)
         log.info("removed worker container %s", machine_id)
 
-    async def failure(self, machine_id: str) -> str | None:
+    async def failure(self, machine_id: str) -> StopReason | None:
         attrs = await self._call(self._engine.inspect, machine_id)
         if attrs is None:
-            return "the container no longer exists"
+            return StopReason.gone("the container no longer exists")
         return await self._reason(machine_id, attrs)
 
     async def stop(self, machine_id: str) -> None:
@@ -609,7 +616,8 @@ class DockerProvider:
         if not address:  # it stopped before it had an address: say why, leave nothing
             reason = await self._reason(name, attrs)
             await self.destroy(name)
-            raise WorkerUnavailable(f"container {name} {reason or 'has no network address'}")
+            said = _stopped(reason) if reason else "has no network address"
+            raise WorkerUnavailable(f"container {name} {said}")
         log.info("started worker container %s at %s", name, address)
         return Machine(
             id=name,
@@ -619,14 +627,20 @@ class DockerProvider:
             state="started",
         )
 
-    async def _reason(self, machine_id: str, attrs: Mapping[str, Any]) -> str | None:
+    async def _reason(self, machine_id: str, attrs: Mapping[str, Any]) -> StopReason | None:
         state = attrs.get("State") or {}
         memory = int((attrs.get("HostConfig") or {}).get("Memory") or 0)
         if exit_reason(state, memory) is None:
             return None
         code = int(state.get("ExitCode") or 0)
         last = await self._call(self._engine.last_line, machine_id) if 0 < code <= 128 else ""
-        return exit_reason(state, memory, last)
+        reason = exit_reason(state, memory, last)
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return None if reason is None else reason.at_deadline(labels, time.time())
+
+
+def _stopped(reason: StopReason | None) -> str:
+    return f"stopped: {reason}" if reason is not None else "is not running"
 
 
 def from_settings(settings: ProviderSettings) -> DockerProvider:

@@ -54,6 +54,8 @@ from uplodr.machines.base import (
     Machine,
     MachineSpec,
     RateLimit,
+    StopKind,
+    StopReason,
     has_tags,
     marked,
 )
@@ -323,8 +325,8 @@ def _timestamp(value: object) -> float:
         return 0.0
 
 
-def _exit_reason(machine: Mapping[str, Any]) -> str | None:
-    """A short reason from the machine's latest exit event, when it stopped."""
+def _exit_reason(machine: Mapping[str, Any]) -> StopReason | None:
+    """The reason in the machine's latest exit event, when it stopped."""
     memory = (machine.get("config") or {}).get("guest", {}).get("memory_mb")
     for event in sorted(machine.get("events") or [], key=lambda e: -int(e.get("timestamp", 0))):
         request = event.get("request")
@@ -332,14 +334,12 @@ def _exit_reason(machine: Mapping[str, Any]) -> str | None:
         if event.get("type") != "exit" or not isinstance(exit_event, dict):
             continue
         if exit_event.get("oom_killed"):
-            return f"out of memory ({memory} MB limit)" if memory else "out of memory"
+            return StopReason.out_of_memory(int(memory) if memory else None)
         code = int(exit_event.get("exit_code") or 0)
         signal = int(exit_event.get("signal") or -1)
         if signal > 0:
-            return f"worker killed by signal {signal}"
-        if code:
-            return f"worker exited with code {code}"
-        return "worker exited"
+            return StopReason.killed(signal)
+        return StopReason.exited(code)
     return None
 
 
@@ -468,14 +468,20 @@ class FlyProvider:
             raise WorkerUnavailable(f"Fly machine {machine_id} is gone")
         return self._machine(shown.json())
 
-    async def failure(self, machine_id: str) -> str | None:
+    async def failure(self, machine_id: str) -> StopReason | None:
         response = await self._request("get", "GET", f"{self._base}/{machine_id}", accept=(404,))
         if response.status_code == 404:
-            return "the machine no longer exists"
+            return StopReason.gone("the machine no longer exists")
         data = response.json()
-        if data.get("state") not in _STOPPED_STATES:
+        state = data.get("state")
+        if state not in _STOPPED_STATES:
             return None
-        return _exit_reason(data) or f"machine {data.get('state')}"
+        if (reason := _exit_reason(data)) is not None:  # an auto-destroyed one keeps its events
+            metadata = (data.get("config") or {}).get("metadata") or {}
+            return reason.at_deadline(metadata, time.time())
+        if state in ("destroyed", "destroying"):
+            return StopReason.gone(f"machine {state}")
+        return StopReason(StopKind.EXITED, detail=f"machine {state}")
 
     async def check(self) -> None:
         """One authenticated GET (uplodr's machines of the app), not retried: the token is

@@ -25,7 +25,14 @@ from pathlib import Path
 
 from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines import cgroup
-from uplodr.machines.base import Capabilities, Machine, MachineSpec, has_tags, marked
+from uplodr.machines.base import (
+    Capabilities,
+    Machine,
+    MachineSpec,
+    StopReason,
+    has_tags,
+    marked,
+)
 from uplodr.machines.local_records import (
     ID_PATTERN,
     Record,
@@ -78,10 +85,11 @@ def reserve_port() -> socket.socket:
     return holder
 
 
-def describe_exit(returncode: int) -> str:
+def describe_exit(returncode: int) -> StopReason:
+    """A child's return code as a reason (Popen: negative = the signal that killed it)."""
     if returncode < 0:
-        return f"killed by signal {-returncode}"
-    return f"exited with code {returncode}"
+        return StopReason.killed(-returncode)
+    return StopReason.exited(returncode)
 
 
 @dataclass
@@ -92,7 +100,8 @@ class _Local:
     process: subprocess.Popen[bytes] | None = None  # our child
     cgroup: Path | None = None
     memory_mb: int | None = None
-    reason: str | None = None  # why our child stopped, once it has
+    tags: Mapping[str, str] | None = None  # its `deadline` tells a lifetime's end from an exit
+    reason: StopReason | None = None  # why our child stopped, once it has
     sigkilled: bool = False  # destroyed once already and still not gone: no second grace
 
     @property
@@ -165,7 +174,7 @@ class LocalProvider:
     async def wait_started(self, machine: Machine, timeout: float) -> None:
         # A local process is started once spawned; readiness is the dispatcher's Ping.
         if (reason := await self.failure(machine.id)) is not None:
-            raise WorkerUnavailable(f"worker {machine.id} {reason}")
+            raise WorkerUnavailable(f"worker {machine.id} stopped: {reason}")
         state = self._machines.get(machine.id)
         if state is not None and state.process is not None:
             return  # ours, and failure() found it running
@@ -231,7 +240,7 @@ class LocalProvider:
     async def start(self, machine_id: str) -> Machine:
         raise ProviderError("local machines cannot be stopped and started again")
 
-    async def failure(self, machine_id: str) -> str | None:
+    async def failure(self, machine_id: str) -> StopReason | None:
         state = self._machines.get(machine_id)
         if state is not None and state.process is not None:
             return self._collect_exit(machine_id, state)
@@ -241,7 +250,7 @@ class LocalProvider:
         if record is None or record.running():
             return None
         # Another process's worker that is gone: only the cgroup can still tell why.
-        return _oom_reason(record.memory_mb, record.cgroup)
+        return _oom_reason(record.memory_mb, self._cgroup_of(machine_id, None, record))
 
     async def check(self) -> None:
         """The state dir takes records, and a memory limit has its cgroup parent."""
@@ -300,6 +309,7 @@ class LocalProvider:
         if spec.cpus is not None:
             raise ProviderError("the local provider cannot limit a machine's CPUs")
         assert state.port is not None
+        state.tags = marked(spec.tags)
         port = int(state.port.getsockname()[1])
         argv = list(self.command(port))
         if memory_mb is not None:
@@ -359,18 +369,18 @@ class LocalProvider:
         finally:
             os.close(log_fd)
 
-    def _collect_exit(self, machine_id: str, state: _Local) -> str | None:
+    def _collect_exit(self, machine_id: str, state: _Local) -> StopReason | None:
         """Why our child stopped (None while it runs); its exit status is collected (no
         zombie) and the reason remembered while its cgroup can still tell."""
         assert state.process is not None
         returncode = state.process.poll()
         if returncode is None or state.reason is not None:
             return state.reason
-        reason = describe_exit(returncode)
+        reason = describe_exit(returncode).at_deadline(state.tags or {}, time.time())
         if state.cgroup is not None:
-            reason = _oom_reason(state.memory_mb, state.cgroup) or reason
             if returncode == cgroup.JOIN_FAILED_EXIT:
-                reason += " (could not join its memory cgroup)"
+                reason = StopReason.exited(returncode, "could not join its memory cgroup")
+            reason = _oom_reason(state.memory_mb, state.cgroup) or reason
         state.reason = reason
         log.warning("local worker %s stopped: %s", machine_id, reason)
         return reason
@@ -397,11 +407,27 @@ class LocalProvider:
         if state is not None and state.cgroup is not None:
             return state.cgroup
         if record is not None:
-            return Path(record.cgroup) if record.cgroup else None
+            return self._recorded_cgroup(machine_id, record)
         # No record (e.g. writing it failed): the cgroup has a predictable name.
         if self._cgroups is not None and (self._cgroups.parent / machine_id).is_dir():
             return self._cgroups.parent / machine_id
         return None
+
+    def _recorded_cgroup(self, machine_id: str, record: Record) -> Path | None:
+        """The cgroup a record names, only if it is this machine's own: a record is a file
+        anyone who can write the state dir can edit, and every process in the cgroup it names
+        is killed on destroy (the reaper reads records of machines it did not make)."""
+        if not record.cgroup:
+            return None
+        path = Path(record.cgroup)
+        if not cgroup.is_machine_cgroup(path, machine_id):
+            log.warning(
+                "machine record %s names %s, not a cgroup of its own; ignoring it",
+                machine_id,
+                path,
+            )
+            return None
+        return path
 
     async def _remove_cgroup(self, path: Path | None) -> None:
         if path is None:
@@ -463,9 +489,9 @@ async def wait_exit(pid: int, alive: Callable[[], bool], timeout: float) -> bool
         os.close(fd)
 
 
-def _oom_reason(memory_mb: int | None, cgroup_path: Path | str | None) -> str | None:
-    if cgroup_path and cgroup.oom_killed(Path(cgroup_path)):
-        return f"out of memory ({memory_mb} MB limit)"
+def _oom_reason(memory_mb: int | None, cgroup_path: Path | None) -> StopReason | None:
+    if cgroup_path is not None and cgroup.oom_killed(cgroup_path):
+        return StopReason.out_of_memory(memory_mb)
     return None
 
 

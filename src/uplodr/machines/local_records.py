@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,7 +107,21 @@ class RecordDir:
         self.directory = directory
 
     def ensure(self) -> None:
+        """Make the directory, or make an existing one private: 0700 and ours. Records name
+        the pids and cgroups that destroy kills, and logs hold what workers printed, so
+        nobody else may write (or read) them. OSError (one line) for a directory that is
+        not ours or not a directory (a symlink included): refused, never taken over."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.lstat(self.directory)
+        if not stat.S_ISDIR(info.st_mode):
+            raise NotADirectoryError(f"{self.directory} is not a directory")
+        if info.st_uid != os.geteuid():
+            raise PermissionError(
+                f"{self.directory} belongs to uid {info.st_uid}, not to this user "
+                f"(uid {os.geteuid()}): refusing to keep machine records there"
+            )
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            self.directory.chmod(0o700)
 
     def path(self, machine_id: str) -> Path:
         if not ID_PATTERN.fullmatch(machine_id):

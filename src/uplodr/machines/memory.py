@@ -9,8 +9,8 @@ the same contract suite as the real providers (`tests/machines/contract/`). With
 
 It knows nothing of images or workers. To make its machines answer gRPC, give it `start_worker`:
 a hook that starts something listening for a machine (tests pass an in-process fake worker) and
-returns its address, how to stop it, and optionally a future that resolves with a reason when
-it stops by itself. Without a hook, a machine's address answers nothing.
+returns its address, how to stop it, and optionally a future that resolves with a
+`StopReason` when it stops by itself. Without a hook, a machine's address answers nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from uplodr.errors import ProviderError, WorkerUnavailable
-from uplodr.machines.base import Capabilities, Machine, MachineSpec, has_tags, marked
+from uplodr.machines.base import (
+    Capabilities,
+    Machine,
+    MachineSpec,
+    StopReason,
+    has_tags,
+    marked,
+)
 
 
 @dataclass
@@ -33,8 +40,8 @@ class RunningWorker:
 
     address: str
     stop: Callable[[], Awaitable[None]]
-    # Resolves with a reason ("exited with code 3") when the worker stops by itself.
-    exited: asyncio.Future[str] | None = None
+    # Resolves with a reason (`StopReason.exited(3)`) when the worker stops by itself.
+    exited: asyncio.Future[StopReason] | None = None
 
 
 StartWorker = Callable[[MachineSpec], Awaitable[RunningWorker]]
@@ -54,7 +61,8 @@ class MemoryFaults:
     fail_lists: int = 0  # the next N lists fail (WorkerUnavailable)
     fail_checks: int = 0  # the next N checks fail (WorkerUnavailable: an outage)
     refuse_checks: int = 0  # the next N checks are refused (ProviderError: configuration)
-    die_while_booting: str | None = None  # the next machine stops while booting, for this reason
+    # the next machine stops while booting, for this reason
+    die_while_booting: StopReason | None = None
 
     def take(self, name: str) -> bool:
         """Use up one of the counter `name`; True when it fired."""
@@ -72,12 +80,12 @@ class _MemoryMachine:
     address: str
     created_at: float
     state: str = "created"  # → started → stopped; destroyed machines leave the dict
-    reason: str | None = None  # why it stopped
+    reason: StopReason | None = None  # why it stopped
     worker: RunningWorker | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def set_state(self, state: str, reason: str | None = None) -> None:
+    def set_state(self, state: str, reason: StopReason | None = None) -> None:
         self.state, self.reason = state, reason
         self.changed.set()
         self.changed = asyncio.Event()
@@ -194,10 +202,14 @@ class MemoryProvider:
                 self._start(found, self._watch(found, worker.exited))
         return found.public()
 
-    async def failure(self, machine_id: str) -> str | None:
+    async def failure(self, machine_id: str) -> StopReason | None:
         self.calls["failure"] += 1
-        found = self._machines.get(machine_id) or self._gone.get(machine_id)
-        return None if found is None else found.reason
+        if (found := self._machines.get(machine_id)) is not None:
+            return found.reason
+        gone = self._gone.get(machine_id)
+        # like Fly and Docker: a destroyed machine says why it stopped, else that it is gone
+        reason = gone.reason if gone is not None else None
+        return reason or StopReason.gone(f"machine {machine_id} no longer exists")
 
     async def check(self) -> None:
         self.calls["check"] += 1
@@ -218,7 +230,7 @@ class MemoryProvider:
 
     # -- knobs -------------------------------------------------------------------------------
 
-    async def die(self, machine_id: str, reason: str) -> None:
+    async def die(self, machine_id: str, reason: StopReason) -> None:
         """The machine's worker stops for `reason` (a crash, the OOM killer); the machine stays
         until destroyed, and `failure()` says why."""
         found = self._machines.get(machine_id)
@@ -263,14 +275,14 @@ class MemoryProvider:
         found.tasks.add(task)
         task.add_done_callback(found.tasks.discard)
 
-    async def _boot(self, found: _MemoryMachine, dies: str | None) -> None:
+    async def _boot(self, found: _MemoryMachine, dies: StopReason | None) -> None:
         await asyncio.sleep(self.faults.boot_seconds)
         if dies is not None:
             await self.die(found.id, dies)
         elif found.state == "created":
             found.set_state("started")
 
-    async def _watch(self, found: _MemoryMachine, exited: asyncio.Future[str]) -> None:
+    async def _watch(self, found: _MemoryMachine, exited: asyncio.Future[StopReason]) -> None:
         await self.die(found.id, await exited)
 
     async def _stop(self, found: _MemoryMachine) -> None:

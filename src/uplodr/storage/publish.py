@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import stamina
+
 from uplodr.errors import InvalidRequest, StorageUnavailable, UplodrError
 from uplodr.storage.base import IMMUTABLE_CACHE_CONTROL, Store
 from uplodr.storage.keys import manifest_key, variant_key
@@ -329,8 +331,8 @@ class Publisher:
                 if committed is None or committed.get("digest") != digest or job.manifest_created:
                     doomed += job.uncertain
             if job.manifest_created:
-                await job.store.delete(mkey)
-            await asyncio.gather(*(job.store.delete(key) for key in doomed))
+                await _delete_within_rollback(job.store, mkey)
+            await asyncio.gather(*(_delete_within_rollback(job.store, key) for key in doomed))
 
         async def bounded(job: _StoreJob) -> None:
             with contextlib.suppress(Exception):
@@ -338,6 +340,16 @@ class Publisher:
                     await one(job)
 
         await asyncio.gather(*(bounded(job) for job in jobs))
+
+
+async def _delete_within_rollback(store: Store, key: str) -> None:
+    """One key of a rollback, tried again while the store is unavailable — one store call gives
+    up after the store's own deadline (seconds), the rollback only after ROLLBACK_DEADLINE_S."""
+    async for attempt in stamina.retry_context(
+        on=StorageUnavailable, attempts=None, timeout=ROLLBACK_DEADLINE_S, wait_max=2.0
+    ):
+        with attempt:
+            await store.delete(key)
 
 
 def _manifest_bytes(

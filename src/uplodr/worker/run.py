@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from uplodr import retry_log
 from uplodr.errors import UplodrError
 from uplodr.worker.config import WorkerConfig
 from uplodr.worker_env import WorkerEnv
@@ -42,6 +43,7 @@ def worker_config(
 
 def run_worker(grpc_addr: str, overrides: Mapping[str, Any]) -> int:
     _reexec_with_small_malloc_arenas()
+    retry_log.install()  # a retry's log record never carries the call's arguments
     try:
         config = worker_config(grpc_addr, os.environ, overrides)
     except (ValueError, TypeError) as error:

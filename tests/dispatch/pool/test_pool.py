@@ -6,17 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tests.dispatch.conftest import make_dispatcher
 from tests.dispatch.pool.conftest import PoolFactory, eventually
 from tests.support.fake_worker import FakeWorker
+from uplodr.dispatch.dispatcher import Dispatcher
 from uplodr.dispatch.events import Event, EventKind
-from uplodr.dispatch.pool import PoolSettings
+from uplodr.dispatch.pool import Pool, PoolSettings, _Member, _State
 from uplodr.dispatch.worker_client import UploadSource
-from uplodr.errors import WorkerUnavailable
-from uplodr.machines.base import Capabilities, RateLimit
+from uplodr.errors import (
+    CorruptImage,
+    DeadlineExceeded,
+    LimitExceeded,
+    StorageUnavailable,
+    TooLarge,
+    UnsupportedImage,
+    UplodrError,
+    WorkerUnavailable,
+)
+from uplodr.machines.base import Capabilities, RateLimit, StopReason
 from uplodr.machines.memory import MemoryProvider
 
 K = EventKind
@@ -76,7 +88,7 @@ async def test_a_machine_killed_between_jobs_is_replaced(
 ) -> None:
     pool = make_pool(max=1, idle=30)
     first = await pool.run([upload])
-    await provider.die(first.machine_id, "killed by signal 9")
+    await provider.die(first.machine_id, StopReason.killed(9))
     second = await pool.run([upload])  # nothing of it ran on the dead one: not an error
     assert second.responses[0].variants and second.machine_id != first.machine_id
     assert provider.alive == [second.machine_id]
@@ -91,7 +103,7 @@ async def test_a_machine_killed_mid_job_fails_only_that_job(
     await eventually(lambda: pool.stats().busy == 2, "both jobs to run")
     await eventually(lambda: worker.streams == 2, "both jobs to stream")
     victim = provider.alive[0]
-    await provider.die(victim, "killed by signal 9")
+    await provider.die(victim, StopReason.killed(9))
     outcomes = await asyncio.gather(*jobs, return_exceptions=True)
     (failed,) = [o for o in outcomes if isinstance(o, BaseException)]
     (ok,) = [o for o in outcomes if not isinstance(o, BaseException)]
@@ -113,18 +125,130 @@ async def test_a_machine_that_fails_its_health_check_is_destroyed_not_reused(
     assert provider.created == 2 and provider.alive == [second.machine_id]
 
 
-async def test_a_job_that_failed_on_its_input_keeps_the_machine(
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (CorruptImage("not an image"), "corrupt_image"),
+        (UnsupportedImage("not an allowed format"), "unsupported_image"),
+        (TooLarge("over the byte limit"), "too_large"),
+        (LimitExceeded("over the pixel limit"), "limit_exceeded"),
+    ],
+)
+async def test_a_machine_that_met_a_bad_file_is_never_reused(
+    make_pool: PoolFactory,
+    provider: MemoryProvider,
+    worker: FakeWorker,
+    upload: UploadSource,
+    error: UplodrError,
+    kind: str,
+) -> None:
+    """Its worker decoded bytes that may have been crafted to take it over: destroyed, and
+    counted by the error's kind; the next job gets a new machine."""
+    pool = make_pool(max=1, idle=30)
+    good = await pool.run([upload])
+    worker.behaviour.error = error
+    with pytest.raises(type(error)):
+        await pool.run([upload])
+    worker.behaviour.error = None
+    after = await pool.run([upload])
+    assert after.machine_id != good.machine_id and provider.created == 2
+    assert good.machine_id not in provider.alive
+    assert pool.stats().retired_bad_input == {kind: 1}
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [(StopReason.out_of_memory(512), "out_of_memory"), (StopReason.killed(11), "crash")],
+)
+async def test_a_worker_that_died_on_its_input_counts_as_a_bad_input(
+    make_pool: PoolFactory,
+    provider: MemoryProvider,
+    worker: FakeWorker,
+    upload: UploadSource,
+    reason: StopReason,
+    kind: str,
+) -> None:
+    """Out of memory and a crash mid-job (a decoder's SIGSEGV) are the input's, decided from
+    the provider's typed reason: the retirement is counted as such."""
+    pool = make_pool(max=1, idle=30)
+    worker.behaviour.die_mid_stream = reason
+    with pytest.raises(UplodrError) as raised:
+        await pool.run([upload])
+    assert raised.value.about_input and raised.value.kind == kind
+    worker.behaviour.die_mid_stream = None
+    await pool.run([upload])
+    assert provider.created == 2 and pool.stats().retired_bad_input == {kind: 1}
+
+
+async def test_a_job_past_its_deadline_retires_its_machine(
+    provider: MemoryProvider, worker: FakeWorker, store: Path, upload: UploadSource
+) -> None:
+    dispatcher = make_dispatcher(provider, store)
+    dispatcher.settings = replace(dispatcher.settings, job_timeout=0.3)
+    pool = Pool(dispatcher, PoolSettings(max=1))
+    try:
+        worker.behaviour.convert_seconds = 2.0  # longer than the job may take
+        with pytest.raises(DeadlineExceeded):
+            await pool.run([upload])
+        worker.behaviour.convert_seconds = 0.0
+        await pool.run([upload])
+        assert provider.created == 2 and pool.stats().retired_bad_input == {"deadline": 1}
+    finally:
+        await pool.close()
+    assert provider.alive == []
+
+
+async def test_a_failure_that_is_not_the_inputs_is_not_counted_as_one(
     make_pool: PoolFactory, provider: MemoryProvider, worker: FakeWorker, upload: UploadSource
 ) -> None:
-    from uplodr.errors import CorruptImage
-
     pool = make_pool(max=1, idle=30)
-    worker.behaviour.error = CorruptImage("not an image")
-    with pytest.raises(CorruptImage):
+    worker.behaviour.error = StorageUnavailable("the store is down")
+    with pytest.raises(StorageUnavailable):
         await pool.run([upload])
     worker.behaviour.error = None
     await pool.run([upload])
-    assert provider.created == 1
+    assert provider.created == 2 and pool.stats().retired_bad_input == {}
+
+
+async def test_a_bad_file_drains_its_machine_while_its_other_jobs_finish(
+    make_pool: PoolFactory, provider: MemoryProvider, worker: FakeWorker, upload: UploadSource
+) -> None:
+    """--jobs-per-machine 2: job A fails on its input while job B runs on the same machine.
+    B finishes there; the machine takes nothing new (job C gets another machine) and is
+    destroyed once B is done."""
+    pool = make_pool(max=2, idle=30, jobs_per_machine=2)
+    first = await pool.run([upload])
+    worker.behaviour.convert_seconds = 0.5
+    b = asyncio.ensure_future(pool.run([upload]))
+    await eventually(lambda: worker.streams == 2, "job B to stream")
+    worker.behaviour.convert_seconds = 0.0
+    worker.behaviour.error = CorruptImage("not an image")
+    with pytest.raises(CorruptImage):
+        await pool.run([upload])  # job A, beside B on the one machine
+    worker.behaviour.error = None
+    c = await pool.run([upload])
+    assert c.machine_id != first.machine_id  # the drained machine took nothing new
+    assert first.machine_id in provider.alive  # B still runs on it
+    assert (await b).machine_id == first.machine_id  # and finished there
+    await eventually(lambda: first.machine_id not in provider.alive, "the drained machine to go")
+    assert pool.stats().retired_bad_input == {"corrupt_image": 1}
+
+
+async def test_jobs_that_take_a_machine_during_its_health_check_share_the_answer(
+    make_pool: PoolFactory, provider: MemoryProvider, worker: FakeWorker, upload: UploadSource
+) -> None:
+    """--jobs-per-machine 2: job A's health Ping of a reused machine fails while job B takes
+    the same machine. B must not run on it (it is destroyed for A's failed Ping, under B's
+    call: before, a 503 or a RuntimeError's 500): both go to a new machine, nothing of them
+    ran on the old one."""
+    pool = make_pool(max=2, idle=30, jobs_per_machine=2, health_timeout=0.1)
+    first = await pool.run([upload])
+    worker.behaviour.ping_delay = 0.3  # slower than the health check, within the boot deadline
+    worker.behaviour.convert_seconds = 0.3
+    results = await asyncio.gather(pool.run([upload]), pool.run([upload]))
+    assert {r.machine_id for r in results} & {first.machine_id} == set()
+    assert all(r.responses[0].variants for r in results)
+    assert first.machine_id not in provider.alive
 
 
 async def test_pool_min_keeps_machines_ready(
@@ -205,3 +329,20 @@ def test_settings_that_do_not_fit_are_refused_in_one_line() -> None:
     ):
         with pytest.raises(ValueError, match=words):
             PoolSettings(**settings)
+
+
+def test_a_pool_machine_moves_only_as_its_state_machine_allows(dispatcher: Dispatcher) -> None:
+    """One place decides what may follow what: a retired machine never becomes ready again, a
+    draining one never parks, a booting one never drains."""
+    member = _Member(dispatcher.new_lease(), now=0.0)
+    assert member.state is _State.BOOTING
+    with pytest.raises(AssertionError, match="from booting to draining"):
+        member.move(_State.DRAINING)
+    member.move(_State.READY)
+    member.move(_State.DRAINING)
+    with pytest.raises(AssertionError, match="from draining to parking"):
+        member.move(_State.PARKING)
+    member.move(_State.RETIRED)
+    for state in _State:
+        with pytest.raises(AssertionError, match="from retired to"):
+            member.move(state)

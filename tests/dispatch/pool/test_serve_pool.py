@@ -33,7 +33,7 @@ def wait_until(condition: Callable[[], bool], what: str, deadline: float = 20.0)
 
 def metric(gateway: Gateway, name: str) -> float:
     text = httpx.get(f"{gateway.url}/metrics").text
-    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert found, f"{name} is not exported"
     return float(found.group(1))
 
@@ -68,6 +68,39 @@ def test_a_burst_on_a_pool_of_two_then_zero_machines(tmp_path: Path) -> None:
         )
         assert metric(gateway, "uplodr_pool_machines") == 0
         assert metric(gateway, "uplodr_machine_idle_seconds_total") >= 1.0
+
+
+def test_a_machine_that_met_a_truncated_file_is_destroyed_and_not_reused(tmp_path: Path) -> None:
+    """--pool-max 1: good file → truncated file → good file. The truncated file's machine is
+    destroyed (its worker decoded bytes that may be crafted), the third job runs on a new
+    one, and /metrics says why. A bad name, refused by the gateway before any byte reached a
+    worker, costs no machine."""
+    rng = random.Random(time.monotonic_ns())
+    good, other = noise_png(64, 64, rng), noise_png(64, 64, rng)
+    cut = noise_png(256, 256, rng)
+    cut = cut[: len(cut) // 2]  # the header reads, the pixels do not
+    args = ("--pool-max", "1", "--pool-idle", "10m")
+    with (
+        running_gateway(tmp_path / "bad", *args) as gateway,
+        httpx.Client(base_url=gateway.url, timeout=60) as http,
+    ):
+        first = http.post("/v1/images", params={"name": "a.png"}, content=good)
+        assert first.status_code == 200, first.text
+        (pid,) = gateway.workers()
+        bad = http.post("/v1/images", params={"name": "cut.png"}, content=cut)
+        assert bad.status_code == 422 and bad.json()["code"] == "corrupt_image", bad.text
+        refused = http.post("/v1/images", params={"name": "../x.png"}, content=good)
+        assert refused.status_code == 400
+        third = http.post("/v1/images", params={"name": "c.png"}, content=other)
+        assert third.status_code == 200, third.text
+        assert third.json()["job"]["machine"] != first.json()["job"]["machine"]
+        wait_until(lambda: not _alive(pid), "the bad file's worker to be gone")
+        assert (
+            metric(gateway, 'uplodr_machines_retired_bad_input_total{reason="corrupt_image"}') == 1
+        )
+        assert metric(gateway, "uplodr_machines_created_total") == 2
+        assert metric(gateway, "uplodr_machines_destroyed_total") == 1
+        assert len(gateway.workers()) == 1 and len(gateway.machine_records()) == 1
 
 
 def test_pool_idle_0_is_a_machine_per_job(tmp_path: Path) -> None:

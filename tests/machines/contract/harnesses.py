@@ -30,7 +30,7 @@ from tests.support.fly_api import FlyApiServer, standin_process
 from tests.support.k8s_api import KubeApiServer
 from tests.support.procs import free_port, marked_processes
 from tests.support.strangers import stranger_machine
-from uplodr.machines.base import Machine, MachineSpec, Provider, RateLimit
+from uplodr.machines.base import Machine, MachineSpec, Provider, RateLimit, StopReason
 from uplodr.machines.docker import DockerConfig, DockerProvider
 from uplodr.machines.fly import FlyProvider
 from uplodr.machines.kubernetes import KubernetesConfig, KubernetesProvider
@@ -249,7 +249,7 @@ class MemoryHarness:
         return _spec(tags, env, "")
 
     async def crash(self, machine: Machine) -> None:
-        await self.provider.die(machine.id, "killed by signal 9")
+        await self.provider.die(machine.id, StopReason.killed(9))
 
     async def foreign(self, tags: Mapping[str, str]) -> str:
         machine_id = self.provider.add_foreign(tags)
