@@ -134,7 +134,7 @@ def test_the_api_server_stopped_mid_job_is_a_503_and_no_pod_is_left(
         kube.stop_api()
         # the job failed and the lease retries deleting its pod: the API comes back (on the
         # same port) and the retried delete gets through
-        wait_until(lambda: "retry_scheduled" in gateway.log_text(), "a retried delete", 30)
+        wait_until(lambda: "WARNING stamina" in gateway.log_text(), "a retried delete", 30)
         kube.start_api()
         upload.join(timeout=60)
         wait_until(lambda: kube.pods() == [], "the pod to be deleted once the API is back", 60)

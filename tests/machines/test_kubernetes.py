@@ -18,7 +18,7 @@ from tests.support.k8s_api import KubeApiServer, restricted_violations
 from tests.support.k8s_schema import problems
 from tests.support.procs import free_port
 from uplodr.errors import Busy, NotCreated, ProviderError, WorkerUnavailable
-from uplodr.machines.base import MachineSpec
+from uplodr.machines.base import MachineSpec, StopKind, StopReason
 from uplodr.machines.kubernetes import (
     KubernetesConfig,
     KubernetesProvider,
@@ -26,7 +26,7 @@ from uplodr.machines.kubernetes import (
     pod_manifest,
 )
 from uplodr.machines.kubernetes_api import KubeApi
-from uplodr.machines.kubernetes_status import PodPhase
+from uplodr.machines.kubernetes_status import PodPhase, PodState, stop_reason
 from uplodr.machines.settings import ProviderSettings
 
 IMAGE = "registry.example/uplodr:test"
@@ -114,7 +114,8 @@ async def test_an_oom_killed_pod_is_out_of_memory_with_its_limit(
     await provider.wait_started(machine, DEADLINE)
     assert kube.kill_process(machine.id, oom=True)
     reason = await eventually(lambda: provider.failure(machine.id), "failure() to say why")
-    assert reason == "out of memory (512 MB limit)"  # the lease answers it with the 422
+    assert reason == StopReason.out_of_memory(512)  # the lease answers it with the 422
+    assert str(reason) == "out of memory (512 MB limit)"
     await provider.destroy(machine.id)
 
 
@@ -128,8 +129,7 @@ async def test_an_image_that_cannot_be_pulled_is_a_provider_error_naming_it(
             ProviderError, match=r"cannot pull its image \(registry.example/uplodr:gone: "
         ):
             await provider.wait_started(machine, DEADLINE)
-        reason = await provider.failure(machine.id)
-        assert reason is not None and "registry.example/uplodr:gone" in reason
+        assert await provider.failure(machine.id) is None  # not stopped: waiting for its image
         await provider.destroy(machine.id)
     finally:
         await provider.aclose()
@@ -179,9 +179,9 @@ async def test_the_cluster_ends_a_pod_past_its_deadline(
     soon = str(int(time.time()) + 1)
     machine = await provider.create(spec(leak_mark, deadline=soon))
     reason = await eventually(lambda: provider.failure(machine.id), "the deadline to end it")
-    assert "deadline" in reason
+    assert reason.kind is StopKind.DEADLINE and "activeDeadlineSeconds" in str(reason)
     (listed,) = await provider.list({})
-    assert listed.state == "stopped"
+    assert listed.state == "exited"  # stopped, and still its lease's to diagnose and delete
     await provider.destroy(machine.id)
 
 
@@ -246,17 +246,19 @@ async def test_a_pod_the_restricted_profile_refuses_is_a_provider_error(
     assert kube.pods() == []
 
 
-def test_pod_phase_names_are_stable() -> None:
-    # the typed reasons a caller may switch on (Provider.failure is about to return them)
-    assert {p.value for p in PodPhase} == {
-        "pending",
-        "running",
-        "out_of_memory",
-        "image",
-        "unschedulable",
-        "deadline",
-        "ended",
-    }
+def test_how_a_stopped_pod_reads_as_a_typed_reason() -> None:
+    ended = PodState(PodPhase.ENDED, "boom", exit_code=137)
+    killed = stop_reason(ended, {}, 0.0)
+    assert killed == StopReason.killed(9, "boom")  # the kubelet's 128 + SIGKILL
+    assert killed is not None and killed.crashed
+    clean = PodState(PodPhase.ENDED, exit_code=0)
+    assert stop_reason(clean, {"deadline": "100"}, 50.0) == StopReason.exited(0)
+    late = stop_reason(clean, {"deadline": "100"}, 150.0)  # its own end of life
+    assert late is not None and late.kind is StopKind.DEADLINE
+    evicted = stop_reason(PodState(PodPhase.ENDED, "The node was low on memory."), {}, 0.0)
+    assert evicted is not None and evicted.kind is StopKind.GONE and not evicted.crashed
+    for waiting in (PodPhase.PENDING, PodPhase.RUNNING, PodPhase.IMAGE, PodPhase.UNSCHEDULABLE):
+        assert stop_reason(PodState(waiting), {}, 0.0) is None
 
 
 def test_node_selector_and_tolerations_reach_the_pod() -> None:

@@ -43,7 +43,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from uplodr.errors import Busy, NotCreated, ProviderError, UplodrError, WorkerUnavailable
@@ -53,10 +53,11 @@ from uplodr.machines.base import (
     Capabilities,
     Machine,
     MachineSpec,
+    StopReason,
     has_tags,
     marked,
 )
-from uplodr.machines.kubernetes_status import PodPhase, PodState, failure_reason, pod_state
+from uplodr.machines.kubernetes_status import PodPhase, PodState, pod_state, stop_reason
 from uplodr.machines.settings import ProviderOption, ProviderSettings
 
 if TYPE_CHECKING:  # lightkube belongs to the `server` extra: imported when first used
@@ -83,6 +84,8 @@ CHECK_TIMEOUT = 5.0  # seconds `check()` may take in all
 # Annotation prefix for tags whose value is not a valid label value.
 TAG_ANNOTATION = "tags.uplodr.dev/"
 VERBS = ("create", "get", "list", "watch", "delete")
+# The state `list` gives a stopped pod this provider still owns (see `list`).
+OWNED_EXITED = "exited"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -431,16 +434,21 @@ class KubernetesProvider:
             ) from None
         if state is None:
             raise WorkerUnavailable(f"pod {machine.id} is gone")
-        if state.phase is PodPhase.IMAGE:
-            raise ProviderError(f"pod {machine.id} {state.reason()}")
         if state.ended:
-            raise WorkerUnavailable(f"pod {machine.id} {failure_reason(state)}")
+            raise _not_started(machine.id, state, machine.tags)
 
     async def list(self, tags: Mapping[str, str]) -> list[Machine]:
         selector = {k: v for k, v in tags.items() if _valid_label(k, v)}
         pods = await self.api.list_pods({**selector, MARKER_TAG: MARKER_VALUE})
         machines = [_machine(pod, self.config.grpc_port) for pod in pods]
-        return [m for m in machines if has_tags(m.tags, tags)]
+        # A stopped pod made here and not deleted yet is its lease's to diagnose and delete
+        # (as the Docker provider's): "exited", not "stopped", so the reaper cannot delete it
+        # before the lease's `failure()` reads its OOM kill (a 422 turned into a 503).
+        return [
+            replace(m, state=OWNED_EXITED) if m.state == "stopped" and m.id in self._ours else m
+            for m in machines
+            if has_tags(m.tags, tags)
+        ]
 
     async def destroy(self, machine_id: str) -> None:
         pod = await self.api.get_pod(machine_id)
@@ -458,11 +466,11 @@ class KubernetesProvider:
         self._ours.discard(machine_id)
         log.info("deleted worker pod %s", machine_id)
 
-    async def failure(self, machine_id: str) -> str | None:
+    async def failure(self, machine_id: str) -> StopReason | None:
         pod = await self.api.get_pod(machine_id)
         if pod is None:
-            return "the pod no longer exists"
-        return failure_reason(pod_state(pod, self.config.grpc_port))
+            return StopReason.gone("the pod no longer exists")
+        return stop_reason(pod_state(pod, self.config.grpc_port), pod_tags(pod), time.time())
 
     async def stop(self, machine_id: str) -> None:
         raise ProviderError("Kubernetes pods cannot be stopped and started again")
@@ -519,11 +527,7 @@ class KubernetesProvider:
             raise WorkerUnavailable(f"pod {name} was deleted while it was being scheduled")
         if state.ended or not state.address:  # say why, leave nothing
             await self.destroy(name)
-            if state.phase is PodPhase.UNSCHEDULABLE:
-                raise Busy(f"Kubernetes has no room for a worker pod: {state.detail}")
-            if state.phase is PodPhase.IMAGE:
-                raise ProviderError(f"pod {name} {state.reason()}")
-            raise WorkerUnavailable(f"pod {name} {failure_reason(state)}")
+            raise _not_started(name, state, pod_tags(created))
         log.info("created worker pod %s at %s", name, state.address)
         meta = created.metadata
         stamp = meta.creationTimestamp if meta is not None else None
@@ -534,6 +538,18 @@ class KubernetesProvider:
             created_at=stamp.timestamp() if stamp is not None else time.time(),
             state="starting",
         )
+
+
+def _not_started(name: str, state: PodState, tags: Mapping[str, str]) -> UplodrError:
+    """The error for a pod that will not run its worker: no room is Busy (503 with
+    Retry-After), an image that cannot be pulled a ProviderError (502) naming it, a pod that
+    stopped WorkerUnavailable with why (the lease then asks `failure()`)."""
+    if state.phase is PodPhase.UNSCHEDULABLE:
+        return Busy(f"Kubernetes has no room for a worker pod: {state.detail}")
+    if state.phase is PodPhase.IMAGE:
+        return ProviderError(f"pod {name} {state.why_not_started()}")
+    reason = stop_reason(state, tags, time.time())
+    return WorkerUnavailable(f"pod {name} stopped: {reason}" if reason else f"pod {name} is gone")
 
 
 def from_settings(settings: ProviderSettings) -> KubernetesProvider:

@@ -2,25 +2,33 @@
 
 `pod_state` turns a pod (lightkube's typed `Pod`) into a `PodState`: a `PodPhase` (pending,
 running, out of memory, image cannot be pulled, unschedulable, past its deadline, ended), the
-status's own words, and the address once the pod has an IP. The Kubernetes provider decides
-from it what to raise (`create`, `wait_started`) and what `Provider.failure` answers
-(`failure_reason`); nothing else reads status fields. Why each mapping:
+container's exit, the status's own words, and the address once the pod has an IP. The
+Kubernetes provider decides from it what to raise (`create`, `wait_started`), and `stop_reason`
+makes it the `StopReason` that `Provider.failure` answers; nothing else reads status fields.
+Why each mapping:
 
-- `terminated.reason: OOMKilled` is the kernel's OOM kill under the pod's memory limit → "out of
-  memory (N MB limit)", which the lease answers with the 422;
+- `terminated.reason: OOMKilled` is the kernel's OOM kill under the pod's memory limit →
+  `StopReason.out_of_memory(limit)`, which the lease answers with the 422;
 - a container waiting with ErrImagePull / ImagePullBackOff / InvalidImageName will not start
-  by waiting → the image and the runtime's message;
-- `PodScheduled=False, reason Unschedulable` → no node has room (or fits the selector);
+  by waiting → the image and the runtime's message (the provider's ProviderError, a 502);
+- `PodScheduled=False, reason Unschedulable` → no node has room (or fits the selector): Busy;
+  neither of these two has stopped, so `stop_reason` is None for them;
 - `phase: Failed, reason: DeadlineExceeded` comes first: the kubelet kills the container for
   it, and the container's own exit (137) would otherwise read as a crash;
-- any other exit: "killed by signal N" (the kubelet reports 128 + N) or "exited with code N".
+- any other exit: `killed(N)` (the kubelet reports a signal's death as 128 + N) or `exited(N)`,
+  a clean exit after the `deadline` tag being the worker's own end of life (`at_deadline`);
+- a pod that failed without a container exit (evicted, its node lost) is `gone`: the machine
+  went away, nothing says the input did it.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from uplodr.machines.base import StopReason
 
 if TYPE_CHECKING:  # lightkube belongs to the `server` extra
     from lightkube.resources.core_v1 import Pod
@@ -41,8 +49,10 @@ class PodPhase(enum.Enum):
 @dataclass(frozen=True)
 class PodState:
     phase: PodPhase
-    detail: str = ""  # the status's own words: exit code, message
+    detail: str = ""  # the status's own words (a message), one line
     address: str = ""  # podIP:port once it has one
+    exit_code: int | None = None  # ENDED: the container's exit code, when it had one
+    memory_mb: int = 0  # the container's memory limit (OUT_OF_MEMORY says it)
 
     @property
     def ended(self) -> bool:
@@ -54,17 +64,10 @@ class PodState:
         """Its container ran and is gone (as against waiting to start)."""
         return self.phase in (PodPhase.OUT_OF_MEMORY, PodPhase.DEADLINE, PodPhase.ENDED)
 
-    def reason(self) -> str | None:
-        """Why the machine stopped (or will not start), one line; None while it is fine."""
-        if self.phase in (PodPhase.PENDING, PodPhase.RUNNING):
-            return None
-        return {
-            PodPhase.OUT_OF_MEMORY: "out of memory",
-            PodPhase.IMAGE: "cannot pull its image",
-            PodPhase.UNSCHEDULABLE: "cannot be scheduled",
-            PodPhase.DEADLINE: "ran past its deadline (activeDeadlineSeconds)",
-            PodPhase.ENDED: "exited",
-        }[self.phase] + (f" ({self.detail})" if self.detail else "")
+    def why_not_started(self) -> str:
+        """One line for a pod that will not start (IMAGE, UNSCHEDULABLE)."""
+        what = "cannot pull its image" if self.phase is PodPhase.IMAGE else "cannot be scheduled"
+        return f"{what} ({self.detail})" if self.detail else what
 
 
 _IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
@@ -86,13 +89,10 @@ def pod_state(pod: Pod, grpc_port: int) -> PodState:
         waiting = state.waiting if state is not None else None
         if terminated is not None:
             if terminated.reason == "OOMKilled":
-                limit = f"{memory} MB limit" if memory else ""
-                return PodState(PodPhase.OUT_OF_MEMORY, limit, address)
-            return PodState(
-                PodPhase.ENDED,
-                _exit_detail(terminated.exitCode, terminated.signal, terminated.message),
-                address,
-            )
+                return PodState(PodPhase.OUT_OF_MEMORY, "", address, memory_mb=memory)
+            code = terminated.signal + 128 if terminated.signal else terminated.exitCode
+            detail = _one_line(terminated.message or "")
+            return PodState(PodPhase.ENDED, detail, address, exit_code=int(code or 0))
         if waiting is not None and waiting.reason in _IMAGE_REASONS:
             image = container.image or (pod.spec.containers[0].image if pod.spec else "")
             detail = f"{image}: {_one_line(waiting.message or waiting.reason)}"
@@ -114,27 +114,23 @@ def pod_state(pod: Pod, grpc_port: int) -> PodState:
     return PodState(PodPhase.PENDING, "", address)
 
 
-def failure_reason(state: PodState) -> str | None:
-    """What `Provider.failure` answers for a state (the lease reads "out of memory")."""
+def stop_reason(state: PodState, tags: Mapping[str, str], now: float) -> StopReason | None:
+    """What `Provider.failure` answers for a pod in `state` with these tags (its labels) at
+    `now`; None while it runs or has not started."""
     if state.phase is PodPhase.OUT_OF_MEMORY:
-        return f"out of memory ({state.detail})" if state.detail else "out of memory"
-    if state.phase is PodPhase.ENDED:
-        return state.detail or "exited"
-    return state.reason()
-
-
-def _exit_detail(code: int | None, signal: int | None, message: str | None) -> str:
-    code = int(code or 0)
-    if signal:
-        reason = f"killed by signal {signal}"
-    elif code > 128:  # the kubelet reports a signal's death as 128 + its number
-        reason = f"killed by signal {code - 128}"
-    elif code:
-        reason = f"exited with code {code}"
-    else:
-        reason = "exited"
-    detail = _one_line(message or "")
-    return f"{reason}: {detail}" if detail else reason
+        return StopReason.out_of_memory(state.memory_mb)
+    if state.phase is PodPhase.DEADLINE:
+        return StopReason.deadline("it ran past its deadline (activeDeadlineSeconds)")
+    if state.phase is not PodPhase.ENDED:
+        return None
+    code = state.exit_code
+    if code is None:  # the pod failed without a container exit: evicted, its node lost
+        return StopReason.gone(
+            f"the pod failed: {state.detail}" if state.detail else "the pod failed"
+        )
+    if code > 128:  # the kubelet reports a signal's death as 128 + its number
+        return StopReason.killed(code - 128, state.detail)
+    return StopReason.exited(code, state.detail).at_deadline(tags, now)
 
 
 def _one_line(text: str) -> str:
