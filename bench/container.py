@@ -118,7 +118,7 @@ def container_worker(
             return boot, job, int(line.split()[1]) / 1024, cgroup_peak
 
 
-async def provider_boot(provider: Provider, store: Path) -> tuple[float, float]:
+async def provider_boot(provider: Provider) -> tuple[float, float]:
     """(create → first Ping answered, destroy) seconds of one machine of `provider`."""
     token = secrets.token_urlsafe(16)
     env = WorkerEnv()
@@ -147,8 +147,8 @@ async def provider_boots(
     found: dict[str, list[tuple[float, float]]] = {"local": [], "docker": []}
     try:
         for _ in range(count):  # alternating, so both see the same load
-            found["local"].append(await provider_boot(local, store))
-            found["docker"].append(await provider_boot(docker, store))
+            found["local"].append(await provider_boot(local))
+            found["docker"].append(await provider_boot(docker))
     finally:
         await local.aclose()
         await docker.aclose()

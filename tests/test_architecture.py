@@ -33,10 +33,22 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "proto": (frozenset(), frozenset({"grpc", "google"})),
     "imaging": (frozenset(), frozenset({"pyvips", "PIL", "pillow_heif", "pi_heif", "blurhash"})),
     "storage": (frozenset(), frozenset({"obstore", "stamina"})),
-    # requests: the docker SDK's transport, whose exceptions tell a refused connection apart
+    # requests: the docker SDK's transport, whose exceptions tell a refused connection apart;
+    # httpx2: lightkube's transport, likewise
     "machines": (
         frozenset(),
-        frozenset({"httpx", "stamina", "psutil", "docker", "requests", "aiolimiter"}),
+        frozenset(
+            {
+                "httpx",
+                "stamina",
+                "psutil",
+                "docker",
+                "requests",
+                "aiolimiter",
+                "lightkube",
+                "httpx2",
+            }
+        ),
     ),
     "worker": (
         # no storage: a worker holds no store and no credential; its outputs go back to the

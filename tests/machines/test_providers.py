@@ -24,8 +24,8 @@ def test_every_option_has_its_own_flag_and_variable() -> None:
     assert len({o.envvar for o in options}) == len(options)
     for kind in PROVIDERS.values():
         for option in kind.options:
-            assert option.flag.startswith(f"--{kind.name}-")
-            assert option.envvar.startswith(f"UPLODR_{kind.name.upper()}_")
+            assert option.flag.startswith(f"--{kind.prefix}-")
+            assert option.envvar.startswith(f"UPLODR_{kind.prefix.upper()}_")
 
 
 def test_build_by_name(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .asgi_thread import serve_in_thread
 from .fly_docker import ContainerMachine, FlyDockerMachines
 from .fly_spec import FlySpec, SpecViolation
 
@@ -300,23 +301,7 @@ class FlyApiServer:
     # -- running -----------------------------------------------------------------------------
 
     def start(self) -> FlyApiServer:
-        config = uvicorn.Config(
-            self.asgi,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="fly-api", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("Fly API test server did not start")
-            time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server, self._thread, port = serve_in_thread(self.asgi, "fly-api", lifespan="on")
         self.url = f"http://127.0.0.1:{port}"
         return self
 

@@ -41,7 +41,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "httpcore", "stamina"):
+    # httpx2, httpcore2: lightkube's transport (the Kubernetes provider)
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "stamina"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from uplodr import retry_log
 

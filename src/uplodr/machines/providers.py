@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from uplodr.errors import ProviderError
-from uplodr.machines import docker, fly, local
+from uplodr.machines import docker, fly, kubernetes, local
 from uplodr.machines.base import Provider
 from uplodr.machines.settings import ProviderOption, ProviderSettings
 
@@ -27,6 +27,13 @@ class ProviderKind:
     help: str
     factory: Callable[[ProviderSettings], Provider]
     options: tuple[ProviderOption, ...] = ()
+    # What the options' flags and variables start with (--PREFIX-*, UPLODR_PREFIX_*), when
+    # not the name: kubectl's own short name for Kubernetes.
+    option_prefix: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return self.option_prefix or self.name
 
 
 PROVIDERS: dict[str, ProviderKind] = {
@@ -38,6 +45,13 @@ PROVIDERS: dict[str, ProviderKind] = {
         ),
         ProviderKind(
             "docker", "containers (DOCKER_HOST, --docker-*)", docker.from_settings, docker.OPTIONS
+        ),
+        ProviderKind(
+            "kubernetes",
+            "pods (in-cluster or $KUBECONFIG, --k8s-*)",
+            kubernetes.from_settings,
+            kubernetes.OPTIONS,
+            option_prefix="k8s",
         ),
     )
 }

@@ -27,11 +27,14 @@ from tests.support.docker_engine import DockerEngine
 from tests.support.docker_standin import standin_image
 from tests.support.fly import FAST_BACKOFF, fly_config
 from tests.support.fly_api import FlyApiServer, standin_process
+from tests.support.k8s_api import KubeApiServer
 from tests.support.procs import free_port, marked_processes
 from tests.support.strangers import stranger_machine
 from uplodr.machines.base import Machine, MachineSpec, Provider, RateLimit, StopReason
 from uplodr.machines.docker import DockerConfig, DockerProvider
 from uplodr.machines.fly import FlyProvider
+from uplodr.machines.kubernetes import KubernetesConfig, KubernetesProvider
+from uplodr.machines.kubernetes_api import KubeApi
 from uplodr.machines.local import LocalProvider, base_env
 from uplodr.machines.local_records import RecordDir
 from uplodr.machines.memory import MemoryProvider, RunningWorker
@@ -367,9 +370,82 @@ async def docker_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harnes
         await harness.close()
 
 
+# -- kubernetes (the schema-validating API test server, pods as local processes) ------------------
+
+
+@dataclass
+class KubernetesHarness:
+    provider: KubernetesProvider
+    kube: KubeApiServer
+    mark: str
+    missing_id: str = "uplodr-000000000000"
+    list_price: float = 0.0
+    foreigners: set[str] = field(default_factory=set)
+
+    def spec(
+        self, tags: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+    ) -> MachineSpec:
+        return _spec(tags, env, self.mark)
+
+    async def crash(self, machine: Machine) -> None:
+        assert self.kube.kill_process(machine.id)
+
+    async def foreign(self, tags: Mapping[str, str]) -> str:
+        """Someone else's pod in the same namespace, labelled with exactly these tags."""
+        name = f"someone-else-{len(self.foreigners)}"
+        self.kube.add_pod(
+            self.kube.namespace,
+            {
+                "metadata": {"name": name, "labels": dict(tags)},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "someone/else:1",
+                            "env": [{"name": LEAK_MARK, "value": self.mark}],
+                        }
+                    ]
+                },
+            },
+        )
+        self.foreigners.add(name)
+        return name
+
+    def slow_boot(self) -> None:
+        self.kube.start_latency = 3.0
+
+    def enforce_rate(self, rate: RateLimit) -> None:
+        raise AssertionError("the kubernetes provider declares no rate limit")
+
+    def rate_refusals(self) -> int:
+        return 0
+
+    async def leftovers(self) -> list[str]:
+        return [
+            p["metadata"]["name"]
+            for p in self.kube.pods()
+            if p["metadata"]["name"] not in self.foreigners
+        ]
+
+
+@contextlib.asynccontextmanager
+async def kubernetes_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    request.getfixturevalue("no_leftover_processes")
+    mark: str = request.getfixturevalue("leak_mark")
+    with KubeApiServer(process_factory=standin_process) as kube:
+        config = KubernetesConfig(image="uplodr:test", memory_mb=64, grpc_port=free_port())
+        provider = KubernetesProvider(config, KubeApi(kube.config(), kube.namespace))
+        try:
+            yield KubernetesHarness(provider, kube, mark)
+        finally:
+            await provider.aclose()
+        assert kube.spec_errors == []
+
+
 HARNESSES: dict[str, HarnessFactory] = {
     "local": local_harness,
     "fly": fly_harness,
     "memory": memory_harness,
     "docker": docker_harness,
+    "kubernetes": kubernetes_harness,
 }
