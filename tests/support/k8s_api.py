@@ -320,7 +320,8 @@ class KubeApiServer:
             for key, pod in list(self._pods.items()):
                 _kill(pod.process)
                 del self._pods[key]
-                self.deleted["shutdown"] += 1
+                if "deletionTimestamp" not in pod.obj["metadata"]:
+                    self.deleted["shutdown"] += 1
 
     def __enter__(self) -> KubeApiServer:
         return self.start()
@@ -406,8 +407,8 @@ class KubeApiServer:
         with self._lock:
             pod = self._pods.get((namespace, name))
             if pod is not None:
-                self._mark_deleted(namespace, pod, 0)
-                self.deleted["kubectl"] += 1
+                if self._mark_deleted(namespace, pod, 0):
+                    self.deleted["kubectl"] += 1
 
     # -- request pipeline --------------------------------------------------------------------
 
@@ -588,8 +589,8 @@ class KubeApiServer:
                 if grace < 0:
                     raise Refused(400, "BadRequest", "gracePeriodSeconds must be >= 0")
                 if request.query_params.get("dryRun") != "All":
-                    self._mark_deleted(namespace, pod, grace)
-                    self.deleted["user"] += 1
+                    if self._mark_deleted(namespace, pod, grace):
+                        self.deleted["user"] += 1
                 answer = self._checked(pod.obj)
         except Refused as refused:
             return self._answer("delete", refused.response)
@@ -642,9 +643,12 @@ class KubeApiServer:
         snapshot = json.loads(json.dumps(pod.obj))
         self._events.append(Event(self._version, kind, namespace, snapshot))
 
-    def _mark_deleted(self, namespace: str, pod: FakePod, grace: int) -> None:
+    def _mark_deleted(self, namespace: str, pod: FakePod, grace: int) -> bool:
+        """Start a pod's deletion (again: a shorter grace still applies). True the first time:
+        a pod deleted twice, or deleted and then shut down, is one deletion in the counts."""
         meta = pod.obj["metadata"]
-        if "deletionTimestamp" not in meta:
+        first = "deletionTimestamp" not in meta
+        if first:
             meta["deletionTimestamp"] = _now()
             meta["deletionGracePeriodSeconds"] = grace
             self._changed(namespace, pod)
@@ -657,6 +661,7 @@ class KubeApiServer:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGTERM if grace else signal.SIGKILL)
         pod.kill_at = time.monotonic() + grace
+        return first
 
     def _kubelet_loop(self) -> None:
         while not self._stopping.wait(_TICK):
@@ -678,8 +683,8 @@ class KubeApiServer:
             self._changed(namespace, pod, "DELETED")
             return
         if self._orphaned(namespace, meta):
-            self._mark_deleted(namespace, pod, 0)
-            self.deleted["gc"] += 1
+            if self._mark_deleted(namespace, pod, 0):
+                self.deleted["gc"] += 1
             return
         if pod.terminal:
             return
