@@ -406,9 +406,8 @@ class KubeApiServer:
         """Delete a pod as someone else's client would (grace period 0)."""
         with self._lock:
             pod = self._pods.get((namespace, name))
-            if pod is not None:
-                if self._mark_deleted(namespace, pod, 0):
-                    self.deleted["kubectl"] += 1
+            if pod is not None and self._mark_deleted(namespace, pod, 0):
+                self.deleted["kubectl"] += 1
 
     # -- request pipeline --------------------------------------------------------------------
 
@@ -588,9 +587,9 @@ class KubeApiServer:
                 grace = int(grace_text) if grace_text is not None else int(default)
                 if grace < 0:
                     raise Refused(400, "BadRequest", "gracePeriodSeconds must be >= 0")
-                if request.query_params.get("dryRun") != "All":
-                    if self._mark_deleted(namespace, pod, grace):
-                        self.deleted["user"] += 1
+                real = request.query_params.get("dryRun") != "All"
+                if real and self._mark_deleted(namespace, pod, grace):
+                    self.deleted["user"] += 1
                 answer = self._checked(pod.obj)
         except Refused as refused:
             return self._answer("delete", refused.response)
