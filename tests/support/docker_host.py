@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 BRIDGE_PREFIX = "uplodr-br"
 ROOT_PREFIX = "uplodr-dockerd-"
 # Paths dockerd 20.10 / its containerd create whatever their configuration says.
@@ -132,7 +134,7 @@ def host_state() -> dict[str, object]:
     share (None then) — and so are veth links and their routes (each container's, checked on
     their own), so engines elsewhere do not make a comparison flaky."""
     others = [root for root in live_roots() if (root / "bridge").exists()]
-    bridges = [(root / "bridge").read_text().strip() for root in others]
+    bridges = [name for root in others for name in _bridges_of(root)]
     sockets = {path.name for root in others for path in _shim_sockets(root)}
 
     def mine(line: str) -> bool:
@@ -171,6 +173,24 @@ def firewall(saved: str) -> list[str]:
     `iptables-save` text, without comments and counters: what an engine can change."""
     lines = (_COUNTERS.sub("", line).strip() for line in saved.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def _bridges_of(root: Path) -> list[str]:
+    """The bridge links of a live engine: its own bridge, and one per network made on it (a
+    user-defined network is a `br-<id>` bridge with its own routes, e.g. `uplodr-workers`)."""
+    names = [(root / "bridge").read_text().strip()]
+    transport = httpx.HTTPTransport(uds=str(root / "docker.sock"))
+    with (
+        contextlib.suppress(httpx.HTTPError, ValueError, OSError),
+        httpx.Client(transport=transport, base_url="http://docker", timeout=5) as http,
+    ):
+        for network in http.get("/networks").json():
+            if network.get("Driver") == "bridge":
+                options = network.get("Options") or {}
+                names.append(
+                    options.get("com.docker.network.bridge.name") or f"br-{network['Id'][:12]}"
+                )
+    return names
 
 
 def host_changes(before: dict[str, object], after: dict[str, object]) -> dict[str, object]:

@@ -711,6 +711,7 @@ SERVER_EXTRA = frozenset(
         "psutil",
         "docker",
         "aiolimiter",
+        "lightkube",
     }
 )
 
