@@ -158,6 +158,27 @@ def test_a_drop_of_three_files_shows_progress_results_and_the_error(
     page.close()
 
 
+@pytest.fixture(scope="module")
+def plain_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """`uplodr serve` as a newcomer starts it: no presets file, so only the default preset."""
+    with running_gateway(tmp_path_factory.mktemp("plain-gateway")) as running:
+        yield running
+
+
+def test_a_gateway_without_named_presets_shows_no_preset_picker(
+    plain_gateway: Gateway, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    with page.expect_response(lambda r: r.url.endswith("/v1/presets")):
+        page.goto(plain_gateway.url + "/")
+    # The field stays hidden: its computed style, not only its attribute (a `label` rule with
+    # `display: flex` once showed an empty picker here).
+    page.wait_for_load_state("networkidle")
+    assert page.eval_on_selector("#preset-field", "e => getComputedStyle(e).display") == "none"
+    expect(page.locator("#preset-field")).to_be_hidden()
+    page.close()
+
+
 def test_the_docs_page_renders_the_openapi_document(
     gateway: Gateway, context: BrowserContext
 ) -> None:

@@ -19,6 +19,8 @@ UPLOAD_PAGE = """<!doctype html>
   .lead { color: var(--muted); margin-top: 0; }
   form { display: flex; gap: .8rem; flex-wrap: wrap; align-items: end; }
   label { display: flex; flex-direction: column; font-size: .85rem; color: var(--muted); }
+  /* `hidden` must win over the `display` of the rules above (an empty picker showed). */
+  [hidden] { display: none !important; }
   input { font: inherit; padding: .3rem .4rem; }
   #drop { display: block; border: 2px dashed #aaa; border-radius: 10px; padding: 1.6rem; text-align: center; margin: 1rem 0; cursor: pointer; color: var(--muted); }
   #drop.over { border-color: var(--accent); background: #eef5ff; color: var(--accent); }
