@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import html5lib
+import httpx
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -165,10 +166,12 @@ def plain_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]
         yield running
 
 
-def test_a_gateway_without_named_presets_shows_no_preset_picker(
+def test_a_gateway_without_named_presets_shows_no_preset_picker_and_no_missing_icon(
     plain_gateway: Gateway, context: BrowserContext
 ) -> None:
     page = context.new_page()
+    answers: list[tuple[str, int]] = []
+    page.on("response", lambda r: answers.append((r.url, r.status)))
     with page.expect_response(lambda r: r.url.endswith("/v1/presets")):
         page.goto(plain_gateway.url + "/")
     # The field stays hidden: its computed style, not only its attribute (a `label` rule with
@@ -176,6 +179,10 @@ def test_a_gateway_without_named_presets_shows_no_preset_picker(
     page.wait_for_load_state("networkidle")
     assert page.eval_on_selector("#preset-field", "e => getComputedStyle(e).display") == "none"
     expect(page.locator("#preset-field")).to_be_hidden()
+    # The browser's own request for an icon is answered, not a 404 on every visit.
+    icon = httpx.get(plain_gateway.url + "/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/")
+    assert not [a for a in answers if a[1] >= 400], answers
     page.close()
 
 

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.staticfiles import StaticFiles
 
 from uplodr import formats
@@ -55,7 +55,7 @@ from uplodr.gateway.operations import (
     READYZ,
     convert_operation,
 )
-from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
+from uplodr.gateway.page import DOCS_PAGE, FAVICON, UPLOAD_PAGE
 from uplodr.gateway.readiness import Readiness, failed_line
 from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool, spool_folder
@@ -78,8 +78,8 @@ class ClientGone(Exception):
     """The HTTP client hung up before its answer was ready."""
 
 
-def error_response(error: UplodrError) -> JSONResponse:
-    metrics.ERRORS.labels(code=error.code).inc()
+def error_response(request: Request, error: UplodrError) -> JSONResponse:
+    metrics.count_error(request.url.path, error.code)
     headers: dict[str, str] = {}
     if isinstance(error, (TooLarge, UploadTimeout)):
         # A body cut off at the limit (or its deadline) was not read to its end: the connection
@@ -163,7 +163,7 @@ async def refused(request: Request, error: Exception) -> Response:
         log.info("upload refused (token %s): %s (%s)", token, error, error.code)
     else:
         log.info("upload refused: %s (%s)", error, error.code)
-    return error_response(error)
+    return error_response(request, error)
 
 
 async def client_gone(request: Request, error: Exception) -> Response:
@@ -188,7 +188,7 @@ async def http_refusal(request: Request, error: Exception) -> Response:
         message = f"{request.method} is not allowed on {request.url.path[:200]!r}"
     else:
         message = " ".join(str(error.detail).split())[:200]
-    metrics.ERRORS.labels(code=code).inc()
+    metrics.count_error(request.url.path, code)
     return JSONResponse(
         {"error": message, "code": code}, status_code=error.status_code, headers=error.headers
     )
@@ -197,7 +197,7 @@ async def http_refusal(request: Request, error: Exception) -> Response:
 async def internal_error(request: Request, error: Exception) -> Response:
     """Anything unexpected: a one-line JSON 500; the traceback goes to the log only (Starlette
     re-raises the exception after this answer and the server logs it)."""
-    return error_response(UplodrError("internal error"))
+    return error_response(request, UplodrError("internal error"))
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
@@ -342,6 +342,12 @@ async def page(_request: Request) -> Response:
     return HTMLResponse(UPLOAD_PAGE)
 
 
+async def favicon(_request: Request) -> Response:
+    return Response(
+        FAVICON, media_type="image/svg+xml", headers={"cache-control": "public, max-age=86400"}
+    )
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(_state(request).document)
 
@@ -355,7 +361,7 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
     table: list[BaseRoute] = [
         ApiRoute("/", page, operation=PAGE),
         ApiRoute(
-            "/v1/images",
+            metrics.UPLOADS_PATH,
             post_image,
             methods=["POST"],
             operation=convert_operation(list(service.presets)),
@@ -372,6 +378,8 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
     table += [
         ApiRoute("/openapi.json", openapi, operation=OPENAPI),
         ApiRoute("/docs", docs, operation=DOCS),
+        # The browser's icon, not part of the API: left out of the document.
+        Route("/favicon.ico", favicon),
     ]
     return table
 

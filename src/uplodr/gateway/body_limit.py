@@ -37,7 +37,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            metrics.ERRORS.labels(code=TooLarge.code).inc()
+            metrics.count_error(scope["path"], TooLarge.code)
             log.info("upload refused: %d bytes declared, limit %d", int(declared), self.limit)
             body = _too_large_body(self.limit)
             await send(
