@@ -68,6 +68,19 @@ class TooLarge(UplodrError):
     code = "too_large"
     about_input = True
 
+    @classmethod
+    def over_limit(cls, what: str, limit: int) -> TooLarge:
+        return cls(f"{what} is larger than the limit of {byte_size(limit)}")
+
+
+def byte_size(count: int) -> str:
+    """A byte count for people, in the binary units limits are given in (`--max-upload 64MiB`):
+    "64 MiB", "1.5 MiB", "1000 bytes" — not 67108864 bytes."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= size:
+            return f"{count / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{count} byte" + ("" if count == 1 else "s")
+
 
 class LimitExceeded(UplodrError):
     """Pixels, dimensions, frames, time or concurrency beyond a configured limit."""

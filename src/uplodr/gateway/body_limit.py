@@ -21,7 +21,7 @@ log = logging.getLogger("uplodr.gateway")
 def _too_large_body(limit: int) -> bytes:
     # The same shape and message as every other error answer (see gateway.app.error_response).
     return json.dumps(
-        {"error": f"upload is larger than the limit of {limit} bytes", "code": TooLarge.code},
+        {"error": str(TooLarge.over_limit("upload", limit)), "code": TooLarge.code},
         separators=(",", ":"),
     ).encode()
 
@@ -61,7 +61,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise TooLarge(f"upload is larger than the limit of {self.limit} bytes")
+                    raise TooLarge.over_limit("upload", self.limit)
             return message
 
         await self.app(scope, limited_receive, send)
