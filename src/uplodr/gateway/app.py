@@ -53,6 +53,7 @@ from uplodr.gateway.operations import (
     PAGE,
     PRESETS,
     READYZ,
+    UPLOAD_PARAMS,
     convert_operation,
 )
 from uplodr.gateway.page import DOCS_PAGE, FAVICON, UPLOAD_PAGE
@@ -93,6 +94,16 @@ def error_response(request: Request, error: UplodrError) -> JSONResponse:
         status_code=status_of(error).http,
         headers=headers or None,
     )
+
+
+def refuse_unknown_params(request: Request, known: tuple[str, ...]) -> None:
+    """InvalidRequest naming the query parameters this route does not take, and the ones it
+    does (each name shortened: the message stays one short line)."""
+    unknown = [key for key in dict.fromkeys(request.query_params) if key not in known]
+    if unknown:
+        shown = ", ".join(repr(k if len(k) <= 40 else k[:39] + "…") for k in unknown[:5])
+        plural = "s" if len(unknown) > 1 else ""
+        raise InvalidRequest(f"unknown query parameter{plural} {shown} (known: {', '.join(known)})")
 
 
 def request_choice(request: Request, service: ConversionService) -> tuple[Choice, str]:
@@ -242,6 +253,7 @@ async def post_image(request: Request) -> Response:
     token = gateway.tokens.for_upload(request.headers.get("authorization", ""))
     if token is not None:
         request.state.token = token.name
+    refuse_unknown_params(request, UPLOAD_PARAMS)
     query = request.query_params
     folder = safe_folder(query.get("folder", ""))
     if token is not None:
