@@ -26,7 +26,6 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.staticfiles import StaticFiles
 
 from uplodr import formats
 from uplodr.answer import CheckReport, PresetInfo, Presets, ReadinessReport
@@ -42,6 +41,7 @@ from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission, Ticket
 from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
+from uplodr.gateway.files import StoreFiles
 from uplodr.gateway.openapi import ApiMount, ApiRoute, openapi_document
 from uplodr.gateway.operations import (
     DOCS,
@@ -385,7 +385,7 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
     ]
     if files_root is not None:
         files_root.mkdir(parents=True, exist_ok=True)
-        files = StaticFiles(directory=files_root)
+        files = StoreFiles(directory=files_root)
         table.append(ApiMount("/files", app=files, operation=FILES, param="key"))
     table += [
         ApiRoute("/openapi.json", openapi, operation=OPENAPI),
