@@ -45,7 +45,7 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
         (["worker"], "uplodr worker: ", "Missing option '--grpc-addr'"),
         (["reap", "--older-than", "soon"], "uplodr reap: ", "not a duration: 'soon'"),
         (["machines", "ls", "--bogus"], "uplodr machines ls: ", "No such option '--bogus'"),
-        (["sweep", "--folder", "a/../b"], "uplodr sweep: ", "Invalid value for --folder"),
+        (["sweep", "--folder", "a/../b"], "uplodr sweep: ", "Invalid value for '--folder'"),
         (["bogus"], "uplodr: ", "No such command 'bogus'"),
         (
             ["convert", "--server", "127.0.0.1:8080", "a.jpg"],
@@ -53,6 +53,12 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
             "'127.0.0.1:8080' is not an http:// or https:// URL",
         ),
         (["convert", "--alt", "x" * 1001, "a.jpg"], "uplodr convert: ", "is 1001 characters"),
+        # Refused before any upload (once every file was sent, then failed invalid_request).
+        (
+            ["convert", "--folder", "../x", "a.jpg"],
+            "uplodr convert: ",
+            "Invalid value for '--folder': folder must not contain empty, '.' or '..' parts",
+        ),
     ],
 )
 def test_a_bad_command_line_is_one_line(args: list[str], start: str, says: str) -> None:
