@@ -4,6 +4,7 @@ command, exit status 2, no traceback and no usage block; `--help` unchanged."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,14 @@ def test_a_provider_that_cannot_be_reached_is_one_line(command: list[str], tmp_p
         f"uplodr {' '.join(command)}: Docker engine at unix://{socket} is unreachable: "
         "No such file or directory"
     ]
+
+
+def test_a_port_in_use_stops_serve_with_one_line_before_it_says_serving(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--state-dir", str(tmp_path / "state"), "--store", str(tmp_path / "store")]
+        line = one_line_error(uplodr("serve", "--port", str(port), *args, cwd=tmp_path))
+    # Found before anything was opened: nothing logged, nothing printed but this line.
+    assert line == f"uplodr serve: --port {port}: 127.0.0.1:{port} is already in use", line

@@ -1,8 +1,9 @@
 """Assemble and run the gateway, as named steps that close what they opened on every exit path.
 
-    load tokens → check exposure → resolve stores → open provider → check stores reachable →
-    check provider → open stores → check writable → open dispatcher → open pool → start reaper
-    loop → admission (bound of uploads in flight, spool folder) → serve HTTP
+    listen (bind the port: one in use is one line) → load tokens → check exposure → resolve
+    stores → open provider → check stores reachable → check provider → open stores → check
+    writable → open dispatcher → open pool → start reaper loop → admission (bound of uploads in
+    flight, spool folder) → serve HTTP
     (with /readyz checking the stores and the provider again on demand)
 
 Each step that opens something registers its closing on one AsyncExitStack, so a failure at any
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -394,7 +396,26 @@ def readiness(provider: Provider, publisher: Publisher) -> Readiness:
     )
 
 
-async def serve_http(gateway: Gateway, options: GatewayOptions) -> None:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The gateway's socket, bound before anything else is opened: a port in use is one line
+    (StartupError), not uvicorn's multi-line error after "uplodr serving on …" was printed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn binds its own: a restart does not wait for the old connections' TIME_WAIT.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise StartupError(f"--port {port}: {host}:{port} is already in use") from None
+        raise StartupError(
+            f"--host {host}: cannot listen on port {port}: {error.strerror}"
+        ) from None
+    return sock
+
+
+async def serve_http(gateway: Gateway, options: GatewayOptions, sock: socket.socket) -> None:
     config = uvicorn.Config(
         gateway.app,
         host=options.host,
@@ -410,13 +431,14 @@ async def serve_http(gateway: Gateway, options: GatewayOptions) -> None:
         file=sys.stderr,
         flush=True,
     )
-    await uvicorn.Server(config).serve()
+    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 async def serve_gateway(options: GatewayOptions, provider: Provider | None = None) -> int:
     try:
-        async with open_gateway(options, provider) as gateway:
-            await serve_http(gateway, options)
+        with listening_socket(options.host, options.port) as sock:
+            async with open_gateway(options, provider) as gateway:
+                await serve_http(gateway, options, sock)
     except StartupError as error:
         print(f"uplodr serve: {error}", file=sys.stderr)
         return 2
