@@ -102,6 +102,19 @@ class Forbidden(UplodrError):
     code = "forbidden"
 
 
+class UriTooLong(UplodrError):
+    """The request's path and query are longer than the gateway reads (no parameter of the API
+    needs that much)."""
+
+    code = "uri_too_long"
+
+
+class HeadersTooLarge(UplodrError):
+    """The request's headers are larger than the gateway reads."""
+
+    code = "headers_too_large"
+
+
 class UploadTimeout(UplodrError):
     """The request body did not arrive within the gateway's body deadline (a client that
     trickles its upload cannot hold an upload slot forever)."""
@@ -178,6 +191,8 @@ STATUSES: dict[str, Status] = {
     "unauthenticated": Status("UNAUTHENTICATED", 401),
     "forbidden": Status("PERMISSION_DENIED", 403),
     "upload_timeout": Status("DEADLINE_EXCEEDED", 408),
+    "uri_too_long": Status("INVALID_ARGUMENT", 414),
+    "headers_too_large": Status("INVALID_ARGUMENT", 431),
     "storage_unavailable": Status("UNAVAILABLE", 503),
     "worker_unavailable": Status("UNAVAILABLE", 503),
     "busy": Status("UNAVAILABLE", 503),
@@ -197,6 +212,8 @@ ERRORS_BY_CODE: dict[str, type[UplodrError]] = {
         Unauthenticated,
         Forbidden,
         UploadTimeout,
+        UriTooLong,
+        HeadersTooLarge,
         StorageUnavailable,
         WorkerUnavailable,
         Busy,

@@ -42,6 +42,7 @@ from uplodr.gateway.admission import Admission, Ticket
 from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
 from uplodr.gateway.files import StoreFiles
+from uplodr.gateway.head_limit import HeadLimit
 from uplodr.gateway.openapi import ApiMount, ApiRoute, openapi_document
 from uplodr.gateway.operations import (
     DOCS,
@@ -429,7 +430,7 @@ def create_app(
 
     app = Starlette(
         routes=table,
-        middleware=[Middleware(BodyLimit, limit=max_upload_bytes)],
+        middleware=[Middleware(HeadLimit), Middleware(BodyLimit, limit=max_upload_bytes)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -15,6 +15,7 @@ from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessRep
 from uplodr.errors import (
     Busy,
     CorruptImage,
+    HeadersTooLarge,
     InvalidRequest,
     LimitExceeded,
     ProviderError,
@@ -23,6 +24,7 @@ from uplodr.errors import (
     UnsupportedImage,
     UploadTimeout,
     UplodrError,
+    UriTooLong,
     WorkerUnavailable,
 )
 from uplodr.gateway.openapi import Operation, Param, json_content
@@ -118,6 +120,8 @@ CONVERT = Operation(
         InvalidRequest,
         TooLarge,
         UploadTimeout,
+        UriTooLong,
+        HeadersTooLarge,
         UnsupportedImage,
         CorruptImage,
         LimitExceeded,

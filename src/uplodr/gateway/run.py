@@ -42,6 +42,7 @@ from uplodr.errors import ProviderError, UplodrError, WorkerUnavailable
 from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission
 from uplodr.gateway.app import create_app
+from uplodr.gateway.head_limit import READ_HEAD_BYTES
 from uplodr.gateway.readiness import Check, Readiness
 from uplodr.gateway.service import ConversionService
 from uplodr.gateway.tokens import (
@@ -422,6 +423,10 @@ async def serve_http(gateway: Gateway, options: GatewayOptions, sock: socket.soc
         port=options.port,
         log_level="warning",
         lifespan="on",
+        # h11 reads a request head this long, so that an over-long one is answered (414, 431:
+        # gateway.head_limit) rather than reset; httptools, if installed, has no such setting
+        http="h11",
+        h11_max_incomplete_event_size=READ_HEAD_BYTES,
         # SIGTERM: uvicorn stops taking requests and lets running ones finish for this long
         # before it cancels them; a job may take its boot and its job timeout
         timeout_graceful_shutdown=int(options.boot_timeout + options.job_timeout) + 5,
