@@ -68,6 +68,19 @@ class TooLarge(UplodrError):
     code = "too_large"
     about_input = True
 
+    @classmethod
+    def over_limit(cls, what: str, limit: int) -> TooLarge:
+        return cls(f"{what} is larger than the limit of {byte_size(limit)}")
+
+
+def byte_size(count: int) -> str:
+    """A byte count for people, in the binary units limits are given in (`--max-upload 64MiB`):
+    "64 MiB", "1.5 MiB", "1000 bytes" — not 67108864 bytes."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= size:
+            return f"{count / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{count} byte" + ("" if count == 1 else "s")
+
 
 class LimitExceeded(UplodrError):
     """Pixels, dimensions, frames, time or concurrency beyond a configured limit."""
@@ -87,6 +100,19 @@ class Forbidden(UplodrError):
     with an upload token when a separate metrics token is configured."""
 
     code = "forbidden"
+
+
+class UriTooLong(UplodrError):
+    """The request's path and query are longer than the gateway reads (no parameter of the API
+    needs that much)."""
+
+    code = "uri_too_long"
+
+
+class HeadersTooLarge(UplodrError):
+    """The request's headers are larger than the gateway reads."""
+
+    code = "headers_too_large"
 
 
 class UploadTimeout(UplodrError):
@@ -165,6 +191,8 @@ STATUSES: dict[str, Status] = {
     "unauthenticated": Status("UNAUTHENTICATED", 401),
     "forbidden": Status("PERMISSION_DENIED", 403),
     "upload_timeout": Status("DEADLINE_EXCEEDED", 408),
+    "uri_too_long": Status("INVALID_ARGUMENT", 414),
+    "headers_too_large": Status("INVALID_ARGUMENT", 431),
     "storage_unavailable": Status("UNAVAILABLE", 503),
     "worker_unavailable": Status("UNAVAILABLE", 503),
     "busy": Status("UNAVAILABLE", 503),
@@ -184,6 +212,8 @@ ERRORS_BY_CODE: dict[str, type[UplodrError]] = {
         Unauthenticated,
         Forbidden,
         UploadTimeout,
+        UriTooLong,
+        HeadersTooLarge,
         StorageUnavailable,
         WorkerUnavailable,
         Busy,

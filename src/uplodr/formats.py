@@ -209,7 +209,9 @@ REGISTRY: Final[tuple[Format, ...]] = (
         # are decoded by pillow-heif (libheif + libde265), never by a libvips loader.
         name="heif",
         label="HEIF",
-        mime_type="image/heif",
+        # image/heic: IANA's type for HEIF whose images are HEVC-coded (ISO/IEC 23008-12,
+        # Annex B), what a phone writes; image/heif is for HEIF in general.
+        mime_type="image/heic",
         ext="heic",
         brands=frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}),
         weak_brands=frozenset({b"mif1", b"msf1"}),

@@ -4,6 +4,7 @@ command, exit status 2, no traceback and no usage block; `--help` unchanged."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
         (["worker"], "uplodr worker: ", "Missing option '--grpc-addr'"),
         (["reap", "--older-than", "soon"], "uplodr reap: ", "not a duration: 'soon'"),
         (["machines", "ls", "--bogus"], "uplodr machines ls: ", "No such option '--bogus'"),
-        (["sweep", "--folder", "a/../b"], "uplodr sweep: ", "Invalid value for --folder"),
+        (["sweep", "--folder", "a/../b"], "uplodr sweep: ", "Invalid value for '--folder'"),
         (["bogus"], "uplodr: ", "No such command 'bogus'"),
         (
             ["convert", "--server", "127.0.0.1:8080", "a.jpg"],
@@ -53,6 +54,12 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
             "'127.0.0.1:8080' is not an http:// or https:// URL",
         ),
         (["convert", "--alt", "x" * 1001, "a.jpg"], "uplodr convert: ", "is 1001 characters"),
+        # Refused before any upload (once every file was sent, then failed invalid_request).
+        (
+            ["convert", "--folder", "../x", "a.jpg"],
+            "uplodr convert: ",
+            "Invalid value for '--folder': folder must not contain empty, '.' or '..' parts",
+        ),
     ],
 )
 def test_a_bad_command_line_is_one_line(args: list[str], start: str, says: str) -> None:
@@ -121,3 +128,14 @@ def test_a_provider_that_cannot_be_reached_is_one_line(command: list[str], tmp_p
         f"uplodr {' '.join(command)}: Docker engine at unix://{socket} is unreachable: "
         "No such file or directory"
     ]
+
+
+def test_a_port_in_use_stops_serve_with_one_line_before_it_says_serving(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--state-dir", str(tmp_path / "state"), "--store", str(tmp_path / "store")]
+        line = one_line_error(uplodr("serve", "--port", str(port), *args, cwd=tmp_path))
+    # Found before anything was opened: nothing logged, nothing printed but this line.
+    assert line == f"uplodr serve: --port {port}: 127.0.0.1:{port} is already in use", line

@@ -174,3 +174,19 @@ def test_cli_convert_prints_json_and_lines(gateway: Gateway, tmp_path: Path) -> 
     assert result.returncode == 1
     assert result.stdout.startswith(f"failed       {broken}  corrupt_image: ")
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_local_files_carry_the_cache_control_of_their_objects(gateway: Gateway) -> None:
+    """As docs/storage.md says of every store: variants are immutable (their URL names their
+    bytes), a manifest is revalidated, and a missing file is not cached."""
+    response = post(gateway, corpus_file("sample-16bit.png"), folder="cached")
+    assert response.status_code == 200, response.text
+    for variant in response.json()["variants"]:
+        served = httpx.get(variant["url"])
+        assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
+    webp = by_type(response.json())["image/webp"]["url"]
+    manifest = httpx.get(webp.removesuffix(".webp") + ".json")
+    assert manifest.status_code == 200 and manifest.json()
+    assert manifest.headers["cache-control"] == "no-cache"
+    missing = httpx.get(webp.removesuffix(".webp") + "-gone.webp")
+    assert missing.status_code == 404 and "cache-control" not in missing.headers

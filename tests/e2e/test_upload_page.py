@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import html5lib
+import httpx
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -155,6 +156,33 @@ def test_a_drop_of_three_files_shows_progress_results_and_the_error(
     screenshot = tmp_path / "upload-page.png"
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def plain_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """`uplodr serve` as a newcomer starts it: no presets file, so only the default preset."""
+    with running_gateway(tmp_path_factory.mktemp("plain-gateway")) as running:
+        yield running
+
+
+def test_a_gateway_without_named_presets_shows_no_preset_picker_and_no_missing_icon(
+    plain_gateway: Gateway, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    answers: list[tuple[str, int]] = []
+    page.on("response", lambda r: answers.append((r.url, r.status)))
+    with page.expect_response(lambda r: r.url.endswith("/v1/presets")):
+        page.goto(plain_gateway.url + "/")
+    # The field stays hidden: its computed style, not only its attribute (a `label` rule with
+    # `display: flex` once showed an empty picker here).
+    page.wait_for_load_state("networkidle")
+    assert page.eval_on_selector("#preset-field", "e => getComputedStyle(e).display") == "none"
+    expect(page.locator("#preset-field")).to_be_hidden()
+    # The browser's own request for an icon is answered, not a 404 on every visit.
+    icon = httpx.get(plain_gateway.url + "/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/")
+    assert not [a for a in answers if a[1] >= 400], answers
     page.close()
 
 

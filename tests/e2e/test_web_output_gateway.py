@@ -142,9 +142,10 @@ def test_the_original_is_kept_byte_for_byte_or_alone(gateway: Gateway) -> None:
     assert (original["format"], original["role"], original["mime_type"]) == (
         "heif",
         "original",
-        "image/heif",
+        "image/heic",  # HEVC-coded HEIF (brand heic): IANA's image/heic, not generic image/heif
     )
     assert fetch(original["url"]) == heic.read_bytes()
+    assert httpx.get(original["url"]).headers["content-type"] == "image/heic"
     assert [v["role"] for v in kept["variants"][:-1]] == ["full"] * 3 + ["thumbnail"]
     assert original["url"] not in kept["html"]  # the original is no candidate of the markup
 

@@ -156,7 +156,7 @@ def test_the_original_is_kept_byte_for_byte_and_alone_when_asked(
     assert (original.width, original.height) == (2000, 1072)
 
     (only,) = alone.variants
-    assert (only.format, only.role, only.mime_type) == ("heif", "original", "image/heif")
+    assert (only.format, only.role, only.mime_type) == ("heif", "original", "image/heic")
     assert only.url.endswith("-original.heic")
     assert stored(worker, only).read_bytes() == heic
     assert (alone.width, alone.height) == (4032, 3024)  # from the header

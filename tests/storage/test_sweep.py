@@ -311,7 +311,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert nowhere.returncode == 1
     assert nowhere.stderr.strip().endswith("the folder does not exist")
     climbing = run_sweep("--store", str(tmp_path), "--folder", "a/../b")
-    assert climbing.returncode == 2 and "Invalid value for --folder" in climbing.stderr
+    assert climbing.returncode == 2 and "Invalid value for '--folder'" in climbing.stderr
     unreachable = run_sweep(
         "--store",
         "s3://bucket",

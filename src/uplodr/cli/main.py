@@ -475,6 +475,18 @@ def _gateway_url(value: str) -> str:
     return value
 
 
+def _store_folder(value: str) -> str:
+    """--folder: checked as the gateway checks it, before any upload or listing (a bad one was
+    once found only after every file had been sent and refused)."""
+    from uplodr.errors import InvalidRequest
+    from uplodr.names import safe_folder
+
+    try:
+        return safe_folder(value)
+    except InvalidRequest as error:
+        raise click.BadParameter(str(error)) from None
+
+
 def _alt_template(value: str) -> str:
     from uplodr.markup import MAX_ALT_CHARS
 
@@ -485,7 +497,12 @@ def _alt_template(value: str) -> str:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--folder", default="", help="Folder for the variants, e.g. blog/2026.")
+@click.option(
+    "--folder",
+    default="",
+    callback=lambda _ctx, _param, value: _store_folder(value),
+    help="Folder for the variants, e.g. blog/2026.",
+)
 @click.option(
     "--server",
     default="http://127.0.0.1:8080",
@@ -631,20 +648,19 @@ def doctor(stores: tuple[str, ...], provider: ProviderChoice) -> None:
     help="Only leftovers this old; keep it above the longest a worker lives (~22 min with serve's "
     "defaults: the pool's 15 min, a boot and a job).",
 )
-@click.option("--folder", default="", help="Only under this folder.")
+@click.option(
+    "--folder",
+    default="",
+    callback=lambda _ctx, _param, value: _store_folder(value),
+    help="Only under this folder.",
+)
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 def sweep(stores: tuple[str, ...], older_than: float, folder: str, dry_run: bool) -> None:
     """Delete what failed jobs left in the stores: variant sets that never got their manifest,
     and stray temporary and check objects. Complete sets are never touched."""
     from uplodr.cli.sweep import sweep_stores
-    from uplodr.errors import InvalidRequest
     from uplodr.gateway.run import data_dir
-    from uplodr.names import safe_folder
 
-    try:
-        folder = safe_folder(folder)
-    except InvalidRequest as error:
-        raise click.BadParameter(str(error), param_hint="--folder") from None
     specs = list(stores) or [str(data_dir() / "store")]
     sys.exit(sweep_stores(specs, older_than, dry_run, folder))
 

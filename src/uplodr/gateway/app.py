@@ -25,8 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute
-from starlette.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Route
 
 from uplodr import formats
 from uplodr.answer import CheckReport, PresetInfo, Presets, ReadinessReport
@@ -42,6 +41,8 @@ from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission, Ticket
 from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
+from uplodr.gateway.files import StoreFiles
+from uplodr.gateway.head_limit import HeadLimit
 from uplodr.gateway.openapi import ApiMount, ApiRoute, openapi_document
 from uplodr.gateway.operations import (
     DOCS,
@@ -53,9 +54,10 @@ from uplodr.gateway.operations import (
     PAGE,
     PRESETS,
     READYZ,
+    UPLOAD_PARAMS,
     convert_operation,
 )
-from uplodr.gateway.page import DOCS_PAGE, UPLOAD_PAGE
+from uplodr.gateway.page import DOCS_PAGE, FAVICON, UPLOAD_PAGE
 from uplodr.gateway.readiness import Readiness, failed_line
 from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool, spool_folder
@@ -78,8 +80,8 @@ class ClientGone(Exception):
     """The HTTP client hung up before its answer was ready."""
 
 
-def error_response(error: UplodrError) -> JSONResponse:
-    metrics.ERRORS.labels(code=error.code).inc()
+def error_response(request: Request, error: UplodrError) -> JSONResponse:
+    metrics.count_error(request.url.path, error.code)
     headers: dict[str, str] = {}
     if isinstance(error, (TooLarge, UploadTimeout)):
         # A body cut off at the limit (or its deadline) was not read to its end: the connection
@@ -93,6 +95,16 @@ def error_response(error: UplodrError) -> JSONResponse:
         status_code=status_of(error).http,
         headers=headers or None,
     )
+
+
+def refuse_unknown_params(request: Request, known: tuple[str, ...]) -> None:
+    """InvalidRequest naming the query parameters this route does not take, and the ones it
+    does (each name shortened: the message stays one short line)."""
+    unknown = [key for key in dict.fromkeys(request.query_params) if key not in known]
+    if unknown:
+        shown = ", ".join(repr(k if len(k) <= 40 else k[:39] + "…") for k in unknown[:5])
+        plural = "s" if len(unknown) > 1 else ""
+        raise InvalidRequest(f"unknown query parameter{plural} {shown} (known: {', '.join(known)})")
 
 
 def request_choice(request: Request, service: ConversionService) -> tuple[Choice, str]:
@@ -163,7 +175,7 @@ async def refused(request: Request, error: Exception) -> Response:
         log.info("upload refused (token %s): %s (%s)", token, error, error.code)
     else:
         log.info("upload refused: %s (%s)", error, error.code)
-    return error_response(error)
+    return error_response(request, error)
 
 
 async def client_gone(request: Request, error: Exception) -> Response:
@@ -188,7 +200,7 @@ async def http_refusal(request: Request, error: Exception) -> Response:
         message = f"{request.method} is not allowed on {request.url.path[:200]!r}"
     else:
         message = " ".join(str(error.detail).split())[:200]
-    metrics.ERRORS.labels(code=code).inc()
+    metrics.count_error(request.url.path, code)
     return JSONResponse(
         {"error": message, "code": code}, status_code=error.status_code, headers=error.headers
     )
@@ -197,7 +209,7 @@ async def http_refusal(request: Request, error: Exception) -> Response:
 async def internal_error(request: Request, error: Exception) -> Response:
     """Anything unexpected: a one-line JSON 500; the traceback goes to the log only (Starlette
     re-raises the exception after this answer and the server logs it)."""
-    return error_response(UplodrError("internal error"))
+    return error_response(request, UplodrError("internal error"))
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
@@ -242,6 +254,7 @@ async def post_image(request: Request) -> Response:
     token = gateway.tokens.for_upload(request.headers.get("authorization", ""))
     if token is not None:
         request.state.token = token.name
+    refuse_unknown_params(request, UPLOAD_PARAMS)
     query = request.query_params
     folder = safe_folder(query.get("folder", ""))
     if token is not None:
@@ -342,6 +355,12 @@ async def page(_request: Request) -> Response:
     return HTMLResponse(UPLOAD_PAGE)
 
 
+async def favicon(_request: Request) -> Response:
+    return Response(
+        FAVICON, media_type="image/svg+xml", headers={"cache-control": "public, max-age=86400"}
+    )
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(_state(request).document)
 
@@ -355,7 +374,7 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
     table: list[BaseRoute] = [
         ApiRoute("/", page, operation=PAGE),
         ApiRoute(
-            "/v1/images",
+            metrics.UPLOADS_PATH,
             post_image,
             methods=["POST"],
             operation=convert_operation(list(service.presets)),
@@ -367,11 +386,13 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
     ]
     if files_root is not None:
         files_root.mkdir(parents=True, exist_ok=True)
-        files = StaticFiles(directory=files_root)
+        files = StoreFiles(directory=files_root)
         table.append(ApiMount("/files", app=files, operation=FILES, param="key"))
     table += [
         ApiRoute("/openapi.json", openapi, operation=OPENAPI),
         ApiRoute("/docs", docs, operation=DOCS),
+        # The browser's icon, not part of the API: left out of the document.
+        Route("/favicon.ico", favicon),
     ]
     return table
 
@@ -409,7 +430,7 @@ def create_app(
 
     app = Starlette(
         routes=table,
-        middleware=[Middleware(BodyLimit, limit=max_upload_bytes)],
+        middleware=[Middleware(HeadLimit), Middleware(BodyLimit, limit=max_upload_bytes)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -7,23 +7,15 @@ in the gateway's memory or disk.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uplodr.errors import TooLarge
 from uplodr.gateway import metrics
+from uplodr.gateway.head_limit import send_refusal
 
 log = logging.getLogger("uplodr.gateway")
-
-
-def _too_large_body(limit: int) -> bytes:
-    # The same shape and message as every other error answer (see gateway.app.error_response).
-    return json.dumps(
-        {"error": f"upload is larger than the limit of {limit} bytes", "code": TooLarge.code},
-        separators=(",", ":"),
-    ).encode()
 
 
 class BodyLimit:
@@ -37,21 +29,9 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            metrics.ERRORS.labels(code=TooLarge.code).inc()
+            metrics.count_error(scope["path"], TooLarge.code)
             log.info("upload refused: %d bytes declared, limit %d", int(declared), self.limit)
-            body = _too_large_body(self.limit)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 413,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_refusal(send, TooLarge.over_limit("upload", self.limit))
             return
         received = 0
 
@@ -61,7 +41,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise TooLarge(f"upload is larger than the limit of {self.limit} bytes")
+                    raise TooLarge.over_limit("upload", self.limit)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -22,6 +22,18 @@ UPLOADS = Counter(
 ERRORS = Counter(
     "uplodr_errors", "Uploads refused or failed, by error code", ["code"], registry=REGISTRY
 )
+# The one route whose refusals are upload errors.
+UPLOADS_PATH = "/v1/images"
+
+
+def count_error(path: str, code: str) -> None:
+    """Count a refusal in `uplodr_errors_total` if it refused an upload: a stray request
+    elsewhere (a browser's /favicon.ico, a scanner's probe of /wp-login.php, a missing file under
+    /files) is no upload error and would drown the real ones."""
+    if path == UPLOADS_PATH:
+        ERRORS.labels(code=code).inc()
+
+
 PHASE_SECONDS = Histogram(
     "uplodr_job_phase_seconds",
     "Seconds per job phase (wait for a pooled machine; or create, boot and destroy of a "

@@ -15,6 +15,7 @@ from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessRep
 from uplodr.errors import (
     Busy,
     CorruptImage,
+    HeadersTooLarge,
     InvalidRequest,
     LimitExceeded,
     ProviderError,
@@ -23,6 +24,7 @@ from uplodr.errors import (
     UnsupportedImage,
     UploadTimeout,
     UplodrError,
+    UriTooLong,
     WorkerUnavailable,
 )
 from uplodr.gateway.openapi import Operation, Param, json_content
@@ -87,15 +89,17 @@ def preset_param(names: Sequence[str]) -> Param:
 BINARY = {"type": "string", "format": "binary"}
 CONVERT = Operation(
     summary="Convert an image to web variants and store them",
-    description="The body is the image: raw bytes (any content type but multipart), or a "
-    "multipart form with the image in the field `file`. Bytes that are not JPEG, PNG, WebP, "
-    "GIF, AVIF or HEIF are refused (415) before any machine is created. The same bytes "
-    "converted before in the same folder under the same name are answered from storage "
-    "(`deduplicated`, no `job`) — the same answer, with the same preset and original choice. "
-    "`html` is the `<picture>` markup of the variants. Admission comes before the body: with "
-    "tokens, a folder outside the token's prefixes is refused (403 `forbidden`), and past the "
-    "gateway's (or the token's) bound of uploads in flight or its spool budget the answer is "
-    "503 `busy` with `Retry-After` before one byte of the body is read. A body that does not "
+    description="The body is the image: raw bytes (any content type but multipart), or a multipart"
+    " form with the image in the field `file`. Bytes that are not JPEG, PNG, WebP, "
+    "GIF, AVIF or HEIF are refused (415) before any machine is created. The same bytes"
+    " converted before in the same folder under the same name are answered from "
+    "storage (`deduplicated`, no `job`) — the same answer, with the same preset and "
+    "original choice. `html` is the `<picture>` markup of the variants. A query "
+    "parameter not listed here is refused (400 `invalid_request`, naming it), never "
+    "ignored. Admission comes before the body: with tokens, a folder outside the "
+    "token's prefixes is refused (403 `forbidden`), and past the gateway's (or the "
+    "token's) bound of uploads in flight or its spool budget the answer is 503 `busy` "
+    "with `Retry-After` before one byte of the body is read. A body that does not "
     "arrive within the gateway's body deadline is refused (408 `upload_timeout`).",
     params=(NAME, FOLDER),
     body={
@@ -116,6 +120,8 @@ CONVERT = Operation(
         InvalidRequest,
         TooLarge,
         UploadTimeout,
+        UriTooLong,
+        HeadersTooLarge,
         UnsupportedImage,
         CorruptImage,
         LimitExceeded,
@@ -136,6 +142,11 @@ PRESETS = Operation(
 def convert_operation(preset_names: Sequence[str]) -> Operation:
     """POST /v1/images of a gateway with these presets (?preset= lists their names)."""
     return replace(CONVERT, params=(NAME, FOLDER, preset_param(preset_names), ORIGINAL, ALT))
+
+
+# The query parameters POST /v1/images takes: any other is refused, never ignored (a misspelt
+# `?foldr=` once stored into the root folder and answered 200).
+UPLOAD_PARAMS: Final[tuple[str, ...]] = tuple(p.name for p in convert_operation(()).params)
 
 
 HEALTHZ = Operation(summary="Liveness: the gateway answers", answer=Health, tag="operations")

@@ -4,7 +4,16 @@ its upload progress (XHR upload events), its conversion state, then a gallery ca
 image's placeholder until its preview has loaded, its variants, sizes and copy buttons, and the
 answer's `<picture>` markup to copy, or the server's error; a preset picker when the gateway has
 named presets (GET /v1/presets) and an alt text field for the markup — and /docs, which renders
-/openapi.json for people. The markup is shown as text (never parsed into the page)."""
+/openapi.json for people. The markup is shown as text (never parsed into the page).
+
+Browsers ask every site for /favicon.ico; `FAVICON` answers it (a tiny SVG), so a visit does
+not leave a 404 in the log and the metrics."""
+
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#0a5bd3"/>'
+    '<path d="M8 3 4 8h2.5v5h3V8H12z" fill="#fff"/></svg>'
+)
 
 UPLOAD_PAGE = """<!doctype html>
 <html lang="en">
@@ -12,6 +21,7 @@ UPLOAD_PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>uplodr</title>
+<link rel="icon" href="/favicon.ico" type="image/svg+xml">
 <style>
   :root { --line: #e2e2e2; --muted: #666; --accent: #0a5bd3; --bad: #b00020; --good: #1b7f3b; }
   body { font: 15px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2rem auto; padding: 0 1rem; color: #222; }
@@ -19,6 +29,8 @@ UPLOAD_PAGE = """<!doctype html>
   .lead { color: var(--muted); margin-top: 0; }
   form { display: flex; gap: .8rem; flex-wrap: wrap; align-items: end; }
   label { display: flex; flex-direction: column; font-size: .85rem; color: var(--muted); }
+  /* `hidden` must win over the `display` of the rules above (an empty picker showed). */
+  [hidden] { display: none !important; }
   input { font: inherit; padding: .3rem .4rem; }
   #drop { display: block; border: 2px dashed #aaa; border-radius: 10px; padding: 1.6rem; text-align: center; margin: 1rem 0; cursor: pointer; color: var(--muted); }
   #drop.over { border-color: var(--accent); background: #eef5ff; color: var(--accent); }

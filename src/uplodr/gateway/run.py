@@ -1,8 +1,9 @@
 """Assemble and run the gateway, as named steps that close what they opened on every exit path.
 
-    load tokens → check exposure → resolve stores → open provider → check stores reachable →
-    check provider → open stores → check writable → open dispatcher → open pool → start reaper
-    loop → admission (bound of uploads in flight, spool folder) → serve HTTP
+    listen (bind the port: one in use is one line) → load tokens → check exposure → resolve
+    stores → open provider → check stores reachable → check provider → open stores → check
+    writable → open dispatcher → open pool → start reaper loop → admission (bound of uploads in
+    flight, spool folder) → serve HTTP
     (with /readyz checking the stores and the provider again on demand)
 
 Each step that opens something registers its closing on one AsyncExitStack, so a failure at any
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -40,6 +42,7 @@ from uplodr.errors import ProviderError, UplodrError, WorkerUnavailable
 from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission
 from uplodr.gateway.app import create_app
+from uplodr.gateway.head_limit import READ_HEAD_BYTES
 from uplodr.gateway.readiness import Check, Readiness
 from uplodr.gateway.service import ConversionService
 from uplodr.gateway.tokens import (
@@ -394,13 +397,36 @@ def readiness(provider: Provider, publisher: Publisher) -> Readiness:
     )
 
 
-async def serve_http(gateway: Gateway, options: GatewayOptions) -> None:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The gateway's socket, bound before anything else is opened: a port in use is one line
+    (StartupError), not uvicorn's multi-line error after "uplodr serving on …" was printed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn binds its own: a restart does not wait for the old connections' TIME_WAIT.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise StartupError(f"--port {port}: {host}:{port} is already in use") from None
+        raise StartupError(
+            f"--host {host}: cannot listen on port {port}: {error.strerror}"
+        ) from None
+    return sock
+
+
+async def serve_http(gateway: Gateway, options: GatewayOptions, sock: socket.socket) -> None:
     config = uvicorn.Config(
         gateway.app,
         host=options.host,
         port=options.port,
         log_level="warning",
         lifespan="on",
+        # h11 reads a request head this long, so that an over-long one is answered (414, 431:
+        # gateway.head_limit) rather than reset; httptools, if installed, has no such setting
+        http="h11",
+        h11_max_incomplete_event_size=READ_HEAD_BYTES,
         # SIGTERM: uvicorn stops taking requests and lets running ones finish for this long
         # before it cancels them; a job may take its boot and its job timeout
         timeout_graceful_shutdown=int(options.boot_timeout + options.job_timeout) + 5,
@@ -410,13 +436,14 @@ async def serve_http(gateway: Gateway, options: GatewayOptions) -> None:
         file=sys.stderr,
         flush=True,
     )
-    await uvicorn.Server(config).serve()
+    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 async def serve_gateway(options: GatewayOptions, provider: Provider | None = None) -> int:
     try:
-        async with open_gateway(options, provider) as gateway:
-            await serve_http(gateway, options)
+        with listening_socket(options.host, options.port) as sock:
+            async with open_gateway(options, provider) as gateway:
+                await serve_http(gateway, options, sock)
     except StartupError as error:
         print(f"uplodr serve: {error}", file=sys.stderr)
         return 2

@@ -57,7 +57,7 @@ async def spool(
         async for chunk in chunks:
             size += len(chunk)
             if size > limit:
-                raise TooLarge(f"upload is larger than the limit of {limit} bytes")
+                raise TooLarge.over_limit("upload", limit)
             if reserve is not None:
                 reserve(size)
             pending += chunk

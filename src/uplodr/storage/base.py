@@ -14,6 +14,8 @@ from uplodr.errors import StorageUnavailable
 
 # Variants are content-addressed by default, so they may be cached forever.
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+# A manifest is the set's commit point: a cache must ask again (it goes when the set is removed).
+MANIFEST_CACHE_CONTROL = "no-cache"
 
 
 # Keys of the check objects `check_writable` writes and deletes at once (a killed process may

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import stamina
 
 from uplodr.errors import InvalidRequest, StorageUnavailable, UplodrError
-from uplodr.storage.base import IMMUTABLE_CACHE_CONTROL, Store
+from uplodr.storage.base import IMMUTABLE_CACHE_CONTROL, MANIFEST_CACHE_CONTROL, Store
 from uplodr.storage.keys import manifest_key, variant_key
 
 KeyMode = Literal["digest", "name"]
@@ -294,7 +294,7 @@ class Publisher:
 
     async def _write_manifest(self, job: _StoreJob, mkey: str, manifest: bytes) -> None:
         job.uncertain.append(mkey)
-        created = await job.store.put_new(mkey, manifest, MANIFEST_MIME, "no-cache")
+        created = await job.store.put_new(mkey, manifest, MANIFEST_MIME, MANIFEST_CACHE_CONTROL)
         job.uncertain.remove(mkey)
         job.manifest_created = created
         if not created and self.key_mode == "name":
