@@ -417,7 +417,7 @@ def retry_after(value: str) -> httpx.Response:
 
 
 def test_retry_after_seconds_and_http_date() -> None:
-    from uplodr.machines.fly import _retry_after
+    from uplodr.machines.fly_api import _retry_after
 
     now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
     assert _retry_after(retry_after("2.5"), now) == 2.5

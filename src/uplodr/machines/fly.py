@@ -1,9 +1,4 @@
-"""Fly Machines provider: workers on Fly Machines through the Machines REST API (httpx, async).
-
-Calls (all under /v1/apps/{app}/machines, only fields from Fly's published Swagger spec):
-create `POST` · wait `GET {id}/wait?state=started&timeout=N` · list `GET ?metadata.K=V` ·
-failure `GET {id}` · destroy `DELETE {id}?force=true`. A machine's whole life costs three calls
-(create, wait, destroy) when it boots within 60 s.
+"""Fly Machines provider: workers on Fly Machines, through the Machines API client (fly_api.py).
 
 A machine runs the image built from this repository's Dockerfile (`--fly-image`), whose
 ENTRYPOINT is `uplodr` and CMD `serve`. Fly's `config.init` replaces them the way Docker does
@@ -17,12 +12,12 @@ holds only `MachineSpec.env` (the worker's settings and its per-machine token); 
 app's secrets to every machine of an app, so workers belong in an app without secrets
 (docs/deploy.md).
 
-Retries: 429 (honouring Retry-After), 5xx, timeouts, connection errors and capacity errors are
-retried with exponential backoff and jitter under one overall deadline by stamina; a capacity
-error moves on to the next region at once and backs off only after every region refused. What
-cannot be fixed by retrying (400/401/403/404/422) raises ProviderError with Fly's own message.
-A create that failed ambiguously (timeout or 5xx: Fly may have made the machine) looks the
-machine up by its name before trying again, so a retried create never leaks a machine.
+The Machines API itself (its calls, retries under one deadline, errors mapped once) is
+`fly_api.FlyApi`; this module is the provider on top: the create body, region rotation,
+sizing, pricing and options. A capacity error moves on to the next region at once and backs
+off only after every region refused. A create that failed ambiguously (timeout or 5xx: Fly may
+have made the machine) looks the machine up by its name before trying again, so a retried
+create never leaks a machine.
 
 Price: Fly bills a running Machine per second by CPU kind and count plus memory. The figures
 below are derived from Fly's published per-second list prices (shared-cpu-1x with 256 MB at
@@ -34,17 +29,15 @@ differ by region and plan: set `--price-per-hour` for exact figures.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import httpx
-import stamina
 
 from uplodr.errors import ProviderError, WorkerUnavailable
 from uplodr.machines.base import (
@@ -59,13 +52,11 @@ from uplodr.machines.base import (
     has_tags,
     marked,
 )
+from uplodr.machines.fly_api import PUBLIC_API, Ambiguous, Capacity, FlyApi, Transient, fly_error
 from uplodr.machines.settings import ProviderOption, ProviderSettings
 
-PUBLIC_API = "https://api.machines.dev"
-INTERNAL_API = "http://_api.internal:4280"
 MAX_WAIT_CALL = 60  # Fly's /wait blocks at most 60 s per call
 CHECK_TIMEOUT = 5.0  # seconds `check()` may take
-_RETRY_AFTER_CAP = 30.0
 _GONE_STATES = frozenset({"destroyed", "destroying"})
 _STOPPED_STATES = frozenset({"stopped", "stopping", "failed", "destroyed", "destroying"})
 CPU_KINDS = ("shared", "performance")
@@ -249,69 +240,6 @@ def _positive(text: str) -> float:
     return value
 
 
-class _Transient(Exception):
-    """A failure that retrying may fix; `retry_after` overrides the backoff (seconds)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class _Capacity(_Transient):
-    """The region has no room for the machine."""
-
-
-class _Ambiguous(_Transient):
-    """The request may have taken effect (timeout, 5xx)."""
-
-
-def _backoff(exc: Exception) -> bool | float:
-    """stamina's hook: retry transient failures, after Retry-After when the API gave one."""
-    if isinstance(exc, _Transient):
-        return True if exc.retry_after is None else exc.retry_after
-    return False
-
-
-def _fly_error(response: httpx.Response) -> tuple[str, str]:
-    """Fly's `error` text and `status` code (ErrorResponse), or the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200].strip(), ""
-    if isinstance(body, dict):
-        return str(body.get("error") or body)[:300], str(body.get("status") or "")
-    return str(body)[:300], ""
-
-
-def _is_capacity(response: httpx.Response, error: str, status: str) -> bool:
-    # The API classifies region capacity as status "insufficient_capacity" (spec:
-    # main.statusCode); older paths answer 409/412 with flyd's "insufficient ..." text.
-    if status == "insufficient_capacity":
-        return True
-    text = error.lower()
-    return response.status_code in (409, 412) and ("insufficient" in text or "no capacity" in text)
-
-
-def _retry_after(response: httpx.Response, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110)."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:  # "-0000": UTC by RFC 5322
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), _RETRY_AFTER_CAP)
-
-
 def _address(private_ip: str, port: int) -> str:
     return f"[{private_ip}]:{port}" if ":" in private_ip else f"{private_ip}:{port}"
 
@@ -377,20 +305,18 @@ class FlyProvider:
             create_rate=CREATE_RATE,
             can_stop=True,
         )
-        self._base = f"/v1/apps/{config.app}/machines"
-        self._client = httpx.AsyncClient(
-            base_url=config.api_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {config.token}"},
-            timeout=config.request_timeout,
+        self._api = FlyApi(
+            api_url=config.api_url,
+            app=config.app,
+            token=config.token,
+            request_timeout=config.request_timeout,
+            retry_deadline=config.retry_deadline,
+            backoff_initial=config.backoff_initial,
+            backoff_max=config.backoff_max,
+            backoff_jitter=config.backoff_jitter,
             transport=transport,
         )
-        self._retrying = stamina.AsyncRetryingCaller(
-            attempts=None,
-            timeout=config.retry_deadline,
-            wait_initial=config.backoff_initial,
-            wait_max=config.backoff_max,
-            wait_jitter=config.backoff_jitter,
-        ).on(_backoff)
+        self._base = self._api.machines
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -398,8 +324,10 @@ class FlyProvider:
         name = f"uplodr-{secrets.token_hex(6)}"
         body = self._create_body(name, spec)
         try:
-            data = await self._retrying(self._create_once, body, _CreateState(self.config.regions))
-        except _Transient as exc:
+            data = await self._api.retrying(
+                self._create_once, body, _CreateState(self.config.regions)
+            )
+        except Transient as exc:
             raise WorkerUnavailable(f"no Fly machine could be created: {exc}") from None
         return self._machine(data)
 
@@ -412,13 +340,13 @@ class FlyProvider:
                     # whole seconds (the spec's type), at most Fly's 60 s, 408 when they pass
                     wait = max(1, min(MAX_WAIT_CALL, int(deadline - time.monotonic())))
                     params = {"state": "started", "timeout": str(wait)}
-                    response = await self._request(
+                    response = await self._api.request(
                         "wait", "GET", path, params=params, accept=(400, 404, 408), extra=wait
                     )
                     if response.status_code == 200:
                         return
                     if response.status_code != 408:
-                        error, _ = _fly_error(response)
+                        error, _ = fly_error(response)
                         raise WorkerUnavailable(f"Fly machine {machine.id} will not start: {error}")
         except TimeoutError:
             raise WorkerUnavailable(
@@ -428,7 +356,7 @@ class FlyProvider:
     async def list(self, tags: Mapping[str, str]) -> list[Machine]:
         wanted = {**tags, MARKER_TAG: MARKER_VALUE}
         params = {f"metadata.{key}": value for key, value in wanted.items()}
-        response = await self._request("list", "GET", self._base, params=params)
+        response = await self._api.request("list", "GET", self._base, params=params)
         found = response.json()
         return [
             self._machine(data)
@@ -439,37 +367,39 @@ class FlyProvider:
 
     async def destroy(self, machine_id: str) -> None:
         path = f"{self._base}/{machine_id}"
-        await self._request("destroy", "DELETE", path, params={"force": "true"}, accept=(404,))
+        await self._api.request("destroy", "DELETE", path, params={"force": "true"}, accept=(404,))
 
     async def stop(self, machine_id: str) -> None:
         """POST …/stop (the worker gets SIGTERM), then wait until Fly reports it stopped."""
         path = f"{self._base}/{machine_id}"
-        response = await self._request(
+        response = await self._api.request(
             "stop", "POST", f"{path}/stop", json={"signal": "SIGTERM"}, accept=(404,)
         )
         if response.status_code == 404:
             raise WorkerUnavailable(f"Fly machine {machine_id} is gone")
         params = {"state": "stopped", "timeout": "30"}
-        waited = await self._request(
+        waited = await self._api.request(
             "wait", "GET", f"{path}/wait", params=params, accept=(400, 404, 408), extra=30
         )
         if waited.status_code != 200:
-            error, _ = _fly_error(waited)
+            error, _ = fly_error(waited)
             raise WorkerUnavailable(f"Fly machine {machine_id} did not stop: {error}")
 
     async def start(self, machine_id: str) -> Machine:
         """POST …/start; the machine as Fly shows it then (follow with `wait_started`)."""
         path = f"{self._base}/{machine_id}"
-        response = await self._request("start", "POST", f"{path}/start", accept=(404,))
+        response = await self._api.request("start", "POST", f"{path}/start", accept=(404,))
         if response.status_code == 404:
             raise WorkerUnavailable(f"Fly machine {machine_id} is gone")
-        shown = await self._request("get", "GET", path, accept=(404,))
+        shown = await self._api.request("get", "GET", path, accept=(404,))
         if shown.status_code == 404:
             raise WorkerUnavailable(f"Fly machine {machine_id} is gone")
         return self._machine(shown.json())
 
     async def failure(self, machine_id: str) -> StopReason | None:
-        response = await self._request("get", "GET", f"{self._base}/{machine_id}", accept=(404,))
+        response = await self._api.request(
+            "get", "GET", f"{self._base}/{machine_id}", accept=(404,)
+        )
         if response.status_code == 404:
             return StopReason.gone("the machine no longer exists")
         data = response.json()
@@ -489,16 +419,16 @@ class FlyProvider:
         params = {f"metadata.{MARKER_TAG}": MARKER_VALUE}
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
-                await self._send("check", "GET", self._base, params=params)
+                await self._api.send("check", "GET", self._base, params=params)
         except TimeoutError:
             raise WorkerUnavailable(
                 f"Fly API at {self.config.api_url} did not answer within {CHECK_TIMEOUT:g} s"
             ) from None
-        except _Transient as exc:
+        except Transient as exc:
             raise WorkerUnavailable(f"Fly API check failed: {exc}") from None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._api.aclose()
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -535,82 +465,24 @@ class FlyProvider:
         region = state.current
         attempt = body if region is None else {**body, "region": region}
         try:
-            response = await self._send("create", "POST", self._base, json=attempt)
-        except _Ambiguous:
+            response = await self._api.send("create", "POST", self._base, json=attempt)
+        except Ambiguous:
             state.ambiguous = True
             raise
-        except _Capacity as exc:
+        except Capacity as exc:
             fresh = state.next()
-            raise _Capacity(
-                f"{region or 'default region'}: {exc}", 0.0 if fresh else None
-            ) from None
+            raise Capacity(f"{region or 'default region'}: {exc}", 0.0 if fresh else None) from None
         data: dict[str, Any] = response.json()
         return data
 
     async def _find_by_name(self, name: str) -> dict[str, Any] | None:
         params = {f"metadata.{MARKER_TAG}": MARKER_VALUE}
-        response = await self._send("list", "GET", self._base, params=params)
+        response = await self._api.send("list", "GET", self._base, params=params)
         found = response.json()
         for data in found if isinstance(found, list) else []:
             if data.get("name") == name and data.get("state") not in _GONE_STATES:
                 return dict(data)
         return None
-
-    async def _request(
-        self,
-        action: str,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Mapping[str, Any] | None = None,
-        accept: tuple[int, ...] = (),
-        extra: float = 0.0,
-    ) -> httpx.Response:
-        """One API call, retried on transient failures under the deadline."""
-        try:
-            return await self._retrying(
-                self._send, action, method, path, params, json, accept, extra
-            )
-        except _Transient as exc:
-            raise WorkerUnavailable(f"Fly API {action} failed: {exc}") from None
-
-    async def _send(
-        self,
-        action: str,
-        method: str,
-        path: str,
-        params: Mapping[str, str] | None = None,
-        json: Mapping[str, Any] | None = None,
-        accept: tuple[int, ...] = (),
-        extra: float = 0.0,
-    ) -> httpx.Response:
-        """One HTTP request; returns 2xx and `accept`ed answers, raises everything else."""
-        timeout = self.config.request_timeout + extra
-        try:
-            response = await self._client.request(
-                method, path, params=params, json=json, timeout=timeout
-            )
-        except httpx.TimeoutException:
-            raise _Ambiguous(f"no answer within {timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise _Transient(f"cannot reach {self.config.api_url}: {type(exc).__name__}") from None
-        status = response.status_code
-        if status < 300 or status in accept:
-            return response
-        error, code = self._scrub(*_fly_error(response))
-        if status == 429:
-            raise _Transient("rate limited (429)", _retry_after(response))
-        if action == "create" and _is_capacity(response, error, code):
-            raise _Capacity(f"{status} {error}".strip())
-        if status >= 500:
-            raise _Ambiguous(f"{status} {error}".strip())
-        hint = " (check FLY_API_TOKEN)" if status in (401, 403) else ""
-        raise ProviderError(f"Fly API refused {action} with {status}: {error}{hint}")
-
-    def _scrub(self, error: str, code: str) -> tuple[str, str]:
-        token = self.config.token
-        return (error.replace(token, "<token>") if token else error), code
 
     def _machine(self, data: Mapping[str, Any]) -> Machine:
         config = data.get("config") or {}
