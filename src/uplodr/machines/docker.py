@@ -1,8 +1,10 @@
 """The Docker provider: each machine is a container of uplodr's image running `uplodr worker`.
 
 A machine is a container named `uplodr-<12 hex>` (its id) from `--docker-image`, created and
-started through the Engine API (the docker SDK, blocking, so each call runs in a thread) on the
-engine `DOCKER_HOST` names (default: the local socket). Why it looks like this:
+started through the Engine API on the engine `DOCKER_HOST` names (default: the local socket).
+The Engine API itself (the docker SDK in the provider's own threads, its errors mapped once to
+uplodr's) is `docker_api.DockerApi`; this module is the provider on top: the container spec,
+the workers' network, why a container stopped, list and destroy. Why it looks like this:
 
 - **Limits are the machine's size**: `--machine-memory` (default 1G, as a Fly machine) is the
   memory *and* memory+swap limit (no swap to hide an overflow), `--machine-cpus` a CPU quota
@@ -41,9 +43,8 @@ engine `DOCKER_HOST` names (default: the local socket). Why it looks like this:
 - **Failures say why.** A container that exits while booting is seen by `failure()` (the lease
   polls it) with its exit code and the last line it logged; an engine that does not answer is
   WorkerUnavailable (503) naming the engine — NotCreated when the create's connection was never
-  made, so the lease does not search for a container that cannot exist; what the engine refuses
-  (an image it does not have, more CPUs than it has) is ProviderError with the engine's own
-  words. A container that could not start is removed before create raises. `destroy` is
+  made —, what the engine refuses is ProviderError with the engine's own words (docker_api.py).
+  A container that could not start is removed before create raises. `destroy` is
   `remove(force=True)`, idempotent.
 - **What it costs** (docs/benchmarks.md, "Through the providers"): create → first Ping 0.50 s
   against a local process's 0.26 s, destroy 0.1 s against 0.01 s — ~0.35 s more per job, ~15 %
@@ -54,20 +55,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import functools
 import logging
 import os
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from uplodr.errors import NotCreated, ProviderError, UplodrError, WorkerUnavailable
 from uplodr.machines.base import (
@@ -80,10 +78,8 @@ from uplodr.machines.base import (
     has_tags,
     marked,
 )
+from uplodr.machines.docker_api import API_TIMEOUT, DEFAULT_HOST, DockerApi
 from uplodr.machines.settings import ProviderOption, ProviderSettings
-
-if TYPE_CHECKING:  # the docker SDK belongs to the `server` extra: imported when first used
-    from docker import DockerClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,16 +89,14 @@ DEFAULT_MEMORY_MB = 1024
 PIDS_LIMIT = 256
 # Where the worker spools uploads: a tmpfs mounted in the container, not this host's /tmp.
 SPOOL = "/tmp"  # noqa: S108
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 # Variables the docker SDK reads (docker.from_env); nothing else of the environment is used.
 ENGINE_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
-API_TIMEOUT = 30  # seconds one Engine API request may take
 CHECK_TIMEOUT = 5.0  # seconds `check()` may take in all
 # The workers' network when none is named: internal (no route out), containers isolated
 # from each other (`enable_icc`, enforced where the engine manages iptables).
 WORKER_NETWORK = "uplodr-workers"
 WORKER_NETWORK_OPTIONS = {"com.docker.network.bridge.enable_icc": "false"}
-_POLL = 0.05  # seconds between looks at a container that is starting or being removed
+_POLL = 0.05  # seconds between looks at a container that is starting
 _RUNNING_STATES = {"running": "started", "created": "created", "restarting": "starting"}
 _STOPPED_STATES = frozenset({"exited", "dead", "paused"})
 # The state `list` gives a stopped container this provider still owns (see `list`).
@@ -159,151 +153,38 @@ class DockerConfig:
         )
 
 
-# -- the engine, blocking ----------------------------------------------------------------------
+# -- the containers, blocking -------------------------------------------------------------------
 
 
-def _cause(error: BaseException) -> str:
-    """The innermost OS-level reason in a docker/requests error ("Connection refused"), else
-    the error's first line."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [error]
-    found = ""
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            found = current.strerror
-        stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
-        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    if found:
-        return found
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:200]
+class _Containers:
+    """uplodr's containers on the engine: the worker's container spec, the workers' network,
+    removal of uplodr's containers only. Blocking: call it through `api.call`. Errors are the
+    client's (docker_api.py), plus ProviderError for what uplodr refuses."""
 
-
-# OS errors of a connection that was never made: the request was not sent.
-_NOT_CONNECTED = frozenset(
-    {errno.ENOENT, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
-)
-
-
-def _never_sent(error: BaseException) -> bool:
-    """True when a docker/requests error shows the connection was never made (no socket,
-    refused, no route, a connect timeout), so the engine cannot have acted on the request."""
-    from requests.exceptions import ConnectTimeout
-
-    seen: set[int] = set()
-    stack: list[BaseException] = [error]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ConnectTimeout):
-            return True
-        if isinstance(current, OSError) and current.errno in _NOT_CONNECTED:
-            return True
-        stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
-        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return False
-
-
-class _Engine:
-    """The Docker engine through the docker SDK. Blocking: call it from a thread. Any error is
-    WorkerUnavailable (cannot reach it, or it failed) or ProviderError (it refused: retrying
-    will not help), one line each; a container that is not there is None or False."""
-
-    def __init__(self, config: DockerConfig) -> None:
+    def __init__(self, config: DockerConfig, api: DockerApi) -> None:
         self.config = config
-        self.host = config.host
-        self._client: DockerClient | None = None
+        self.api = api
+        self.host = api.host
         self._data_root: str | None = None
         self._lock = threading.Lock()
         self._network: str | None = None  # the workers' network, once found or made
 
-    @contextlib.contextmanager
-    def _said(self, action: str, *, creating: bool = False) -> Iterator[None]:
-        """Docker's errors as ours. `creating`: a request that never reached the engine is
-        NotCreated (the lease then knows there is no container to look for)."""
-        from docker.errors import APIError, DockerException
-
-        try:
-            yield
-        except UplodrError:
-            raise
-        except APIError as error:
-            status = error.status_code or 0
-            explanation = " ".join(str(error.explanation or error).split())[:300]
-            if 400 <= status < 500:
-                raise ProviderError(f"Docker engine refused to {action}: {explanation}") from None
-            raise WorkerUnavailable(
-                f"Docker engine failed to {action} ({status}): {explanation}"
-            ) from None
-        except (DockerException, OSError) as error:
-            unreachable = NotCreated if creating and _never_sent(error) else WorkerUnavailable
-            raise unreachable(
-                f"Docker engine at {self.host} is unreachable: {_cause(error)}"
-            ) from None
-
-    def client(self, *, creating: bool = False) -> DockerClient:
-        """The client, made on first use (the SDK asks the engine for its API version). Made
-        outside the lock: an engine that accepts but never answers would otherwise hold every
-        other call, and `close`, for the whole API timeout."""
-        with self._lock:
-            if self._client is not None:
-                return self._client
-        import docker
-
-        with self._said("answer", creating=creating):
-            made = docker.from_env(
-                environment=dict(self.config.engine_env or {}),
-                timeout=self.config.api_timeout,
-                version="auto",
-            )
-        with self._lock:
-            if self._client is None:
-                self._client = made
-                return made
-            kept = self._client
-        made.close()  # another thread made one first
-        return kept
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
     def check(self) -> None:
-        self.config.require_image()
-        client = self.client()
-        with self._said("answer a ping"):
-            client.ping()
-        from docker.errors import ImageNotFound
+        image = self.config.require_image()
+        self.api.ping()
+        if not self.api.has_image(image):
+            raise ProviderError(
+                f"image {image} is not in the Docker engine at {self.host} "
+                f"(build it there: docker build -t {image} .)"
+            )
+        network = self.config.network
+        if network is not None and not self.api.has_network(network):
+            raise ProviderError(
+                f"network {network} does not exist in the Docker engine at "
+                f"{self.host} (docker network create {network})"
+            )
 
-        with self._said(f"look up image {self.config.image}"):
-            try:
-                client.images.get(self.config.image)
-            except ImageNotFound:
-                raise ProviderError(
-                    f"image {self.config.image} is not in the Docker engine at {self.host} "
-                    f"(build it there: docker build -t {self.config.image} .)"
-                ) from None
-        if self.config.network is not None:
-            from docker.errors import NotFound
-
-            with self._said(f"look up network {self.config.network}"):
-                try:
-                    client.networks.get(self.config.network)
-                except NotFound:
-                    raise ProviderError(
-                        f"network {self.config.network} does not exist in the Docker engine at "
-                        f"{self.host} (docker network create {self.config.network})"
-                    ) from None
-
-    def worker_network(self, client: DockerClient) -> str:
+    def worker_network(self) -> str:
         """The network workers join: the one named (`--docker-network`), else WORKER_NETWORK,
         made internal on first use (a concurrent make by another gateway is fine: 409)."""
         if self.config.network is not None:
@@ -311,35 +192,21 @@ class _Engine:
         with self._lock:
             if self._network is not None:
                 return self._network
-        from docker.errors import APIError
-
-        def named() -> list[Any]:  # `names` filters by substring: keep the exact name only
-            return [
-                n for n in client.networks.list(names=[WORKER_NETWORK]) if n.name == WORKER_NETWORK
-            ]
-
-        with self._said(f"make network {WORKER_NETWORK}", creating=True):
-            found = named()
-            if not found:
-                try:
-                    client.networks.create(
-                        WORKER_NETWORK,
-                        driver="bridge",
-                        internal=True,
-                        options=WORKER_NETWORK_OPTIONS,
-                        labels={MARKER_TAG: MARKER_VALUE},
-                    )
-                except APIError as error:
-                    if error.status_code != 409:  # 409: made by another gateway meanwhile
-                        raise
-                found = named()
-            if not found or not all(n.attrs.get("Internal") for n in found):
-                raise ProviderError(
-                    f"network {WORKER_NETWORK} in the Docker engine at {self.host} is not "
-                    "internal; workers must not reach beyond the gateway: remove it "
-                    f"(docker network rm {WORKER_NETWORK}) or name another with "
-                    f"{OPTION_NETWORK.flag}"
-                )
+        found = self.api.networks(WORKER_NETWORK)
+        if not found:
+            self.api.create_network(
+                WORKER_NETWORK,
+                options=WORKER_NETWORK_OPTIONS,
+                labels={MARKER_TAG: MARKER_VALUE},
+            )
+            found = self.api.networks(WORKER_NETWORK)
+        if not found or not all(n.get("Internal") for n in found):
+            raise ProviderError(
+                f"network {WORKER_NETWORK} in the Docker engine at {self.host} is not "
+                "internal; workers must not reach beyond the gateway: remove it "
+                f"(docker network rm {WORKER_NETWORK}) or name another with "
+                f"{OPTION_NETWORK.flag}"
+            )
         with self._lock:
             self._network = WORKER_NETWORK
         return WORKER_NETWORK
@@ -347,11 +214,9 @@ class _Engine:
     def run(self, name: str, spec: MachineSpec, user: str | None) -> dict[str, Any]:
         """Create and start the container; its inspect data. A container that could not start
         is removed (WorkerUnavailable when even that failed: it may still be there)."""
-        from docker.errors import ImageNotFound
-
         config = self.config
-        config.require_image()
-        client = self.client(creating=True)
+        image = config.require_image()
+        self.api.client(creating=True)
         memory_mb = spec.memory_mb or config.memory_mb
         cpus = spec.cpus or config.cpus
         limits: dict[str, Any] = {
@@ -362,50 +227,38 @@ class _Engine:
         if cpus is not None:
             limits["nano_cpus"] = cpus * 1_000_000_000
         if spec.host_paths:
-            self.require_same_files(client)
-        with self._said(f"create a container of {config.image}", creating=True):
-            try:
-                container = client.containers.create(
-                    config.image,
-                    ["worker", "--grpc-addr", f"0.0.0.0:{GRPC_PORT}"],
-                    name=name,
-                    environment={str(k): str(v) for k, v in spec.env.items()},
-                    labels=marked(spec.tags),
-                    user=user,
-                    network=self.worker_network(client),
-                    read_only=True,
-                    tmpfs={SPOOL: f"rw,nosuid,nodev,size={memory_mb}m,mode=1777"},
-                    cap_drop=["ALL"],
-                    security_opt=["no-new-privileges"],
-                    healthcheck={"test": ["NONE"]},
-                    volumes={str(p): {"bind": str(p), "mode": "rw"} for p in spec.host_paths},
-                    **limits,
-                )
-            except ImageNotFound:
-                raise ProviderError(
-                    f"image {config.image} is not in the Docker engine at {self.host} "
-                    f"(build it there: docker build -t {config.image} .)"
-                ) from None
+            self.require_same_files()
+        container_id = self.api.create_container(
+            image,
+            ["worker", "--grpc-addr", f"0.0.0.0:{GRPC_PORT}"],
+            name=name,
+            environment={str(k): str(v) for k, v in spec.env.items()},
+            labels=marked(spec.tags),
+            user=user,
+            network=self.worker_network(),
+            read_only=True,
+            tmpfs={SPOOL: f"rw,nosuid,nodev,size={memory_mb}m,mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            healthcheck={"test": ["NONE"]},
+            volumes={str(p): {"bind": str(p), "mode": "rw"} for p in spec.host_paths},
+            **limits,
+        )
         try:
-            with self._said(f"start a container of {config.image}"):
-                container.start()
-                container.reload()
+            return self.api.start(container_id, image)
         except UplodrError as error:
             try:
                 self.remove(name)
             except UplodrError:
                 raise WorkerUnavailable(str(error)) from None  # may be there: look for it
             raise
-        attrs: dict[str, Any] = container.attrs
-        return attrs
 
-    def require_same_files(self, client: DockerClient) -> None:
+    def require_same_files(self) -> None:
         """A bind mount is a folder of the engine's host: refuse when that is not this host's
         filesystem — the engine's data root is not here (the gateway runs in a container with
         the engine's socket mounted, or the engine runs in a VM such as Docker Desktop's)."""
         if self._data_root is None:
-            with self._said("describe itself"):
-                self._data_root = str(client.info().get("DockerRootDir") or "")
+            self._data_root = self.api.data_root()
         if not self._data_root or not Path(self._data_root).is_dir():
             raise ProviderError(
                 f"the Docker engine at {self.host} does not see this host's folders (its data "
@@ -413,62 +266,26 @@ class _Engine:
                 "mounted into its containers; use an s3:// store"
             )
 
-    def inspect(self, name: str) -> dict[str, Any] | None:
-        from docker.errors import NotFound
-
-        with self._said(f"inspect container {name}"):
-            try:
-                attrs: dict[str, Any] = self.client().api.inspect_container(name)
-            except NotFound:
-                return None
-        return attrs
-
     def last_line(self, name: str) -> str:
         """The last line the container logged (its error message when it exited), or ''."""
-        from docker.errors import NotFound
-
-        with self._said(f"read the log of container {name}"):
-            try:
-                raw = self.client().api.logs(name, stdout=True, stderr=True, tail=5)
-            except NotFound:
-                return ""
-        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        text = self.api.logs(name, tail=5)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return lines[-1][:300] if lines else ""
 
     def containers(self, tags: Mapping[str, str]) -> list[dict[str, Any]]:
         """Containers with the marker label and these labels (the engine's list entries)."""
-        wanted = {**tags, MARKER_TAG: MARKER_VALUE}
-        filters = {"label": [f"{key}={value}" for key, value in wanted.items()]}
-        with self._said("list containers"):
-            found: list[dict[str, Any]] = self.client().api.containers(all=True, filters=filters)
-        return found
+        return self.api.containers({**tags, MARKER_TAG: MARKER_VALUE})
 
     def remove(self, name: str) -> None:
         """Remove the container (killing it), and return once it is gone; a container that is
         not there is not an error, one without uplodr's marker is never touched."""
-        from docker.errors import APIError, NotFound
-
-        attrs = self.inspect(name)
+        attrs = self.api.inspect(name)
         if attrs is None:
             return
         labels = (attrs.get("Config") or {}).get("Labels") or {}
         if labels.get(MARKER_TAG) != MARKER_VALUE:
             raise ProviderError(f"container {name} is not an uplodr machine; not removing it")
-        container_id = str(attrs["Id"])
-        deadline = time.monotonic() + self.config.api_timeout
-        with self._said(f"remove container {name}"):
-            while True:
-                try:
-                    self.client().api.remove_container(container_id, force=True, v=True)
-                    return
-                except NotFound:
-                    return
-                except APIError as error:
-                    # 409: another remove is under way; it returns once that one is done
-                    if error.status_code != 409 or time.monotonic() > deadline:
-                        raise
-                time.sleep(_POLL)
+        self.api.remove(str(attrs["Id"]), name)
 
 
 # -- the provider ------------------------------------------------------------------------------
@@ -554,18 +371,13 @@ class DockerProvider:
             # Containers share the engine's cores: one per core of this host, as local.
             default_max_machines=os.cpu_count() or 1,
         )
-        self._engine = _Engine(config)
-        self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="uplodr-docker")
+        self._api = DockerApi(config.engine_env, config.api_timeout)
+        self._engine = _Containers(config, self._api)
         self._ours: set[str] = set()  # created here, not destroyed yet
         self._creating: set[asyncio.Task[Machine]] = set()
 
     async def _call(self, work: Callable[..., T], *args: Any) -> T:
-        # The provider's own threads: calls to an engine that hangs block a thread each for up
-        # to the API timeout, and must not take the event loop's default threads, which the
-        # gateway's local store and everything else share.
-        return await asyncio.get_running_loop().run_in_executor(
-            self._threads, functools.partial(work, *args)
-        )
+        return await self._api.call(work, *args)
 
     # -- the Provider protocol -----------------------------------------------------------
 
@@ -598,7 +410,7 @@ class DockerProvider:
     async def wait_started(self, machine: Machine, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            attrs = await self._call(self._engine.inspect, machine.id)
+            attrs = await self._call(self._api.inspect, machine.id)
             if attrs is None:
                 raise WorkerUnavailable(f"container {machine.id} is gone")
             state = attrs.get("State") or {}
@@ -632,7 +444,7 @@ class DockerProvider:
         log.info("removed worker container %s", machine_id)
 
     async def failure(self, machine_id: str) -> StopReason | None:
-        attrs = await self._call(self._engine.inspect, machine_id)
+        attrs = await self._call(self._api.inspect, machine_id)
         if attrs is None:
             return StopReason.gone("the container no longer exists")
         return await self._reason(machine_id, attrs)
@@ -652,8 +464,8 @@ class DockerProvider:
                 await self.destroy(machine_id)
             except UplodrError as error:  # the reaper finds it by its labels
                 log.error("could not remove worker container %s: %s", machine_id, error)
-        await self._call(self._engine.close)
-        self._threads.shutdown(wait=False, cancel_futures=True)  # a hung call ends on its own
+        await self._call(self._api.close)
+        self._api.shutdown()  # a hung call ends on its own
 
     # -- internals -------------------------------------------------------------------------
 
