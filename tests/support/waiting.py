@@ -29,8 +29,8 @@ async def until(condition: Callable[[], bool], what: str, deadline: float = DEAD
     while time.monotonic() < end:
         if condition():
             return
-        await asyncio.sleep(0.02)  # polling a condition under a deadline
-    raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)  # polling a condition under a deadline
+    raise AssertionError(f"timed out after {deadline:g}s waiting for {what}")
 
 
 def busy_worker(gateway: Gateway) -> psutil.Process:

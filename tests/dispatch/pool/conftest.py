@@ -4,8 +4,6 @@ The provider, fake worker, store and upload are the dispatcher's (tests/dispatch
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.dispatch.conftest import make_dispatcher
+from tests.support.waiting import until
 from uplodr.dispatch.pool import Pool, PoolSettings
 from uplodr.machines.memory import MemoryProvider
 
@@ -39,8 +38,4 @@ async def make_pool(provider: MemoryProvider, store: Path) -> AsyncIterator[Pool
 
 async def eventually(condition: Callable[[], bool], what: str, deadline: float = 5.0) -> None:
     """Wait for `condition` under a deadline (polling a state the pool changes by itself)."""
-    give_up = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"timed out after {deadline:g}s waiting for {what}")
-        await asyncio.sleep(0.01)
+    await until(condition, what, deadline)
