@@ -32,6 +32,7 @@ import stamina
 
 from uplodr.errors import InvalidRequest, StorageUnavailable, UplodrError
 from uplodr.storage.base import IMMUTABLE_CACHE_CONTROL, MANIFEST_CACHE_CONTROL, Store
+from uplodr.storage.catalog import parse_manifest as _parse_manifest
 from uplodr.storage.keys import manifest_key, variant_key
 
 KeyMode = Literal["digest", "name"]
@@ -390,15 +391,3 @@ def _manifest_bytes(
         ],
     }
     return json.dumps(document, indent=1, sort_keys=True).encode()
-
-
-def _parse_manifest(raw: bytes | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        manifest = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("variants"), list):
-        return None
-    return manifest
