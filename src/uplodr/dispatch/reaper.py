@@ -80,15 +80,15 @@ async def reap_periodically(provider: Provider, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def reap_orphans(provider: Provider, prefix: str, owner_alive: Callable[[str], bool]) -> int:
-    """Destroy the machines whose `gateway` tag is `prefix` + an owner that `owner_alive` says
+async def reap_orphans(provider: Provider, prefix: str, owner_gone: Callable[[str], bool]) -> int:
+    """Destroy the machines whose `gateway` tag is `prefix` + an owner that `owner_gone` says
     is gone (a run that was killed before it could destroy its own: `uplodr rebuild` tags its
     machines with its host and process id, and its next run removes what a SIGKILL left,
     without waiting for their deadline). Returns how many were destroyed."""
     destroyed = 0
     for machine in await provider.list({}):
         owner = machine.tags.get("gateway", "")
-        if not owner.startswith(prefix) or owner_alive(owner[len(prefix) :]):
+        if not owner.startswith(prefix) or not owner_gone(owner[len(prefix) :]):
             continue
         try:
             await provider.destroy(machine.id)

@@ -1,10 +1,11 @@
-"""The HTTP API: POST /v1/images, GET /v1/presets, GET /healthz and /readyz, GET /metrics, the
-upload page, the local store's files under /files, and the OpenAPI document of all of them
-(/openapi.json, /docs), made from the same route table (`routes`; what each route takes and
-answers is in `uplodr.gateway.operations`). Handlers are plain functions that read the app's
-`GatewayState`. Every error is JSON `{"error", "code"}` with the status from the one table in
-uplodr.errors, answered by Starlette exception handlers (one per family of errors); tracebacks
-go to the log only."""
+"""The HTTP API: POST /v1/images, POST /v1/rebuilds and GET /v1/rebuilds/{id}, GET
+/v1/presets, GET /healthz and /readyz, GET /metrics, the upload page, the local store's files
+under /files, and the OpenAPI document of all of them (/openapi.json, /docs), made from the
+same route table (`routes`; what each route takes and answers is in
+`uplodr.gateway.operations`). Handlers are plain functions that read the app's `GatewayState`.
+Every error is JSON `{"error", "code"}` with the status from the one table in uplodr.errors,
+answered by Starlette exception handlers (one per family of errors); tracebacks go to the log
+only."""
 
 from __future__ import annotations
 
@@ -54,11 +55,15 @@ from uplodr.gateway.operations import (
     PAGE,
     PRESETS,
     READYZ,
+    REBUILD_BODY_BYTES,
+    REBUILD_STATUS,
     UPLOAD_PARAMS,
     convert_operation,
+    rebuild_operation,
 )
 from uplodr.gateway.page import DOCS_PAGE, FAVICON, UPLOAD_PAGE
 from uplodr.gateway.readiness import Readiness, failed_line
+from uplodr.gateway.rebuild import Rebuilds
 from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool, spool_folder
 from uplodr.gateway.tokens import Tokens
@@ -233,6 +238,7 @@ class GatewayState:
     spool_dir: Path | None
     readiness: Readiness | None
     presets_answer: Any  # GET /v1/presets, made once
+    rebuilds: Rebuilds
     document: dict[str, Any] = field(default_factory=dict)  # /openapi.json, made once
 
 
@@ -327,6 +333,53 @@ def presets_answer(service: ConversionService) -> Any:
     )
 
 
+class RebuildBody(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /v1/rebuilds's body (its schema: `operations.rebuild_operation`)."""
+
+    folder: str
+    preset: str
+    replace: bool = False
+
+
+async def small_body(request: Request, limit: int) -> bytes:
+    """A short request body, refused (413) as soon as it passes `limit` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge.over_limit("the request body", limit)
+    return bytes(body)
+
+
+async def post_rebuild(request: Request) -> Response:
+    """Start a rebuild (`gateway.rebuild`) of a folder the caller's token covers: 202 at once."""
+    gateway = _state(request)
+    token = gateway.tokens.for_upload(request.headers.get("authorization", ""))
+    refuse_unknown_params(request, ())
+    raw = await small_body(request, REBUILD_BODY_BYTES)
+    try:
+        body = msgspec.json.decode(raw, type=RebuildBody)
+    except msgspec.MsgspecError as error:
+        raise InvalidRequest(f"rebuild request: {' '.join(str(error).split())[:200]}") from None
+    folder = safe_folder(body.folder)
+    if token is not None:
+        token.check_folder(folder)
+    progress = gateway.rebuilds.start(folder, body.preset, body.replace)
+    if token is not None:
+        log.info("rebuild %s of %r by token %s started", progress.id, folder, token.name)
+    return JSONResponse(msgspec.to_builtins(progress.as_answer()), status_code=202)
+
+
+async def get_rebuild(request: Request) -> Response:
+    gateway = _state(request)
+    token = gateway.tokens.for_upload(request.headers.get("authorization", ""))
+    refuse_unknown_params(request, ())
+    progress = gateway.rebuilds.get(request.path_params["rebuild_id"])
+    if token is not None:
+        token.check_folder(progress.folder)
+    return JSONResponse(msgspec.to_builtins(progress.as_answer()))
+
+
 async def presets(request: Request) -> Response:
     return JSONResponse(_state(request).presets_answer)
 
@@ -379,6 +432,13 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
             methods=["POST"],
             operation=convert_operation(list(service.presets)),
         ),
+        ApiRoute(
+            "/v1/rebuilds",
+            post_rebuild,
+            methods=["POST"],
+            operation=rebuild_operation(list(service.presets)),
+        ),
+        ApiRoute("/v1/rebuilds/{rebuild_id}", get_rebuild, operation=REBUILD_STATUS),
         ApiRoute("/v1/presets", presets, operation=PRESETS),
         ApiRoute("/healthz", healthz, operation=HEALTHZ),
         ApiRoute("/readyz", readyz, operation=READYZ),
@@ -417,6 +477,7 @@ def create_app(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
     table = routes(service, files_root)
+    rebuilds = Rebuilds(service)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -425,6 +486,7 @@ def create_app(
         try:
             yield
         finally:
+            await rebuilds.aclose()  # before the pool closes under them
             if on_shutdown:
                 await on_shutdown()
 
@@ -443,6 +505,7 @@ def create_app(
         spool_dir=spool_dir,
         readiness=readiness,
         presets_answer=presets_answer(service),
+        rebuilds=rebuilds,
         document=openapi_document(table, guarded=guards(tokens)),
     )
     return app

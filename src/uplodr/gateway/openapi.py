@@ -24,7 +24,7 @@ import msgspec
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
-from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessReport
+from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessReport, Rebuild
 from uplodr.errors import (
     STATUSES,
     Busy,
@@ -38,7 +38,14 @@ from uplodr.errors import (
 JSON = dict[str, Any]
 REF = "#/components/schemas/{name}"
 # What the answer dataclasses are called in the document.
-SCHEMA_TYPES: tuple[type, ...] = (Conversion, ErrorAnswer, Health, Presets, ReadinessReport)
+SCHEMA_TYPES: tuple[type, ...] = (
+    Conversion,
+    ErrorAnswer,
+    Health,
+    Presets,
+    ReadinessReport,
+    Rebuild,
+)
 
 
 @dataclass(frozen=True)
