@@ -28,22 +28,25 @@ def _store(root: Path) -> LocalStore:
     return LocalStore(root, "http://127.0.0.1:1/files/{key}")
 
 
-def _webp(png: bytes) -> bytes:
-    with Image.open(io.BytesIO(png)) as image:
+def _webp(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
         out = io.BytesIO()
         image.save(out, "WEBP", quality=70)
         return out.getvalue()
 
 
-async def _publish(root: Path, folder: str, stem: str, png: bytes, keep_original: bool) -> None:
+async def publish_set(
+    root: Path, folder: str, stem: str, data: bytes, keep_original: bool = True
+) -> None:
+    """One set of the PNG or JPEG `data`: a WebP and, with `keep_original`, the original."""
     preset = OLD_PRESET if keep_original else replace(OLD_PRESET, keep_original=False)
-    digest = content_digest(hashlib.sha256(png).hexdigest(), preset.fingerprint())
-    with Image.open(io.BytesIO(png)) as image:
+    digest = content_digest(hashlib.sha256(data).hexdigest(), preset.fingerprint())
+    with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
-    full = Blob("", "webp", "image/webp", width, height, _webp(png), format="webp", role="full")
-    original = Blob(
-        "-original", "png", "image/png", width, height, png, format="png", role="original"
-    )
+        fmt = "png" if image.format == "PNG" else "jpeg"
+    ext, mime = ("png", "image/png") if fmt == "png" else ("jpg", "image/jpeg")
+    full = Blob("", "webp", "image/webp", width, height, _webp(data), format="webp", role="full")
+    original = Blob("-original", ext, mime, width, height, data, format=fmt, role="original")
     blobs = [full, original] if keep_original else [full]
     store = _store(root)
     await Publisher([store]).publish(folder, stem, digest, blobs, preset.to_json())
@@ -65,7 +68,7 @@ def make_sets(
 
     async def go() -> None:
         for stem in stems:
-            await _publish(root, folder, stem, noise_png(*size, rng), keep_original)
+            await publish_set(root, folder, stem, noise_png(*size, rng), keep_original)
 
     asyncio.run(go())
     return stems
