@@ -177,6 +177,33 @@ def test_a_killed_run_leaves_machines_the_next_run_removes(place: Place) -> None
     no_machine_left(place)
 
 
+def test_a_second_signal_aborts_the_sets_in_hand_cleanly(place: Place) -> None:
+    make_sets(place.store, "blog", 12, size=(1024, 768))
+    first = subprocess.Popen(
+        place.args("--pool-max", "2"),
+        cwd=place.cwd,
+        env=env(place.cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: len(in_preset(place.store, "blog", NEW)) >= 1, "a set rebuilt")
+        first.send_signal(signal.SIGINT)
+        first.send_signal(signal.SIGINT)
+        out, err = first.communicate(timeout=STOP_DEADLINE)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 130, err.decode()
+    assert json.loads(out)["state"] == "stopped"
+    # an aborted set was rolled back: every object left belongs to a set with its manifest
+    sets = manifests(place.store, "blog")
+    assert 12 < len(sets) < 24
+    assert sum(1 for _ in (place.store / "blog").iterdir()) == 3 * len(sets)
+    no_machine_left(place)
+
+
 def test_replace_deletes_each_old_set_after_its_new_one(place: Place) -> None:
     stems = make_sets(place.store, "blog", 4)
     code, summary, err = run(place, "--replace")
