@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,24 @@ def run(place: Place, *extra: str) -> tuple[int, dict[str, Any], str]:
     return done.returncode, json.loads(stdout) if stdout.strip() else {}, done.stderr.decode()
 
 
+@contextmanager
+def started(place: Place, stdout: Any, stderr: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """`uplodr rebuild --pool-max 2` running; killed if still running when the block ends."""
+    process = subprocess.Popen(
+        place.args("--pool-max", "2"),
+        cwd=place.cwd,
+        env=env(place.cwd),
+        stdout=stdout,
+        stderr=stderr,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def no_machine_left(place: Place) -> None:
     assert place.machines() == []
     assert worker_processes(place.cwd) == []
@@ -107,15 +127,7 @@ def test_stopped_halfway_and_run_again_rebuilds_each_set_once(place: Place) -> N
     make_sets(place.store, "blog", 30, size=(640, 480))
     make_sets(place.store, "blog/old", 2, keep_original=False, prefix="lossy")
     stderr = place.cwd / "first.log"
-    with stderr.open("wb") as log:
-        first = subprocess.Popen(
-            place.args("--pool-max", "2"),
-            cwd=place.cwd,
-            env=env(place.cwd),
-            stdout=subprocess.PIPE,
-            stderr=log,
-        )
-    try:
+    with stderr.open("wb") as log, started(place, subprocess.PIPE, log) as first:
         wait_for(lambda: len(in_preset(place.store, "blog", NEW)) >= 5, "a few sets rebuilt")
         first.send_signal(signal.SIGTERM)
         try:
@@ -123,10 +135,6 @@ def test_stopped_halfway_and_run_again_rebuilds_each_set_once(place: Place) -> N
         except subprocess.TimeoutExpired:  # it did not stop in time: what a user does next
             first.kill()
             out, _ = first.communicate()
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     done_before = len(in_preset(place.store, "blog", NEW))
     assert 5 <= done_before < 30
     assert first.returncode == 130, stderr.read_text()
@@ -156,18 +164,9 @@ def test_stopped_halfway_and_run_again_rebuilds_each_set_once(place: Place) -> N
 
 def test_a_killed_run_leaves_machines_the_next_run_removes(place: Place) -> None:
     make_sets(place.store, "blog", 6, size=(640, 480))
-    first = subprocess.Popen(
-        place.args("--pool-max", "2"),
-        cwd=place.cwd,
-        env=env(place.cwd),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with started(place, subprocess.DEVNULL, subprocess.DEVNULL):
         wait_for(lambda: worker_processes(place.cwd) != [], "a machine of the first run")
-    finally:
-        first.kill()
-        first.wait()
+    # killed (SIGKILL) as the block ended
     assert place.machines() != []  # SIGKILL: nothing could destroy them
 
     code, summary, err = run(place, "--pool-max", "2")
@@ -179,22 +178,11 @@ def test_a_killed_run_leaves_machines_the_next_run_removes(place: Place) -> None
 
 def test_a_second_signal_aborts_the_sets_in_hand_cleanly(place: Place) -> None:
     make_sets(place.store, "blog", 12, size=(1024, 768))
-    first = subprocess.Popen(
-        place.args("--pool-max", "2"),
-        cwd=place.cwd,
-        env=env(place.cwd),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with started(place, subprocess.PIPE, subprocess.PIPE) as first:
         wait_for(lambda: len(in_preset(place.store, "blog", NEW)) >= 1, "a set rebuilt")
         first.send_signal(signal.SIGINT)
         first.send_signal(signal.SIGINT)
         out, err = first.communicate(timeout=STOP_DEADLINE)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert first.returncode == 130, err.decode()
     assert json.loads(out)["state"] == "stopped"
     # an aborted set was rolled back: every object left belongs to a set with its manifest
