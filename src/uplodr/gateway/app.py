@@ -41,6 +41,7 @@ from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission, Ticket
 from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
+from uplodr.gateway.docs_page import docs_page
 from uplodr.gateway.files import StoreFiles
 from uplodr.gateway.head_limit import HeadLimit
 from uplodr.gateway.openapi import ApiMount, ApiRoute, openapi_document
@@ -57,7 +58,7 @@ from uplodr.gateway.operations import (
     UPLOAD_PARAMS,
     convert_operation,
 )
-from uplodr.gateway.page import DOCS_PAGE, FAVICON, UPLOAD_PAGE
+from uplodr.gateway.page import FAVICON, UPLOAD_PAGE
 from uplodr.gateway.readiness import Readiness, failed_line
 from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool, spool_folder
@@ -234,6 +235,7 @@ class GatewayState:
     readiness: Readiness | None
     presets_answer: Any  # GET /v1/presets, made once
     document: dict[str, Any] = field(default_factory=dict)  # /openapi.json, made once
+    docs_page: str = ""  # /docs: the document as HTML, made once
 
 
 def _state(request: Request) -> GatewayState:
@@ -365,8 +367,8 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(_state(request).document)
 
 
-async def docs(_request: Request) -> Response:
-    return HTMLResponse(DOCS_PAGE)
+async def docs(request: Request) -> Response:
+    return HTMLResponse(_state(request).docs_page)
 
 
 def routes(service: ConversionService, files_root: Path | None) -> list[BaseRoute]:
@@ -434,6 +436,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    document = openapi_document(table, guarded=guards(tokens))
     app.state.gateway = GatewayState(
         service=service,
         tokens=tokens,
@@ -443,6 +446,7 @@ def create_app(
         spool_dir=spool_dir,
         readiness=readiness,
         presets_answer=presets_answer(service),
-        document=openapi_document(table, guarded=guards(tokens)),
+        document=document,
+        docs_page=docs_page(document),
     )
     return app
