@@ -28,7 +28,6 @@ _STYLE = """
   .method { font-weight: bold; text-transform: uppercase; margin-right: .5rem; }
   table { border-collapse: collapse; margin: .3rem 0 .8rem; }
   td, th { text-align: left; padding: .15rem .6rem .15rem 0; vertical-align: top; font-size: .9rem; }
-  td p { margin: 0; }
 """  # noqa: E501  (one CSS rule per line reads better than wrapped ones)
 
 
@@ -38,10 +37,16 @@ def markdown(text: str | None) -> str:
     return rendered
 
 
+def inline(text: str | None) -> str:
+    """A one-line description as HTML without a paragraph around it (table cells)."""
+    rendered: str = _MARKDOWN.renderInline(text or "")
+    return rendered
+
+
 def _parameters(parameters: list[Mapping[str, Any]]) -> str:
     rows = "".join(
         f"<tr><td><code>{escape(p['name'])}{' *' if p.get('required') else ''}</code></td>"
-        f"<td>{escape(p.get('in', ''))}</td><td>{markdown(p.get('description'))}</td></tr>"
+        f"<td>{escape(p.get('in', ''))}</td><td>{inline(p.get('description'))}</td></tr>"
         for p in parameters
     )
     return f"<table><tr><th>parameter</th><th>in</th><th></th></tr>{rows}</table>"
@@ -57,7 +62,7 @@ def _responses(responses: Mapping[str, Mapping[str, Any]]) -> str:
         )
         rows.append(
             f"<tr><td><code>{escape(status)}</code></td>"
-            f"<td>{markdown(response.get('description'))}{extra}</td></tr>"
+            f"<td>{inline(response.get('description'))}{extra}</td></tr>"
         )
     return f"<table><tr><th>status</th><th>answer</th></tr>{''.join(rows)}</table>"
 
