@@ -771,6 +771,8 @@ SERVER_EXTRA = frozenset(
         "obstore",
         "starlette",
         "uvicorn",
+        "markdown_it",
+        "mdurl",
         "multipart",
         "python_multipart",
         "prometheus_client",

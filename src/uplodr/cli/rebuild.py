@@ -10,6 +10,8 @@ got; running the same command again finishes the job (sets done are found by ded
 A run that is SIGKILLed cannot destroy its machines. They carry the tag `rebuild-HOST-PID`, so
 the next `uplodr rebuild` on the same host destroys those whose process is gone before it
 starts (and the usual reaper pass removes any past their deadline); `uplodr reap` finds them too.
+(A local worker spawned in the instant before its record was written has no record to be found
+by: it ends itself within its idle timeout.)
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ import time
 from types import TracebackType
 from typing import Any
 
-import httpx
 import stamina
 
 from uplodr.answer import Conversion, Presets
+from uplodr.client._httpx import httpx
 from uplodr.client._upload import (
     BusyRetry,
     Original,

@@ -42,6 +42,7 @@ from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission, Ticket
 from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
+from uplodr.gateway.docs_page import docs_page
 from uplodr.gateway.files import StoreFiles
 from uplodr.gateway.head_limit import HeadLimit
 from uplodr.gateway.openapi import ApiMount, ApiRoute, openapi_document
@@ -61,7 +62,7 @@ from uplodr.gateway.operations import (
     convert_operation,
     rebuild_operation,
 )
-from uplodr.gateway.page import DOCS_PAGE, FAVICON, UPLOAD_PAGE
+from uplodr.gateway.page import FAVICON, UPLOAD_PAGE
 from uplodr.gateway.readiness import Readiness, failed_line
 from uplodr.gateway.rebuild import Rebuilds
 from uplodr.gateway.service import Choice, ConversionService
@@ -240,6 +241,7 @@ class GatewayState:
     presets_answer: Any  # GET /v1/presets, made once
     rebuilds: Rebuilds
     document: dict[str, Any] = field(default_factory=dict)  # /openapi.json, made once
+    docs_page: str = ""  # /docs: the document as HTML, made once
 
 
 def _state(request: Request) -> GatewayState:
@@ -418,8 +420,8 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(_state(request).document)
 
 
-async def docs(_request: Request) -> Response:
-    return HTMLResponse(DOCS_PAGE)
+async def docs(request: Request) -> Response:
+    return HTMLResponse(_state(request).docs_page)
 
 
 def routes(service: ConversionService, files_root: Path | None) -> list[BaseRoute]:
@@ -496,6 +498,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    document = openapi_document(table, guarded=guards(tokens))
     app.state.gateway = GatewayState(
         service=service,
         tokens=tokens,
@@ -506,6 +509,7 @@ def create_app(
         readiness=readiness,
         presets_answer=presets_answer(service),
         rebuilds=rebuilds,
-        document=openapi_document(table, guarded=guards(tokens)),
+        document=document,
+        docs_page=docs_page(document),
     )
     return app
