@@ -23,8 +23,10 @@ from tests.support.gateway import running_gateway
 from tests.support.procs import worker_processes
 from tests.support.stored_sets import OLD_PRESET, in_preset, make_sets, manifests
 from tests.support.waiting import wait_for
+from uplodr.gateway.rebuild import display_name
 from uplodr.gateway.tokens import secret_hash
 from uplodr.preset import Preset
+from uplodr.storage.catalog import ImageRef
 
 NEW = Preset(formats=("webp",), thumbnail_width=0, max_long_side=256)
 PRESETS = '[small]\nformats = ["webp"]\nthumbnail_width = 0\nmax_long_side = 256\n'
@@ -300,3 +302,17 @@ def test_a_second_http_rebuild_finds_every_set_done(place: Place, tmp_path: Path
             answers.append(httpx.get(status_url).json())
     assert (answers[0]["rebuilt"], answers[1]["rebuilt"]) == (2, 0)
     assert (answers[1]["already_done"], answers[1]["current"]) == (2, 2)
+
+
+def test_the_new_set_keeps_the_old_stem_and_the_manifests_file_name() -> None:
+    ref = ImageRef("blog", "Cat-Photo", "0123456789abcdef")
+    key = "blog/Cat-Photo-0123456789abcdef-original.jpg"
+    # manifest v3 names the upload's file: shown as it came, the keys keep the set's stem
+    named = display_name({"file_name": "Cat Photo.JPG", "variants": []}, ref, key)
+    assert (named.file_name, named.stem) == ("Cat Photo.JPG", "Cat-Photo")
+    # an older manifest: the stem and the original's extension
+    plain = display_name({"variants": []}, ref, key)
+    assert (plain.file_name, plain.stem) == ("Cat-Photo.jpg", "Cat-Photo")
+    # a file name that is not one (a damaged manifest) is not trusted
+    odd = display_name({"file_name": "../x.jpg", "variants": []}, ref, key)
+    assert (odd.file_name, odd.stem) == ("Cat-Photo.jpg", "Cat-Photo")
