@@ -29,7 +29,10 @@ from uplodr.preset import Preset
 from uplodr.storage.catalog import ImageRef
 
 NEW = Preset(formats=("webp",), thumbnail_width=0, max_long_side=256)
-PRESETS = '[small]\nformats = ["webp"]\nthumbnail_width = 0\nmax_long_side = 256\n'
+PRESETS = (
+    '[small]\nformats = ["webp"]\nthumbnail_width = 0\nmax_long_side = 256\n'
+    '[tiny]\nformats = ["webp"]\nthumbnail_width = 0\nmax_long_side = 128\n'
+)
 # How long a stopped run may take to let its sets in hand finish and destroy its machines.
 STOP_DEADLINE = 60.0
 
@@ -41,7 +44,7 @@ class Place:
     cwd: Path
     presets: Path
 
-    def args(self, *extra: str) -> list[str]:
+    def args(self, *extra: str, preset: str = "small") -> list[str]:
         return [
             sys.executable,
             "-m",
@@ -50,7 +53,7 @@ class Place:
             "--folder",
             "blog",
             "--preset",
-            "small",
+            preset,
             "--presets",
             str(self.presets),
             "--store",
@@ -94,9 +97,13 @@ def env(tmp: Path) -> dict[str, str]:
     return {**os.environ, "UPLODR_DATA_DIR": str(tmp / "data")}
 
 
-def run(place: Place, *extra: str) -> tuple[int, dict[str, Any], str]:
+def run(place: Place, *extra: str, preset: str = "small") -> tuple[int, dict[str, Any], str]:
     done = subprocess.run(
-        place.args(*extra), cwd=place.cwd, env=env(place.cwd), capture_output=True, timeout=300
+        place.args(*extra, preset=preset),
+        cwd=place.cwd,
+        env=env(place.cwd),
+        capture_output=True,
+        timeout=300,
     )
     stdout = done.stdout.decode()
     return done.returncode, json.loads(stdout) if stdout.strip() else {}, done.stderr.decode()
@@ -195,6 +202,17 @@ def test_a_second_signal_aborts_the_sets_in_hand_cleanly(place: Place) -> None:
     sets = manifests(place.store, "blog")
     assert 12 < len(sets) < 24
     assert sum(1 for _ in (place.store / "blog").iterdir()) == 3 * len(sets)
+    no_machine_left(place)
+
+
+def test_sets_of_one_original_under_one_name_are_converted_once(place: Place) -> None:
+    """After a rebuild that kept the old sets, each original has two sets under its name: a
+    rebuild into a third preset converts it once, whichever of the two comes first."""
+    make_sets(place.store, "blog", 4)
+    assert run(place)[0] == 0
+    code, summary, err = run(place, "--pool-max", "2", preset="tiny")
+    assert code == 0, err
+    assert (summary["rebuilt"], summary["already_done"]) == (4, 4)
     no_machine_left(place)
 
 

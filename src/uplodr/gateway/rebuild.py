@@ -151,6 +151,7 @@ class Rebuilder:
         self.concurrency = max(1, concurrency)
         self.max_bytes = max_bytes
         self.stopping = asyncio.Event()
+        self._targets: dict[tuple[str, str, str], asyncio.Lock] = {}
 
     def stop(self) -> None:
         """Start no other set; the ones in hand finish."""
@@ -211,7 +212,11 @@ class Rebuilder:
         async with spool_folder(None) as folder:
             spooled = await spool(_chunks(data), folder / "original", self.max_bytes)
             del data
-            converted = await self._convert(spooled, name, ref.folder)
+            # Two sets of one original under one name (an earlier rebuild kept the old set)
+            # have one new set: the second waits for the first, then finds it by dedupe.
+            target = (ref.folder, ref.stem, spooled.sha256)
+            async with self._targets.setdefault(target, asyncio.Lock()):
+                converted = await self._convert(spooled, name, ref.folder)
         if converted.deduplicated or converted.job is None:
             progress.already_done += 1
         else:
