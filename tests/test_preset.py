@@ -29,8 +29,10 @@ SETTINGS = [setting.name for setting in fields(Preset)]
 def test_default_fingerprint_is_unchanged() -> None:
     # Every stored key embeds it: a new setting or a changed default moves every URL. Issue 11
     # moved it on purpose (widths, keep_original, avif_animation_effort; the set now carries a
-    # placeholder, so sets made before must not answer a repeated upload).
-    assert DEFAULT_PRESET.fingerprint() == "b95f4ddc1a81f40c"
+    # placeholder, so sets made before must not answer a repeated upload). Issue 17 moved it
+    # (jxl_quality, jxl_effort, original_jxl; the thumbnail's png_palette_effort and zlib 9
+    # write other bytes).
+    assert DEFAULT_PRESET.fingerprint() == "3620403c5ea2ebdd"
 
 
 @pytest.mark.parametrize("suffix", [".json", ".toml"])
@@ -73,16 +75,16 @@ def test_a_whole_toml_preset(tmp_path: Path) -> None:
         ),
         (
             {"formats": "webp"},
-            'preset formats: expected a list of formats from jpeg, webp, avif, got "webp"',
+            'preset formats: expected a list of formats from jpeg, webp, avif, jxl, got "webp"',
         ),
         (
             {"formats": ["webp", "png"]},
-            "preset formats: expected a list of formats from jpeg, webp, avif, "
+            "preset formats: expected a list of formats from jpeg, webp, avif, jxl, "
             'got ["webp", "png"] ("png" is not one)',
         ),
         (
             {"formats": ["avif", "avif"]},
-            "preset formats: expected a list of formats from jpeg, webp, avif, "
+            "preset formats: expected a list of formats from jpeg, webp, avif, jxl, "
             'got ["avif", "avif"] (a format is named twice)',
         ),
         (
