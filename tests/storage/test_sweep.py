@@ -174,10 +174,12 @@ async def test_sweep_takes_every_variant_the_encoders_write_and_nothing_else(
     )
     variants = convert(source, preset, ImageLimits()).variants
     written = [(v.suffix, v.ext, v.data, v.mime_type) for v in variants]
-    # the worker keeps an original in the format it was sniffed as: every input format
-    written += [("-original", f.ext, b"original", f.mime_type) for f in formats.input_formats()]
+    # the worker keeps an original in the format it was sniffed as: every input format; or
+    # repacked losslessly (a JPEG as JPEG XL, `original_jxl`)
+    originals = [*formats.input_formats(), *(f for f in formats.REGISTRY if f.repacks)]
+    written += [("-original", f.ext, b"original", f.mime_type) for f in originals]
     shapes = {(v.role, v.format) for v in variants}
-    shapes |= {("original", f.name) for f in formats.input_formats()}
+    shapes |= {("original", f.name) for f in originals}
     assert shapes == {(role.name, fmt.name) for role, fmt in formats.variant_shapes()}
 
     store = LocalStore(tmp_path / "store", URL)
