@@ -68,6 +68,8 @@ def test_a_whole_toml_preset(tmp_path: Path) -> None:
         ({"webp_effort": True}, "preset webp_effort: expected a whole number 0..6, got true"),
         ({"avif_effort": 2.5}, "preset avif_effort: expected a whole number 0..9, got 2.5"),
         ({"avif_effort": 10}, "preset avif_effort: expected a whole number 0..9, got 10"),
+        ({"jxl_effort": 8}, "preset jxl_effort: expected a whole number 1..7, got 8"),
+        ({"original_jxl": "yes"}, 'preset original_jxl: expected true or false, got "yes"'),
         ({"max_long_side": 0}, "preset max_long_side: expected a whole number 16..65535, got 0"),
         (
             {"thumbnail_width": -1},

@@ -90,7 +90,7 @@ class Preset:
     # smallest file, 36 KB in 0.24 CPU-s; effort 3 (speed 6) 39 KB in 1.9 CPU-s.
     avif_animation_effort: int = 1
     # JPEG XL (libjxl through imagecodecs): quality 1-100 (libjxl's JPEG-like scale, mapped to
-    # a butteraugli distance) and effort 1-9. Effort 4, measured (docs/formats.md "JPEG XL"):
+    # a butteraugli distance) and effort 1-7. Effort 4, measured (docs/formats.md "JPEG XL"):
     # the bytes of effort 7 at the same SSIMULACRA2 score for ~1/9 of its CPU and ~1/3 of its
     # memory (24 MP: +230 MB instead of +340 MB).
     jxl_quality: int = 75
@@ -359,7 +359,9 @@ _RULES: Final[dict[str, _Rule]] = {
     "avif_effort": _whole(0, 9),
     "avif_animation_effort": _whole(0, 9),
     "jxl_quality": _whole(1, 100),
-    "jxl_effort": _whole(1, 9),
+    # 8-9: minutes for a large photo and more memory than a 512 MB machine has (libjxl cannot be
+    # interrupted by the time limit).
+    "jxl_effort": _whole(1, 7),
     "png_compression": _whole(0, 9),
     "png_palette_effort": _whole(1, 10),
     "png_palette_quality": _whole(0, 100, " (0 = full colour)"),
