@@ -16,8 +16,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagecodecs
-
 from uplodr import formats
 from uplodr.formats import Format
 
@@ -36,6 +34,8 @@ def repack(path: Path, source_format: str) -> Repacked | None:
     target = next((fmt for fmt in formats.REGISTRY if source_format in fmt.repacks), None)
     if target is None:
         return None
+    import imagecodecs  # on first use, as in `encode`: ~15 MB a worker need not load
+
     original = path.read_bytes()
     try:
         data = bytes(imagecodecs.jpegxl_encode_jpeg(original, numthreads=2))
