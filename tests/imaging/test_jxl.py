@@ -112,3 +112,18 @@ def test_a_jpeg_xl_upload_is_refused_by_name(tmp_path: Path) -> None:
     upload.write_bytes(imagecodecs.jpegxl_encode(np.zeros((8, 8, 3), np.uint8), level=90))
     with pytest.raises(UnsupportedImage, match=r"^JPEG XL is an output format only; allowed"):
         probe(upload, ImageLimits())
+
+
+@pytest.mark.parametrize("bands", [1, 2])
+def test_a_grey_image_gives_a_jpeg_xl_of_its_size(tmp_path: Path, bands: int) -> None:
+    grey = pyvips.Image.xyz(64, 48)[0].cast("uchar")
+    image = (grey if bands == 1 else grey.bandjoin(200)).copy(interpretation="b-w")
+    path = tmp_path / "grey.png"
+    image.write_to_file(str(path))
+    preset = DEFAULT_PRESET.with_changes(formats=["jxl"], thumbnail_width=0)
+    (variant,) = convert(path, preset, ImageLimits()).variants
+    decoded = js_decoders.decode_jxl(variant.data)
+    assert (decoded.width, decoded.height) == (variant.width, variant.height) == (64, 48)
+    pixels = np.frombuffer(decoded.rgba, dtype=np.uint8).reshape(48, 64, 4)
+    assert np.abs(pixels[0, :, 0].astype(int) - np.arange(64)).max() <= 3  # the ramp
+    assert (pixels[..., 3] == (255 if bands == 1 else 200)).all()
