@@ -30,9 +30,9 @@ def test_default_fingerprint_is_unchanged() -> None:
     # Every stored key embeds it: a new setting or a changed default moves every URL. Issue 11
     # moved it on purpose (widths, keep_original, avif_animation_effort; the set now carries a
     # placeholder, so sets made before must not answer a repeated upload). Issue 17 moved it
-    # (jxl_quality, jxl_effort, original_jxl; the thumbnail's png_palette_effort and zlib 9
-    # write other bytes).
-    assert DEFAULT_PRESET.fingerprint() == "3620403c5ea2ebdd"
+    # (jxl_quality, jxl_effort, original_jxl, thumbnail_format; the thumbnail's
+    # png_palette_effort and zlib 9 write other bytes).
+    assert DEFAULT_PRESET.fingerprint() == "01f8893f34093391"
 
 
 @pytest.mark.parametrize("suffix", [".json", ".toml"])
@@ -69,6 +69,10 @@ def test_a_whole_toml_preset(tmp_path: Path) -> None:
         ({"avif_effort": 2.5}, "preset avif_effort: expected a whole number 0..9, got 2.5"),
         ({"avif_effort": 10}, "preset avif_effort: expected a whole number 0..9, got 10"),
         ({"jxl_effort": 8}, "preset jxl_effort: expected a whole number 1..7, got 8"),
+        (
+            {"thumbnail_format": "avif"},
+            'preset thumbnail_format: expected one of png, webp, got "avif"',
+        ),
         ({"original_jxl": "yes"}, 'preset original_jxl: expected true or false, got "yes"'),
         ({"max_long_side": 0}, "preset max_long_side: expected a whole number 16..65535, got 0"),
         (

@@ -75,6 +75,9 @@ class Preset:
     widths: tuple[int, ...] = ()
     # Width of the PNG thumbnail (0 = no thumbnail); never enlarged.
     thumbnail_width: int = 800
+    # The thumbnail's format: "png" (lossless palette or quantised), or "webp" (lossy at
+    # `webp_quality`: ~1/10 of the PNG's bytes for a photo, for clients that take any key).
+    thumbnail_format: str = "png"
     jpeg_quality: int = 82  # progressive + optimize_coding
     webp_quality: int = 80
     webp_effort: int = 4
@@ -290,6 +293,15 @@ def _whole(low: int, high: int, note: str = "") -> _Rule:
     return _Rule(f"a whole number {low}..{high}{note}", convert)
 
 
+def _one_of(allowed: list[str]) -> _Rule:
+    def convert(value: object) -> object:
+        if value not in allowed:
+            raise _Invalid
+        return value
+
+    return _Rule(f"one of {', '.join(allowed)}", convert)
+
+
 def _flag() -> _Rule:
     def convert(value: object) -> object:
         if not isinstance(value, bool):
@@ -352,6 +364,7 @@ _RULES: Final[dict[str, _Rule]] = {
     "max_long_side": _whole(16, 65535),
     "widths": _widths(),
     "thumbnail_width": _whole(0, 65535, " (0 = no thumbnail)"),
+    "thumbnail_format": _one_of([fmt.name for fmt in formats.thumbnail_formats()]),
     "jpeg_quality": _whole(1, 100),
     "webp_quality": _whole(1, 100),
     "webp_effort": _whole(0, 6),

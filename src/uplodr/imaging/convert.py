@@ -3,8 +3,8 @@
     full size   every format of the preset's `formats`, capped at `max_long_side`
     widths      the same formats again at each of the preset's `widths` smaller than the full
                 size (never enlarged), each shrunk once from the decoded image
-    thumbnail   the PNG thumbnail, first frame; never larger than the full-size variant of
-                the preset's first format (made narrower if it would be)
+    thumbnail   PNG (or WebP: `thumbnail_format`), first frame; never larger than the
+                full-size variant of the preset's first format (narrower if it would be)
     placeholder ThumbHash, BlurHash and a data URL, from the first frame (`placeholder`)
 
 Animated input (GIF, animated WebP) stays animated in the WebP and AVIF variants (AVIF through
@@ -93,7 +93,7 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
         sized = pipeline.materialize(pipeline.fit_width(decoded, width), deadline)
         jobs += [(VariantSpec(fmt, WIDTH, width), _for_format(sized, fmt, preset)) for fmt in full]
     if preset.thumbnail_width:
-        spec = VariantSpec(formats.thumbnail_format(), THUMBNAIL)
+        spec = VariantSpec(formats.get(preset.thumbnail_format), THUMBNAIL)
         thumb = pipeline.fit_width(still, preset.thumbnail_width)
         jobs.append((spec, _for_format(thumb, spec.format, preset)))
 
@@ -117,16 +117,17 @@ def _thumbnail_within_full(
     variants: list[EncodedVariant], still: pyvips.Image, preset: Preset, deadline: Deadline
 ) -> EncodedVariant:
     """The thumbnail (the last variant), never larger than the full-size variant of the
-    preset's first format (WebP by default): a PNG as wide as the full size (a small upload)
-    is several times its lossy WebP (sample-16bit.png: 107 KB against 18.7 KB), so it is made
-    narrower, in the same settings, until it is not. Bytes follow the pixel count, so each try
-    shrinks the width by the square root of the excess; one try is usually enough. Below a few
-    pixels PNG's fixed overhead alone may exceed a tiny WebP: the last try is kept."""
+    preset's first format (WebP by default): a PNG thumbnail as wide as the full size (a small
+    upload) is several times its lossy WebP (sample-16bit.png: 107 KB against 18.7 KB), so it
+    is made narrower, in the same settings, until it is not. Bytes follow the pixel count, so
+    each try shrinks the width by the square root of the excess; one try is usually enough.
+    Below a few pixels PNG's fixed overhead alone may exceed a tiny WebP: the last try is
+    kept."""
     thumb = variants[-1]
     if not preset.formats:
         return thumb
     limit = len(variants[0].data)  # full sizes come first, in the preset's order
-    spec = VariantSpec(formats.thumbnail_format(), THUMBNAIL)
+    spec = VariantSpec(formats.get(preset.thumbnail_format), THUMBNAIL)
     for _ in range(THUMBNAIL_TRIES):
         if len(thumb.data) <= limit or thumb.width <= 1:
             break
