@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from uplodr import formats
+from uplodr import formats, sniff
 from uplodr.formats import FULL, ORIGINAL, ROLES, THUMBNAIL, WIDTH, Format, VariantSpec
 
 
@@ -32,12 +32,14 @@ def test_lookups() -> None:
         "avif",
         "heif",
     ]
-    assert [f.name for f in formats.output_formats()] == ["jpeg", "png", "webp", "avif"]
-    assert [f.name for f in formats.formats_for(FULL)] == ["jpeg", "webp", "avif"]
-    assert formats.thumbnail_format().name == "png"
+    assert [f.name for f in formats.output_formats()] == ["jpeg", "png", "webp", "avif", "jxl"]
+    assert [f.name for f in formats.formats_for(FULL)] == ["jpeg", "webp", "avif", "jxl"]
+    assert [f.name for f in formats.thumbnail_formats()] == ["png", "webp"]
     # every full-size format is also made at smaller widths; any upload may be kept as it came
     assert formats.formats_for("width") == formats.formats_for(FULL)
-    assert formats.formats_for(ORIGINAL) == formats.input_formats()
+    # besides the inputs, a kept JPEG may be repacked losslessly as JPEG XL (`original_jxl`)
+    assert formats.formats_for(ORIGINAL) == (*formats.input_formats(), formats.get("jxl"))
+    assert formats.get("jxl").repacks == {"jpeg"} and not formats.get("jxl").is_input
     # HEIC is decoded by pillow-heif: no libvips loader reads it
     heif = formats.get("heif")
     assert heif.is_input and heif.loaders == () and heif.decoder == "pillow-heif"
@@ -51,7 +53,8 @@ def test_lookups() -> None:
         ({"decoder": "pillow-heif"}, "needs magic bytes or brands"),
         ({"decoder": "pillow-heif", "magic": (b"X",), "loaders": ("x",)}, "no libvips loader"),
         ({"magic": (b"XY",)}, "input properties but no loader"),
-        ({"roles": frozenset({"full", "original"})}, "only an input format can be an original"),
+        ({"roles": frozenset({"full", "original"})}, "only an input format, or one that repacks"),
+        ({"loaders": ("x",), "magic": (b"X",), "refused_magic": (b"X",)}, "is not refused"),
         ({"one_at_a_time": True}, "no output"),
         ({"roles": frozenset({"poster"})}, "unknown roles"),
     ],
@@ -59,6 +62,17 @@ def test_lookups() -> None:
 def test_an_entry_checks_itself(entry: dict[str, object], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         Format(name="x", label="X", mime_type="image/x", ext="x", **entry)  # type: ignore[arg-type]
+
+
+def test_a_jpeg_xl_upload_is_recognised_only_to_be_refused() -> None:
+    codestream, container = b"\xff\x0a\xfa\x1f", b"\x00\x00\x00\x0cJXL \r\n\x87\n\x00"
+    assert formats.refused_format(codestream) == formats.get("jxl")
+    assert formats.refused_format(container) == formats.get("jxl")
+    assert formats.refused_format(b"\xff\xd8\xff\xe0") is None  # a JPEG is an input
+    assert sniff.sniff(codestream) is None and sniff.sniff(container) is None
+    message = sniff.unsupported_message(container)
+    assert message.startswith("JPEG XL is an output format only; allowed formats are JPEG, PNG")
+    assert sniff.unsupported_message(b"%PDF-1.7") == sniff.UNSUPPORTED_MESSAGE
 
 
 def test_magic_wildcards() -> None:

@@ -23,7 +23,7 @@ def variants(
     full: tuple[int, int] = (4032, 3024),
 ) -> list[dict[str, Any]]:
     """An answer's variants, in the order the worker gives them."""
-    ext = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png"}
+    ext = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png", "jxl": "jxl"}
     out = [
         {"url": f"{URL}.{ext[f]}", "format": f, "role": "full", "width": full[0], "height": full[1]}
         for f in formats
@@ -72,6 +72,18 @@ def srcset(value: str) -> list[tuple[str, int]]:
         assert descriptor.endswith("w")
         candidates.append((url, int(descriptor[:-1])))
     return candidates
+
+
+def test_jpeg_xl_is_the_first_source_when_the_preset_makes_it() -> None:
+    element = parse(picture(variants(("webp", "avif", "jpeg", "jxl"), widths=(480,))))
+    children = list(element)
+    assert [child.get("type") for child in children[:3]] == [
+        "image/jxl",
+        "image/avif",
+        "image/webp",
+    ]
+    assert srcset(children[0].get("srcset", "")) == [(f"{URL}-480w.jxl", 480), (f"{URL}.jxl", 4032)]
+    assert children[3].tag == f"{NS}img" and children[3].get("src") == f"{URL}.jpg"
 
 
 def test_a_picture_with_avif_and_webp_sources_and_a_jpeg_img() -> None:

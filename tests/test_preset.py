@@ -29,8 +29,10 @@ SETTINGS = [setting.name for setting in fields(Preset)]
 def test_default_fingerprint_is_unchanged() -> None:
     # Every stored key embeds it: a new setting or a changed default moves every URL. Issue 11
     # moved it on purpose (widths, keep_original, avif_animation_effort; the set now carries a
-    # placeholder, so sets made before must not answer a repeated upload).
-    assert DEFAULT_PRESET.fingerprint() == "b95f4ddc1a81f40c"
+    # placeholder, so sets made before must not answer a repeated upload). Issue 17 moved it
+    # (jxl_quality, jxl_effort, original_jxl, thumbnail_format; the thumbnail's
+    # png_palette_effort and zlib 9 write other bytes).
+    assert DEFAULT_PRESET.fingerprint() == "01f8893f34093391"
 
 
 @pytest.mark.parametrize("suffix", [".json", ".toml"])
@@ -66,6 +68,12 @@ def test_a_whole_toml_preset(tmp_path: Path) -> None:
         ({"webp_effort": True}, "preset webp_effort: expected a whole number 0..6, got true"),
         ({"avif_effort": 2.5}, "preset avif_effort: expected a whole number 0..9, got 2.5"),
         ({"avif_effort": 10}, "preset avif_effort: expected a whole number 0..9, got 10"),
+        ({"jxl_effort": 8}, "preset jxl_effort: expected a whole number 1..7, got 8"),
+        (
+            {"thumbnail_format": "avif"},
+            'preset thumbnail_format: expected one of png, webp, got "avif"',
+        ),
+        ({"original_jxl": "yes"}, 'preset original_jxl: expected true or false, got "yes"'),
         ({"max_long_side": 0}, "preset max_long_side: expected a whole number 16..65535, got 0"),
         (
             {"thumbnail_width": -1},
@@ -73,16 +81,16 @@ def test_a_whole_toml_preset(tmp_path: Path) -> None:
         ),
         (
             {"formats": "webp"},
-            'preset formats: expected a list of formats from jpeg, webp, avif, got "webp"',
+            'preset formats: expected a list of formats from jpeg, webp, avif, jxl, got "webp"',
         ),
         (
             {"formats": ["webp", "png"]},
-            "preset formats: expected a list of formats from jpeg, webp, avif, "
+            "preset formats: expected a list of formats from jpeg, webp, avif, jxl, "
             'got ["webp", "png"] ("png" is not one)',
         ),
         (
             {"formats": ["avif", "avif"]},
-            "preset formats: expected a list of formats from jpeg, webp, avif, "
+            "preset formats: expected a list of formats from jpeg, webp, avif, jxl, "
             'got ["avif", "avif"] (a format is named twice)',
         ),
         (

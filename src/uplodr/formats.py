@@ -110,9 +110,18 @@ class Format:
     # Roles its encoder writes (see ROLES); empty: never an output.
     roles: frozenset[RoleName] = frozenset()
     # At most one encode of this format at a time per process (AVIF: memory, ~18-27 MB per
-    # output megapixel, and both cores).
+    # output megapixel, and both cores). All such formats share one slot: their encodes never
+    # overlap (AVIF and JPEG XL together would not fit a 24 MP photo in 512 MB).
     one_at_a_time: bool = False
+    # Input formats whose upload this format can carry as the kept original losslessly, the
+    # upload's bytes restorable exactly (JPEG XL's JPEG recompression): gives the `original`
+    # role to a format that is no input.
+    repacks: frozenset[str] = frozenset()
+    # An upload of this format that is recognised only to be refused by name (no decoder that
+    # checks the limits before decoding): its first bytes, as `magic`.
+    refused_magic: tuple[bytes, ...] = ()
     _patterns: tuple[re.Pattern[bytes], ...] = field(init=False, repr=False, compare=False)
+    _refused_patterns: tuple[re.Pattern[bytes], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.decoder != "libvips" and self.loaders:
@@ -121,18 +130,20 @@ class Format:
             raise ValueError(f"format {self.name}: an input format needs magic bytes or brands")
         if not self.is_input and (self.magic or self.brands or self.animated_input):
             raise ValueError(f"format {self.name}: input properties but no loader")
-        if "original" in self.roles and not self.is_input:
-            raise ValueError(f"format {self.name}: only an input format can be an original")
+        if "original" in self.roles and not (self.is_input or self.repacks):
+            raise ValueError(
+                f"format {self.name}: only an input format, or one that repacks an input "
+                "format losslessly, can be an original"
+            )
+        if self.refused_magic and self.is_input:
+            raise ValueError(f"format {self.name}: an input format is not refused")
         if (self.one_at_a_time or self.animated_output) and not self.is_output:
             raise ValueError(f"format {self.name}: an encoder rule on a format that is no output")
         unknown = set(self.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"format {self.name}: unknown roles {sorted(unknown)}")
-        patterns = tuple(
-            re.compile(b"".join(b"." if c == ord("?") else re.escape(bytes([c])) for c in m), re.S)
-            for m in self.magic
-        )
-        object.__setattr__(self, "_patterns", patterns)
+        object.__setattr__(self, "_patterns", _compile(self.magic))
+        object.__setattr__(self, "_refused_patterns", _compile(self.refused_magic))
 
     @property
     def is_input(self) -> bool:
@@ -145,6 +156,18 @@ class Format:
     def has_magic(self, head: bytes) -> bool:
         """True when `head` (the file's first bytes) starts with one of the magic patterns."""
         return any(pattern.match(head) for pattern in self._patterns)
+
+    def is_refused(self, head: bytes) -> bool:
+        """True when `head` is an upload of this format that is refused by name."""
+        return any(pattern.match(head) for pattern in self._refused_patterns)
+
+
+def _compile(magic: tuple[bytes, ...]) -> tuple[re.Pattern[bytes], ...]:
+    """Magic bytes as patterns (b"?" = any one byte)."""
+    return tuple(
+        re.compile(b"".join(b"." if c == ord("?") else re.escape(bytes([c])) for c in m), re.S)
+        for m in magic
+    )
 
 
 # The registry, in the order messages name the formats. Add a format here (docs/formats.md).
@@ -178,7 +201,8 @@ REGISTRY: Final[tuple[Format, ...]] = (
         alpha=True,
         animated_input=True,
         animated_output=True,
-        roles=frozenset({"full", "width", "original"}),
+        # a thumbnail too, when a preset asks (`thumbnail_format`): ~1/10 of the PNG's bytes
+        roles=frozenset({"full", "width", "thumbnail", "original"}),
     ),
     Format(
         name="gif",
@@ -219,6 +243,22 @@ REGISTRY: Final[tuple[Format, ...]] = (
         alpha=True,
         roles=frozenset({"original"}),
     ),
+    Format(
+        # JPEG XL: written by libjxl through imagecodecs (pyvips-binary has no jxlsave). Its
+        # original role is a kept JPEG recompressed losslessly (`original_jxl`). Uploads of it
+        # are refused by name: no decoder here reads its header before the pixels.
+        name="jxl",
+        label="JPEG XL",
+        mime_type="image/jxl",
+        ext="jxl",
+        alpha=True,
+        roles=frozenset({"full", "width", "original"}),
+        # libjxl at effort 4: ~10 MB per output megapixel beside the image (docs/formats.md).
+        one_at_a_time=True,
+        repacks=frozenset({"jpeg"}),
+        # A bare codestream, or the ISO-BMFF-like container's signature box.
+        refused_magic=(b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n"),
+    ),
 )
 
 _BY_NAME: Final[dict[str, Format]] = {fmt.name: fmt for fmt in REGISTRY}
@@ -250,10 +290,15 @@ def formats_for(role: Role | RoleName) -> tuple[Format, ...]:
     return tuple(fmt for fmt in REGISTRY if name in fmt.roles)
 
 
-def thumbnail_format() -> Format:
-    """The one format thumbnails are written in (PNG)."""
-    (fmt,) = formats_for(THUMBNAIL)
-    return fmt
+def refused_format(head: bytes) -> Format | None:
+    """The format of an upload that is recognised only to be refused by name (JPEG XL)."""
+    return next((fmt for fmt in REGISTRY if fmt.is_refused(head)), None)
+
+
+def thumbnail_formats() -> tuple[Format, ...]:
+    """The formats a thumbnail may be written in (a preset's `thumbnail_format`: PNG by
+    default, or WebP)."""
+    return formats_for(THUMBNAIL)
 
 
 def by_brand(brands: Iterable[bytes]) -> Format | None:

@@ -12,7 +12,8 @@ answer JSON of POST /v1/images, or anything shaped like it). The result:
            height="3024" alt="…" loading="lazy" decoding="async">
     </picture>
 
-- a `<source>` per modern format present (AVIF first: the smallest; then WebP), each `srcset`
+- a `<source>` per modern format present (JPEG XL first, where a preset makes it: the browsers
+  that decode it skip the rest; then AVIF, the smallest of the others; then WebP), each `srcset`
   listing every width of that format including the full size, in ascending order;
 - the `<img>` is the fallback every browser understands: JPEG when the preset makes it (else
   the first of WebP, AVIF, PNG that exists, and that format then gets no `<source>` of its own),
@@ -40,10 +41,11 @@ from typing import Final
 # (WCAG advises short text; a longer description belongs in the page). The cap keeps the answer's
 # markup and the gateway's work bounded; the gateway refuses more (?alt=), the CLI before sending.
 MAX_ALT_CHARS: Final = 1000
-SOURCE_FORMATS: Final[tuple[str, ...]] = ("avif", "webp")
+SOURCE_FORMATS: Final[tuple[str, ...]] = ("jxl", "avif", "webp")
 # The <img> fallback: the first of these that exists.
-FALLBACK_FORMATS: Final[tuple[str, ...]] = ("jpeg", "webp", "avif", "png")
+FALLBACK_FORMATS: Final[tuple[str, ...]] = ("jpeg", "webp", "avif", "png", "jxl")
 MIME_TYPES: Final[dict[str, str]] = {
+    "jxl": "image/jxl",
     "avif": "image/avif",
     "webp": "image/webp",
     "jpeg": "image/jpeg",

@@ -75,6 +75,9 @@ class Preset:
     widths: tuple[int, ...] = ()
     # Width of the PNG thumbnail (0 = no thumbnail); never enlarged.
     thumbnail_width: int = 800
+    # The thumbnail's format: "png" (lossless palette or quantised), or "webp" (lossy at
+    # `webp_quality`: ~1/10 of the PNG's bytes for a photo, for clients that take any key).
+    thumbnail_format: str = "png"
     jpeg_quality: int = 82  # progressive + optimize_coding
     webp_quality: int = 80
     webp_effort: int = 4
@@ -89,7 +92,19 @@ class Preset:
     # Measured on iss634.gif (42 frames of 245x245) at q63: effort 1 (speed 8) writes the
     # smallest file, 36 KB in 0.24 CPU-s; effort 3 (speed 6) 39 KB in 1.9 CPU-s.
     avif_animation_effort: int = 1
-    png_compression: int = 6
+    # JPEG XL (libjxl through imagecodecs): quality 1-100 (libjxl's JPEG-like scale, mapped to
+    # a butteraugli distance) and effort 1-7. Effort 4, measured (docs/formats.md "JPEG XL"):
+    # the bytes of effort 7 at the same SSIMULACRA2 score for ~1/9 of its CPU and ~1/3 of its
+    # memory (24 MP: +230 MB instead of +340 MB).
+    jxl_quality: int = 75
+    jxl_effort: int = 4
+    # zlib level of the PNG thumbnail: 9 writes a photo's palette thumbnail ~4 % smaller than 6
+    # for no measurable CPU (bench/thumbnail.py).
+    png_compression: int = 9
+    # libimagequant's effort (1-10) when a thumbnail is quantised: 1 is 4-8x cheaper than
+    # libvips' default 7 at the same SSIMULACRA2 score (with the encoder's dither 0.5), for
+    # ~1 % more bytes (bench/thumbnail.py, docs/benchmarks.md "Thumbnail").
+    png_palette_effort: int = 1
     # PNG thumbnails of photos are quantised to a 256-colour palette at this quality (1-100),
     # ~3.5x smaller than full colour; 0 keeps full colour. Images with <= 256 colours always
     # get a lossless palette.
@@ -100,6 +115,10 @@ class Preset:
     # Store the upload as it came (after sniffing and the limits) beside the variants, under
     # `{stem}-{digest}-original.{ext}`. It keeps the original's metadata: EXIF location too.
     keep_original: bool = False
+    # A kept JPEG original is stored as JPEG XL, recompressed losslessly (~20 % smaller; the
+    # JPEG's bytes are restorable exactly, `djxl photo.jxl photo.jpg`). Other originals, and a
+    # JPEG libjxl cannot repack (CMYK), stay as they came.
+    original_jxl: bool = False
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -274,6 +293,15 @@ def _whole(low: int, high: int, note: str = "") -> _Rule:
     return _Rule(f"a whole number {low}..{high}{note}", convert)
 
 
+def _one_of(allowed: list[str]) -> _Rule:
+    def convert(value: object) -> object:
+        if value not in allowed:
+            raise _Invalid
+        return value
+
+    return _Rule(f"one of {', '.join(allowed)}", convert)
+
+
 def _flag() -> _Rule:
     def convert(value: object) -> object:
         if not isinstance(value, bool):
@@ -336,16 +364,23 @@ _RULES: Final[dict[str, _Rule]] = {
     "max_long_side": _whole(16, 65535),
     "widths": _widths(),
     "thumbnail_width": _whole(0, 65535, " (0 = no thumbnail)"),
+    "thumbnail_format": _one_of([fmt.name for fmt in formats.thumbnail_formats()]),
     "jpeg_quality": _whole(1, 100),
     "webp_quality": _whole(1, 100),
     "webp_effort": _whole(0, 6),
     "avif_quality": _whole(1, 100),
     "avif_effort": _whole(0, 9),
     "avif_animation_effort": _whole(0, 9),
+    "jxl_quality": _whole(1, 100),
+    # 8-9: minutes for a large photo and more memory than a 512 MB machine has (libjxl cannot be
+    # interrupted by the time limit).
+    "jxl_effort": _whole(1, 7),
     "png_compression": _whole(0, 9),
+    "png_palette_effort": _whole(1, 10),
     "png_palette_quality": _whole(0, 100, " (0 = full colour)"),
     "jpeg_background": _colour(),
     "keep_original": _flag(),
+    "original_jxl": _flag(),
 }
 
 SHOWN_CHARS: Final = 60

@@ -41,6 +41,15 @@ def sniff(head: bytes) -> ImageFormat | None:
     return found.name if found is not None and found.is_input else None
 
 
+def unsupported_message(head: bytes) -> str:
+    """What to tell an uploader whose file is not an allowed format: named when it is one that
+    is recognised only to be refused (a JPEG XL upload), the allow-list otherwise."""
+    refused = formats.refused_format(bytes(head[:SNIFF_BYTES]))
+    if refused is None:
+        return UNSUPPORTED_MESSAGE
+    return f"{refused.label} is an output format only; allowed formats are {ALLOWED_TEXT}"
+
+
 def _ftyp_brands(head: bytes) -> list[bytes]:
     """The brands of an ISO-BMFF file whose first box is `ftyp`: major first, then the
     compatible ones within the box; [] for any other file."""
@@ -63,7 +72,8 @@ def read_head(path: Path) -> bytes:
 def sniff_file(path: Path) -> ImageFormat:
     """The allowed format of the file at `path`; UnsupportedImage (the same message the worker
     gives) if its first bytes are not one."""
-    fmt = sniff(read_head(path))
+    head = read_head(path)
+    fmt = sniff(head)
     if fmt is None:
-        raise UnsupportedImage(UNSUPPORTED_MESSAGE)
+        raise UnsupportedImage(unsupported_message(head))
     return fmt

@@ -1,7 +1,7 @@
 """`uplodr worker` in a container with a machine's real limits: it answers Ping and converts a
 photo streamed from the host over gRPC, sending the outputs back on the call (it has no store);
 a job that needs more memory than the container has is OOM-killed by the kernel; the worker sees
-only its own env."""
+only its own env; the image writes JPEG XL and repacks a kept JPEG as JPEG XL."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import json
 import os
 from pathlib import Path
 
+import imagecodecs
 import pytest
 import pyvips
 
+from tests.imaging import js_decoders
 from tests.support.docker_engine import DockerEngine
 from tests.support.docker_images import EngineImages
 from tests.support.docker_worker import LIMITS, process_env, worker_container
@@ -100,3 +102,33 @@ async def test_a_full_resolution_24mp_photo_is_oom_killed_under_512m(
         state = worker.container.attrs["State"]
     assert status["StatusCode"] == 137
     assert state["OOMKilled"] is True
+
+
+async def test_the_worker_image_writes_jpeg_xl_and_repacks_a_jpeg_original(
+    docker_engine: DockerEngine, docker_images: EngineImages, tmp_path: Path
+) -> None:
+    # The image carries libjxl (the imagecodecs wheel of the lock's server extra).
+    photo = corpus_file("Landscape_6.jpg")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    preset = DEFAULT_PRESET.with_changes(formats=["jxl", "webp"], original_jxl=True)
+    with (
+        docker_engine.client() as docker,
+        worker_container(docker, docker_images.uplodr) as worker,
+    ):
+        client = client_for(worker.address, worker.token)
+        try:
+            await client.wait_ready(60)
+            source = UploadSource(
+                photo, photo.name, "docker", preset.to_json(), "keep", outputs=outputs
+            )
+            (answer,) = await client.stream([source], 300)
+        finally:
+            await client.close()
+    kinds = [(v.format, v.role) for v in answer.variants]
+    assert kinds == [("jxl", "full"), ("webp", "full"), ("png", "thumbnail"), ("jxl", "original")]
+    jxl = answer.variants[0]
+    decoded = js_decoders.decode_jxl((outputs / "0").read_bytes())
+    assert (decoded.width, decoded.height) == (jxl.width, jxl.height) == (1800, 1200)
+    restored = imagecodecs.jpegxl_decode_jpeg((outputs / "3").read_bytes(), numthreads=1)
+    assert bytes(restored) == photo.read_bytes()

@@ -1,6 +1,8 @@
 """`uplodr serve --machine-memory 512M`: a job that needs more memory than its machine has fails
 with a clear 422 that says so, and the machine is destroyed; the default preset keeps the same
-24 MP photo inside 512 MB, and so do responsive widths for it and for a 12 MP HEIC."""
+24 MP photo inside 512 MB, and so do responsive widths for it and for a 12 MP HEIC, and JPEG XL
+(issue 17): beside the other formats at the default size (~400-430 MB), and alone at the full
+24 MP (~455-465 MB)."""
 
 from __future__ import annotations
 
@@ -106,5 +108,37 @@ def test_responsive_widths_fit_the_photo_and_a_heic_in_512_mb(
     with capsys.disabled():
         print(
             f"\n{photo} with widths under {MEMORY}: worker peak {memory.worker_peak_mb:.0f} MB "
+            f"(VmHWM), cgroup peak {memory.cgroup_peak_mb:.0f} MB"
+        )
+
+
+@pytest.mark.parametrize(
+    ("settings", "longest"),
+    [
+        ({"formats": ["jxl", "avif", "webp", "jpeg"]}, DEFAULT_PRESET.max_long_side),
+        # libjxl at the photo's full 24 MP (no AVIF beside it: that alone would not fit)
+        ({"formats": ["jxl"], "max_long_side": 8000}, 6000),
+    ],
+    ids=["jxl-first-default-size", "jxl-alone-24mp"],
+)
+def test_jpeg_xl_fits_the_photo_in_512_mb(
+    tmp_path: Path, settings: dict[str, object], longest: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    preset = tmp_path / "jxl.json"
+    preset.write_text(json.dumps(settings))
+    with running_gateway(
+        tmp_path / "gw", "--machine-memory", MEMORY, "--preset", str(preset)
+    ) as gateway:
+        with MachineMemory(gateway) as memory:
+            response = post_photo(gateway)
+        assert response.status_code == 200, response.text
+        variants = response.json()["variants"]
+        jxl = [v for v in variants if v["mime_type"] == "image/jxl"]
+        assert len(jxl) == 1 and max(jxl[0]["width"], jxl[0]["height"]) == longest
+        assert_nothing_left(gateway)
+    assert 0 < memory.worker_peak_mb < 512
+    with capsys.disabled():
+        print(
+            f"\n{settings} under {MEMORY}: worker peak {memory.worker_peak_mb:.0f} MB "
             f"(VmHWM), cgroup peak {memory.cgroup_peak_mb:.0f} MB"
         )

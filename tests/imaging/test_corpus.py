@@ -6,7 +6,7 @@ import pytest
 import pyvips
 
 from tests.support.paths import corpus_file
-from uplodr.imaging import EncodedVariant, ImageLimits, pipeline, probe
+from uplodr.imaging import EncodedVariant, ImageLimits, convert, pipeline, probe
 from uplodr.imaging.deadline import Deadline
 from uplodr.preset import DEFAULT_PRESET
 
@@ -55,7 +55,28 @@ def test_every_variant_decodes_as_claimed(name: str) -> None:
     full = variants[0]
     assert max(full.width, full.height) <= DEFAULT_PRESET.max_long_side
     thumb = variants[-1]
-    assert thumb.width == min(DEFAULT_PRESET.thumbnail_width, full.width)
+    assert thumb.width <= min(DEFAULT_PRESET.thumbnail_width, full.width)
+
+
+# A thumbnail as wide as the full size (a small upload) would be a PNG several times the lossy
+# full-size WebP; these are made narrower (the width in the answer says so).
+NARROWED = {"sample-16bit.png", "Channel_digital_image_CMYK_color.jpg"}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_thumbnail_is_never_larger_than_the_full_size_webp(name: str) -> None:
+    variants = converted(name)
+    thumb = variants[-1]
+    full = [v for v in variants if v.role == "full"]
+    assert thumb.role == "thumbnail" and len(full) == len(DEFAULT_PRESET.formats)
+    # the preset's first format: WebP
+    assert full[0].format == "webp" and len(thumb.data) <= len(full[0].data)
+    widest = min(DEFAULT_PRESET.thumbnail_width, full[0].width)
+    assert (thumb.width < widest) == (name in NARROWED), thumb.width
+    assert (
+        thumb.height == round(thumb.width * full[0].height / full[0].width)
+        or abs(thumb.height - thumb.width * full[0].height / full[0].width) <= 1
+    )
 
 
 def test_large_photos_are_capped_never_enlarged() -> None:
@@ -202,3 +223,23 @@ def avif_sample_count(data: bytes) -> int:
     assert position > 0, "no sample size box: not an image sequence"
     # size(4) 'stsz'(4) version+flags(4) sample_size(4) sample_count(4)
     return int.from_bytes(data[position + 12 : position + 16], "big")
+
+
+@pytest.mark.parametrize("name", ["book-beside-flowers.jpg", "sample-16bit.png", "iss634.gif"])
+def test_a_webp_thumbnail_where_the_preset_asks_for_it(name: str) -> None:
+    preset = DEFAULT_PRESET.with_changes(formats=["webp"], thumbnail_format="webp")
+    full, thumb = convert(corpus_file(name), preset, ImageLimits()).variants
+    assert (thumb.format, thumb.ext, thumb.mime_type, thumb.suffix) == (
+        "webp",
+        "webp",
+        "image/webp",
+        "-thumb",
+    )
+    assert thumb.width == min(DEFAULT_PRESET.thumbnail_width, full.width)  # never narrowed
+    assert not thumb.animated and len(thumb.data) <= len(full.data)
+    image = pyvips.Image.new_from_buffer(thumb.data, "")
+    assert image.get("vips-loader") == "webpload_buffer"
+    assert (image.width, image.height) == (thumb.width, thumb.height)
+    png = converted(name)[-1]  # the default preset's PNG thumbnail of the same image
+    if png.width == thumb.width:  # a photo's: a third or less; flat GIF art's: smaller still
+        assert len(thumb.data) < len(png.data) / (1 if name.endswith(".gif") else 3)

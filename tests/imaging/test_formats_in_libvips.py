@@ -1,7 +1,8 @@
 """The format registry against libvips and the encoders: every entry's loaders exist, every
 input format's magic test recognises a real file of it whose header is then read (by libvips, or
 by pillow-heif for HEIC), every encoder's output is sniffed and loaded back as its own format,
-and a one-at-a-time format really waits for its slot."""
+and a one-at-a-time format really waits for its slot (shared by all of them). An output-only
+format (JPEG XL) is recognised by the sniffer only to be refused as an upload."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import imagecodecs
 import pytest
 import pyvips
 
@@ -63,6 +65,11 @@ def test_every_input_format_is_sniffed_and_its_header_read(
 def test_every_encoder_writes_its_own_format(fmt: formats.Format) -> None:
     configure_vips()
     data = encode_module.ENCODERS[fmt.name](small_image(), DEFAULT_PRESET)
+    if not fmt.is_input:  # written, never read (JPEG XL): recognised only to be refused
+        assert sniff(data) is None and formats.refused_format(data) == fmt
+        pixels = imagecodecs.jpegxl_decode(data)  # independently: tests/imaging/test_jxl.py
+        assert pixels.shape == (32, 48, 4 if fmt.alpha else 3)
+        return
     assert sniff(data) == fmt.name
     loaded = pyvips.Image.new_from_buffer(data, "")
     assert loaded.get("vips-loader") in {f"{loader}_buffer" for loader in fmt.loaders}
@@ -80,7 +87,7 @@ def test_an_output_format_without_an_encoder_stops_the_import(
 
 
 def test_a_one_at_a_time_format_waits_for_its_slot() -> None:
-    (avif,) = [f for f in formats.output_formats() if f.one_at_a_time]
+    avif, jxl = [f for f in formats.output_formats() if f.one_at_a_time]
     webp = formats.get("webp")
     image = small_image()
     slot = encode_module.SLOTS[avif.name]
@@ -88,6 +95,9 @@ def test_a_one_at_a_time_format_waits_for_its_slot() -> None:
     try:
         with pytest.raises(LimitExceeded, match="waiting for the AVIF encoder"):
             encode_module.encode(VariantSpec(avif, FULL), image, DEFAULT_PRESET, 1, slot_wait=0.2)
+        # the heavy formats share the slot: a JPEG XL encode waits for the AVIF one
+        with pytest.raises(LimitExceeded, match="waiting for the JPEG XL encoder"):
+            encode_module.encode(VariantSpec(jxl, FULL), image, DEFAULT_PRESET, 1, slot_wait=0.2)
         # other formats do not wait
         encode_module.encode(VariantSpec(webp, FULL), image, DEFAULT_PRESET, 1, slot_wait=0)
     finally:

@@ -135,11 +135,14 @@ def test_alpha_is_kept_where_the_format_has_it(tmp_path: Path) -> None:
     assert probe(path, ImageLimits()).has_alpha
     for variant in convert(path, DEFAULT_PRESET, ImageLimits()).variants:
         image = load_variant(variant)
+        # the transparent left half's first 20/64 (the thumbnail may be narrower: never more
+        # bytes than the full-size WebP)
+        left = image.crop(0, 0, max(1, image.width * 20 // 64), image.height)
         if variant.format == "jpeg":
-            assert image.bands == 3 and image.crop(0, 0, 20, 64).min() > 240  # white behind
+            assert image.bands == 3 and left.min() > 240  # white behind
         else:
             assert image.hasalpha(), variant.name
-            assert image[image.bands - 1].crop(0, 0, 20, 64).max() < 16
+            assert left[image.bands - 1].max() < 16
 
 
 @pytest.mark.parametrize(

@@ -173,11 +173,17 @@ async def test_sweep_takes_every_variant_the_encoders_write_and_nothing_else(
         formats=tuple(f.name for f in formats.formats_for("full")), widths=(16,), thumbnail_width=8
     )
     variants = convert(source, preset, ImageLimits()).variants
+    # and a thumbnail in each format a preset may ask for (`thumbnail_format`)
+    for name in [f.name for f in formats.thumbnail_formats()][1:]:
+        other = preset.with_changes(thumbnail_format=name, formats=["webp"], widths=[])
+        variants += convert(source, other, ImageLimits()).variants[-1:]
     written = [(v.suffix, v.ext, v.data, v.mime_type) for v in variants]
-    # the worker keeps an original in the format it was sniffed as: every input format
-    written += [("-original", f.ext, b"original", f.mime_type) for f in formats.input_formats()]
+    # the worker keeps an original in the format it was sniffed as: every input format; or
+    # repacked losslessly (a JPEG as JPEG XL, `original_jxl`)
+    originals = [*formats.input_formats(), *(f for f in formats.REGISTRY if f.repacks)]
+    written += [("-original", f.ext, b"original", f.mime_type) for f in originals]
     shapes = {(v.role, v.format) for v in variants}
-    shapes |= {("original", f.name) for f in formats.input_formats()}
+    shapes |= {("original", f.name) for f in originals}
     assert shapes == {(role.name, fmt.name) for role, fmt in formats.variant_shapes()}
 
     store = LocalStore(tmp_path / "store", URL)
@@ -187,7 +193,7 @@ async def test_sweep_takes_every_variant_the_encoders_write_and_nothing_else(
         await store.put(key, data, mime_type, IMMUTABLE_CACHE_CONTROL)
         keys.append(key)
     shapes_nobody_writes = [
-        ("-thumb", "webp"),
+        ("-thumb", "avif"),
         ("", "png"),
         ("", "gif"),
         ("-thumb", "jpg"),

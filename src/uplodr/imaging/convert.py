@@ -3,7 +3,8 @@
     full size   every format of the preset's `formats`, capped at `max_long_side`
     widths      the same formats again at each of the preset's `widths` smaller than the full
                 size (never enlarged), each shrunk once from the decoded image
-    thumbnail   the PNG thumbnail, first frame
+    thumbnail   PNG (or WebP: `thumbnail_format`), first frame; never larger than the
+                full-size variant of the preset's first format (narrower if it would be)
     placeholder ThumbHash, BlurHash and a data URL, from the first frame (`placeholder`)
 
 Animated input (GIF, animated WebP) stays animated in the WebP and AVIF variants (AVIF through
@@ -13,14 +14,15 @@ FIRST FRAME. Each variant's `animated` field says which is which.
 A preset that keeps only the original (`Preset.encodes` false) is probed (sniffed, header
 checked against the limits) and nothing is decoded: its size is the header's.
 
-Encodes run in two threads. The one-at-a-time formats (AVIF) run as one chain, full size first,
-in one thread, while the other thread encodes everything else: a width variant of AVIF never
-holds a thread waiting for the AVIF slot.
+Encodes run in two threads. The one-at-a-time formats (AVIF, JPEG XL) run as one chain, full
+sizes first, in one thread, while the other thread encodes everything else: a width variant of
+AVIF never holds a thread waiting for the shared slot.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # Two cores: the encoders release the GIL, AVIF alone keeps both busy part of the time.
 ENCODE_THREADS = 2
+# Encodes of a thumbnail made narrower to stay within the full-size variant's bytes.
+THUMBNAIL_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,14 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
         sized = pipeline.materialize(pipeline.fit_width(decoded, width), deadline)
         jobs += [(VariantSpec(fmt, WIDTH, width), _for_format(sized, fmt, preset)) for fmt in full]
     if preset.thumbnail_width:
-        spec = VariantSpec(formats.thumbnail_format(), THUMBNAIL)
+        spec = VariantSpec(formats.get(preset.thumbnail_format), THUMBNAIL)
         thumb = pipeline.fit_width(still, preset.thumbnail_width)
         jobs.append((spec, _for_format(thumb, spec.format, preset)))
 
     hint = placeholder.make(still, preset.jpeg_background)
     variants = _encode_all(jobs, preset, deadline)
+    if preset.thumbnail_width:
+        variants[-1] = _thumbnail_within_full(variants, still, preset, deadline)
     log.debug(
         "converted %s %dx%d x%d into %d variants in %.2fs",
         formats.get(info.format).label,
@@ -105,6 +111,30 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
         limits.max_seconds - deadline.remaining(),
     )
     return Conversion(variants, int(decoded.width), pipeline.page_height(decoded), hint, info)
+
+
+def _thumbnail_within_full(
+    variants: list[EncodedVariant], still: pyvips.Image, preset: Preset, deadline: Deadline
+) -> EncodedVariant:
+    """The thumbnail (the last variant), never larger than the full-size variant of the
+    preset's first format (WebP by default): a PNG thumbnail as wide as the full size (a small
+    upload) is several times its lossy WebP (sample-16bit.png: 107 KB against 18.7 KB), so it
+    is made narrower, in the same settings, until it is not. Bytes follow the pixel count, so
+    each try shrinks the width by the square root of the excess; one try is usually enough.
+    Below a few pixels PNG's fixed overhead alone may exceed a tiny WebP: the last try is
+    kept."""
+    thumb = variants[-1]
+    if not preset.formats:
+        return thumb
+    limit = len(variants[0].data)  # full sizes come first, in the preset's order
+    spec = VariantSpec(formats.get(preset.thumbnail_format), THUMBNAIL)
+    for _ in range(THUMBNAIL_TRIES):
+        if len(thumb.data) <= limit or thumb.width <= 1:
+            break
+        width = max(1, math.floor(thumb.width * math.sqrt(limit / len(thumb.data)) * 0.95))
+        image = _for_format(pipeline.fit_width(still, width), spec.format, preset)
+        thumb = _encode_one(spec, deadline.watch(image), preset, 1, deadline)
+    return thumb
 
 
 def _for_format(image: pyvips.Image, fmt: formats.Format, preset: Preset) -> pyvips.Image:
@@ -118,16 +148,18 @@ def _for_format(image: pyvips.Image, fmt: formats.Format, preset: Preset) -> pyv
 
 
 def _chains(jobs: list[tuple[VariantSpec, pyvips.Image]]) -> list[list[int]]:
-    """Job indices grouped into what one thread runs in a row: all encodes of a one-at-a-time
-    format as one chain (full size first, started first), every other encode on its own."""
-    slow: dict[str, list[int]] = {}
+    """Job indices grouped into what one thread runs in a row: all encodes of the one-at-a-time
+    formats (AVIF, JPEG XL) as one chain, in the jobs' order (full sizes first), started first
+    — they share one slot, so a second chain would only hold a thread waiting — and every other
+    encode on its own."""
+    slow: list[int] = []
     rest: list[list[int]] = []
     for index, (spec, _) in enumerate(jobs):
         if spec.format.one_at_a_time:
-            slow.setdefault(spec.format.name, []).append(index)
+            slow.append(index)
         else:
             rest.append([index])
-    return [*slow.values(), *rest]
+    return [slow, *rest] if slow else rest
 
 
 def _encode_all(

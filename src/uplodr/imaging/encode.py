@@ -22,12 +22,17 @@ import pyvips
 from uplodr.errors import LimitExceeded
 from uplodr.formats import RoleName, VariantSpec, output_formats
 from uplodr.imaging import animated_avif, pipeline
+from uplodr.imaging.vips import release_memory
 from uplodr.preset import Preset
 
 Encoder = Callable[[pyvips.Image, Preset], bytes]
 
 # At most this many distinct colours and the thumbnail is written as a (lossless) palette PNG.
 PALETTE_COLOURS: Final = 256
+# Error diffusion of a quantised thumbnail (libvips' default is 1.0): at libimagequant effort 1,
+# half the dither keeps effort 7's SSIMULACRA2 score (full dither loses 1-2 points to its
+# noise) and compresses better (bench/thumbnail.py).
+PALETTE_DITHER: Final = 0.5
 
 ENCODERS: dict[str, Encoder] = {}
 
@@ -91,6 +96,31 @@ def _jpeg(image: pyvips.Image, preset: Preset) -> bytes:
     return data
 
 
+@encoder("jxl")
+def _jxl(image: pyvips.Image, preset: Preset) -> bytes:
+    # Imported on first use: NumPy and imagecodecs add ~15 MB and 40-70 ms to a worker's start,
+    # which a worker that writes no JPEG XL does not pay.
+    import imagecodecs
+    import numpy as np
+
+    # libvips' buffer viewed as an array without a copy; libjxl runs on both cores and
+    # releases the GIL. No metadata is written (sRGB, as every output).
+    pixels = np.frombuffer(image.write_to_memory(), dtype=np.uint8).reshape(
+        int(image.height), int(image.width), int(image.bands)
+    )
+    data = bytes(
+        imagecodecs.jpegxl_encode(
+            pixels, level=preset.jxl_quality, effort=preset.jxl_effort, numthreads=2
+        )
+    )
+    del pixels
+    # libjxl frees ~10 MB per megapixel in pieces glibc keeps in its heap: without the trim the
+    # next heavy encode (AVIF) was stacked on top of them now and then (a 24 MP photo's job at
+    # 522 MB VmHWM instead of ~410 MB, tests/hostile/test_memory_cap.py).
+    release_memory()
+    return data
+
+
 @encoder("png")
 def _png(image: pyvips.Image, preset: Preset) -> bytes:
     image = image.copy_memory()  # small; read twice (colour count, then encode)
@@ -99,12 +129,14 @@ def _png(image: pyvips.Image, preset: Preset) -> bytes:
             compression=preset.png_compression, palette=True, Q=100, dither=0, keep="none"
         )
     elif preset.png_palette_quality:
-        # Quantised to 256 colours (libimagequant): a photo's 800 px thumbnail is ~0.3 MB
-        # instead of ~1.1 MB in full colour, at ~0.9 s of one core.
+        # Quantised to 256 colours (libimagequant): a 12 MP photo's 800 px thumbnail is
+        # ~0.55 MB instead of ~1.1 MB in full colour, at ~0.15 s of one core (effort 1).
         data = image.pngsave_buffer(
             compression=preset.png_compression,
             palette=True,
             Q=preset.png_palette_quality,
+            effort=preset.png_palette_effort,
+            dither=PALETTE_DITHER,
             keep="none",
         )
     else:
@@ -125,9 +157,11 @@ def _check_encoders() -> None:
 
 _check_encoders()
 
-# Process-wide: one encode at a time of each `one_at_a_time` format (memory).
+# Process-wide: one encode at a time of all `one_at_a_time` formats together (memory: an AVIF
+# and a JPEG XL encode side by side would not fit a 24 MP photo's job in 512 MB).
+_HEAVY_SLOT: Final = threading.BoundedSemaphore(1)
 SLOTS: Final[dict[str, threading.BoundedSemaphore]] = {
-    fmt.name: threading.BoundedSemaphore(1) for fmt in output_formats() if fmt.one_at_a_time
+    fmt.name: _HEAVY_SLOT for fmt in output_formats() if fmt.one_at_a_time
 }
 
 
@@ -157,7 +191,9 @@ def encode(
     save = ENCODERS[fmt.name]
     slot = SLOTS.get(fmt.name)
     if slot is not None and not slot.acquire(timeout=slot_wait):
-        raise LimitExceeded(f"timed out waiting for the {fmt.label} encoder (one runs at a time)")
+        raise LimitExceeded(
+            f"timed out waiting for the {fmt.label} encoder (one heavy encoder runs at a time)"
+        )
     try:
         start = time.perf_counter()
         data = save(image, preset)

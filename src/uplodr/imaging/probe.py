@@ -20,7 +20,7 @@ from uplodr.imaging.heif import HeifHeader, read_header
 from uplodr.imaging.limits import ImageLimits
 from uplodr.imaging.sniff import ImageFormat, read_head, sniff
 from uplodr.imaging.vips import configure_vips
-from uplodr.sniff import ALLOWED_TEXT, UNSUPPORTED_MESSAGE
+from uplodr.sniff import ALLOWED_TEXT, unsupported_message
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,10 @@ def probe(path: Path, limits: ImageLimits) -> ImageInfo:
     Raises UnsupportedImage, CorruptImage or LimitExceeded.
     """
     configure_vips()
-    fmt = sniff(read_head(path))
+    head = read_head(path)
+    fmt = sniff(head)
     if fmt is None:
-        raise UnsupportedImage(UNSUPPORTED_MESSAGE)
+        raise UnsupportedImage(unsupported_message(head))
     label = formats.get(fmt).label
     if formats.get(fmt).decoder == "pillow-heif":
         info = _heif_info(read_header(path, label), fmt, path.stat().st_size)

@@ -27,7 +27,7 @@ from pathlib import Path
 from uplodr import formats
 from uplodr.errors import InvalidRequest
 from uplodr.formats import ORIGINAL
-from uplodr.imaging import EncodedVariant, convert
+from uplodr.imaging import EncodedVariant, convert, original
 from uplodr.imaging.convert import Conversion
 from uplodr.names import safe_file_name, safe_folder
 from uplodr.preset import OriginalMode, Preset, PresetError
@@ -94,10 +94,14 @@ def _output(variant: EncodedVariant) -> Output:
     )
 
 
-def _original(path: Path, conversion: Conversion) -> Output:
-    """The upload as it came, typed as it was sniffed, with its size from the header."""
+def _original(path: Path, conversion: Conversion, repack: bool) -> Output:
+    """The upload as it came, typed as it was sniffed, with its size from the header; or, when
+    `repack` (the preset's `original_jxl`) and it can be, the same bytes repacked losslessly."""
     fmt = formats.get(conversion.source.format)
     width, height = conversion.source.display_size
+    repacked = original.repack(path, fmt.name) if repack else None
+    if repacked is not None:
+        fmt = repacked.format
     return Output(
         suffix=ORIGINAL.key_suffix(),
         ext=fmt.ext,
@@ -106,7 +110,8 @@ def _original(path: Path, conversion: Conversion) -> Output:
         height=height,
         format=fmt.name,
         role=ORIGINAL.name,
-        path=path,
+        data=repacked.data if repacked is not None else b"",
+        path=None if repacked is not None else path,
     )
 
 
@@ -155,7 +160,9 @@ class FileJob:
         conversion = await asyncio.to_thread(convert, self._path, preset, self._config.limits)
         outputs = [_output(v) for v in conversion.variants]
         if preset.keep_original:
-            outputs.append(await asyncio.to_thread(_original, self._path, conversion))
+            outputs.append(
+                await asyncio.to_thread(_original, self._path, conversion, preset.original_jxl)
+            )
         placeholder = conversion.placeholder.as_dict() if conversion.placeholder else None
         return FileResult(
             file_name=self._name.file_name,
