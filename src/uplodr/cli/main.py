@@ -773,6 +773,8 @@ SERVER_EXTRA = frozenset(
         "uvicorn",
         "markdown_it",
         "mdurl",
+        "imagecodecs",
+        "numpy",
         "multipart",
         "python_multipart",
         "prometheus_client",
