@@ -102,6 +102,13 @@ class Forbidden(UplodrError):
     code = "forbidden"
 
 
+class NotFound(UplodrError):
+    """No stored image has this id (never made, or deleted); also Starlette's own "nothing at
+    this path", answered with the same code."""
+
+    code = "not_found"
+
+
 class UriTooLong(UplodrError):
     """The request's path and query are longer than the gateway reads (no parameter of the API
     needs that much)."""
@@ -190,6 +197,7 @@ STATUSES: dict[str, Status] = {
     "limit_exceeded": Status("RESOURCE_EXHAUSTED", 422),
     "unauthenticated": Status("UNAUTHENTICATED", 401),
     "forbidden": Status("PERMISSION_DENIED", 403),
+    "not_found": Status("NOT_FOUND", 404),
     "upload_timeout": Status("DEADLINE_EXCEEDED", 408),
     "uri_too_long": Status("INVALID_ARGUMENT", 414),
     "headers_too_large": Status("INVALID_ARGUMENT", 431),
@@ -211,6 +219,7 @@ ERRORS_BY_CODE: dict[str, type[UplodrError]] = {
         LimitExceeded,
         Unauthenticated,
         Forbidden,
+        NotFound,
         UploadTimeout,
         UriTooLong,
         HeadersTooLarge,

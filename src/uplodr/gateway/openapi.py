@@ -24,7 +24,7 @@ import msgspec
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
-from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessReport
+from uplodr.answer import Conversion, ErrorAnswer, Health, ImageList, Presets, ReadinessReport
 from uplodr.errors import (
     STATUSES,
     Busy,
@@ -38,7 +38,21 @@ from uplodr.errors import (
 JSON = dict[str, Any]
 REF = "#/components/schemas/{name}"
 # What the answer dataclasses are called in the document.
-SCHEMA_TYPES: tuple[type, ...] = (Conversion, ErrorAnswer, Health, Presets, ReadinessReport)
+SCHEMA_TYPES: tuple[type, ...] = (
+    Conversion,
+    ErrorAnswer,
+    Health,
+    ImageList,
+    Presets,
+    ReadinessReport,
+)
+# An image's own delete token (`uplodr.gateway.delete_tokens`): a header, never in the URL.
+DELETE_TOKEN_SCHEME: JSON = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "Uplodr-Delete-Token",
+    "description": "The `delete_token` of the upload's answer: deletes that image alone.",
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,8 @@ class Operation:
     """What one route takes and answers. `answer` is a dataclass of uplodr.answer (JSON) or a
     media type → schema map; `errors` are the uplodr errors it can raise besides
     `unauthenticated` and `forbidden`, which a route raises when the tokens of its `guard`
-    ("uploads": upload tokens, "metrics": the /metrics guard) are configured."""
+    ("uploads": upload tokens, "metrics": the /metrics guard) are configured, and always with
+    the guard "delete" (an image's delete token, or an upload token when there are some)."""
 
     summary: str
     description: str = ""
@@ -160,7 +175,12 @@ def _operation(operation: Operation, operation_id: str, guarded: Collection[str]
         responses["200"] = {"description": "OK", "content": content}
     responses.update(operation.other_responses)
     errors = list(operation.errors)
-    if operation.guard in guarded:
+    if operation.guard == "delete":
+        document["security"] = [{"delete_token": []}]
+        if "uploads" in guarded:
+            document["security"].append({"bearer": []})
+        errors += [Unauthenticated, Forbidden]
+    elif operation.guard in guarded:
         document["security"] = [{"bearer": []}]
         errors += [Unauthenticated, Forbidden]
     responses.update(_error_responses(errors))
@@ -172,9 +192,12 @@ def openapi_document(routes: Sequence[BaseRoute], *, guarded: Collection[str] = 
     """The document of these routes; `guarded`: the guards (`Operation.guard`) that require a
     bearer token on this gateway."""
     paths: dict[str, JSON] = defaultdict(dict)
+    schemes: JSON = {}
     for route in routes:
         if isinstance(route, ApiRoute):
             methods = sorted((route.methods or {"GET"}) - {"HEAD"})
+            if route.operation.guard == "delete":
+                schemes["delete_token"] = DELETE_TOKEN_SCHEME
             for method in methods:
                 operation_id = route.name if len(methods) == 1 else f"{method.lower()}_{route.name}"
                 paths[route.path][method.lower()] = _operation(
@@ -186,7 +209,9 @@ def openapi_document(routes: Sequence[BaseRoute], *, guarded: Collection[str] = 
     _, schemas = msgspec.json.schema_components(SCHEMA_TYPES, ref_template=REF)
     components: JSON = {"schemas": schemas}
     if guarded:
-        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+    if schemes:
+        components["securitySchemes"] = dict(sorted(schemes.items()))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -1,6 +1,7 @@
 """Assemble and run the gateway, as named steps that close what they opened on every exit path.
 
-    listen (bind the port: one in use is one line) → load tokens → check exposure → resolve
+    listen (bind the port: one in use is one line) → load tokens → load the delete-token
+    secret (made on the first start) → check exposure → resolve
     stores → open provider → check stores reachable → check provider → open stores → check
     writable → open dispatcher → open pool → start reaper loop → admission (bound of uploads in
     flight, spool folder) → serve HTTP
@@ -42,6 +43,7 @@ from uplodr.errors import ProviderError, UplodrError, WorkerUnavailable
 from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission
 from uplodr.gateway.app import create_app
+from uplodr.gateway.delete_tokens import DeleteTokens, SecretError, create_secret, read_secret
 from uplodr.gateway.head_limit import READ_HEAD_BYTES
 from uplodr.gateway.readiness import Check, Readiness
 from uplodr.gateway.service import ConversionService
@@ -95,6 +97,7 @@ class GatewayOptions:
     spool_budget: int | None = None  # bytes on the spool disk; None: no bound beyond in-flight
     spool_dir: Path | None = None  # None: the system's temporary folder
     body_timeout: float = 60.0  # seconds a request body may take to arrive
+    secret_file: Path | None = None  # --secret-file; None: data_dir()/secret, made when absent
 
 
 class StartupError(Exception):
@@ -150,6 +153,23 @@ def load_tokens(options: GatewayOptions) -> Tokens:
         )
         return Tokens(tuple(uploads), metrics_token)
     except TokensError as error:
+        raise StartupError(str(error)) from None
+
+
+def load_delete_tokens(options: GatewayOptions) -> DeleteTokens:
+    """The secret images' delete tokens derive from: `--secret-file` (which must exist), or
+    the one in the data folder, made on the first start (one log line says where; never the
+    secret itself)."""
+    try:
+        if options.secret_file is not None:
+            return DeleteTokens(read_secret(options.secret_file))
+        path = data_dir() / "secret"
+        created = create_secret(path)
+        if created is not None:
+            log.info("made a new secret for delete tokens in %s (mode 0600; keep it)", path)
+            return DeleteTokens(created)
+        return DeleteTokens(read_secret(path))
+    except SecretError as error:
         raise StartupError(str(error)) from None
 
 
@@ -313,6 +333,7 @@ async def open_gateway(
     retry_log.install()  # a retry's log record never carries the call's arguments
     async with contextlib.AsyncExitStack() as stack:
         tokens = load_tokens(options)
+        delete_tokens = load_delete_tokens(options)
         check_exposure(options, tokens)
         stores, public_url = resolve_stores(options)
         provider = await open_provider(stack, options, provider)
@@ -338,6 +359,7 @@ async def open_gateway(
         app = create_app(
             service,
             tokens=tokens,
+            delete_tokens=delete_tokens,
             admission=admission,
             max_upload_bytes=options.max_upload_bytes,
             body_timeout=options.body_timeout,
