@@ -61,6 +61,21 @@ def test_importing_the_client_loads_nothing_of_the_server() -> None:
     assert {"httpx", "stamina", "msgspec"} <= loaded
 
 
+def test_importing_the_client_loads_no_command_line() -> None:
+    """httpx's own command line (click, rich, pygments: half the client's import time) stays
+    unloaded until it is called, and still works then."""
+    loaded = loaded_by("import uplodr.client")
+    assert loaded.isdisjoint({"rich", "click", "pygments"}), loaded & {"rich", "click", "pygments"}
+    called = python(
+        "import uplodr.client, httpx, sys\n"
+        "try:\n    httpx.main(['--help'])\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+        "print(type(sys.modules['httpx._main'].main).__name__)"
+    )
+    assert called.returncode == 0, called.stderr
+    assert "Usage: httpx" in called.stdout
+    assert called.stdout.splitlines()[-2:] == ["exit 0", "Command"]
+
+
 def test_importing_the_package_loads_no_client_until_asked() -> None:
     assert "httpx" not in loaded_by("import uplodr")
     assert "httpx" in loaded_by("from uplodr import Client")

@@ -147,7 +147,7 @@ def test_a_folder_lists_newest_first_a_page_at_a_time(gateway: Gateway) -> None:
         with pytest.raises(NotFound):
             client.delete(made[0]["id"], made[0]["delete_token"])
 
-    async def listed() -> list[str]:
+    async def listed() -> list[str | None]:
         async with AsyncClient(gateway.url) as client:
             return [image.id async for image in client.list("album/2026", page_size=1)]
 

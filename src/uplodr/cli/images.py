@@ -91,4 +91,8 @@ def remove_image(image_id: str, delete_token: str | None, server: str, token: st
 
 
 # Made commands by `uplodr images` in cli/main.py (so they say their errors as every command).
-COMMANDS: dict[str, Callable[..., None]] = {"ls": list_images, "show": show_image, "rm": remove_image}
+COMMANDS: dict[str, Callable[..., None]] = {
+    "ls": list_images,
+    "show": show_image,
+    "rm": remove_image,
+}

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
-import httpx
 import stamina
 
 from uplodr.answer import Conversion, ImageList, Presets
+from uplodr.client._httpx import httpx
 from uplodr.client._sync import DEFAULT_URL, auth_headers, http_timeout
 from uplodr.client._upload import (
     BusyRetry,

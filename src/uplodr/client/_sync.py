@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-import httpx
 import stamina
 
 from uplodr.answer import Conversion, ImageList, Presets
+from uplodr.client._httpx import httpx
 from uplodr.client._upload import (
     BusyRetry,
     Original,

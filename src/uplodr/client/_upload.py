@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeAlias, TypeVar
 
-import httpx
 import msgspec
 
 from uplodr.answer import ErrorAnswer
+from uplodr.client._httpx import httpx
 from uplodr.client.errors import ERRORS_BY_CODE, ApiError, Busy
 
 # A path, the bytes themselves, or a binary file object open for reading.

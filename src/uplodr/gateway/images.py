@@ -39,6 +39,7 @@ from uplodr.gateway.tokens import Token, Tokens
 from uplodr.names import safe_folder
 from uplodr.storage import Publisher
 from uplodr.storage.catalog import ImageRef, list_page, read_image
+from uplodr.storage.removal import delete_image
 
 log = logging.getLogger("uplodr.gateway")
 
@@ -132,8 +133,6 @@ async def delete_image_route(request: Request) -> Response:
     refuse_unknown_params(request, ())
     ref = image_ref(request, publisher)
     who = deleter(request, gateway.tokens, gateway.delete_tokens, ref)
-    from uplodr.storage.removal import delete_image  # TEMP until main's removal.py is merged
-
     if not await delete_image(publisher.stores, ref):
         raise NotFound("no image has this id (never stored, or deleted already)")
     log.info("image %s in %r deleted (by %s)", ref.id, ref.folder, who)

@@ -86,3 +86,19 @@ def variant_shape(key: str) -> VariantShape | None:
             continue
         return VariantShape(match["set"], role, fmt, width)
     return None
+
+
+def _member_pattern() -> str:
+    suffixes = sorted({role.suffix_regex for role, _ in _SHAPES} | {""}, key=len, reverse=True)
+    exts = sorted({re.escape(fmt.ext) for _, fmt in _SHAPES} | {MANIFEST_EXT})
+    return rf"(?:{'|'.join(suffixes)})\.(?:{'|'.join(exts)})"
+
+
+_MEMBER = _member_pattern()
+
+
+def in_set(key: str, base: str) -> bool:
+    """True when `key` is one of the objects a set whose keys start with `base` can hold (a
+    variant of any role and format, or the manifest) — in either key mode; `cat-thumb.png` is
+    in set `cat`, `cat2.webp` is not."""
+    return re.fullmatch(re.escape(base) + _MEMBER, key) is not None
