@@ -381,19 +381,16 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
     """The route table: what is served is what is documented."""
     table: list[BaseRoute] = [
         ApiRoute("/", page, operation=PAGE),
-        ApiRoute(
+        ApiRoute.methods_of(
             metrics.UPLOADS_PATH,
-            post_image,
-            methods=["POST"],
-            operation=convert_operation(list(service.presets)),
+            {
+                "POST": (post_image, convert_operation(list(service.presets))),
+                "GET": (list_images, LIST_IMAGES),
+            },
         ),
-        ApiRoute(metrics.UPLOADS_PATH, list_images, operation=LIST_IMAGES),
-        ApiRoute("/v1/images/{image_id}", get_image, operation=GET_IMAGE),
-        ApiRoute(
+        ApiRoute.methods_of(
             "/v1/images/{image_id}",
-            delete_image_route,
-            methods=["DELETE"],
-            operation=DELETE_IMAGE,
+            {"GET": (get_image, GET_IMAGE), "DELETE": (delete_image_route, DELETE_IMAGE)},
         ),
         ApiRoute("/v1/presets", presets, operation=PRESETS),
         ApiRoute("/healthz", healthz, operation=HEALTHZ),

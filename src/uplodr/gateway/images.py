@@ -74,22 +74,26 @@ def page_limit(raw: str | None) -> int:
     return int(raw)
 
 
-def deleter(request: Request, tokens: Tokens, delete_tokens: DeleteTokens, ref: ImageRef) -> str:
-    """Who deletes this image — its delete token, or a gateway token covering its folder —
-    named for the log (never a secret); 401/403 otherwise. Decided from the id alone."""
+def deleter(request: Request, tokens: Tokens, delete_tokens: DeleteTokens) -> str:
+    """Who deletes the path's image — its delete token, or a gateway token covering its
+    folder — named for the log (never a secret); 401/403 otherwise. Decided from the id alone,
+    before it is decoded: a request without a credential learns nothing, not even whether the
+    id is well formed."""
+    image_id = request.path_params["image_id"]
     given = request.headers.get(DELETE_TOKEN_HEADER)
     if given is not None:
-        if not delete_tokens.matches(ref.id, given):
+        if not delete_tokens.matches(image_id, given):
             raise Unauthenticated(f"the {DELETE_TOKEN_HEADER} header is not this image's token")
         return "its delete token"
-    authorization = request.headers.get("authorization", "")
     if not tokens.required:
         raise Unauthenticated(
             f"deleting an image needs its delete token in the {DELETE_TOKEN_HEADER} header"
         )
-    token = tokens.for_upload(authorization)
+    token = tokens.for_upload(request.headers.get("authorization", ""))
     assert token is not None  # tokens are required: for_upload raised if none matched
-    token.check_folder(ref.folder, "delete in")
+    token.check_folder(
+        image_ref(request, request.app.state.gateway.service.publisher).folder, "delete in"
+    )
     return f"token {token.name}"
 
 
@@ -131,8 +135,8 @@ async def delete_image_route(request: Request) -> Response:
     gateway = request.app.state.gateway
     publisher: Publisher = gateway.service.publisher
     refuse_unknown_params(request, ())
+    who = deleter(request, gateway.tokens, gateway.delete_tokens)
     ref = image_ref(request, publisher)
-    who = deleter(request, gateway.tokens, gateway.delete_tokens, ref)
     if not await delete_image(publisher.stores, ref):
         raise NotFound("no image has this id (never stored, or deleted already)")
     log.info("image %s in %r deleted (by %s)", ref.id, ref.folder, who)

@@ -21,6 +21,8 @@ from importlib.metadata import version
 from typing import Any, Literal
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
@@ -84,13 +86,28 @@ class Operation:
 
 
 class ApiRoute(Route):
-    """A Starlette route that carries its own documentation."""
+    """A Starlette route that carries its own documentation: one endpoint and its operation, or
+    (`ApiRoute.methods_of`) one per method of the same path — one route, so that a method it
+    does not take is answered 405 with an `Allow` header naming all of them."""
 
     def __init__(
         self, path: str, endpoint: Any, *, operation: Operation, methods: list[str] | None = None
     ) -> None:
         super().__init__(path, endpoint, methods=methods)
-        self.operation = operation
+        self.operations = {method: (endpoint.__name__, operation) for method in self.methods or ()}
+
+    @classmethod
+    def methods_of(cls, path: str, handlers: dict[str, tuple[Any, Operation]]) -> ApiRoute:
+        """One route of `path` whose requests go to the endpoint of their method."""
+
+        async def endpoint(request: Request) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            answer: Response = await handlers[method][0](request)
+            return answer
+
+        route = cls(path, endpoint, operation=Operation(""), methods=list(handlers))
+        route.operations = {m: (h.__name__, op) for m, (h, op) in handlers.items()}
+        return route
 
 
 class ApiMount(Mount):
@@ -195,14 +212,11 @@ def openapi_document(routes: Sequence[BaseRoute], *, guarded: Collection[str] = 
     schemes: JSON = {}
     for route in routes:
         if isinstance(route, ApiRoute):
-            methods = sorted((route.methods or {"GET"}) - {"HEAD"})
-            if route.operation.guard == "delete":
-                schemes["delete_token"] = DELETE_TOKEN_SCHEME
-            for method in methods:
-                operation_id = route.name if len(methods) == 1 else f"{method.lower()}_{route.name}"
-                paths[route.path][method.lower()] = _operation(
-                    route.operation, operation_id, guarded
-                )
+            for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+                name, operation = route.operations[method]
+                if operation.guard == "delete":
+                    schemes["delete_token"] = DELETE_TOKEN_SCHEME
+                paths[route.path][method.lower()] = _operation(operation, name, guarded)
         elif isinstance(route, ApiMount):
             path = f"{route.path}/{{{route.param}}}"
             paths[path]["get"] = _operation(route.operation, f"get_{route.param}", guarded)
