@@ -4,7 +4,7 @@ answer, the newest-first paged listing (HTTP, the Python client, `uplodr images`
 every object of the set gone from both stores, the id then 404, another name's set of the same
 bytes untouched, a delete token that deletes only its own image, and an open gateway that never
 deletes without a credential. The S3 side (a mirror, an outage and its retry) is in
-test_s3_images.py; tokens bound to prefixes in tests/hostile/test_images_tokens.py."""
+test_s3_images.py; tokens bound to prefixes in tests/hostile/test_tokens.py."""
 
 from __future__ import annotations
 
