@@ -207,3 +207,44 @@ def test_the_secret_is_made_once_private_and_never_logged(gateway: Gateway) -> N
     log = gateway.log_text()
     assert f"delete tokens in {secret}" in log
     assert secret.read_bytes().hex() not in log
+
+
+def test_a_delete_token_outlives_a_restart_and_a_given_secret_file_must_exist(
+    tmp_path: Path,
+) -> None:
+    """The secret is kept in the data folder: a token given before a restart still deletes.
+    `--secret-file` is never made up: a missing or too short one stops `serve` in one line."""
+    root = tmp_path / "gw"
+    with running_gateway(root) as first:
+        made = upload(first, "kept.png", "restart")
+    with running_gateway(root) as second:
+        assert "made a new secret" not in second.log_text().split("uplodr serving on")[-1]
+        response = httpx.delete(
+            f"{second.url}/v1/images/{made['id']}",
+            headers={"Uplodr-Delete-Token": made["delete_token"]},
+            timeout=60,
+        )
+        assert response.status_code == 204, response.text
+
+    short = tmp_path / "short-secret"
+    short.write_bytes(b"0123456789")
+    for secret_file, said in ((tmp_path / "absent", "No such file"), (short, "holds 10 bytes")):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "uplodr",
+                "serve",
+                "--port",
+                "0",
+                "--secret-file",
+                str(secret_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "UPLODR_DATA_DIR": str(tmp_path / "data")},
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"uplodr serve: secret file {secret_file}")
+        assert said in done.stderr and done.stderr.count("\n") == 1
