@@ -248,3 +248,24 @@ def test_a_delete_token_outlives_a_restart_and_a_given_secret_file_must_exist(
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(f"uplodr serve: secret file {secret_file}")
         assert said in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_data_folder_that_cannot_be_written_still_serves_with_a_secret_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """A read-only root filesystem (deploy/kubernetes) with an S3 store: no secret file can be
+    made, so the gateway says so once and its tokens work until it restarts."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder would be")
+    env = {"UPLODR_DATA_DIR": str(blocker / "data")}
+    with running_gateway(tmp_path / "gw", env=env, store=tmp_path / "store") as gateway:
+        made = upload(gateway, "ephemeral.png", "ro")
+        response = httpx.delete(
+            f"{gateway.url}/v1/images/{made['id']}",
+            headers={"Uplodr-Delete-Token": made["delete_token"]},
+            timeout=60,
+        )
+        assert response.status_code == 204, response.text
+        log = gateway.log_text()
+    assert f"secret file {blocker / 'data' / 'secret'}: cannot create it" in log
+    assert "stop working when it restarts (give --secret-file to keep them)" in log

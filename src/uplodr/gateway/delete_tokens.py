@@ -15,7 +15,10 @@ secret (a new `--secret-file`) invalidates every token given so far; gateway tok
 
 The secret is 32 random bytes in a file of mode 0600 (`serve --secret-file`, or
 `UPLODR_DATA_DIR/secret`, made on the first start when absent, so `scripts/serve` needs no setup);
-it never reaches a log, an answer or a worker.
+it never reaches a log, an answer or a worker. Where the data folder cannot be written (a
+read-only root filesystem with an S3 store, as in deploy/kubernetes) the gateway still starts,
+with a secret for this process only and a warning: its delete tokens stop working when it
+restarts, until `--secret-file` names a kept secret (a Kubernetes Secret, a Fly secret file).
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ _LABEL: Final = b"uplodr-delete-v1\n"
 class SecretError(ValueError):
     """The secret file cannot be used; the message is one line naming the file (never its
     content)."""
+
+
+class SecretNotCreated(SecretError):
+    """The default secret file could not be made (a read-only root filesystem, as the
+    Kubernetes kit runs the gateway with)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ def create_secret(path: Path) -> bytes | None:
     except FileExistsError:
         return None
     except OSError as error:
-        raise SecretError(f"secret file {path}: cannot create it: {error.strerror}") from None
+        raise SecretNotCreated(f"secret file {path}: cannot create it: {error.strerror}") from None
     secret = secrets.token_bytes(SECRET_BYTES)
     with os.fdopen(fd, "wb") as file:
         file.write(secret)

@@ -43,7 +43,14 @@ from uplodr.errors import ProviderError, UplodrError, WorkerUnavailable
 from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission
 from uplodr.gateway.app import create_app
-from uplodr.gateway.delete_tokens import DeleteTokens, SecretError, create_secret, read_secret
+from uplodr.gateway.delete_tokens import (
+    SECRET_BYTES,
+    DeleteTokens,
+    SecretError,
+    SecretNotCreated,
+    create_secret,
+    read_secret,
+)
 from uplodr.gateway.head_limit import READ_HEAD_BYTES
 from uplodr.gateway.readiness import Check, Readiness
 from uplodr.gateway.service import ConversionService
@@ -164,7 +171,15 @@ def load_delete_tokens(options: GatewayOptions) -> DeleteTokens:
         if options.secret_file is not None:
             return DeleteTokens(read_secret(options.secret_file))
         path = data_dir() / "secret"
-        created = create_secret(path)
+        try:
+            created = create_secret(path)
+        except SecretNotCreated as error:
+            log.warning(
+                "%s; delete tokens use a secret of this process only and stop working when it "
+                "restarts (give --secret-file to keep them)",
+                error,
+            )
+            return DeleteTokens(secrets.token_bytes(SECRET_BYTES))
         if created is not None:
             log.info("made a new secret for delete tokens in %s (mode 0600; keep it)", path)
             return DeleteTokens(created)
