@@ -1,10 +1,9 @@
 """Assemble and run the gateway, as named steps that close what they opened on every exit path.
 
-    listen (bind the port: one in use is one line) → load tokens → load the delete-token
-    secret (made on the first start) → check exposure → resolve
+    listen (bind the port: one in use is one line) → load tokens → check exposure → resolve
     stores → open provider → check stores reachable → check provider → open stores → check
     writable → open dispatcher → open pool → start reaper loop → admission (bound of uploads in
-    flight, spool folder) → serve HTTP
+    flight, spool folder) → the delete-token secret (made on the first start) → serve HTTP
     (with /readyz checking the stores and the provider again on demand)
 
 Each step that opens something registers its closing on one AsyncExitStack, so a failure at any
@@ -348,7 +347,6 @@ async def open_gateway(
     retry_log.install()  # a retry's log record never carries the call's arguments
     async with contextlib.AsyncExitStack() as stack:
         tokens = load_tokens(options)
-        delete_tokens = load_delete_tokens(options)
         check_exposure(options, tokens)
         stores, public_url = resolve_stores(options)
         provider = await open_provider(stack, options, provider)
@@ -370,6 +368,9 @@ async def open_gateway(
             jobs_per_machine=1 if pool.settings.per_job else options.jobs_per_machine,
         )
         admission = open_admission(options, service)
+        # Late, once everything else is known to work: a start that fails for another reason
+        # says that one line only, and makes no secret.
+        delete_tokens = load_delete_tokens(options)
         primary = publisher.primary
         app = create_app(
             service,
