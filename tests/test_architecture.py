@@ -64,7 +64,9 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # store) and builds its provider from machines' registry; it never touches images.
     "gateway": (
         frozenset({"dispatch", "machines", "storage"}),
-        frozenset({"starlette", "uvicorn", "prometheus_client", "msgspec", "multipart"}),
+        frozenset(
+            {"starlette", "uvicorn", "prometheus_client", "msgspec", "multipart", "markdown_it"}
+        ),
     ),
     "client": (frozenset(), frozenset({"httpx", "stamina", "msgspec"})),
     # The command line assembles everything.

@@ -183,3 +183,43 @@ class ReadinessReport:
     checks: tuple[CheckReport, ...]
     error: str | None = None
     code: str | None = None
+
+
+@dataclass(frozen=True)
+class RebuildFailure:
+    """One set a rebuild could not convert again, and why (one line)."""
+
+    image: Annotated[str, Meta(description="The set's folder/stem, e.g. blog/cat.")]
+    code: Annotated[str, Meta(description="The error's code, as in every error answer.")]
+    error: str
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """The answer of POST /v1/rebuilds and GET /v1/rebuilds/{id}: how far a rebuild got."""
+
+    id: str
+    folder: str
+    preset: str
+    replace: Annotated[bool, Meta(description="Old sets are deleted once their new set is in.")]
+    state: Annotated[
+        Literal["running", "stopping", "done", "stopped", "failed"],
+        Meta(description="`failed`: the folder could not be listed (see `error`)."),
+    ]
+    total: Annotated[int, Meta(description="Sets found under the folder (its subfolders too).")]
+    rebuilt: Annotated[int, Meta(description="Converted again on a machine.")]
+    already_done: Annotated[
+        int, Meta(description="Their set in the new preset existed already: no machine ran.")
+    ]
+    current: Annotated[
+        int, Meta(description="Sets made with the new preset themselves (nothing to do).")
+    ]
+    skipped: Annotated[
+        tuple[str, ...],
+        Meta(description="Sets without a kept original (never re-encoded from a variant)."),
+    ]
+    failed: tuple[RebuildFailure, ...]
+    replaced: Annotated[int, Meta(description="Old sets deleted (with `replace`).")]
+    machine_seconds: float
+    cost: Annotated[float, Meta(description="In the gateway's price table's currency.")]
+    error: str | None = None

@@ -55,6 +55,8 @@ def test_every_route_is_documented(gateway: Gateway) -> None:
         ("/v1/images", "get"),
         ("/v1/images/{image_id}", "get"),
         ("/v1/images/{image_id}", "delete"),
+        ("/v1/rebuilds", "post"),
+        ("/v1/rebuilds/{rebuild_id}", "get"),
         ("/v1/presets", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -141,6 +143,8 @@ def test_a_gateway_with_tokens_documents_its_security(tmp_path: Path) -> None:
         {"delete_token": []},
         {"bearer": []},
     ]
+    assert doc["paths"]["/v1/rebuilds"]["post"]["security"] == [{"bearer": []}]
+    assert doc["paths"]["/v1/rebuilds/{rebuild_id}"]["get"]["security"] == [{"bearer": []}]
     # /metrics needs a token whenever the gateway has tokens
     assert doc["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
     assert "401" in doc["paths"]["/metrics"]["get"]["responses"]
@@ -187,4 +191,4 @@ def test_schemathesis_finds_nothing(gateway: Gateway, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "No issues found" in done.stdout, done.stdout[-3000:]
     # Every operation; schemathesis leaves out the URL it loaded the document from.
-    assert "Tested: 11" in done.stdout
+    assert "Tested: 13" in done.stdout

@@ -229,6 +229,14 @@ def test_the_docs_page_renders_the_openapi_document(
     expect(page.locator("#api")).to_contain_text("/v1/images")
     expect(page.locator("#api")).to_contain_text("Retry-After")
     expect(page.locator("#api")).to_contain_text("Conversion")
+    # The descriptions' Markdown is rendered: code spans are <code>, no backtick or ** is left
+    # in what a reader sees (the schemas' JSON, shown as JSON, aside).
+    prose = page.locator("#api").evaluate(
+        "e => { const c = e.cloneNode(true); c.querySelectorAll('pre').forEach(p => p.remove());"
+        " return c.innerText; }"
+    )
+    assert "`" not in prose and "**" not in prose
+    assert page.locator("#api td:not(:first-child) code, #api > p code").count() >= 5
     page.close()
 
 

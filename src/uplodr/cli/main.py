@@ -1,4 +1,4 @@
-"""`uplodr` — serve, worker, convert, reap, sweep, machines.
+"""`uplodr` — serve, worker, convert, rebuild, reap, sweep, machines.
 
 Subcommands import their parts lazily: `uplodr serve` never loads libvips (the gateway stays
 small), and `uplodr convert` needs neither gRPC nor libvips.
@@ -24,6 +24,7 @@ import click
 
 from uplodr.cli.images import COMMANDS as IMAGE_COMMANDS
 from uplodr.cli.providers import ConfigError, ProviderChoice, provider_options
+from uplodr.cli.rebuild import rebuild_options
 from uplodr.cli.server import gateway_options, store_folder
 from uplodr.cli.units import DURATION, SIZE, format_age
 from uplodr.cli.worker import worker
@@ -655,6 +656,55 @@ def sweep(stores: tuple[str, ...], older_than: float, folder: str, dry_run: bool
     sys.exit(sweep_stores(specs, older_than, dry_run, folder))
 
 
+@main.command()
+@rebuild_options
+@provider_options
+def rebuild(
+    folder: str,
+    preset_name: str,
+    presets_file: Path | None,
+    replace: bool,
+    pool_max: int | None,
+    stores: tuple[str, ...],
+    public_url: str | None,
+    boot_timeout: float,
+    job_timeout: float,
+    price_per_hour: float | None,
+    as_json: bool,
+    provider: ProviderChoice,
+) -> None:
+    """Convert every set under --folder again with --preset, from its kept original, on a pool
+    of machines. Sets already in the new preset are skipped (resumable: run it again after an
+    interruption); sets without an original are listed, never re-encoded from a variant.
+
+    Exit status: 0 all done, 1 any failed, 2 usage error, 130 stopped by a signal."""
+    from uplodr.cli.rebuild import RebuildRequest, run_rebuild
+    from uplodr.gateway.run import GatewayOptions
+    from uplodr.preset import DEFAULT_PRESET, load_presets_file
+
+    folder = store_folder(folder)
+    presets = load_presets_file(presets_file) if presets_file else {}
+    if preset_name != "default" and preset_name not in presets:
+        known = ", ".join(["default", *(n for n in presets if n != "default")])
+        raise click.BadParameter(
+            f"no preset {preset_name!r} (known: {known}; name presets with --presets FILE)",
+            param_hint="--preset",
+        )
+    options = GatewayOptions(
+        stores=stores,
+        public_url=public_url,
+        boot_timeout=boot_timeout,
+        job_timeout=job_timeout,
+        price_per_hour=price_per_hour,
+        preset=presets.get("default", DEFAULT_PRESET),
+        presets=presets,
+        provider=provider.name,
+        provider_settings=provider.settings,
+        max_machines=pool_max,
+    )
+    sys.exit(run_rebuild(options, RebuildRequest(folder, preset_name, replace, as_json)))
+
+
 def run() -> NoReturn:
     """The `uplodr` command: `main`, then an exit that skips the interpreter's finalization.
 
@@ -711,6 +761,8 @@ SERVER_EXTRA = frozenset(
         "obstore",
         "starlette",
         "uvicorn",
+        "markdown_it",
+        "mdurl",
         "multipart",
         "python_multipart",
         "prometheus_client",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from uplodr.machines.base import Machine, Provider
@@ -78,3 +78,22 @@ async def reap_periodically(provider: Provider, interval: float) -> None:
         except Exception as error:
             log.warning("reaper pass failed, next in %gs: %s", interval, error)
         await asyncio.sleep(interval)
+
+
+async def reap_orphans(provider: Provider, prefix: str, owner_gone: Callable[[str], bool]) -> int:
+    """Destroy the machines whose `gateway` tag is `prefix` + an owner that `owner_gone` says
+    is gone (a run that was killed before it could destroy its own: `uplodr rebuild` tags its
+    machines with its host and process id, and its next run removes what a SIGKILL left,
+    without waiting for their deadline). Returns how many were destroyed."""
+    destroyed = 0
+    for machine in await provider.list({}):
+        owner = machine.tags.get("gateway", "")
+        if not owner.startswith(prefix) or not owner_gone(owner[len(prefix) :]):
+            continue
+        try:
+            await provider.destroy(machine.id)
+            destroyed += 1
+            log.info("reaped machine %s of %s (its run is gone)", machine.id, owner)
+        except Exception as error:
+            log.warning("could not reap machine %s: %s", machine.id, error)
+    return destroyed

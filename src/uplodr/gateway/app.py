@@ -1,11 +1,12 @@
 """The HTTP API: POST /v1/images, the stored images (GET and DELETE /v1/images/{id}, GET
-/v1/images: `uplodr.gateway.images`), GET /v1/presets, GET /healthz and /readyz, GET /metrics, the
-upload page, the local store's files under /files, and the OpenAPI document of all of them
-(/openapi.json, /docs), made from the same route table (`routes`; what each route takes and
-answers is in `uplodr.gateway.operations`). Handlers are plain functions that read the app's
-`GatewayState`. Every error is JSON `{"error", "code"}` with the status from the one table in
-uplodr.errors, answered by Starlette exception handlers (one per family of errors); tracebacks
-go to the log only."""
+/v1/images: `uplodr.gateway.images`), POST /v1/rebuilds and GET /v1/rebuilds/{id}, GET
+/v1/presets, GET /healthz and /readyz, GET /metrics, the upload page, the local store's files
+under /files, and the OpenAPI document of all of them (/openapi.json, /docs), made from the
+same route table (`routes`; what each route takes and answers is in
+`uplodr.gateway.operations`). Handlers are plain functions that read the app's `GatewayState`.
+Every error is JSON `{"error", "code"}` with the status from the one table in uplodr.errors,
+answered by Starlette exception handlers (one per family of errors); tracebacks go to the log
+only."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from uplodr.gateway.admission import Admission, Ticket
 from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
 from uplodr.gateway.delete_tokens import DeleteTokens
+from uplodr.gateway.docs_page import docs_page
 from uplodr.gateway.files import StoreFiles
 from uplodr.gateway.head_limit import HeadLimit
 from uplodr.gateway.images import delete_image_route, get_image, list_images
@@ -62,12 +64,16 @@ from uplodr.gateway.operations import (
     PAGE,
     PRESETS,
     READYZ,
+    REBUILD_BODY_BYTES,
+    REBUILD_STATUS,
     UPLOAD_PARAMS,
     convert_operation,
+    rebuild_operation,
 )
-from uplodr.gateway.page import DOCS_PAGE, FAVICON, UPLOAD_PAGE
+from uplodr.gateway.page import FAVICON, UPLOAD_PAGE
 from uplodr.gateway.query import refuse_unknown_params
 from uplodr.gateway.readiness import Readiness, failed_line
+from uplodr.gateway.rebuild import Rebuilds
 from uplodr.gateway.service import Choice, ConversionService
 from uplodr.gateway.spool import Spooled, spool, spool_folder
 from uplodr.gateway.tokens import Tokens
@@ -235,7 +241,9 @@ class GatewayState:
     spool_dir: Path | None
     readiness: Readiness | None
     presets_answer: Any  # GET /v1/presets, made once
+    rebuilds: Rebuilds
     document: dict[str, Any] = field(default_factory=dict)  # /openapi.json, made once
+    docs_page: str = ""  # /docs: the document as HTML, made once
 
 
 def _state(request: Request) -> GatewayState:
@@ -335,6 +343,53 @@ def presets_answer(service: ConversionService) -> Any:
     )
 
 
+class RebuildBody(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /v1/rebuilds's body (its schema: `operations.rebuild_operation`)."""
+
+    folder: str
+    preset: str
+    replace: bool = False
+
+
+async def small_body(request: Request, limit: int) -> bytes:
+    """A short request body, refused (413) as soon as it passes `limit` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge.over_limit("the request body", limit)
+    return bytes(body)
+
+
+async def post_rebuild(request: Request) -> Response:
+    """Start a rebuild (`gateway.rebuild`) of a folder the caller's token covers: 202 at once."""
+    gateway = _state(request)
+    token = gateway.tokens.for_upload(request.headers.get("authorization", ""))
+    refuse_unknown_params(request, ())
+    raw = await small_body(request, REBUILD_BODY_BYTES)
+    try:
+        body = msgspec.json.decode(raw, type=RebuildBody)
+    except msgspec.MsgspecError as error:
+        raise InvalidRequest(f"rebuild request: {' '.join(str(error).split())[:200]}") from None
+    folder = safe_folder(body.folder)
+    if token is not None:
+        token.check_folder(folder)
+    progress = gateway.rebuilds.start(folder, body.preset, body.replace)
+    if token is not None:
+        log.info("rebuild %s of %r by token %s started", progress.id, folder, token.name)
+    return JSONResponse(msgspec.to_builtins(progress.as_answer()), status_code=202)
+
+
+async def get_rebuild(request: Request) -> Response:
+    gateway = _state(request)
+    token = gateway.tokens.for_upload(request.headers.get("authorization", ""))
+    refuse_unknown_params(request, ())
+    progress = gateway.rebuilds.get(request.path_params["rebuild_id"])
+    if token is not None:
+        token.check_folder(progress.folder)
+    return JSONResponse(msgspec.to_builtins(progress.as_answer()))
+
+
 async def presets(request: Request) -> Response:
     return JSONResponse(_state(request).presets_answer)
 
@@ -373,8 +428,8 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(_state(request).document)
 
 
-async def docs(_request: Request) -> Response:
-    return HTMLResponse(DOCS_PAGE)
+async def docs(request: Request) -> Response:
+    return HTMLResponse(_state(request).docs_page)
 
 
 def routes(service: ConversionService, files_root: Path | None) -> list[BaseRoute]:
@@ -392,6 +447,13 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
             "/v1/images/{image_id}",
             {"GET": (get_image, GET_IMAGE), "DELETE": (delete_image_route, DELETE_IMAGE)},
         ),
+        ApiRoute(
+            "/v1/rebuilds",
+            post_rebuild,
+            methods=["POST"],
+            operation=rebuild_operation(list(service.presets)),
+        ),
+        ApiRoute("/v1/rebuilds/{rebuild_id}", get_rebuild, operation=REBUILD_STATUS),
         ApiRoute("/v1/presets", presets, operation=PRESETS),
         ApiRoute("/healthz", healthz, operation=HEALTHZ),
         ApiRoute("/readyz", readyz, operation=READYZ),
@@ -431,6 +493,7 @@ def create_app(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
     table = routes(service, files_root)
+    rebuilds = Rebuilds(service)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -439,6 +502,7 @@ def create_app(
         try:
             yield
         finally:
+            await rebuilds.aclose()  # before the pool closes under them
             if on_shutdown:
                 await on_shutdown()
 
@@ -448,6 +512,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    document = openapi_document(table, guarded=guards(tokens))
     app.state.gateway = GatewayState(
         service=service,
         tokens=tokens,
@@ -459,6 +524,8 @@ def create_app(
         spool_dir=spool_dir,
         readiness=readiness,
         presets_answer=presets_answer(service),
-        document=openapi_document(table, guarded=guards(tokens)),
+        rebuilds=rebuilds,
+        document=document,
+        docs_page=docs_page(document),
     )
     return app

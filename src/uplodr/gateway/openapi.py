@@ -26,7 +26,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
-from uplodr.answer import Conversion, ErrorAnswer, Health, ImageList, Presets, ReadinessReport
+from uplodr.answer import (
+    Conversion,
+    ErrorAnswer,
+    Health,
+    ImageList,
+    Presets,
+    ReadinessReport,
+    Rebuild,
+)
 from uplodr.errors import (
     STATUSES,
     Busy,
@@ -47,6 +55,7 @@ SCHEMA_TYPES: tuple[type, ...] = (
     ImageList,
     Presets,
     ReadinessReport,
+    Rebuild,
 )
 # An image's own delete token (`uplodr.gateway.delete_tokens`): a header, never in the URL.
 DELETE_TOKEN_SCHEME: JSON = {

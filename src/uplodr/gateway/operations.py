@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
-from uplodr.answer import Conversion, ErrorAnswer, Health, ImageList, Presets, ReadinessReport
+from uplodr.answer import (
+    Conversion,
+    ErrorAnswer,
+    Health,
+    ImageList,
+    Presets,
+    ReadinessReport,
+    Rebuild,
+)
 from uplodr.errors import (
     Busy,
     CorruptImage,
@@ -249,4 +257,68 @@ DOCS = Operation(
     summary="This document for people",
     answer={"text/html": {"schema": {"type": "string"}}},
     tag="pages",
+)
+
+
+# POST /v1/rebuilds: the JSON body's largest size (three short fields).
+REBUILD_BODY_BYTES: Final = 4096
+REBUILD_ERRORS: Final[tuple[type[UplodrError], ...]] = (
+    InvalidRequest,
+    TooLarge,
+    UriTooLong,
+    HeadersTooLarge,
+)
+
+
+def rebuild_operation(preset_names: Sequence[str]) -> Operation:
+    """POST /v1/rebuilds of a gateway with these presets."""
+    return Operation(
+        summary="Convert every image under a folder again with another preset",
+        description="Every set under `folder` (its subfolders too) whose original was kept is "
+        "converted again with `preset` on the gateway's own machines, the original kept in the "
+        "new set; a set already in that preset is skipped without a machine (a rebuild run "
+        "again resumes), a set without an original is listed in `skipped` (never re-encoded "
+        "from a variant). With `replace`, each old set is deleted from every store once its "
+        "new set is published. Answered 202 at once; GET /v1/rebuilds/{rebuild_id} says how "
+        "far it got. Rebuilds are kept in the gateway's memory: a restart forgets them (start "
+        "it again: it resumes). With tokens, the token's prefixes must cover `folder`; a "
+        "gateway without tokens listens only on loopback, where anyone may upload (and run "
+        "`uplodr rebuild` on the same store) already.",
+        body={
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "folder": FOLDER.schema,
+                            "preset": {"type": "string", "enum": list(preset_names)},
+                            "replace": {"type": "boolean", "default": False},
+                        },
+                        "required": ["folder", "preset"],
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        },
+        other_responses={
+            "202": {
+                "description": "Started: how far it got so far",
+                "content": json_content(Rebuild),
+            }
+        },
+        errors=REBUILD_ERRORS,
+        guard="uploads",
+    )
+
+
+REBUILD_STATUS = Operation(
+    summary="How far a rebuild got",
+    description="Its state (`running`, `stopping`, `done`, `stopped` when the gateway shut down "
+    "first, `failed` when the folder could not be listed), its counts, the sets skipped for "
+    "want of an original and each failure in one line. Unknown after a restart (404).",
+    params=(Param("rebuild_id", "The `id` POST /v1/rebuilds answered.", where="path"),),
+    answer=Rebuild,
+    errors=(NotFound, UriTooLong, HeadersTooLarge),
+    guard="uploads",
 )

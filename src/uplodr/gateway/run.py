@@ -273,7 +273,11 @@ def worker_env(options: GatewayOptions) -> WorkerEnv:
 
 
 def open_dispatcher(
-    stack: contextlib.AsyncExitStack, provider: Provider, env: WorkerEnv, options: GatewayOptions
+    stack: contextlib.AsyncExitStack,
+    provider: Provider,
+    env: WorkerEnv,
+    options: GatewayOptions,
+    gateway_id: str | None = None,
 ) -> Dispatcher:
     price = (
         options.price_per_hour / 3600
@@ -285,7 +289,7 @@ def open_dispatcher(
         price_per_second=price,
         lease=LeaseSettings(boot_timeout=options.boot_timeout),
     )
-    gateway_id = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+    gateway_id = gateway_id or f"{socket.gethostname()}-{secrets.token_hex(4)}"
     dispatcher = Dispatcher(provider, env, gateway_id, settings)
     # Closed in reverse: destroys still running first, then whatever still carries our tag.
     stack.push_async_callback(dispatcher.destroy_own_machines)
@@ -337,6 +341,47 @@ def start_reaper(stack: contextlib.AsyncExitStack, provider: Provider, interval:
 # -- assembled ---------------------------------------------------------------------------------
 
 
+@dataclass
+class Conversions:
+    """What converts: the provider, the stores, the dispatcher, the pool and the service on
+    them — the gateway's, and `uplodr rebuild`'s without HTTP."""
+
+    provider: Provider
+    publisher: Publisher
+    dispatcher: Dispatcher
+    pool: Pool
+    service: ConversionService
+
+
+async def open_conversions(
+    stack: contextlib.AsyncExitStack,
+    options: GatewayOptions,
+    provider: Provider | None = None,
+    gateway_id: str | None = None,
+) -> Conversions:
+    """The steps from resolving the stores to the service, each closed by `stack`;
+    `gateway_id`: the tag of the machines made (default: host name and a random suffix)."""
+    stores, public_url = resolve_stores(options)
+    provider = await open_provider(stack, options, provider)
+    await check_provider(provider)
+    publisher = await open_stores(stack, stores, public_url, options.key_mode)
+    env = worker_env(options)
+    dispatcher = open_dispatcher(stack, provider, env, options, gateway_id)
+    max_machines = options.max_machines or provider.capabilities.default_max_machines
+    pool = await open_pool(stack, dispatcher, options, max_machines)
+    service = ConversionService(
+        pool,
+        publisher,
+        options.preset,
+        max_machines=max_machines,
+        max_queue=options.max_queue,
+        presets=options.presets,
+        # without a pool every job has a machine of its own: max machines = max jobs
+        jobs_per_machine=1 if pool.settings.per_job else options.jobs_per_machine,
+    )
+    return Conversions(provider, publisher, dispatcher, pool, service)
+
+
 @contextlib.asynccontextmanager
 async def open_gateway(
     options: GatewayOptions, provider: Provider | None = None
@@ -348,25 +393,15 @@ async def open_gateway(
     async with contextlib.AsyncExitStack() as stack:
         tokens = load_tokens(options)
         check_exposure(options, tokens)
-        stores, public_url = resolve_stores(options)
-        provider = await open_provider(stack, options, provider)
-        await check_provider(provider)
-        publisher = await open_stores(stack, stores, public_url, options.key_mode)
-        env = worker_env(options)
-        dispatcher = open_dispatcher(stack, provider, env, options)
-        max_machines = options.max_machines or provider.capabilities.default_max_machines
-        pool = await open_pool(stack, dispatcher, options, max_machines)
-        start_reaper(stack, provider, options.reap_interval)
-        service = ConversionService(
-            pool,
-            publisher,
-            options.preset,
-            max_machines=max_machines,
-            max_queue=options.max_queue,
-            presets=options.presets,
-            # without a pool every job has a machine of its own: max machines = max jobs
-            jobs_per_machine=1 if pool.settings.per_job else options.jobs_per_machine,
+        parts = await open_conversions(stack, options, provider)
+        provider, publisher, dispatcher, pool, service = (
+            parts.provider,
+            parts.publisher,
+            parts.dispatcher,
+            parts.pool,
+            parts.service,
         )
+        start_reaper(stack, provider, options.reap_interval)
         admission = open_admission(options, service)
         # Late, once everything else is known to work: a start that fails for another reason
         # says that one line only, and makes no secret.
