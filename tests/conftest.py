@@ -26,6 +26,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # could only skip, so the run stops here, in one line naming the path.
     if problem := missing_shared():
         raise pytest.UsageError(problem)
+    # A gateway opened in the test process keeps its delete-token secret (and a default store)
+    # in the data folder: a folder of this run's, never the user's ~/.local/share/uplodr.
+    os.environ.setdefault("UPLODR_DATA_DIR", tempfile.mkdtemp(prefix="uplodr-test-data-"))
 
 
 @pytest.fixture(scope="session")

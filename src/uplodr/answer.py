@@ -93,6 +93,37 @@ class Conversion:
         ),
     ] = None
     job: Job | None = None
+    id: Annotated[
+        str | None,
+        Meta(
+            description="The image's id (`img_…`): GET and DELETE /v1/images/{id}. Stable: the "
+            "same upload (bytes, preset, folder, name) always has the same id. Null from a "
+            "gateway before ids."
+        ),
+    ] = None
+    delete_token: Annotated[
+        str | None,
+        Meta(
+            description="Deletes this image alone (DELETE /v1/images/{id} with the header "
+            "`Uplodr-Delete-Token`). Only in the answer of the upload that stored the set "
+            "(`deduplicated` false): a repeat of the same bytes does not get it again, so keep "
+            "it from the first answer."
+        ),
+    ] = None
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """The answer of GET /v1/images: one page of the stored images, newest first."""
+
+    images: Annotated[
+        tuple[Conversion, ...],
+        Meta(description="Each image's stored answer, as GET /v1/images/{id} gives it."),
+    ]
+    next_cursor: Annotated[
+        str | None,
+        Meta(description="Pass as `?cursor=` for the next page; null after the last page."),
+    ] = None
 
 
 @dataclass(frozen=True)

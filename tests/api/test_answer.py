@@ -18,7 +18,10 @@ from uplodr.dispatch.job import JobResult, JobTimings
 from uplodr.gateway.answers import answer_json, from_job, from_storage
 from uplodr.proto import uplodr_pb2
 from uplodr.storage import Published, SetInfo
+from uplodr.storage.catalog import ImageRef
 from uplodr.storage.publish import StoredVariant
+
+REF = ImageRef("f", "photo", "0123456789abcdef")
 
 PLACEHOLDER = {"thumbhash": "3OcRJYB4d3h/iIeHeEh3eIhw+j2w", "blurhash": "LEHV6n", "data_url": "d"}
 VARIANTS = [
@@ -101,9 +104,9 @@ def manifest_set(*, new_fields: bool) -> Published:
 
 def test_a_job_and_a_manifest_give_the_same_answer() -> None:
     made = answer_json(
-        from_job(worker_reply(new_fields=True), manifest_set(new_fields=True), alt="Falls")
+        from_job(worker_reply(new_fields=True), manifest_set(new_fields=True), alt="Falls", ref=REF)
     )
-    found = answer_json(from_storage(manifest_set(new_fields=True), "photo.jpg", "f", "Falls", {}))
+    found = answer_json(from_storage(manifest_set(new_fields=True), "photo.jpg", REF, "Falls", {}))
     assert made.pop("job") == {
         "id": "job1",
         "machine": "uplodr-m1",
@@ -113,6 +116,7 @@ def test_a_job_and_a_manifest_give_the_same_answer() -> None:
     for answer in (made, found):
         answer.pop("timings"), answer.pop("deduplicated")
     assert made == found
+    assert made["id"] == REF.id and ImageRef.from_id(made["id"]) == REF
     assert (made["width"], made["height"], made["placeholder"]) == (1800, 1200, PLACEHOLDER)
     assert made["variants"][-1]["role"] == "original"
     html = made["html"]
@@ -125,9 +129,9 @@ def test_answers_from_before_the_web_fields_say_null() -> None:
     """A set published or a manifest of before: no format, role, size or placeholder — and so no
     markup (which needs to know each variant's format and role), rather than a guess."""
     made = answer_json(
-        from_job(worker_reply(new_fields=False), manifest_set(new_fields=False), alt="")
+        from_job(worker_reply(new_fields=False), manifest_set(new_fields=False), alt="", ref=REF)
     )
-    found = answer_json(from_storage(manifest_set(new_fields=False), "photo.jpg", "f", "", {}))
+    found = answer_json(from_storage(manifest_set(new_fields=False), "photo.jpg", REF, "", {}))
     for answer in (made, found):
         assert (answer["width"], answer["height"], answer["placeholder"], answer["html"]) == (
             None,

@@ -144,12 +144,13 @@ def test_a_base_url_that_is_not_the_gateways_root_is_not_found(gateway: Gateway)
         client.convert(b"GIF89a", name="a.gif")
     assert missing.value.status == 404 and missing.value.code == "not_found"
     assert missing.value.message == "nothing at '/v1/v1/images'"
-    wrong = httpx.get(f"{gateway.url}/v1/images")  # the route exists, for POST only
+    wrong = httpx.put(f"{gateway.url}/v1/images")  # the route exists, for POST and GET
     assert wrong.status_code == 405
     assert wrong.json() == {
-        "error": "GET is not allowed on '/v1/images'",
+        "error": "PUT is not allowed on '/v1/images'",
         "code": "method_not_allowed",
     }
+    assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
     missing_file = httpx.get(f"{gateway.url}/files/nothing-here.webp")
     assert missing_file.status_code == 404 and missing_file.json()["code"] == "not_found"
 

@@ -159,6 +159,41 @@ def test_a_drop_of_three_files_shows_progress_results_and_the_error(
     page.close()
 
 
+def test_the_delete_button_deletes_the_card_s_image_with_its_delete_token(
+    gateway: Gateway, context: BrowserContext
+) -> None:
+    photo = corpus_file("sample-16bit.png")
+    page = open_page(context, gateway)
+    page.fill("#folder", "page-delete")
+    page.set_input_files("#files", str(photo))
+    cards = page.locator(".card")
+    expect(cards.first).to_have_attribute("data-state", "done", timeout=60_000)
+    # The same bytes again: answered from storage, so its card holds no delete token.
+    page.set_input_files("#files", str(photo))
+    expect(cards.nth(1)).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(cards.nth(1).locator(".state")).to_contain_text("answered from storage")
+    listed = httpx.get(f"{gateway.url}/v1/images", params={"folder": "page-delete"}).json()
+    assert len(listed["images"]) == 1
+    image_id = listed["images"][0]["id"]
+
+    repeat = cards.nth(1).get_by_role("button", name="Delete")
+    repeat.click()  # the first click only asks
+    expect(cards.nth(1).get_by_role("button", name="Delete for good?")).to_be_visible()
+    cards.nth(1).get_by_role("button", name="Delete for good?").click()
+    expect(cards.nth(1).locator(".state")).to_contain_text("unauthenticated, HTTP 401")
+    assert httpx.get(f"{gateway.url}/v1/images/{image_id}").status_code == 200
+
+    cards.first.get_by_role("button", name="Delete").click()
+    cards.first.get_by_role("button", name="Delete for good?").click()
+    expect(cards.first).to_have_attribute("data-state", "deleted", timeout=30_000)
+    expect(cards.first.locator(".state")).to_have_text("deleted from every store")
+    expect(cards.first.locator("img.preview")).to_have_count(0)
+    assert httpx.get(f"{gateway.url}/v1/images/{image_id}").status_code == 404
+    folder = gateway.store / "page-delete"
+    assert not folder.exists() or not any(p.is_file() for p in folder.rglob("*"))
+    page.close()
+
+
 @pytest.fixture(scope="module")
 def plain_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """`uplodr serve` as a newcomer starts it: no presets file, so only the default preset."""

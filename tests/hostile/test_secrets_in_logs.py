@@ -9,8 +9,10 @@ the metrics token, a worker's token or a presigned URL's signature. Nor does any
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
+import os
 import secrets
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -135,6 +137,8 @@ async def test_no_secret_in_any_log_line_of_a_run_with_retries(
                 upload(PHOTOS[0], GATEWAY_TOKEN, "a"), upload(PHOTOS[1], BOUND_TOKEN, "blog")
             )
             assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+            image = both[0].json()
+            delete_token = {"Uplodr-Delete-Token": image["delete_token"]}
             assert fly.statuses[("create", 429)] >= 1, fly.statuses
             assert (await upload(PHOTOS[0], BOUND_TOKEN, "shop")).status_code == 403
             assert (await upload(PHOTOS[0], "wrong", "shop")).status_code == 401
@@ -148,8 +152,14 @@ async def test_no_secret_in_any_log_line_of_a_run_with_retries(
                 unready = await http.get("/readyz")
                 assert unready.status_code == 503
                 answers.append(unready.text)
+                path = f"/v1/images/{image['id']}"
+                refused = await http.delete(path, headers=delete_token, timeout=60)
+                assert refused.status_code == 503, refused.text
+                answers.append(refused.text)
             finally:
                 swift.start_proxy()
+            deleted = await http.delete(path, headers=delete_token, timeout=60)
+            assert deleted.status_code == 204, deleted.text
     assert len(worker_tokens) >= 2 and all(worker_tokens)
     worker_lines = [
         line for log in sorted(logs.glob("*.log")) for line in log.read_text().splitlines()
@@ -171,6 +181,17 @@ async def test_no_secret_in_any_log_line_of_a_run_with_retries(
         leaks = [line[:300] for line in lines if secret in line]
         assert leaks == [], f"{what} in {len(leaks)} log lines, e.g. {leaks[:2]}"
         assert not [a for a in answers if secret in a], f"{what} in an answer"
+    # The delete token is in its upload's answer (once, by design), never in a log line; the
+    # secret it derives from is in neither.
+    assert not [line for line in lines if image["delete_token"] in line]
+    server_secret = (Path(os.environ["UPLODR_DATA_DIR"]) / "secret").read_bytes()
+    for shown in (
+        server_secret.hex(),
+        base64.b64encode(server_secret).decode(),
+        repr(server_secret),
+    ):
+        assert not [line for line in lines if shown in line]
+        assert not [a for a in answers if shown in a]
     assert not [line for line in lines if "X-Amz-Signature" in line]
     print(
         f"{len(every_record.lines)} gateway records, {len(worker_lines)} worker lines, "

@@ -219,3 +219,52 @@ def test_the_same_file_as_json_and_uplodr_token_makes_an_entry(tmp_path: Path) -
     )
     (from_json,) = load_tokens_file(as_json)
     assert from_json.may_write("blog/2026") and not from_json.may_write("shop")
+
+
+def test_a_token_bound_to_blog_reads_lists_and_deletes_only_under_blog(gateway: Gateway) -> None:
+    """The images after their upload keep to the same prefixes: a `blog/` token cannot read,
+    list or delete under `shop/`; a delete token is the image's own and nothing more."""
+    blog = upload(gateway, BLOG, "blog/erase").json()
+    shop = upload(gateway, SHOP, "shop/erase").json()
+
+    def call(method: str, path: str, secret: str | None, **params: str) -> httpx.Response:
+        headers = {"authorization": f"Bearer {secret}"} if secret else {}
+        return httpx.request(
+            method, f"{gateway.url}{path}", params=params, headers=headers, timeout=60
+        )
+
+    shop_path = f"/v1/images/{shop['id']}"
+    assert call("GET", shop_path, BLOG).status_code == 403
+    assert call("GET", "/v1/images", BLOG, folder="shop").status_code == 403
+    assert call("GET", "/v1/images", BLOG).status_code == 403  # the root holds shop/ too
+    assert call("GET", shop_path, None).status_code == 401
+    refused = call("DELETE", shop_path, BLOG)
+    assert refused.status_code == 403, refused.text
+    assert refused.json() == {
+        "error": "token 'blog' may not delete in 'shop/erase'; only under blog/",
+        "code": "forbidden",
+    }
+    # blog's delete token is no credential for shop's image, even with a token beside it
+    stolen = httpx.delete(
+        f"{gateway.url}{shop_path}",
+        headers={"Uplodr-Delete-Token": blog["delete_token"]},
+        timeout=60,
+    )
+    assert stolen.status_code == 401
+    assert call("GET", shop_path, SHOP).status_code == 200
+
+    listed = call("GET", "/v1/images", BLOG, folder="blog/erase").json()
+    assert [image["id"] for image in listed["images"]] == [blog["id"]]
+    assert call("GET", "/v1/images", OLD).status_code == 200  # allowed everywhere
+    assert call("DELETE", f"/v1/images/{blog['id']}", BLOG).status_code == 204
+    # the image's own delete token works on a gateway with tokens, with no bearer token
+    own = httpx.delete(
+        f"{gateway.url}{shop_path}",
+        headers={"Uplodr-Delete-Token": shop["delete_token"]},
+        timeout=60,
+    )
+    assert own.status_code == 204, own.text
+    assert call("GET", shop_path, SHOP).status_code == 404
+    log = gateway.log_text()
+    assert f"image {blog['id']} in 'blog/erase' deleted (by token blog)" in log
+    assert blog["delete_token"] not in log and shop["delete_token"] not in log

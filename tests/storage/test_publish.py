@@ -235,7 +235,13 @@ def set_with_original(seed: int) -> tuple[list[Blob], bytes]:
     return typed, upload
 
 
-INFO = SetInfo(4032, 3024, {"thumbhash": "AbC=", "blurhash": "LKO2?U%2", "data_url": "data:x"})
+INFO = SetInfo(
+    4032,
+    3024,
+    {"thumbhash": "AbC=", "blurhash": "LKO2?U%2", "data_url": "data:x"},
+    file_name="Cat on the mat.HEIC",
+    alt="A cat",
+)
 
 
 async def test_the_manifest_keeps_what_a_repeated_answer_needs(tmp_path: Path) -> None:
@@ -251,8 +257,9 @@ async def test_the_manifest_keeps_what_a_repeated_answer_needs(tmp_path: Path) -
     ]
     assert published.variants[-1].key == f"blog/cat-{DIGEST}-original.heic"
     document = json.loads((tmp_path / f"blog/cat-{DIGEST}.json").read_bytes())
-    assert document["version"] == 2
+    assert document["version"] == 3
     assert (document["width"], document["height"]) == (4032, 3024)
+    assert (document["file_name"], document["alt"]) == ("Cat on the mat.HEIC", "A cat")
     assert document["placeholder"] == dict(INFO.placeholder or {})
     assert document["variants"][1]["role"] == "width"
     again = await publisher.lookup("blog", "cat", DIGEST)
@@ -273,6 +280,11 @@ async def test_a_manifest_from_before_answers_without_the_new_fields(tmp_path: P
     await store.put(f"b/c-{DIGEST}.json", json.dumps(old).encode(), "application/json", "no-cache")
     found = await Publisher([store]).lookup("b", "c", DIGEST)
     assert found is not None and found.info is None
+    # a version 2 manifest: its set's size and placeholder, and no name or alt (empty)
+    v2 = {**old, "version": 2, "width": 2, "height": 1, "placeholder": None}
+    await store.put(f"b/d-{DIGEST}.json", json.dumps(v2).encode(), "application/json", "no-cache")
+    found = await Publisher([store]).lookup("b", "d", DIGEST)
+    assert found is not None and found.info == SetInfo(2, 1, None, "", "")
     assert (found.variants[0].format, found.variants[0].role) == ("", "")
 
 

@@ -17,14 +17,15 @@ import logging
 import os
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import click
 
+from uplodr.cli.images import COMMANDS as IMAGE_COMMANDS
 from uplodr.cli.providers import ConfigError, ProviderChoice, provider_options
 from uplodr.cli.rebuild import rebuild_options
+from uplodr.cli.server import gateway_options, store_folder
 from uplodr.cli.units import DURATION, SIZE, format_age
 from uplodr.cli.worker import worker
 from uplodr.dispatch.reaper import created_time
@@ -189,6 +190,13 @@ def main(verbose: bool) -> None:
     "own in-flight bound (see README; `uplodr token` makes one). UPLODR_TOKENS still works.",
 )
 @click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="UPLODR_SECRET_FILE",
+    help="File of the secret images' delete tokens derive from (at least 16 random bytes; "
+    "`head -c 32 /dev/urandom`). Default: UPLODR_DATA_DIR/secret, made on the first start.",
+)
+@click.option(
     "--metrics-token",
     envvar="UPLODR_METRICS_TOKEN",
     help="Bearer token that alone reads /metrics. Without it, /metrics takes any upload token "
@@ -336,6 +344,7 @@ def serve(
     spool_dir: Path | None,
     body_timeout: float,
     tokens_file: Path | None,
+    secret_file: Path | None,
     metrics_token: str | None,
     boot_timeout: float,
     job_timeout: float,
@@ -408,6 +417,7 @@ def serve(
         spool_dir=spool_dir,
         body_timeout=body_timeout,
         tokens_file=tokens_file,
+        secret_file=secret_file,
         metrics_token=metrics_token,
         boot_timeout=boot_timeout,
         job_timeout=job_timeout,
@@ -431,6 +441,15 @@ def serve(
 
 
 main.add_command(worker)
+
+
+@main.group()
+def images() -> None:
+    """The stored images of a gateway: list, show, delete (through its HTTP API)."""
+
+
+for _name, _command in IMAGE_COMMANDS.items():
+    images.command(_name)(_command)
 
 
 @main.command()
@@ -466,28 +485,6 @@ def token(name: str, prefixes: tuple[str, ...], max_in_flight: int | None) -> No
     click.echo(secret)
 
 
-def _gateway_url(value: str) -> str:
-    """--server: an http(s) URL with a host, said before any upload rather than once per file."""
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise click.BadParameter(
-            f"{value!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:8080)"
-        )
-    return value
-
-
-def _store_folder(value: str) -> str:
-    """--folder: checked as the gateway checks it, before any upload or listing (a bad one was
-    once found only after every file had been sent and refused)."""
-    from uplodr.errors import InvalidRequest
-    from uplodr.names import safe_folder
-
-    try:
-        return safe_folder(value)
-    except InvalidRequest as error:
-        raise click.BadParameter(str(error)) from None
-
-
 def _alt_template(value: str) -> str:
     from uplodr.markup import MAX_ALT_CHARS
 
@@ -501,17 +498,10 @@ def _alt_template(value: str) -> str:
 @click.option(
     "--folder",
     default="",
-    callback=lambda _ctx, _param, value: _store_folder(value),
+    callback=lambda _ctx, _param, value: store_folder(value),
     help="Folder for the variants, e.g. blog/2026.",
 )
-@click.option(
-    "--server",
-    default="http://127.0.0.1:8080",
-    envvar="UPLODR_SERVER",
-    callback=lambda _ctx, _param, value: _gateway_url(value),
-    help="The gateway's root URL.",
-)
-@click.option("--token", envvar="UPLODR_TOKEN", help="Bearer token, if the gateway needs one.")
+@gateway_options
 @click.option(
     "-j",
     "--jobs",
@@ -652,7 +642,7 @@ def doctor(stores: tuple[str, ...], provider: ProviderChoice) -> None:
 @click.option(
     "--folder",
     default="",
-    callback=lambda _ctx, _param, value: _store_folder(value),
+    callback=lambda _ctx, _param, value: store_folder(value),
     help="Only under this folder.",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
@@ -692,7 +682,7 @@ def rebuild(
     from uplodr.gateway.run import GatewayOptions
     from uplodr.preset import DEFAULT_PRESET, load_presets_file
 
-    folder = _store_folder(folder)
+    folder = store_folder(folder)
     presets = load_presets_file(presets_file) if presets_file else {}
     if preset_name != "default" and preset_name not in presets:
         known = ", ".join(["default", *(n for n in presets if n != "default")])

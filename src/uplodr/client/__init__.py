@@ -4,19 +4,22 @@
 
     with Client("http://127.0.0.1:8080", token="…") as uplodr:
         conversion = uplodr.convert("photo.jpg", folder="blog/2026")
+        for image in uplodr.list("blog"):  # newest first, a page at a time
+            print(image.id, image.file_name)
+        uplodr.delete(conversion.id, conversion.delete_token)
     for variant in conversion.variants:
         print(variant.mime_type, variant.width, variant.url)
 
 Answers are the frozen dataclasses of `uplodr.answer` (Conversion, Variant, Placeholder, Job;
-Presets and PresetInfo from `presets()`); errors are the exceptions of `uplodr.client.errors`,
-one per error code of the server. Needs
-only httpx, stamina and msgspec: importing it loads neither libvips nor gRPC (measured: see
-README, "Python client").
+Presets and PresetInfo from `presets()`; ImageList from `list_page()`); errors are the
+exceptions of `uplodr.client.errors`, one per error code of the server. Needs only httpx,
+stamina and msgspec: importing it loads neither libvips nor gRPC (measured: see README,
+"Python client").
 """
 
 from __future__ import annotations
 
-from uplodr.answer import Conversion, Job, Placeholder, PresetInfo, Presets, Variant
+from uplodr.answer import Conversion, ImageList, Job, Placeholder, PresetInfo, Presets, Variant
 from uplodr.client._async import AsyncClient
 from uplodr.client._sync import Client
 from uplodr.client._upload import Original, Source
@@ -50,6 +53,7 @@ __all__ = [
     "Conversion",
     "CorruptImage",
     "Forbidden",
+    "ImageList",
     "Internal",
     "InvalidRequest",
     "Job",

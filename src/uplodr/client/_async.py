@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
 import stamina
 
-from uplodr.answer import Conversion, Presets
+from uplodr.answer import Conversion, ImageList, Presets
 from uplodr.client._httpx import httpx
 from uplodr.client._sync import DEFAULT_URL, auth_headers, http_timeout
 from uplodr.client._upload import (
@@ -17,6 +18,10 @@ from uplodr.client._upload import (
     Source,
     Upload,
     answer,
+    delete_headers,
+    image_path,
+    list_params,
+    no_content,
     prepare,
     query,
 )
@@ -76,6 +81,35 @@ class AsyncClient:
     async def presets(self) -> Presets:
         """The presets this gateway knows (`convert(preset=NAME)`), its default first."""
         return answer(await self._send("GET", "/v1/presets"), Presets)
+
+    async def get(self, image_id: str) -> Conversion:
+        """See `Client.get`."""
+        return answer(await self._send("GET", image_path(image_id)), Conversion)
+
+    async def list_page(
+        self, folder: str | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> ImageList:
+        """See `Client.list_page`."""
+        params = list_params(folder, cursor, limit)
+        return answer(await self._send("GET", "/v1/images", params=params), ImageList)
+
+    async def list(
+        self, folder: str | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[Conversion]:
+        """See `Client.list`: `async for image in client.list("blog")`."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_page(folder, cursor, page_size)
+            for image in page.images:
+                yield image
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def delete(self, image_id: str, delete_token: str | None = None) -> None:
+        """See `Client.delete`."""
+        headers = delete_headers(delete_token)
+        no_content(await self._send("DELETE", image_path(image_id), headers=headers))
 
     async def _post(self, upload: Upload, params: dict[str, str]) -> Conversion:
         response = await self._send(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 import stamina
 
-from uplodr.answer import Conversion, Presets
+from uplodr.answer import Conversion, ImageList, Presets
 from uplodr.client._httpx import httpx
 from uplodr.client._upload import (
     BusyRetry,
@@ -16,6 +17,10 @@ from uplodr.client._upload import (
     Source,
     Upload,
     answer,
+    delete_headers,
+    image_path,
+    list_params,
+    no_content,
     prepare,
     query,
 )
@@ -96,6 +101,40 @@ class Client:
     def presets(self) -> Presets:
         """The presets this gateway knows (`convert(preset=NAME)`), its default first."""
         return answer(self._send("GET", "/v1/presets"), Presets)
+
+    def get(self, image_id: str) -> Conversion:
+        """A stored image's answer, by the `id` of its upload's answer (no machine runs).
+        Raises NotFound when no image has that id (never stored, or deleted)."""
+        return answer(self._send("GET", image_path(image_id)), Conversion)
+
+    def list_page(
+        self, folder: str | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> ImageList:
+        """One page of the images under `folder` (and its subfolders), newest first; its
+        `next_cursor` (None after the last page) is the `cursor` of the next."""
+        params = list_params(folder, cursor, limit)
+        return answer(self._send("GET", "/v1/images", params=params), ImageList)
+
+    def list(
+        self, folder: str | None = None, *, page_size: int | None = None
+    ) -> Iterator[Conversion]:
+        """Every image under `folder` (and its subfolders), newest first, read a page at a time
+        as the iteration goes (`page_size` images per request; the gateway's default: 50)."""
+        cursor: str | None = None
+        while True:
+            page = self.list_page(folder, cursor, page_size)
+            yield from page.images
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def delete(self, image_id: str, delete_token: str | None = None) -> None:
+        """Delete an image from every store of the gateway: with its `delete_token` (from its
+        upload's answer; sent in a header), or else this client's token, whose prefixes must
+        cover the image's folder. Raises NotFound when nothing of it is left (deleted before),
+        StorageUnavailable when a store was down (call again: it finishes the job)."""
+        response = self._send("DELETE", image_path(image_id), headers=delete_headers(delete_token))
+        no_content(response)
 
     def _post(self, upload: Upload, params: dict[str, str]) -> Conversion:
         response = self._send(

@@ -8,6 +8,7 @@ import asyncio
 import email.utils
 import os
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ Source: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | B
 # What to store of the upload itself (`?original=`): the bytes as they came beside the variants,
 # only those bytes, or no original even if the gateway's preset keeps it. None: as the preset says.
 Original: TypeAlias = Literal["keep", "only", "drop"]
+
+# The header of an image's own delete token (the gateway's `Uplodr-Delete-Token`).
+DELETE_TOKEN_HEADER = "Uplodr-Delete-Token"  # noqa: S105 (a header's name)
 
 CHUNK = 256 * 1024  # the gateway spools in chunks of this order; 64 KiB to 1 MiB all stream well
 
@@ -163,21 +167,49 @@ def answer(response: httpx.Response, kind: type[T]) -> T:
                 code="invalid_answer",
                 status=response.status_code,
             ) from None
+    raise refusal(response)
+
+
+def no_content(response: httpx.Response) -> None:
+    """A 204 answer (DELETE); the typed error of any other."""
+    if response.status_code != 204:
+        raise refusal(response)
+
+
+def refusal(response: httpx.Response) -> ApiError:
+    """The typed error of an answer that is not the one asked for."""
     retry_after = retry_after_seconds(response.headers.get("retry-after"))
     try:
         body = msgspec.json.decode(response.content, type=ErrorAnswer)
     except msgspec.DecodeError:
         text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
-        raise ApiError(
+        return ApiError(
             f"HTTP {response.status_code} {response.reason_phrase}: {text}".rstrip(": "),
             code="http_error",
             status=response.status_code,
             retry_after=retry_after,
-        ) from None
+        )
     error_class = ERRORS_BY_CODE.get(body.code, ApiError)
-    raise error_class(
+    return error_class(
         body.error, code=body.code, status=response.status_code, retry_after=retry_after
     )
+
+
+def image_path(image_id: str) -> str:
+    """/v1/images/{id}, the id quoted (an id is URL-safe; anything else stays in the path)."""
+    if not image_id:
+        raise ValueError("give the image's id (`id` of its upload's answer)")
+    return "/v1/images/" + urllib.parse.quote(image_id, safe="")
+
+
+def delete_headers(delete_token: str | None) -> dict[str, str]:
+    """The image's own delete token goes in a header, never in the URL (URLs are logged)."""
+    return {DELETE_TOKEN_HEADER: delete_token} if delete_token else {}
+
+
+def list_params(folder: str | None, cursor: str | None, limit: int | None) -> dict[str, str]:
+    options = (("folder", folder), ("cursor", cursor), ("limit", limit))
+    return {key: str(value) for key, value in options if value is not None}
 
 
 class BusyRetry:

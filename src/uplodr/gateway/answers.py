@@ -6,6 +6,12 @@ request (`uplodr.markup.picture` with the request's alt), never stored.
 
 A manifest from before the web-ready fields leaves them empty; they are answered as null (and
 without a variant's format and role there is no markup), never guessed.
+
+`stored` is the answer of GET /v1/images/{id} and of each image of a listing: the manifest's
+set with the file name and alt text its upload gave (manifest version 3; an older manifest has
+neither: the key's stem stands for the name and the alt is empty), `deduplicated` true (no
+machine ran), no timings, no job, and never a delete token (that is given once, to the upload
+that stored the set).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from uplodr import answer
 from uplodr.dispatch.job import JobResult
 from uplodr.markup import MarkupError, picture
 from uplodr.storage import Published
+from uplodr.storage.catalog import ImageRef
 
 
 def answer_json(conversion: answer.Conversion) -> dict[str, Any]:
@@ -81,6 +88,7 @@ def _conversion(
     size: tuple[int, int] | None,
     placeholder: Mapping[str, str] | None,
     alt: str,
+    image_id: str | None,
     job: answer.Job | None = None,
 ) -> answer.Conversion:
     return answer.Conversion(
@@ -94,27 +102,41 @@ def _conversion(
         placeholder=answer.Placeholder(**placeholder) if placeholder else None,
         html=markup(variants, alt),
         job=job,
+        id=image_id,
     )
 
 
 def from_storage(
-    published: Published, file_name: str, folder: str, alt: str, timings: dict[str, float]
+    published: Published,
+    file_name: str,
+    ref: ImageRef,
+    alt: str,
+    timings: dict[str, float],
 ) -> answer.Conversion:
     """The answer of a set found in storage (its manifest)."""
     info = published.info
     return _conversion(
         file_name,
-        folder,
+        ref.folder,
         [_variant(v) for v in published.variants],
         deduplicated=published.deduplicated,
         timings=timings,
         size=(info.width, info.height) if info else None,
         placeholder=info.placeholder if info else None,
         alt=alt,
+        image_id=ref.id,
     )
 
 
-def from_job(result: JobResult, published: Published, alt: str) -> answer.Conversion:
+def stored(published: Published, ref: ImageRef) -> answer.Conversion:
+    """The stored answer of an image (GET /v1/images/{id}): as its upload was answered, with
+    the name and alt text its manifest keeps."""
+    info = published.info
+    file_name = info.file_name if info and info.file_name else ref.stem
+    return from_storage(published, file_name, ref, info.alt if info else "", timings={})
+
+
+def from_job(result: JobResult, published: Published, alt: str, ref: ImageRef) -> answer.Conversion:
     """The answer of a job's conversion of one file, as the gateway published its outputs."""
     (response,) = result.responses
     info = published.info
@@ -127,6 +149,7 @@ def from_job(result: JobResult, published: Published, alt: str) -> answer.Conver
         size=(info.width, info.height) if info and info.width and info.height else None,
         placeholder=info.placeholder if info else None,
         alt=alt,
+        image_id=ref.id,
         job=answer.Job(
             id=result.job_id,
             machine=result.machine_id,

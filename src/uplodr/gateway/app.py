@@ -1,4 +1,5 @@
-"""The HTTP API: POST /v1/images, POST /v1/rebuilds and GET /v1/rebuilds/{id}, GET
+"""The HTTP API: POST /v1/images, the stored images (GET and DELETE /v1/images/{id}, GET
+/v1/images: `uplodr.gateway.images`), POST /v1/rebuilds and GET /v1/rebuilds/{id}, GET
 /v1/presets, GET /healthz and /readyz, GET /metrics, the upload page, the local store's files
 under /files, and the OpenAPI document of all of them (/openapi.json, /docs), made from the
 same route table (`routes`; what each route takes and answers is in
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import mimetypes
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +45,19 @@ from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission, Ticket
 from uplodr.gateway.answers import answer_json
 from uplodr.gateway.body_limit import BodyLimit
+from uplodr.gateway.delete_tokens import DeleteTokens
 from uplodr.gateway.docs_page import docs_page
 from uplodr.gateway.files import StoreFiles
 from uplodr.gateway.head_limit import HeadLimit
+from uplodr.gateway.images import delete_image_route, get_image, list_images
 from uplodr.gateway.openapi import ApiMount, ApiRoute, openapi_document
 from uplodr.gateway.operations import (
+    DELETE_IMAGE,
     DOCS,
     FILES,
+    GET_IMAGE,
     HEALTHZ,
+    LIST_IMAGES,
     METRICS,
     OPENAPI,
     ORIGINAL_CHOICES,
@@ -63,6 +71,7 @@ from uplodr.gateway.operations import (
     rebuild_operation,
 )
 from uplodr.gateway.page import FAVICON, UPLOAD_PAGE
+from uplodr.gateway.query import refuse_unknown_params
 from uplodr.gateway.readiness import Readiness, failed_line
 from uplodr.gateway.rebuild import Rebuilds
 from uplodr.gateway.service import Choice, ConversionService
@@ -87,7 +96,7 @@ class ClientGone(Exception):
 
 
 def error_response(request: Request, error: UplodrError) -> JSONResponse:
-    metrics.count_error(request.url.path, error.code)
+    metrics.count_error(request.method, request.url.path, error.code)
     headers: dict[str, str] = {}
     if isinstance(error, (TooLarge, UploadTimeout)):
         # A body cut off at the limit (or its deadline) was not read to its end: the connection
@@ -101,16 +110,6 @@ def error_response(request: Request, error: UplodrError) -> JSONResponse:
         status_code=status_of(error).http,
         headers=headers or None,
     )
-
-
-def refuse_unknown_params(request: Request, known: tuple[str, ...]) -> None:
-    """InvalidRequest naming the query parameters this route does not take, and the ones it
-    does (each name shortened: the message stays one short line)."""
-    unknown = [key for key in dict.fromkeys(request.query_params) if key not in known]
-    if unknown:
-        shown = ", ".join(repr(k if len(k) <= 40 else k[:39] + "…") for k in unknown[:5])
-        plural = "s" if len(unknown) > 1 else ""
-        raise InvalidRequest(f"unknown query parameter{plural} {shown} (known: {', '.join(known)})")
 
 
 def request_choice(request: Request, service: ConversionService) -> tuple[Choice, str]:
@@ -179,8 +178,10 @@ async def refused(request: Request, error: Exception) -> Response:
     if token is not None:  # its name, never its secret
         metrics.TOKEN_UPLOADS.labels(token=token, code=error.code).inc()
         log.info("upload refused (token %s): %s (%s)", token, error, error.code)
-    else:
+    elif request.method == "POST":
         log.info("upload refused: %s (%s)", error, error.code)
+    else:
+        log.info("%s %s refused: %s (%s)", request.method, request.url.path[:80], error, error.code)
     return error_response(request, error)
 
 
@@ -206,7 +207,7 @@ async def http_refusal(request: Request, error: Exception) -> Response:
         message = f"{request.method} is not allowed on {request.url.path[:200]!r}"
     else:
         message = " ".join(str(error.detail).split())[:200]
-    metrics.count_error(request.url.path, code)
+    metrics.count_error(request.method, request.url.path, code)
     return JSONResponse(
         {"error": message, "code": code}, status_code=error.status_code, headers=error.headers
     )
@@ -233,6 +234,7 @@ class GatewayState:
 
     service: ConversionService
     tokens: Tokens
+    delete_tokens: DeleteTokens
     admission: Admission
     max_upload_bytes: int
     body_timeout: float  # seconds a body may take to arrive (408 after)
@@ -293,6 +295,12 @@ async def post_image(request: Request) -> Response:
     if token is not None:  # its name, never its secret
         metrics.TOKEN_UPLOADS.labels(token=token.name, code="ok").inc()
         log.info("upload %s in %r by token %s: answered", name.file_name, folder, token.name)
+    if not answer.deduplicated and answer.id is not None:
+        # Only to the upload that stored the set: a repeat of the same bytes (anyone holding
+        # them) must not be a way to get the right to delete another person's upload.
+        answer = dataclasses.replace(
+            answer, delete_token=gateway.delete_tokens.for_image(answer.id)
+        )
     return JSONResponse(answer_json(answer))
 
 
@@ -428,11 +436,16 @@ def routes(service: ConversionService, files_root: Path | None) -> list[BaseRout
     """The route table: what is served is what is documented."""
     table: list[BaseRoute] = [
         ApiRoute("/", page, operation=PAGE),
-        ApiRoute(
+        ApiRoute.methods_of(
             metrics.UPLOADS_PATH,
-            post_image,
-            methods=["POST"],
-            operation=convert_operation(list(service.presets)),
+            {
+                "POST": (post_image, convert_operation(list(service.presets))),
+                "GET": (list_images, LIST_IMAGES),
+            },
+        ),
+        ApiRoute.methods_of(
+            "/v1/images/{image_id}",
+            {"GET": (get_image, GET_IMAGE), "DELETE": (delete_image_route, DELETE_IMAGE)},
         ),
         ApiRoute(
             "/v1/rebuilds",
@@ -472,6 +485,7 @@ def create_app(
     admission: Admission,
     max_upload_bytes: int,
     files_root: Path | None,
+    delete_tokens: DeleteTokens | None = None,
     body_timeout: float = 60.0,
     spool_dir: Path | None = None,
     readiness: Readiness | None = None,
@@ -502,6 +516,8 @@ def create_app(
     app.state.gateway = GatewayState(
         service=service,
         tokens=tokens,
+        # Without a secret given (tests of other parts), one for this app's life only.
+        delete_tokens=delete_tokens or DeleteTokens(secrets.token_bytes(32)),
         admission=admission,
         max_upload_bytes=max_upload_bytes,
         body_timeout=body_timeout,

@@ -29,7 +29,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            metrics.count_error(scope["path"], TooLarge.code)
+            metrics.count_error(scope["method"], scope["path"], TooLarge.code)
             log.info("upload refused: %d bytes declared, limit %d", int(declared), self.limit)
             await send_refusal(send, TooLarge.over_limit("upload", self.limit))
             return

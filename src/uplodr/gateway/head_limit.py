@@ -67,5 +67,5 @@ class HeadLimit:
         if error is None:
             await self.app(scope, receive, send)
             return
-        metrics.count_error(scope["path"], error.code)
+        metrics.count_error(scope.get("method", ""), scope["path"], error.code)
         await send_refusal(send, error)

@@ -26,11 +26,12 @@ ERRORS = Counter(
 UPLOADS_PATH = "/v1/images"
 
 
-def count_error(path: str, code: str) -> None:
+def count_error(method: str, path: str, code: str) -> None:
     """Count a refusal in `uplodr_errors_total` if it refused an upload: a stray request
     elsewhere (a browser's /favicon.ico, a scanner's probe of /wp-login.php, a missing file under
-    /files) is no upload error and would drown the real ones."""
-    if path == UPLOADS_PATH:
+    /files), or a look-up of a stored image (GET /v1/images), is no upload error and would drown
+    the real ones."""
+    if method == "POST" and path == UPLOADS_PATH:
         ERRORS.labels(code=code).inc()
 
 

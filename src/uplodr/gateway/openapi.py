@@ -21,10 +21,20 @@ from importlib.metadata import version
 from typing import Any, Literal
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
-from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessReport, Rebuild
+from uplodr.answer import (
+    Conversion,
+    ErrorAnswer,
+    Health,
+    ImageList,
+    Presets,
+    ReadinessReport,
+    Rebuild,
+)
 from uplodr.errors import (
     STATUSES,
     Busy,
@@ -42,10 +52,18 @@ SCHEMA_TYPES: tuple[type, ...] = (
     Conversion,
     ErrorAnswer,
     Health,
+    ImageList,
     Presets,
     ReadinessReport,
     Rebuild,
 )
+# An image's own delete token (`uplodr.gateway.delete_tokens`): a header, never in the URL.
+DELETE_TOKEN_SCHEME: JSON = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "Uplodr-Delete-Token",
+    "description": "The `delete_token` of the upload's answer: deletes that image alone.",
+}
 
 
 @dataclass(frozen=True)
@@ -62,7 +80,8 @@ class Operation:
     """What one route takes and answers. `answer` is a dataclass of uplodr.answer (JSON) or a
     media type → schema map; `errors` are the uplodr errors it can raise besides
     `unauthenticated` and `forbidden`, which a route raises when the tokens of its `guard`
-    ("uploads": upload tokens, "metrics": the /metrics guard) are configured."""
+    ("uploads": upload tokens, "metrics": the /metrics guard) are configured, and always with
+    the guard "delete" (an image's delete token, or an upload token when there are some)."""
 
     summary: str
     description: str = ""
@@ -76,13 +95,28 @@ class Operation:
 
 
 class ApiRoute(Route):
-    """A Starlette route that carries its own documentation."""
+    """A Starlette route that carries its own documentation: one endpoint and its operation, or
+    (`ApiRoute.methods_of`) one per method of the same path — one route, so that a method it
+    does not take is answered 405 with an `Allow` header naming all of them."""
 
     def __init__(
         self, path: str, endpoint: Any, *, operation: Operation, methods: list[str] | None = None
     ) -> None:
         super().__init__(path, endpoint, methods=methods)
-        self.operation = operation
+        self.operations = {method: (endpoint.__name__, operation) for method in self.methods or ()}
+
+    @classmethod
+    def methods_of(cls, path: str, handlers: dict[str, tuple[Any, Operation]]) -> ApiRoute:
+        """One route of `path` whose requests go to the endpoint of their method."""
+
+        async def endpoint(request: Request) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            answer: Response = await handlers[method][0](request)
+            return answer
+
+        route = cls(path, endpoint, operation=Operation(""), methods=list(handlers))
+        route.operations = {m: (h.__name__, op) for m, (h, op) in handlers.items()}
+        return route
 
 
 class ApiMount(Mount):
@@ -167,7 +201,12 @@ def _operation(operation: Operation, operation_id: str, guarded: Collection[str]
         responses["200"] = {"description": "OK", "content": content}
     responses.update(operation.other_responses)
     errors = list(operation.errors)
-    if operation.guard in guarded:
+    if operation.guard == "delete":
+        document["security"] = [{"delete_token": []}]
+        if "uploads" in guarded:
+            document["security"].append({"bearer": []})
+        errors += [Unauthenticated, Forbidden]
+    elif operation.guard in guarded:
         document["security"] = [{"bearer": []}]
         errors += [Unauthenticated, Forbidden]
     responses.update(_error_responses(errors))
@@ -179,21 +218,23 @@ def openapi_document(routes: Sequence[BaseRoute], *, guarded: Collection[str] = 
     """The document of these routes; `guarded`: the guards (`Operation.guard`) that require a
     bearer token on this gateway."""
     paths: dict[str, JSON] = defaultdict(dict)
+    schemes: JSON = {}
     for route in routes:
         if isinstance(route, ApiRoute):
-            methods = sorted((route.methods or {"GET"}) - {"HEAD"})
-            for method in methods:
-                operation_id = route.name if len(methods) == 1 else f"{method.lower()}_{route.name}"
-                paths[route.path][method.lower()] = _operation(
-                    route.operation, operation_id, guarded
-                )
+            for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+                name, operation = route.operations[method]
+                if operation.guard == "delete":
+                    schemes["delete_token"] = DELETE_TOKEN_SCHEME
+                paths[route.path][method.lower()] = _operation(operation, name, guarded)
         elif isinstance(route, ApiMount):
             path = f"{route.path}/{{{route.param}}}"
             paths[path]["get"] = _operation(route.operation, f"get_{route.param}", guarded)
     _, schemas = msgspec.json.schema_components(SCHEMA_TYPES, ref_template=REF)
     components: JSON = {"schemas": schemas}
     if guarded:
-        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+    if schemes:
+        components["securitySchemes"] = dict(sorted(schemes.items()))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
-from uplodr.answer import Conversion, ErrorAnswer, Health, Presets, ReadinessReport, Rebuild
+from uplodr.answer import (
+    Conversion,
+    ErrorAnswer,
+    Health,
+    ImageList,
+    Presets,
+    ReadinessReport,
+    Rebuild,
+)
 from uplodr.errors import (
     Busy,
     CorruptImage,
@@ -150,6 +158,54 @@ def convert_operation(preset_names: Sequence[str]) -> Operation:
 UPLOAD_PARAMS: Final[tuple[str, ...]] = tuple(p.name for p in convert_operation(()).params)
 
 
+IMAGE_ID = Param(
+    "image_id",
+    "The image's id, `id` of its upload's answer.",
+    where="path",
+    schema={"type": "string", "pattern": "^img_[A-Za-z0-9_-]+$", "maxLength": 600},
+)
+GET_IMAGE = Operation(
+    summary="An image's stored answer, from its manifest (no machine)",
+    description="The answer its upload got — variants, size, placeholder, `<picture>` markup "
+    "with the upload's alt text — with `deduplicated` true, no timings, no job and no "
+    "`delete_token` (that is given once, to the upload that stored the set). With tokens, "
+    "the token's prefixes must cover the image's folder.",
+    params=(IMAGE_ID,),
+    answer=Conversion,
+    errors=(InvalidRequest, NotFound, UriTooLong, HeadersTooLarge, StorageUnavailable),
+    guard="uploads",
+)
+LIST_IMAGES = Operation(
+    summary="The stored images under a folder (its subfolders too), newest first, a page at a time",
+    description="Each image as GET /v1/images/{id} answers it. `next_cursor` is null after the "
+    "last page. With tokens, the token's prefixes must cover the folder (the root: a token "
+    "allowed everywhere).",
+    params=(
+        replace(FOLDER, description="The folder to list (with its subfolders); empty: all."),
+        Param("cursor", "`next_cursor` of the page before; left out: the first page."),
+        Param(
+            "limit",
+            "Images per page (default 50).",
+            schema={"type": "integer", "minimum": 1, "maximum": 1000},
+        ),
+    ),
+    answer=ImageList,
+    errors=(InvalidRequest, UriTooLong, HeadersTooLarge, StorageUnavailable),
+    guard="uploads",
+)
+DELETE_IMAGE = Operation(
+    summary="Delete an image everywhere: every variant, width, original and its manifest",
+    description="In every store and mirror, the manifest first (a half-deleted set is never "
+    "answered as complete). Needs the image's `delete_token` in the `Uplodr-Delete-Token` "
+    "header, or (with tokens) a bearer token whose prefixes cover the image's folder — also "
+    "on a gateway without tokens. 204 when it is gone; 404 when nothing of it was left (a "
+    "repeat); 503 when a store could not be reached: what was deleted stays deleted, and a "
+    "retry finishes. Another name's set of the same bytes is never touched.",
+    params=(IMAGE_ID,),
+    other_responses={"204": {"description": "Deleted from every store"}},
+    errors=(InvalidRequest, NotFound, UriTooLong, HeadersTooLarge, StorageUnavailable),
+    guard="delete",
+)
 HEALTHZ = Operation(summary="Liveness: the gateway answers", answer=Health, tag="operations")
 READYZ = Operation(
     summary="Readiness: every store writable and the provider reachable",

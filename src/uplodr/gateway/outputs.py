@@ -108,8 +108,11 @@ async def publish_outputs(
     stem: str,
     digest: str,
     preset_json: str,
+    file_name: str = "",
+    alt: str = "",
 ) -> Published:
-    """Publish one file's checked outputs under the job's keys (all or nothing, manifest last)."""
+    """Publish one file's checked outputs under the job's keys (all or nothing, manifest last);
+    the manifest also keeps the upload's file name and alt text (the answer of a later GET)."""
     blobs = checked_blobs(response.variants, outputs)
     placeholder = response.placeholder if response.placeholder.thumbhash else None
     info = SetInfo(
@@ -122,5 +125,7 @@ async def publish_outputs(
         }
         if placeholder is not None
         else None,
+        file_name,
+        alt,
     )
     return await publisher.publish(folder, stem, digest, blobs, preset_json, info)

@@ -2,9 +2,12 @@
 deployments have no internet): the upload page — several files at once (3 in flight), each with
 its upload progress (XHR upload events), its conversion state, then a gallery card with the
 image's placeholder until its preview has loaded, its variants, sizes and copy buttons, and the
-answer's `<picture>` markup to copy, or the server's error; a preset picker when the gateway has
-named presets (GET /v1/presets) and an alt text field for the markup — and /docs, which renders
-/openapi.json for people. The markup is shown as text (never parsed into the page).
+answer's `<picture>` markup to copy, or the server's error; a Delete button on each card (two
+clicks: "Delete", then "Delete for good?"), which sends the answer's `delete_token` in its header
+— or, for an image answered from storage, which has none, the token field's gateway token; a
+preset picker when the gateway has named presets (GET /v1/presets) and an alt text field for the
+markup — and /docs, which renders /openapi.json for people. The markup is shown as text (never
+parsed into the page).
 
 Browsers ask every site for /favicon.ico; `FAVICON` answers it (a tiny SVG), so a visit does
 not leave a 404 in the log and the metrics."""
@@ -61,6 +64,11 @@ UPLOAD_PAGE = """<!doctype html>
   button.copy { font: inherit; font-size: .78rem; padding: .1rem .45rem; border: 1px solid #bbb; border-radius: 5px; background: #f7f7f7; cursor: pointer; }
   button.copy.done { border-color: var(--good); color: var(--good); }
   .actions { display: flex; gap: .4rem; flex-wrap: wrap; }
+  button.delete { font: inherit; font-size: .78rem; padding: .1rem .45rem; border: 1px solid #e3a1ab; border-radius: 5px; background: #fff; color: var(--bad); cursor: pointer; margin-left: auto; }
+  button.delete.armed { background: var(--bad); color: #fff; }
+  button.delete:disabled { opacity: .5; cursor: default; }
+  .card[data-state="deleted"] { opacity: .6; }
+  .card[data-state="deleted"] table, .card[data-state="deleted"] pre, .card[data-state="deleted"] .actions { display: none; }
 </style>
 </head>
 <body>
@@ -184,7 +192,46 @@ function showConversion(view, body) {
     view.box.append(el("pre", { className: "markup", textContent: body.html }),
       el("div", { className: "actions" }, copyButton("Copy <picture>", body.html)));
   }
+  if (body.id) view.box.append(el("div", { className: "actions" }, deleteButton(view, body)));
   counts.done++; showSummary();
+}
+
+// Delete: the answer's own delete token (in a header, never the URL); an image answered from
+// storage has none, and then only a gateway token in the token field can delete it.
+function deleteButton(view, body) {
+  const button = el("button", { type: "button", className: "delete", textContent: "Delete" });
+  const token = () => document.getElementById("token").value;
+  if (!body.delete_token) button.title = "answered from storage: deleting it needs a gateway token";
+  button.addEventListener("click", () => {
+    if (!button.classList.contains("armed")) {  // the first click only asks
+      button.classList.add("armed"); button.textContent = "Delete for good?";
+      return;
+    }
+    const headers = {};
+    if (body.delete_token) headers["Uplodr-Delete-Token"] = body.delete_token;
+    else if (token()) headers["authorization"] = "Bearer " + token();
+    button.disabled = true;
+    fetch("/v1/images/" + encodeURIComponent(body.id), { method: "DELETE", headers })
+      .then(async (r) => {
+        if (r.status === 204 || r.status === 404) {
+          view.box.dataset.state = "deleted";
+          view.state.textContent = r.status === 204 ? "deleted from every store" : "already deleted";
+          const preview = view.box.querySelector("img.preview");
+          if (preview) preview.remove();
+          button.remove();
+          return;
+        }
+        let message = "HTTP " + r.status;
+        try { const e = await r.json(); message = e.error + " (" + e.code + ", HTTP " + r.status + ")"; } catch (err) {}
+        view.state.textContent = "not deleted: " + message;
+        button.disabled = false; button.classList.remove("armed"); button.textContent = "Delete";
+      })
+      .catch(() => {
+        view.state.textContent = "not deleted: the server could not be reached";
+        button.disabled = false; button.classList.remove("armed"); button.textContent = "Delete";
+      });
+  });
+  return button;
 }
 
 // The form as it is when files are added: each keeps its folder, preset and alt text.

@@ -3,7 +3,7 @@
     listen (bind the port: one in use is one line) → load tokens → check exposure → resolve
     stores → open provider → check stores reachable → check provider → open stores → check
     writable → open dispatcher → open pool → start reaper loop → admission (bound of uploads in
-    flight, spool folder) → serve HTTP
+    flight, spool folder) → the delete-token secret (made on the first start) → serve HTTP
     (with /readyz checking the stores and the provider again on demand)
 
 Each step that opens something registers its closing on one AsyncExitStack, so a failure at any
@@ -42,6 +42,14 @@ from uplodr.errors import ProviderError, UplodrError, WorkerUnavailable
 from uplodr.gateway import metrics
 from uplodr.gateway.admission import Admission
 from uplodr.gateway.app import create_app
+from uplodr.gateway.delete_tokens import (
+    SECRET_BYTES,
+    DeleteTokens,
+    SecretError,
+    SecretNotCreated,
+    create_secret,
+    read_secret,
+)
 from uplodr.gateway.head_limit import READ_HEAD_BYTES
 from uplodr.gateway.readiness import Check, Readiness
 from uplodr.gateway.service import ConversionService
@@ -95,6 +103,7 @@ class GatewayOptions:
     spool_budget: int | None = None  # bytes on the spool disk; None: no bound beyond in-flight
     spool_dir: Path | None = None  # None: the system's temporary folder
     body_timeout: float = 60.0  # seconds a request body may take to arrive
+    secret_file: Path | None = None  # --secret-file; None: data_dir()/secret, made when absent
 
 
 class StartupError(Exception):
@@ -150,6 +159,31 @@ def load_tokens(options: GatewayOptions) -> Tokens:
         )
         return Tokens(tuple(uploads), metrics_token)
     except TokensError as error:
+        raise StartupError(str(error)) from None
+
+
+def load_delete_tokens(options: GatewayOptions) -> DeleteTokens:
+    """The secret images' delete tokens derive from: `--secret-file` (which must exist), or
+    the one in the data folder, made on the first start (one log line says where; never the
+    secret itself)."""
+    try:
+        if options.secret_file is not None:
+            return DeleteTokens(read_secret(options.secret_file))
+        path = data_dir() / "secret"
+        try:
+            created = create_secret(path)
+        except SecretNotCreated as error:
+            log.warning(
+                "%s; delete tokens use a secret of this process only and stop working when it "
+                "restarts (give --secret-file to keep them)",
+                error,
+            )
+            return DeleteTokens(secrets.token_bytes(SECRET_BYTES))
+        if created is not None:
+            log.info("made a new secret for delete tokens in %s (mode 0600; keep it)", path)
+            return DeleteTokens(created)
+        return DeleteTokens(read_secret(path))
+    except SecretError as error:
         raise StartupError(str(error)) from None
 
 
@@ -369,10 +403,14 @@ async def open_gateway(
         )
         start_reaper(stack, provider, options.reap_interval)
         admission = open_admission(options, service)
+        # Late, once everything else is known to work: a start that fails for another reason
+        # says that one line only, and makes no secret.
+        delete_tokens = load_delete_tokens(options)
         primary = publisher.primary
         app = create_app(
             service,
             tokens=tokens,
+            delete_tokens=delete_tokens,
             admission=admission,
             max_upload_bytes=options.max_upload_bytes,
             body_timeout=options.body_timeout,

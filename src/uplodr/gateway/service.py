@@ -33,6 +33,7 @@ from uplodr.gateway.spool import Spooled
 from uplodr.names import SafeName
 from uplodr.preset import OriginalMode, Preset
 from uplodr.storage import Publisher
+from uplodr.storage.catalog import ImageRef
 from uplodr.storage.keys import content_digest
 
 log = logging.getLogger("uplodr.gateway")
@@ -127,11 +128,12 @@ class ConversionService:
         started = time.monotonic()
         choice = choice or self.choose()
         digest = content_digest(spooled.sha256, choice.effective.fingerprint())
+        ref = ImageRef(folder, name.stem, self.publisher.key_digest(digest))
         known = await self.publisher.lookup(folder, name.stem, digest)
         if known is not None:
             metrics.UPLOADS.labels(outcome="deduplicated").inc()
             timings = {"total": round(time.monotonic() - started, 4)}
-            return from_storage(known, name.file_name, folder, alt, timings)
+            return from_storage(known, name.file_name, ref, alt, timings)
         with tempfile.TemporaryDirectory(prefix="uplodr-outputs-") as outputs:
             source = UploadSource(
                 spooled.path,
@@ -153,6 +155,8 @@ class ConversionService:
                 name.stem,
                 digest,
                 choice.effective.to_json(),
+                name.file_name,
+                alt,
             )
         stored = time.monotonic() - publish_started
         result.timings.store += stored
@@ -167,4 +171,4 @@ class ConversionService:
             result.timings.machine_seconds,
             cost,
         )
-        return from_job(result, published, alt)
+        return from_job(result, published, alt, ref)

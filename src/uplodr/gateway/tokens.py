@@ -58,12 +58,13 @@ class Token:
     def may_write(self, folder: str) -> bool:
         return any(p == "" or folder == p or folder.startswith(p + "/") for p in self.prefixes)
 
-    def check_folder(self, folder: str) -> None:
-        """Forbidden (403, one line) when this token may not write to `folder`."""
+    def check_folder(self, folder: str, doing: str = "write to") -> None:
+        """Forbidden (403, one line) when this token may not write to `folder` (nor read, list
+        or delete there: its prefixes bound all it does)."""
         if not self.may_write(folder):
             shown = folder if len(folder) <= 60 else folder[:59] + "…"
             allowed = ", ".join(f"{p}/" for p in self.prefixes)
-            raise Forbidden(f"token {self.name!r} may not write to {shown!r}; only under {allowed}")
+            raise Forbidden(f"token {self.name!r} may not {doing} {shown!r}; only under {allowed}")
 
 
 class _Entry(msgspec.Struct, forbid_unknown_fields=True):

@@ -32,13 +32,14 @@ import stamina
 
 from uplodr.errors import InvalidRequest, StorageUnavailable, UplodrError
 from uplodr.storage.base import IMMUTABLE_CACHE_CONTROL, MANIFEST_CACHE_CONTROL, Store
-from uplodr.storage.catalog import parse_manifest as _parse_manifest
+from uplodr.storage.catalog import parse_manifest
 from uplodr.storage.keys import manifest_key, variant_key
 
 KeyMode = Literal["digest", "name"]
 MANIFEST_MIME = "application/json"
 # 2: variants carry format and role; the set its intrinsic size and placeholder (`SetInfo`).
-MANIFEST_VERSION = 2
+# 3: and the upload's file name and alt text, so GET /v1/images/{id} answers as the upload did.
+MANIFEST_VERSION = 3
 # How long a failed job keeps trying to remove what it wrote. A store that is down for a short
 # while (a proxy restart) comes back within this; objects left after it carry no manifest, so
 # they are incomplete by definition and never returned. The client's error waits for this.
@@ -87,15 +88,24 @@ class StoredVariant:
 class SetInfo:
     """What an answer needs beyond its variants, kept in the manifest so that a repeated upload
     answered from storage gets the same answer: the intrinsic size of the full-size output and
-    the placeholder (strings storage does not interpret)."""
+    the placeholder (strings storage does not interpret); and (version 3) the file name and alt
+    text of the upload that stored the set, for the answer of GET /v1/images/{id}."""
 
     width: int
     height: int
     placeholder: Mapping[str, str] | None = None
+    file_name: str = ""  # "": a manifest from before version 3
+    alt: str = ""
 
     def as_json(self) -> dict[str, Any]:
         placeholder = dict(self.placeholder) if self.placeholder is not None else None
-        return {"width": self.width, "height": self.height, "placeholder": placeholder}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "placeholder": placeholder,
+            "file_name": self.file_name,
+            "alt": self.alt,
+        }
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> SetInfo | None:
@@ -105,7 +115,14 @@ class SetInfo:
             return None
         raw = manifest.get("placeholder")
         placeholder = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else None
-        return cls(width, height, placeholder)
+        file_name, alt = manifest.get("file_name"), manifest.get("alt")
+        return cls(
+            width,
+            height,
+            placeholder,
+            file_name if isinstance(file_name, str) else "",
+            alt if isinstance(alt, str) else "",
+        )
 
 
 @dataclass(frozen=True)
@@ -152,7 +169,8 @@ class Publisher:
         for store in self.stores:
             await store.aclose()
 
-    def _key_digest(self, digest: str) -> str | None:
+    def key_digest(self, digest: str) -> str | None:
+        """The digest as the set's keys carry it: None in name mode."""
         return digest if self.key_mode == "digest" else None
 
     # -- dedupe ----------------------------------------------------------------------------------
@@ -160,13 +178,14 @@ class Publisher:
     async def lookup(self, folder: str, stem: str, digest: str) -> Published | None:
         """The stored variants of an identical earlier upload (same bytes, preset and folder),
         read from the primary store's manifest; None when there is none."""
-        key = manifest_key(folder, stem, self._key_digest(digest))
-        manifest = _parse_manifest(await self.primary.get(key))
+        key = manifest_key(folder, stem, self.key_digest(digest))
+        manifest = parse_manifest(await self.primary.get(key))
         if manifest is None or manifest.get("digest") != digest:
             return None
-        return self._from_manifest(manifest)
+        return self.from_manifest(manifest)
 
-    def _from_manifest(self, manifest: dict[str, Any]) -> Published:
+    def from_manifest(self, manifest: dict[str, Any]) -> Published:
+        """A stored set as its manifest describes it, with URLs of the primary store."""
         variants = self._variants_from_manifest(manifest)
         return Published(variants, deduplicated=True, info=SetInfo.from_manifest(manifest))
 
@@ -197,7 +216,7 @@ class Publisher:
         info: SetInfo | None = None,
     ) -> Published:
         """Store every blob in every store, then the manifest (with `info`); all or nothing."""
-        key_digest = self._key_digest(digest)
+        key_digest = self.key_digest(digest)
         planned = [(variant_key(folder, stem, key_digest, b.suffix, b.ext), b) for b in blobs]
         keys = [key for key, _ in planned]
         if len(set(keys)) != len(keys):
@@ -299,7 +318,7 @@ class Publisher:
         job.uncertain.remove(mkey)
         job.manifest_created = created
         if not created and self.key_mode == "name":
-            existing = _parse_manifest(await job.store.get(mkey))
+            existing = parse_manifest(await job.store.get(mkey))
             if existing is None or existing.get("digest") != json.loads(manifest)["digest"]:
                 raise NameTaken(
                     f"{mkey!r} was published by another upload in {job.store.description} "
@@ -317,7 +336,7 @@ class Publisher:
     async def _check_name_free(self, mkey: str, digest: str) -> Published | None:
         """Name mode: the same content already published → that; other content → NameTaken."""
         manifests = await asyncio.gather(*(store.get(mkey) for store in self.stores))
-        parsed = [_parse_manifest(raw) for raw in manifests]
+        parsed = [parse_manifest(raw) for raw in manifests]
         for store, raw, manifest in zip(self.stores, manifests, parsed, strict=True):
             if raw is not None and (manifest is None or manifest.get("digest") != digest):
                 raise NameTaken(
@@ -326,7 +345,7 @@ class Publisher:
                 )
         if all(manifest is not None for manifest in parsed):
             assert parsed[0] is not None
-            return self._from_manifest(parsed[0])
+            return self.from_manifest(parsed[0])
         return None
 
     async def _roll_back(self, jobs: list[_StoreJob], mkey: str, digest: str) -> None:
@@ -338,7 +357,7 @@ class Publisher:
             if job.uncertain:
                 committed = None
                 with contextlib.suppress(Exception):
-                    committed = _parse_manifest(await job.store.get(mkey))
+                    committed = parse_manifest(await job.store.get(mkey))
                 if committed is None or committed.get("digest") != digest or job.manifest_created:
                     doomed += job.uncertain
             if job.manifest_created:
