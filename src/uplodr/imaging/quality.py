@@ -1,0 +1,198 @@
+"""Perceptual quality: the SSIMULACRA2 score of an encode, and the encoder setting with the
+fewest bytes that meets a preset's target.
+
+The score is SSIMULACRA2 (PyPI `ssimulacra2`, pinned), 100 = identical, ~90 visually lossless,
+~70 "high quality" web, ~50 medium. It is computed on a CENTRE CROP of `CROP` px square: the
+crop is encoded at a trial setting and scored at 1:1 against the same crop of the decoded
+source, and only the chosen setting is encoded at full size. bench/quality_study.py measured that
+this agrees with the full encode's score within ±2 points on the corpus (docs/benchmarks.md), for
+~1/45 of a 12 MP encode per trial; one score of a 512² crop costs ~0.15 CPU-s.
+
+The search (`search`): start from a per-format setting that the study found typical for the
+target, step by the measured points per setting unit (a secant once two trials are known), then
+bisect between the highest failing and the lowest passing setting until they are `STEP` apart or
+`MAX_TRIALS` crops are scored. The lowest passing setting wins; when none passes, the highest
+tried (its score says it fell short).
+
+Imported by the worker's imaging only (numpy and scipy stay out of the gateway and the client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import pyvips
+from ssimulacra2 import ssimulacra2 as reference_impl
+
+METRIC: Final = "ssimulacra2"
+# Side of the scored centre crop (the whole image when smaller).
+CROP: Final = 512
+# At most this many crops are encoded and scored per format and width.
+MAX_TRIALS: Final = 5
+# Stop when the lowest passing and highest failing settings are this close.
+STEP: Final = 2
+
+Pixels = npt.NDArray[np.float64]
+
+
+def centre_crop(image: pyvips.Image, side: int = CROP) -> pyvips.Image:
+    """The centre `side`² of `image` (its whole width or height when smaller), in memory.
+    Offsets are multiples of 16 so JPEG blocks and chroma subsampling line up with the full
+    image's."""
+    width, height = min(side, int(image.width)), min(side, int(image.height))
+    left = (int(image.width) - width) // 2 // 16 * 16
+    top = (int(image.height) - height) // 2 // 16 * 16
+    return image.crop(left, top, width, height).copy_memory()
+
+
+def _rgb(image: pyvips.Image) -> Pixels:
+    """sRGB samples 0..255 as float64 HxWx3; alpha composited onto mid grey (as the reference
+    tool does with a 0.5 background)."""
+    if image.hasalpha():
+        image = image.flatten(background=[128] * (image.bands - 1))
+    if image.bands < 3:
+        image = image.colourspace("srgb")
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    array = np.asarray(image.numpy(), dtype=np.float64)
+    rgb: Pixels = array[:, :, :3]
+    return rgb
+
+
+def _xyb(linear: Pixels) -> Pixels:
+    xyb: Pixels = reference_impl.make_positive_xyb(reference_impl.linear_rgb_to_xyb(linear))
+    return xyb
+
+
+@dataclass
+class _Scale:
+    image: Pixels  # positive XYB
+    mu: Pixels
+    sigma_sq: Pixels
+
+
+class Reference:
+    """The source side of SSIMULACRA2, computed once and scored against many trials.
+
+    The same steps as `ssimulacra2.compute_ssimulacra2` (its own functions, in its order),
+    split so a search does not redo the reference's blurs for every trial (~40 % of a score)."""
+
+    def __init__(self, image: pyvips.Image) -> None:
+        self.width = int(image.width)
+        self.height = int(image.height)
+        self._scales: list[_Scale] = []
+        linear = reference_impl.srgb_to_linear(_rgb(image))
+        for scale in range(reference_impl.kNumScales):
+            if linear.shape[0] < 8 or linear.shape[1] < 8:
+                break
+            if scale:
+                linear = reference_impl.downsample(linear, 2, 2)
+                if linear.shape[0] < 8 or linear.shape[1] < 8:
+                    break
+            xyb = _xyb(linear)
+            blur = reference_impl.blur_image
+            self._scales.append(_Scale(xyb, blur(xyb), blur(xyb * xyb)))
+
+    def score(self, distorted: pyvips.Image) -> float:
+        """SSIMULACRA2 of `distorted` (decoded, the reference's size) against the reference."""
+        if (int(distorted.width), int(distorted.height)) != (self.width, self.height):
+            raise ValueError("the distorted image is not the reference's size")
+        blur = reference_impl.blur_image
+        result = reference_impl.Msssim()
+        linear = reference_impl.srgb_to_linear(_rgb(distorted))
+        for index, ref in enumerate(self._scales):
+            if index:
+                linear = reference_impl.downsample(linear, 2, 2)
+            xyb = _xyb(linear)
+            mu = blur(xyb)
+            scale = reference_impl.MsssimScale()
+            scale.avg_ssim = reference_impl.ssim_map(
+                ref.mu, mu, ref.sigma_sq, blur(xyb * xyb), blur(ref.image * xyb)
+            )
+            scale.avg_edgediff = reference_impl.edge_diff_map(ref.image, ref.mu, xyb, mu)
+            result.scales.append(scale)
+        return float(result.score())
+
+    def score_bytes(self, data: bytes) -> float:
+        """The score of an encoded file (any format libvips reads) of the reference's size."""
+        return self.score(pyvips.Image.new_from_buffer(data, ""))
+
+
+@dataclass(frozen=True)
+class Trial:
+    setting: int
+    score: float
+    size: int  # bytes of the encoded crop
+
+
+@dataclass(frozen=True)
+class Found:
+    setting: int
+    score: float  # of the crop at `setting`
+    trials: tuple[Trial, ...]
+
+
+def search(
+    trial: Callable[[int], Trial],
+    target: float,
+    start: int,
+    slope: float,
+    low: int = 1,
+    high: int = 100,
+    max_trials: int = MAX_TRIALS,
+) -> Found:
+    """The lowest setting in low..high whose trial scores at least `target`, assuming the
+    score grows with the setting. `slope`: expected score points per setting unit."""
+    tried: dict[int, Trial] = {}
+    failing, passing = low - 1, high + 1  # highest failing, lowest passing setting
+    setting = min(max(start, low), high)
+    while len(tried) < max_trials:
+        result = tried[setting] = trial(setting)
+        if result.score >= target:
+            passing = min(passing, setting)
+        else:
+            failing = max(failing, setting)
+        if passing - failing <= STEP or (passing == low) or (failing == high):
+            break
+        setting = _next(tried, target, slope, failing, passing, low, high)
+        if setting in tried:
+            break
+    chosen = tried[passing] if passing in tried else max(tried.values(), key=_by_setting)
+    return Found(chosen.setting, chosen.score, tuple(tried.values()))
+
+
+def _by_setting(trial: Trial) -> int:
+    return trial.setting
+
+
+def _next(
+    tried: dict[int, Trial],
+    target: float,
+    slope: float,
+    failing: int,
+    passing: int,
+    low: int,
+    high: int,
+) -> int:
+    """A secant step from the nearest trials (the study's slope until there are two), kept
+    strictly between the failing and passing bounds; the midpoint when it would leave them."""
+    ordered = sorted(tried.values(), key=lambda t: abs(t.score - target))
+    last = ordered[0]
+    if len(ordered) > 1:
+        other = ordered[1]
+        if other.setting != last.setting:
+            measured = (other.score - last.score) / (other.setting - last.setting)
+            if measured > 0.05:
+                slope = measured
+    guess = round(last.setting + (target - last.score) / slope)
+    if last.score < target:
+        guess += 1  # aim just past the target: a miss below costs another trial
+    lower = max(failing, low - 1)
+    upper = min(passing, high + 1)
+    if not lower < guess < upper:
+        guess = (lower + upper) // 2
+    return min(max(guess, low), high)

@@ -1,0 +1,124 @@
+"""Encode one variant at the fewest bytes that meet the preset's quality target.
+
+Trials are cheap: a SAMPLE of the image — four 256² tiles from its four quarters, joined into
+one 512² image — is encoded alone at a trial setting and scored against the same sample of the
+source (`quality.search`). The full image is encoded once at the setting found, and the same
+sample is cut from that encode and scored: the score of what is served, the receipt's. When it
+misses (WebP's segment quantisers follow the whole image's statistics, so a sample encoded alone
+can look better or worse than the same pixels in the full encode: up to ~10 points on
+Landscape_6.jpg), the search runs again once with the target moved by the measured offset and the
+full image is encoded a second time; the smaller encode that meets the target wins.
+
+bench/quality_study.py measured the sample's score of a full encode against the whole image's
+score: docs/benchmarks.md has the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import pyvips
+
+from uplodr.imaging import quality
+from uplodr.preset import Preset
+
+# A full encode that scores at least target - BELOW is kept; one above target + ABOVE is
+# searched again lower (bytes wasted).
+BELOW: Final = 1.0
+ABOVE: Final = 3.0
+TILE: Final = 256
+
+# Per format: the setting that meets SSIMULACRA2 75 on a typical corpus photo, and the score
+# points per setting unit around it (bench/quality_study.py). Only the search's first guess.
+PRIOR: Final[dict[str, tuple[int, float]]] = {
+    "webp": (78, 0.7),
+    "avif": (61, 0.75),
+    "jpeg": (66, 0.75),
+}
+DEFAULT_PRIOR: Final = (75, 0.7)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The quality a variant was delivered at."""
+
+    metric: str  # "ssimulacra2"
+    score: float  # of the served bytes, on the sample, rounded to 0.1
+    setting: int  # the encoder setting used (the format's quality)
+    encodes: int  # sample trials plus full-size encodes
+    saved: float  # share of bytes saved against the preset's fixed setting (sample estimate)
+    source: str = "encoded"  # "encoded", or "upload": the upload losslessly optimized
+
+
+def sample(image: pyvips.Image) -> pyvips.Image:
+    """Four TILE² tiles centred in the image's quarters, joined 2x2 (the whole image when it
+    is not larger than two tiles each way). Offsets are multiples of 16 (JPEG blocks)."""
+    width, height = int(image.width), int(image.height)
+    if width <= 2 * TILE and height <= 2 * TILE:
+        return image.copy_memory()
+    side_w, side_h = min(TILE, width // 2), min(TILE, height // 2)
+    tiles = []
+    for y in (height // 4, 3 * height // 4):
+        for x in (width // 4, 3 * width // 4):
+            left = max(0, min(width - side_w, (x - side_w // 2) // 16 * 16))
+            top = max(0, min(height - side_h, (y - side_h // 2) // 16 * 16))
+            tiles.append(image.crop(left, top, side_w, side_h))
+    joined: pyvips.Image = pyvips.Image.arrayjoin(tiles, across=2)
+    return joined.copy_memory()
+
+
+def encode(
+    image: pyvips.Image,
+    preset: Preset,
+    setting_name: str,
+    target: float,
+    save: Callable[[pyvips.Image, Preset], bytes],
+) -> tuple[bytes, Receipt]:
+    """The full-size encode of `image` with the fewest bytes that scores `target`, by driving
+    the preset's `setting_name` (e.g. "webp_quality")."""
+    fixed = int(getattr(preset, setting_name))
+    fmt = setting_name.removesuffix("_quality")
+    at_75, slope = PRIOR.get(fmt, DEFAULT_PRIOR)
+    start = round(at_75 + (target - 75) / slope)
+    tiles = sample(image)
+    reference = quality.Reference(tiles)
+    trials: dict[int, quality.Trial] = {}
+
+    def at(setting: int) -> Preset:
+        return preset.with_changes(**{setting_name: setting})
+
+    def trial(setting: int) -> quality.Trial:
+        if setting not in trials:
+            data = save(tiles, at(setting))
+            trials[setting] = quality.Trial(setting, reference.score_bytes(data), len(data))
+        return trials[setting]
+
+    goal = target
+    fulls: list[tuple[bytes, float, int]] = []  # data, score of its sample, setting
+    for _round in range(2):
+        found = quality.search(trial, goal, start, slope, max_trials=quality.MAX_TRIALS)
+        if any(setting == found.setting for _, _, setting in fulls):
+            break
+        data = save(image, at(found.setting))
+        served = reference.score(sample(pyvips.Image.new_from_buffer(data, "")))
+        fulls.append((data, served, found.setting))
+        if target - BELOW <= served <= target + ABOVE:
+            break
+        goal = goal + (trials[found.setting].score - served)  # the sample's measured offset
+        start = found.setting
+    meeting = [full for full in fulls if full[1] >= target - BELOW]
+    data, served, setting = (
+        min(meeting, key=lambda full: len(full[0])) if meeting else max(fulls, key=_score)
+    )
+    fixed_size = len(save(tiles, at(fixed))) if fixed not in trials else trials[fixed].size
+    saved = 1 - trials[setting].size / fixed_size if fixed_size else 0.0
+    receipt = Receipt(
+        quality.METRIC, round(served, 1), setting, len(trials) + len(fulls), round(saved, 3)
+    )
+    return data, receipt
+
+
+def _score(full: tuple[bytes, float, int]) -> float:
+    return full[1]
