@@ -1,17 +1,16 @@
-"""Perceptual quality: the SSIMULACRA2 score of an encode, and the encoder setting with the
-fewest bytes that meets a preset's target.
+"""Perceptual quality: the SSIMULACRA2 score of an encode, and the search for the lowest
+encoder setting that meets a target.
 
-The score is SSIMULACRA2 (PyPI `ssimulacra2`, pinned), 100 = identical, ~90 visually lossless,
-~70 "high quality" web, ~50 medium. It is computed on a CENTRE CROP of `CROP` px square: the
-crop is encoded at a trial setting and scored at 1:1 against the same crop of the decoded
-source, and only the chosen setting is encoded at full size. bench/quality_study.py measured that
-this agrees with the full encode's score within ±2 points on the corpus (docs/benchmarks.md), for
-~1/45 of a 12 MP encode per trial; one score of a 512² crop costs ~0.15 CPU-s.
+SSIMULACRA2 (PyPI `ssimulacra2`, pinned; numpy + scipy): 100 = identical, ~90 visually
+lossless, ~70 "high quality" web, ~50 medium. Chosen over butteraugli and DSSIM because it is
+the metric the issue's figures and the JPEG XL project tune against, and the only one of the
+three with a maintained pure-wheel Python package (no native build). It is not cheap: ~0.1 CPU-s
+and ~0.1-0.2 GB for a 512² image, so the worker scores samples (`targeted`), never a 12 MP image.
 
 The search (`search`): start from a per-format setting that the study found typical for the
 target, step by the measured points per setting unit (a secant once two trials are known), then
 bisect between the highest failing and the lowest passing setting until they are `STEP` apart or
-`MAX_TRIALS` crops are scored. The lowest passing setting wins; when none passes, the highest
+`MAX_TRIALS` trials are scored. The lowest passing setting wins; when none passes, the highest
 tried (its score says it fell short).
 
 Imported by the worker's imaging only (numpy and scipy stay out of the gateway and the client).
@@ -19,6 +18,7 @@ Imported by the worker's imaging only (numpy and scipy stay out of the gateway a
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -29,14 +29,18 @@ import pyvips
 from ssimulacra2 import ssimulacra2 as reference_impl
 
 METRIC: Final = "ssimulacra2"
-# Side of the scored centre crop (the whole image when smaller).
+# Side of a centre crop (bench/quality_study.py compares it with the pipeline's sample).
 CROP: Final = 512
 # At most this many crops are encoded and scored per format and width.
-MAX_TRIALS: Final = 5
+MAX_TRIALS: Final = 4
 # Stop when the lowest passing and highest failing settings are this close.
 STEP: Final = 2
 
 Pixels = npt.NDArray[np.float64]
+
+# One score at a time in the process: a 512² score holds ~0.1-0.2 GB of float64 arrays, and the
+# other encode thread may be an AVIF encode (~18-27 MB per megapixel) on a 512 MB machine.
+_SCORING = threading.Lock()
 
 
 def centre_crop(image: pyvips.Image, side: int = CROP) -> pyvips.Image:
@@ -82,6 +86,10 @@ class Reference:
     split so a search does not redo the reference's blurs for every trial (~40 % of a score)."""
 
     def __init__(self, image: pyvips.Image) -> None:
+        with _SCORING:
+            self._prepare(image)
+
+    def _prepare(self, image: pyvips.Image) -> None:
         self.width = int(image.width)
         self.height = int(image.height)
         self._scales: list[_Scale] = []
@@ -101,6 +109,10 @@ class Reference:
         """SSIMULACRA2 of `distorted` (decoded, the reference's size) against the reference."""
         if (int(distorted.width), int(distorted.height)) != (self.width, self.height):
             raise ValueError("the distorted image is not the reference's size")
+        with _SCORING:
+            return self._score(distorted)
+
+    def _score(self, distorted: pyvips.Image) -> float:
         blur = reference_impl.blur_image
         result = reference_impl.Msssim()
         linear = reference_impl.srgb_to_linear(_rgb(distorted))
