@@ -78,9 +78,16 @@ def test_avif_encodes_run_one_at_a_time_in_one_chain(monkeypatch: pytest.MonkeyP
         return data
 
     monkeypatch.setitem(encode_module.ENCODERS, "avif", timed)
-    preset = DEFAULT_PRESET.with_changes(max_long_side=1200, widths=[320, 640])
+    preset = DEFAULT_PRESET.with_changes(max_long_side=1200, widths=[320, 640], quality="fixed")
     convert(corpus_file("xmp_test-adobergb.jpg"), preset, ImageLimits())
     assert [width for _, _, width, _ in spans] == [1200, 320, 640]
+    assert len({thread for *_, thread in spans}) == 1
+    for (_, end, _, _), (start, _, _, _) in itertools.pairwise(spans):
+        assert end <= start
+    # at a quality target the trial encodes (of a 512 px sample) stay in that one chain too
+    spans.clear()
+    convert(corpus_file("xmp_test-adobergb.jpg"), preset.with_changes(quality={}), ImageLimits())
+    assert 1200 in [width for _, _, width, _ in spans] and len(spans) > 3
     assert len({thread for *_, thread in spans}) == 1
     for (_, end, _, _), (start, _, _, _) in itertools.pairwise(spans):
         assert end <= start

@@ -56,6 +56,8 @@ class _StoredVariant(Protocol):
     def format(self) -> str: ...
     @property
     def role(self) -> str: ...
+    @property
+    def quality(self) -> Mapping[str, Any] | None: ...
 
 
 def _variant(v: _StoredVariant) -> answer.Variant:
@@ -68,7 +70,18 @@ def _variant(v: _StoredVariant) -> answer.Variant:
         size_bytes=v.size_bytes,
         format=v.format or None,
         role=v.role or None,
+        quality=_quality(v.quality),
     )
+
+
+def _quality(receipt: Mapping[str, Any] | None) -> answer.Quality | None:
+    """A stored receipt (checked when it was published) as the answer carries it."""
+    if receipt is None:
+        return None
+    try:
+        return msgspec.convert(receipt, answer.Quality)
+    except msgspec.ValidationError:
+        return None
 
 
 def _conversion(
@@ -82,6 +95,7 @@ def _conversion(
     placeholder: Mapping[str, str] | None,
     alt: str,
     job: answer.Job | None = None,
+    skipped: Sequence[Mapping[str, str]] = (),
 ) -> answer.Conversion:
     return answer.Conversion(
         file_name=file_name,
@@ -94,6 +108,7 @@ def _conversion(
         placeholder=answer.Placeholder(**placeholder) if placeholder else None,
         html=markup(variants, alt),
         job=job,
+        skipped=tuple(answer.Skipped(item["format"], item["reason"]) for item in skipped),
     )
 
 
@@ -111,6 +126,7 @@ def from_storage(
         size=(info.width, info.height) if info else None,
         placeholder=info.placeholder if info else None,
         alt=alt,
+        skipped=info.skipped if info else (),
     )
 
 
@@ -127,6 +143,7 @@ def from_job(result: JobResult, published: Published, alt: str) -> answer.Conver
         size=(info.width, info.height) if info and info.width and info.height else None,
         placeholder=info.placeholder if info else None,
         alt=alt,
+        skipped=info.skipped if info else (),
         job=answer.Job(
             id=result.job_id,
             machine=result.machine_id,

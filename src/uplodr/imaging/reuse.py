@@ -15,6 +15,7 @@ WebP uploads are not reused: no maintained library strips a WebP's metadata loss
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import mozjpeg_lossless_optimization
@@ -61,17 +62,4 @@ def better(
     if score < target - targeted.BELOW:
         return variant
     receipt = Receipt(quality.METRIC, round(min(score, 100.0), 1), None, 1, 0.0, "upload")
-    return EncodedVariant(
-        format=variant.format,
-        role=variant.role,
-        suffix=variant.suffix,
-        ext=variant.ext,
-        mime_type=variant.mime_type,
-        width=variant.width,
-        height=variant.height,
-        data=data,
-        encode_seconds=variant.encode_seconds,
-        animated=False,
-        name=variant.name,
-        quality=receipt,
-    )
+    return replace(variant, data=data, quality=receipt)

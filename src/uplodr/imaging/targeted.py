@@ -86,7 +86,7 @@ def sample(image: pyvips.Image, tile: int = TILE) -> pyvips.Image:
 
 def sample_bias(image: pyvips.Image, tiles: pyvips.Image) -> float:
     """How much higher the sample `tiles` of `image` is expected to score than the whole."""
-    covered = (tiles.width * tiles.height) / (image.width * image.height)
+    covered = (int(tiles.width) * int(tiles.height)) / (int(image.width) * int(image.height))
     return SAMPLE_BIAS * max(0.0, 1 - covered)
 
 
