@@ -31,7 +31,21 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # what a retry logs, for every part that retries (stamina's hook without the arguments)
     "retry_log": (frozenset(), frozenset({"stamina"})),
     "proto": (frozenset(), frozenset({"grpc", "google"})),
-    "imaging": (frozenset(), frozenset({"pyvips", "PIL", "pillow_heif", "pi_heif", "blurhash"})),
+    "imaging": (
+        frozenset(),
+        frozenset(
+            {
+                "pyvips",
+                "PIL",
+                "pillow_heif",
+                "pi_heif",
+                "blurhash",
+                "numpy",
+                "ssimulacra2",
+                "mozjpeg_lossless_optimization",
+            }
+        ),
+    ),
     "storage": (frozenset(), frozenset({"obstore", "stamina"})),
     # requests: the docker SDK's transport, whose exceptions tell a refused connection apart;
     # httpx2: lightkube's transport, likewise
@@ -78,7 +92,17 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 # What no part but the worker (and the command line that starts it) may load: the image stack.
-IMAGE_STACK = frozenset({"pyvips", "PIL", "pillow_heif", "pi_heif"})
+IMAGE_STACK = frozenset(
+    {
+        "pyvips",
+        "PIL",
+        "pillow_heif",
+        "pi_heif",
+        "numpy",
+        "ssimulacra2",
+        "mozjpeg_lossless_optimization",
+    }
+)
 
 
 def _part(path: Path) -> str:

@@ -11,6 +11,7 @@ maintained SSIMULACRA2 on PyPI). Photos are shrunk to a 1024 px long side to kee
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from ssimulacra2 import compute_ssimulacra2
 from tests.support.paths import corpus_file
 from uplodr.imaging import ImageLimits, convert, pipeline, probe
 from uplodr.imaging.deadline import Deadline
+from uplodr.markup import picture
 from uplodr.preset import DEFAULT_PRESET, QualityTarget
 
 PHOTOS = ["Landscape_6.jpg", "xmp_test-adobergb.jpg", "craft-beer.jpg"]
@@ -119,3 +121,11 @@ def test_a_format_that_does_not_win_is_not_stored_and_says_why() -> None:
     [skipped] = conversion.skipped
     assert skipped.format == "avif"
     assert "not 80 % below jpeg's" in skipped.reason
+    html = picture(
+        [
+            {**asdict(v), "url": f"https://cdn.test/a.{v.ext}", "size_bytes": len(v.data)}
+            for v in conversion.variants
+        ]
+    )
+    assert "image/avif" not in html and ".avif" not in html
+    assert 'src="https://cdn.test/a.jpg"' in html
