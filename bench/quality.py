@@ -5,7 +5,7 @@
 Each photo is converted in a fresh process (`imaging.convert`, as the worker does) with the
 fixed preset (`"quality": "fixed"`: WebP q80, AVIF q63 effort 0, JPEG q82) and with the default
 (SSIMULACRA2 75), no thumbnail (issue 17 item 6 is another engineer's). Per conversion: process
-CPU-seconds and peak RSS. Per full-size variant: bytes, the SSIMULACRA2 score at 1:1 against the
+CPU-seconds and peak RSS (with MALLOC_ARENA_MAX=2, as the worker runs). Per full-size variant: bytes, the SSIMULACRA2 score at 1:1 against the
 decoded source — the whole image up to `WHOLE_MP` megapixels, else its 1024² centre crop (a
 whole 12 MP score needs ~8 GB with the numpy implementation) — and, when targeted, the encoder
 setting, the encodes it took and the receipt's score. `--margin` also reports which formats a
@@ -15,6 +15,8 @@ setting, the encodes it took and the receipt's score. `--margin` also reports wh
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import platform
 import resource
 import time
@@ -97,10 +99,13 @@ def main() -> None:
     parser.add_argument("--margin", type=int, default=10)
     args = parser.parse_args()
     runs = []
+    # As the worker runs (uplodr.worker.run): glibc reads it when a process starts.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     for photo in args.photos:
         for mode in ("fixed", "target"):
             # a fresh process per conversion: its peak RSS is that conversion's
-            with ProcessPoolExecutor(1, max_tasks_per_child=1) as pool:
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:
                 runs.append(pool.submit(run, photo, mode, args.margin).result())
     console = Console()
     console.print(f"{platform.node()}: {platform.processor() or platform.machine()}")

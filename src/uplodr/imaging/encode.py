@@ -177,7 +177,9 @@ def encode(
         if preset.quality is None or setting is None or frames > 1:
             data = save(image, preset)
         else:
-            data, receipt = targeted.encode(image, preset, setting, preset.quality.target, save)
+            target = preset.quality.target
+            heavy = slot is not None  # a one-at-a-time format: its encode is the memory peak
+            data, receipt = targeted.encode(image, preset, setting, target, save, heavy)
         seconds = time.perf_counter() - start
     finally:
         if slot is not None:

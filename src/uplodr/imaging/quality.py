@@ -38,9 +38,16 @@ STEP: Final = 2
 
 Pixels = npt.NDArray[np.float64]
 
-# One score at a time in the process: a 512² score holds ~0.1-0.2 GB of float64 arrays, and the
-# other encode thread may be an AVIF encode (~18-27 MB per megapixel) on a 512 MB machine.
-_SCORING = threading.Lock()
+# One score at a time in the process, and none beside a full-size encode that holds this too
+# (`exclusive`): a 512² score holds ~60-90 MB of float64 arrays (measured: peak RSS of a 12 MP
+# JPEG job +62 MB with a target), and an AVIF encode ~18-27 MB per megapixel, on a 512 MB worker.
+# Measured on book-beside-flowers.jpg: without it the targeted job peaked at 595 MB.
+_SCORING = threading.RLock()
+
+
+def exclusive() -> threading.RLock:
+    """The lock a memory-heavy step holds so that no score runs beside it."""
+    return _SCORING
 
 
 def centre_crop(image: pyvips.Image, side: int = CROP) -> pyvips.Image:

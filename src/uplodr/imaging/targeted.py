@@ -26,6 +26,7 @@ cost 0.5 CPU-s and ~0.5 GB a score.)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -96,9 +97,11 @@ def encode(
     setting_name: str,
     target: float,
     save: Callable[[pyvips.Image, Preset], bytes],
+    heavy: bool = False,
 ) -> tuple[bytes, Receipt]:
     """The full-size encode of `image` with the fewest bytes that scores `target`, by driving
-    the preset's `setting_name` (e.g. "webp_quality")."""
+    the preset's `setting_name` (e.g. "webp_quality"). `heavy`: its full-size encode needs so
+    much memory (AVIF) that no score may run beside it."""
     fixed = int(getattr(preset, setting_name))
     fmt = setting_name.removesuffix("_quality")
     at_75, slope = PRIOR.get(fmt, DEFAULT_PRIOR)
@@ -123,12 +126,15 @@ def encode(
         found = quality.search(trial, goal, start, slope, max_trials=quality.MAX_TRIALS)
         if any(setting == found.setting for _, _, setting in fulls):
             break
-        data = save(image, at(found.setting))
+        with quality.exclusive() if heavy else contextlib.nullcontext():
+            data = save(image, at(found.setting))
         if fmt in EXACT_SAMPLE:
             fulls.append((data, found.score - bias, found.setting))
             break
-        decoded = pyvips.Image.new_from_buffer(data, "")
-        served = reference.score(sample(decoded)) - bias
+        with quality.exclusive():  # the whole decoded image, then its score
+            decoded = pyvips.Image.new_from_buffer(data, "")
+            served = reference.score(sample(decoded)) - bias
+            del decoded
         fulls.append((data, served, found.setting))
         if target - BELOW <= served <= target + ABOVE:
             break
