@@ -5,10 +5,11 @@
 Each photo is converted in a fresh process (`imaging.convert`, as the worker does) with the
 fixed preset (`"quality": "fixed"`: WebP q80, AVIF q63 effort 0, JPEG q82) and with the default
 (SSIMULACRA2 75), no thumbnail (issue 17 item 6 is another engineer's). Per conversion: process
-CPU-seconds and peak RSS (with MALLOC_ARENA_MAX=2, as the worker runs). Per full-size variant: bytes, the SSIMULACRA2 score at 1:1 against the
-decoded source — the whole image up to `WHOLE_MP` megapixels, else its 1024² centre crop (a
-whole 12 MP score needs ~8 GB with the numpy implementation) — and, when targeted, the encoder
-setting, the encodes it took and the receipt's score. `--margin` also reports which formats a
+CPU-seconds and peak RSS (with MALLOC_ARENA_MAX=2, as the worker runs). Per full-size variant:
+bytes, the SSIMULACRA2 score at 1:1 against the decoded source — the whole image up to
+`WHOLE_MP` megapixels, else its 1024² centre crop (a whole 12 MP score needs ~8 GB with the
+numpy implementation) — and, when targeted, the encoder setting, the encodes it took and the
+receipt's score. `--margin` also reports which formats a
 `format_margin` of that many percent would drop.
 """
 
