@@ -8,8 +8,8 @@ three with a maintained pure-wheel Python package (no native build). It is not c
 and ~0.1-0.2 GB for a 512² image, so the worker scores samples (`targeted`), never a 12 MP image.
 
 The search (`search`): start from a per-format setting that the study found typical for the
-target, step by the measured points per setting unit (a secant once two trials are known), then
-bisect between the highest failing and the lowest passing setting until they are `STEP` apart or
+target, step by the study's points per setting unit, then interpolate between the highest
+failing and the lowest passing setting (regula falsi) until they are `STEP` apart or
 `MAX_TRIALS` trials are scored. The lowest passing setting wins; when none passes, the highest
 tried (its score says it fell short).
 
@@ -18,6 +18,7 @@ Imported by the worker's imaging only (numpy and scipy stay out of the gateway a
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,21 +198,19 @@ def _next(
     low: int,
     high: int,
 ) -> int:
-    """A secant step from the nearest trials (the study's slope until there are two), kept
-    strictly between the failing and passing bounds; the midpoint when it would leave them."""
-    ordered = sorted(tried.values(), key=lambda t: abs(t.score - target))
-    last = ordered[0]
-    if len(ordered) > 1:
-        other = ordered[1]
-        if other.setting != last.setting:
-            measured = (other.score - last.score) / (other.setting - last.setting)
-            if measured > 0.05:
-                slope = measured
-    guess = round(last.setting + (target - last.score) / slope)
-    if last.score < target:
-        guess += 1  # aim just past the target: a miss below costs another trial
+    """The next setting to try, strictly between the failing and passing bounds: interpolated
+    between them once both are tried (regula falsi), else a step from the trial nearest the
+    target by the study's slope; rounded up (a miss below costs another trial); kept next to
+    a bound it would step past."""
     lower = max(failing, low - 1)
     upper = min(passing, high + 1)
-    if not lower < guess < upper:
-        guess = (lower + upper) // 2
+    if failing in tried and passing in tried:
+        below, above = tried[failing], tried[passing]
+        rise = (above.score - below.score) / (above.setting - below.setting)
+        slope = rise if rise > 0.05 else slope
+        guess = math.ceil(below.setting + (target - below.score) / slope)
+    else:
+        nearest = min(tried.values(), key=lambda t: abs(t.score - target))
+        guess = math.ceil(nearest.setting + (target - nearest.score) / slope)
+    guess = min(max(guess, lower + 1), upper - 1)  # a step past a bound stops next to it
     return min(max(guess, low), high)
