@@ -11,7 +11,7 @@ import pytest
 
 from uplodr.answer import Quality, Skipped
 from uplodr.dispatch.worker_client import BadOutput
-from uplodr.gateway import answers
+from uplodr.gateway import answers, metrics
 from uplodr.gateway.outputs import checked_blobs, publish_outputs
 from uplodr.proto import uplodr_pb2
 from uplodr.storage import LocalStore, Publisher
@@ -147,3 +147,25 @@ def test_a_receipt_uplodr_does_not_write_is_refused(tmp_path: Path, lie: dict[st
     bogus = uplodr_pb2.Quality(**fields)  # type: ignore[arg-type]
     with pytest.raises(BadOutput, match="quality receipt"):
         checked_blobs([variant(quality=bogus)], spooled(tmp_path, WEBP))
+
+
+def test_the_receipts_are_counted_in_the_metrics() -> None:
+    labels = {"metric": "ssimulacra2", "format": "jpeg"}
+    before = metrics.REGISTRY.get_sample_value("uplodr_variant_quality_score_count", labels) or 0
+    saved_before = (
+        metrics.REGISTRY.get_sample_value(
+            "uplodr_variant_bytes_saved_ratio_bucket", {"format": "jpeg", "le": "0.3"}
+        )
+        or 0
+    )
+    metrics.observe_job({}, [("jpeg", Quality("ssimulacra2", 75.4, 61, "encoded", 4, 0.25))])
+    assert metrics.REGISTRY.get_sample_value("uplodr_variant_quality_score_count", labels) == (
+        before + 1
+    )
+    in_bucket = metrics.REGISTRY.get_sample_value(
+        "uplodr_variant_quality_score_bucket", {**labels, "le": "76.0"}
+    )
+    assert in_bucket is not None and in_bucket >= 1
+    assert metrics.REGISTRY.get_sample_value(
+        "uplodr_variant_bytes_saved_ratio_bucket", {"format": "jpeg", "le": "0.3"}
+    ) == (saved_before + 1)
