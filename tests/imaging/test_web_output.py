@@ -46,10 +46,11 @@ def test_every_format_at_every_width_smaller_than_the_full_size() -> None:
             assert variant.suffix == f"-{variant.width}w"
             assert variant.height == round(variant.width * 4032 / 3024)
             assert image.format == "uchar" and not image.get_typeof("exif-data")
-    # the width variants are the same picture, smaller
+    # the width variants are the same picture, smaller (both JPEGs at SSIMULACRA2 75, each at
+    # its own setting: ~4 levels apart on average; another picture would be tens)
     full = load_variant(conversion.variants[2]).thumbnail_image(480, height=10_000)
     small = load_variant(next(v for v in conversion.variants if v.name == "jpeg-480w"))
-    assert (full - small).abs().avg() < 4
+    assert (full - small).abs().avg() < 6
 
 
 def test_an_animation_keeps_its_frames_at_every_width() -> None:
