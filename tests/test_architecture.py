@@ -33,7 +33,19 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "proto": (frozenset(), frozenset({"grpc", "google"})),
     "imaging": (
         frozenset(),
-        frozenset({"pyvips", "PIL", "pillow_heif", "pi_heif", "blurhash", "imagecodecs", "numpy"}),
+        frozenset(
+            {
+                "pyvips",
+                "PIL",
+                "pillow_heif",
+                "pi_heif",
+                "blurhash",
+                "numpy",
+                "imagecodecs",
+                "ssimulacra2",
+                "mozjpeg_lossless_optimization",
+            }
+        ),
     ),
     "storage": (frozenset(), frozenset({"obstore", "stamina"})),
     # requests: the docker SDK's transport, whose exceptions tell a refused connection apart;
@@ -83,7 +95,17 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 # What no part but the worker (and the command line that starts it) may load: the image stack.
-IMAGE_STACK = frozenset({"pyvips", "PIL", "pillow_heif", "pi_heif", "imagecodecs"})
+IMAGE_STACK = frozenset(
+    {
+        "pyvips",
+        "PIL",
+        "pillow_heif",
+        "pi_heif",
+        "numpy",
+        "ssimulacra2",
+        "mozjpeg_lossless_optimization",
+    }
+)
 
 
 def _part(path: Path) -> str:

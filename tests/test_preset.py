@@ -19,6 +19,7 @@ from uplodr.preset import (
     ORIGINAL_MODES,
     Preset,
     PresetError,
+    QualityTarget,
     load_preset_file,
     load_presets_file,
 )
@@ -29,10 +30,11 @@ SETTINGS = [setting.name for setting in fields(Preset)]
 def test_default_fingerprint_is_unchanged() -> None:
     # Every stored key embeds it: a new setting or a changed default moves every URL. Issue 11
     # moved it on purpose (widths, keep_original, avif_animation_effort; the set now carries a
-    # placeholder, so sets made before must not answer a repeated upload). Issue 17 moved it
-    # (jxl_quality, jxl_effort, original_jxl, thumbnail_format; the thumbnail's
-    # png_palette_effort and zlib 9 write other bytes).
-    assert DEFAULT_PRESET.fingerprint() == "01f8893f34093391"
+    # placeholder, so sets made before must not answer a repeated upload). Issue 17 moved it on
+    # purpose: the default became a quality target (and a format only where it wins); JPEG XL
+    # settings, original_jxl, thumbnail_format, and the thumbnail's png_palette_effort and zlib 9
+    # write other bytes.
+    assert DEFAULT_PRESET.fingerprint() == "55d467881b4cfd34"
 
 
 @pytest.mark.parametrize("suffix", [".json", ".toml"])
@@ -133,6 +135,26 @@ def test_a_whole_toml_preset(tmp_path: Path) -> None:
             + ", ".join(SETTINGS),
         ),
         ([1, 2], "preset: expected an object of settings, got [1, 2]"),
+        (
+            {"quality": {"metric": "psnr", "target": 40}},
+            'preset quality: expected {"metric": "ssimulacra2", "target": 30..100} or "fixed", '
+            'got {"metric": "psnr", "target": 40} ("psnr" is not a metric)',
+        ),
+        (
+            {"quality": {"target": 101}},
+            'preset quality: expected {"metric": "ssimulacra2", "target": 30..100} or "fixed", '
+            'got {"target": 101} (target 101 is not 30..100)',
+        ),
+        (
+            {"quality": 75},
+            'preset quality: expected {"metric": "ssimulacra2", "target": 30..100} or "fixed", '
+            "got 75",
+        ),
+        (
+            {"format_margin": 95},
+            "preset format_margin: expected a whole number 0..90 (percent; 0 = keep every "
+            "format), got 95",
+        ),
     ],
 )
 def test_each_bad_value_is_one_clear_line(settings: Any, message: str) -> None:
@@ -295,3 +317,21 @@ def test_presets_file_errors_name_the_file_the_preset_and_the_setting(tmp_path: 
         tmp_path / "missing.toml": "cannot be read (No such file or directory)",
     }
     assert_file_errors(load_presets_file, cases)
+
+
+def test_the_default_is_a_quality_target_and_fixed_settings_stay_possible(tmp_path: Path) -> None:
+    assert DEFAULT_PRESET.quality == QualityTarget("ssimulacra2", 75.0)
+    fixed = load_preset_file(write(tmp_path, '{"quality": "fixed", "jpeg_quality": 70}'))
+    assert fixed.quality is None
+    assert fixed.jpeg_quality == 70
+    toml = tmp_path / "q.toml"
+    toml.write_text('quality = { metric = "ssimulacra2", target = 80 }\n')
+    assert load_preset_file(toml).quality == QualityTarget("ssimulacra2", 80.0)
+    # the target is in the fingerprint: a different look is a different set of keys
+    assert fixed.fingerprint() != DEFAULT_PRESET.with_changes(jpeg_quality=70).fingerprint()
+    assert (
+        DEFAULT_PRESET.with_changes(quality={"target": 80}).fingerprint()
+        != DEFAULT_PRESET.fingerprint()
+    )
+    # the JSON a worker is handed reads back to the same preset
+    assert Preset.from_json(DEFAULT_PRESET.to_json()) == DEFAULT_PRESET

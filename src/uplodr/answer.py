@@ -21,6 +21,49 @@ from msgspec import Meta
 
 
 @dataclass(frozen=True)
+class Quality:
+    """The look a variant was delivered at (a preset with a quality target; issue 17)."""
+
+    metric: Annotated[str, Meta(description="The perceptual metric: ssimulacra2.")]
+    score: Annotated[
+        float,
+        Meta(
+            description="The variant's score at 1:1 against the decoded upload (SSIMULACRA2: "
+            "100 identical, ~90 visually lossless, ~70 high-quality web), estimated from a sample."
+        ),
+    ]
+    setting: Annotated[
+        int | None,
+        Meta(
+            description="The encoder's quality setting used; null when the upload itself, "
+            "losslessly optimized, is served (source upload)."
+        ),
+    ] = None
+    source: Annotated[
+        Literal["encoded", "upload"],
+        Meta(description="encoded, or upload: the upload losslessly optimized, metadata dropped."),
+    ] = "encoded"
+    encodes: Annotated[
+        int, Meta(description="Trial encodes of a sample plus full-size encodes it took.")
+    ] = 0
+    saved: Annotated[
+        float,
+        Meta(
+            description="Share of bytes saved against the preset's fixed setting (estimated; "
+            "negative when the target needs more bytes than that setting)."
+        ),
+    ] = 0.0
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A format the preset asked for that was not stored."""
+
+    format: str
+    reason: Annotated[str, Meta(description="Why, e.g. not 10 % smaller than the fallback.")]
+
+
+@dataclass(frozen=True)
 class Variant:
     """One stored file made from the upload."""
 
@@ -31,6 +74,10 @@ class Variant:
     size_bytes: int
     format: Annotated[str | None, Meta(description="webp, avif, jpeg, png, …")] = None
     role: Annotated[str | None, Meta(description="full, width, thumbnail or original")] = None
+    quality: Annotated[
+        Quality | None,
+        Meta(description="Null at fixed settings, for the thumbnail and the original."),
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +157,14 @@ class Conversion:
             "it from the first answer."
         ),
     ] = None
+
+    skipped: Annotated[
+        tuple[Skipped, ...],
+        Meta(
+            description="Formats the preset asked for and not stored: not smaller than the "
+            "next fallback by the preset's format_margin at the same quality target."
+        ),
+    ] = ()
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,23 @@ format and role decode into the typed dataclasses."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import httpx
+import msgspec
 import pytest
 
 from tests.support.gateway import Gateway
 from tests.support.paths import corpus_file
-from uplodr.client import AsyncClient, Client, InvalidRequest, Placeholder, PresetInfo, Presets
+from uplodr.client import (
+    AsyncClient,
+    Client,
+    InvalidRequest,
+    Placeholder,
+    PresetInfo,
+    Presets,
+    Quality,
+)
 
 
 def test_the_answer_carries_size_placeholder_markup_and_roles(gateway: Gateway) -> None:
@@ -33,6 +43,54 @@ def test_the_answer_carries_size_placeholder_markup_and_roles(gateway: Gateway) 
     assert f'src="{jpeg.url}"' in conversion.html and 'width="1800" height="1200"' in (
         conversion.html
     )
+    # the quality receipt (issue 17): each full-size variant at the default target, 75
+    for variant in conversion.variants[:3]:
+        assert isinstance(variant.quality, Quality)
+        assert variant.quality.metric == "ssimulacra2"
+        assert 73 <= variant.quality.score <= 79, variant
+        assert variant.quality.setting is not None and 1 <= variant.quality.setting <= 100
+    assert conversion.variants[3].quality is None  # the thumbnail: fixed settings
+    assert conversion.skipped == ()
+
+
+@dataclass(frozen=True)
+class OldVariant:
+    """A variant as a client from before issue 17 knew it."""
+
+    url: str
+    mime_type: str
+    width: int
+    height: int
+    size_bytes: int
+    format: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class OldConversion:
+    file_name: str
+    folder: str
+    variants: tuple[OldVariant, ...]
+    deduplicated: bool
+    timings: dict[str, float]
+    width: int | None = None
+    height: int | None = None
+    html: str | None = None
+
+
+def test_a_client_that_knows_only_the_old_fields_decodes_the_new_answer(gateway: Gateway) -> None:
+    photo = corpus_file("sample-16bit.png")
+    response = httpx.post(
+        f"{gateway.url}/v1/images",
+        params={"name": photo.name, "folder": "client-old"},
+        content=photo.read_bytes(),
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert "quality" in response.json()["variants"][0]
+    old = msgspec.json.decode(response.content, type=OldConversion)
+    assert [v.format for v in old.variants] == ["webp", "avif", "jpeg", "png"]
+    assert httpx.get(old.variants[0].url).status_code == 200
 
 
 def test_original_and_preset_reach_the_gateway(gateway: Gateway) -> None:

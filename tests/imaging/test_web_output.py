@@ -46,10 +46,11 @@ def test_every_format_at_every_width_smaller_than_the_full_size() -> None:
             assert variant.suffix == f"-{variant.width}w"
             assert variant.height == round(variant.width * 4032 / 3024)
             assert image.format == "uchar" and not image.get_typeof("exif-data")
-    # the width variants are the same picture, smaller
+    # the width variants are the same picture, smaller (both JPEGs at SSIMULACRA2 75, each at
+    # its own setting: ~4 levels apart on average; another picture would be tens)
     full = load_variant(conversion.variants[2]).thumbnail_image(480, height=10_000)
     small = load_variant(next(v for v in conversion.variants if v.name == "jpeg-480w"))
-    assert (full - small).abs().avg() < 4
+    assert (full - small).abs().avg() < 6
 
 
 def test_an_animation_keeps_its_frames_at_every_width() -> None:
@@ -78,9 +79,16 @@ def test_avif_encodes_run_one_at_a_time_in_one_chain(monkeypatch: pytest.MonkeyP
         return data
 
     monkeypatch.setitem(encode_module.ENCODERS, "avif", timed)
-    preset = DEFAULT_PRESET.with_changes(max_long_side=1200, widths=[320, 640])
+    preset = DEFAULT_PRESET.with_changes(max_long_side=1200, widths=[320, 640], quality="fixed")
     convert(corpus_file("xmp_test-adobergb.jpg"), preset, ImageLimits())
     assert [width for _, _, width, _ in spans] == [1200, 320, 640]
+    assert len({thread for *_, thread in spans}) == 1
+    for (_, end, _, _), (start, _, _, _) in itertools.pairwise(spans):
+        assert end <= start
+    # at a quality target the trial encodes (of a 512 px sample) stay in that one chain too
+    spans.clear()
+    convert(corpus_file("xmp_test-adobergb.jpg"), preset.with_changes(quality={}), ImageLimits())
+    assert 1200 in [width for _, _, width, _ in spans] and len(spans) > 3
     assert len({thread for *_, thread in spans}) == 1
     for (_, end, _, _), (start, _, _, _) in itertools.pairwise(spans):
         assert end <= start

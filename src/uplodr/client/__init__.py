@@ -10,7 +10,7 @@
     for variant in conversion.variants:
         print(variant.mime_type, variant.width, variant.url)
 
-Answers are the frozen dataclasses of `uplodr.answer` (Conversion, Variant, Placeholder, Job;
+Answers are the frozen dataclasses of `uplodr.answer` (Conversion, Variant, Quality, Job, …;
 Presets and PresetInfo from `presets()`; ImageList from `list_page()`); errors are the
 exceptions of `uplodr.client.errors`, one per error code of the server. Needs only httpx,
 stamina and msgspec: importing it loads neither libvips nor gRPC (measured: see README,
@@ -19,7 +19,17 @@ stamina and msgspec: importing it loads neither libvips nor gRPC (measured: see 
 
 from __future__ import annotations
 
-from uplodr.answer import Conversion, ImageList, Job, Placeholder, PresetInfo, Presets, Variant
+from uplodr.answer import (
+    Conversion,
+    ImageList,
+    Job,
+    Placeholder,
+    PresetInfo,
+    Presets,
+    Quality,
+    Skipped,
+    Variant,
+)
 from uplodr.client._async import AsyncClient
 from uplodr.client._sync import Client
 from uplodr.client._upload import Original, Source
@@ -65,6 +75,8 @@ __all__ = [
     "PresetInfo",
     "Presets",
     "ProviderError",
+    "Quality",
+    "Skipped",
     "Source",
     "StorageUnavailable",
     "TooLarge",

@@ -63,6 +63,8 @@ class _StoredVariant(Protocol):
     def format(self) -> str: ...
     @property
     def role(self) -> str: ...
+    @property
+    def quality(self) -> Mapping[str, Any] | None: ...
 
 
 def _variant(v: _StoredVariant) -> answer.Variant:
@@ -75,7 +77,18 @@ def _variant(v: _StoredVariant) -> answer.Variant:
         size_bytes=v.size_bytes,
         format=v.format or None,
         role=v.role or None,
+        quality=_quality(v.quality),
     )
+
+
+def _quality(receipt: Mapping[str, Any] | None) -> answer.Quality | None:
+    """A stored receipt (checked when it was published) as the answer carries it."""
+    if receipt is None:
+        return None
+    try:
+        return msgspec.convert(receipt, answer.Quality)
+    except msgspec.ValidationError:
+        return None
 
 
 def _conversion(
@@ -90,6 +103,7 @@ def _conversion(
     alt: str,
     image_id: str | None,
     job: answer.Job | None = None,
+    skipped: Sequence[Mapping[str, str]] = (),
 ) -> answer.Conversion:
     return answer.Conversion(
         file_name=file_name,
@@ -103,6 +117,7 @@ def _conversion(
         html=markup(variants, alt),
         job=job,
         id=image_id,
+        skipped=tuple(answer.Skipped(item["format"], item["reason"]) for item in skipped),
     )
 
 
@@ -125,6 +140,7 @@ def from_storage(
         placeholder=info.placeholder if info else None,
         alt=alt,
         image_id=ref.id,
+        skipped=info.skipped if info else (),
     )
 
 
@@ -150,6 +166,7 @@ def from_job(result: JobResult, published: Published, alt: str, ref: ImageRef) -
         placeholder=info.placeholder if info else None,
         alt=alt,
         image_id=ref.id,
+        skipped=info.skipped if info else (),
         job=answer.Job(
             id=result.job_id,
             machine=result.machine_id,

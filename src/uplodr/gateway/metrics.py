@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from uplodr.answer import Quality
 from uplodr.dispatch.dispatcher import DispatchTotals
 from uplodr.dispatch.pool import PoolStats
 
@@ -42,6 +43,22 @@ PHASE_SECONDS = Histogram(
     ["phase"],
     registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
+QUALITY_SCORE = Histogram(
+    "uplodr_variant_quality_score",
+    "Perceptual score of each variant made at a quality target, by metric and format "
+    "(SSIMULACRA2: 100 identical, ~70 high-quality web)",
+    ["metric", "format"],
+    registry=REGISTRY,
+    buckets=(50, 60, 65, 70, 72, 74, 76, 78, 80, 85, 90, 100),
+)
+BYTES_SAVED = Histogram(
+    "uplodr_variant_bytes_saved_ratio",
+    "Share of bytes each targeted variant saved against the preset's fixed setting, by format "
+    "(negative: the target needed more)",
+    ["format"],
+    registry=REGISTRY,
+    buckets=(-0.5, -0.25, -0.1, 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1),
 )
 WAITING = Gauge(
     "uplodr_jobs_waiting",
@@ -155,8 +172,12 @@ class PoolCollector(Collector):
             yield GaugeMetricFamily(name, documentation, value=value)
 
 
-def observe_job(timings: dict[str, float]) -> None:
+def observe_job(timings: dict[str, float], receipts: Iterable[tuple[str, Quality]] = ()) -> None:
+    """A converted upload: its phases, and each (format, receipt) of its targeted variants."""
     UPLOADS.labels(outcome="converted").inc()
     for phase, seconds in timings.items():
         if phase != "machine_seconds":
             PHASE_SECONDS.labels(phase=phase).observe(seconds)
+    for fmt, receipt in receipts:
+        QUALITY_SCORE.labels(metric=receipt.metric, format=fmt).observe(receipt.score)
+        BYTES_SAVED.labels(format=fmt).observe(receipt.saved)

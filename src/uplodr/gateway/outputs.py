@@ -15,12 +15,15 @@ write another key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from uplodr import formats
 from uplodr.dispatch.worker_client import BadOutput
 from uplodr.formats import output_kind
+from uplodr.preset import QUALITY_METRICS
 from uplodr.storage import Blob, Published, Publisher, SetInfo
 
 
@@ -43,6 +46,32 @@ class OutputVariant(Protocol):
     def width(self) -> int: ...
     @property
     def height(self) -> int: ...
+    @property
+    def quality(self) -> QualityReply: ...
+
+
+class QualityReply(Protocol):
+    """A variant's quality receipt (`uplodr.v1.Quality`)."""
+
+    @property
+    def metric(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def setting(self) -> int: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def encodes(self) -> int: ...
+    @property
+    def saved(self) -> float: ...
+
+
+class SkippedReply(Protocol):
+    @property
+    def format(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
 
 
 class PlaceholderReply(Protocol):
@@ -65,6 +94,8 @@ class FileReply(Protocol):
     def height(self) -> int: ...
     @property
     def placeholder(self) -> PlaceholderReply: ...  # all empty: none (nothing was decoded)
+    @property
+    def skipped(self) -> Sequence[SkippedReply]: ...
 
 
 def checked_blob(variant: OutputVariant, path: Path) -> Blob:
@@ -88,7 +119,50 @@ def checked_blob(variant: OutputVariant, path: Path) -> Blob:
         format=fmt.name,
         role=role.name,
         path=path,
+        quality=checked_quality(variant),
     )
+
+
+# A worker's receipt is data from a machine that ran untrusted input: kept only in its shape.
+SOURCES = ("encoded", "upload")
+REASON_CHARS = 200
+
+
+def checked_quality(variant: OutputVariant) -> dict[str, Any] | None:
+    """The variant's quality receipt as the manifest and answer keep it; None when it has none,
+    BadOutput when it is not one uplodr writes."""
+    quality = variant.quality
+    if not quality.metric:  # an absent message reads as empty
+        return None
+    if (
+        quality.metric not in QUALITY_METRICS
+        or quality.source not in SOURCES
+        or not (math.isfinite(quality.score) and -1000 <= quality.score <= 100)
+        or not (math.isfinite(quality.saved) and -100 <= quality.saved <= 1)
+        or not 0 <= quality.setting <= 100
+    ):
+        raise BadOutput("worker sent a quality receipt uplodr does not write")
+    return {
+        "metric": quality.metric,
+        "score": round(quality.score, 1),
+        "setting": None if quality.source == "upload" else quality.setting,
+        "source": quality.source,
+        "encodes": quality.encodes,
+        "saved": round(quality.saved, 3),
+    }
+
+
+def checked_skipped(response: FileReply) -> tuple[dict[str, str], ...]:
+    """The formats a worker says it did not store, and why (a full-size format's name, and a
+    reason cut to one short line)."""
+    known = {fmt.name for fmt in formats.formats_for("full")}
+    skipped = []
+    for item in response.skipped:
+        if item.format not in known:
+            raise BadOutput("worker skipped a format uplodr does not make")
+        reason = " ".join(item.reason.split())[:REASON_CHARS]
+        skipped.append({"format": item.format, "reason": reason})
+    return tuple(skipped)
 
 
 def checked_blobs(variants: Sequence[OutputVariant], outputs: Path) -> list[Blob]:
@@ -127,5 +201,6 @@ async def publish_outputs(
         else None,
         file_name,
         alt,
+        skipped=checked_skipped(response),
     )
     return await publisher.publish(folder, stem, digest, blobs, preset_json, info)

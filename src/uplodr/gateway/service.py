@@ -162,7 +162,11 @@ class ConversionService:
         result.timings.store += stored
         result.timings.total += stored
         cost = result.cost
-        metrics.observe_job(result.timings.as_dict())
+        conversion = from_job(result, published, alt, ref)
+        metrics.observe_job(
+            result.timings.as_dict(),
+            [(v.format or "", v.quality) for v in conversion.variants if v.quality is not None],
+        )
         log.info(
             "job %s on %s: %.2fs total, %.2f machine-seconds, cost %.6f",
             result.job_id,
@@ -171,4 +175,4 @@ class ConversionService:
             result.timings.machine_seconds,
             cost,
         )
-        return from_job(result, published, alt, ref)
+        return conversion

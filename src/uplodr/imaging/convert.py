@@ -5,6 +5,10 @@
                 size (never enlarged), each shrunk once from the decoded image
     thumbnail   PNG (or WebP: `thumbnail_format`), first frame; never larger than the
                 full-size variant of the preset's first format (narrower if it would be)
+    quality     with the preset's quality target (the default), each WebP/AVIF/JPEG variant at
+                the fewest bytes that meet it (`targeted`); a JPEG upload at the output size
+                may stand in for its JPEG, losslessly optimized (`reuse`); a format that does not
+                win by the preset's `format_margin` is dropped and said so (`winners`)
     placeholder ThumbHash, BlurHash and a data URL, from the first frame (`placeholder`)
 
 Animated input (GIF, animated WebP) stays animated in the WebP and AVIF variants (AVIF through
@@ -24,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyvips
@@ -32,7 +36,7 @@ import pyvips
 from uplodr import formats
 from uplodr.errors import UplodrError
 from uplodr.formats import FULL, THUMBNAIL, WIDTH, VariantSpec
-from uplodr.imaging import pipeline, placeholder
+from uplodr.imaging import pipeline, placeholder, reuse, winners
 from uplodr.imaging.deadline import Deadline
 from uplodr.imaging.encode import EncodedVariant, encode
 from uplodr.imaging.limits import ImageLimits
@@ -61,6 +65,8 @@ class Conversion:
     height: int
     placeholder: Placeholder | None  # None when nothing was decoded (original only)
     source: ImageInfo  # the upload as its header describes it (sniffed format, size)
+    # Formats the preset asked for and not stored (they did not win by its format_margin).
+    skipped: list[winners.Skipped] = field(default_factory=list)
 
 
 def convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
@@ -99,6 +105,13 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
 
     hint = placeholder.make(still, preset.jpeg_background)
     variants = _encode_all(jobs, preset, deadline)
+    skipped: list[winners.Skipped] = []
+    if preset.quality is not None:
+        variants = [
+            reuse.better(path, v, decoded, preset.quality.target) if reuse.reusable(info, v) else v
+            for v in variants
+        ]
+        variants, skipped = winners.keep_winners(variants, preset.format_margin)
     if preset.thumbnail_width:
         variants[-1] = _thumbnail_within_full(variants, still, preset, deadline)
     log.debug(
@@ -110,7 +123,9 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
         len(variants),
         limits.max_seconds - deadline.remaining(),
     )
-    return Conversion(variants, int(decoded.width), pipeline.page_height(decoded), hint, info)
+    return Conversion(
+        variants, int(decoded.width), pipeline.page_height(decoded), hint, info, skipped
+    )
 
 
 def _thumbnail_within_full(

@@ -21,7 +21,8 @@ import pyvips
 
 from uplodr.errors import LimitExceeded
 from uplodr.formats import RoleName, VariantSpec, output_formats
-from uplodr.imaging import animated_avif, pipeline
+from uplodr.imaging import animated_avif, pipeline, targeted
+from uplodr.imaging.targeted import Receipt
 from uplodr.imaging.vips import release_memory
 from uplodr.preset import Preset
 
@@ -35,6 +36,16 @@ PALETTE_COLOURS: Final = 256
 PALETTE_DITHER: Final = 0.5
 
 ENCODERS: dict[str, Encoder] = {}
+
+# The preset setting (a whole number, higher = better looking and bigger) that a quality
+# target's search drives, per format: a format listed here is encoded at the fewest bytes that
+# meet the preset's target (`imaging.targeted`); one not listed is encoded as its settings say.
+QUALITY_SETTING: Final[dict[str, str]] = {
+    "webp": "webp_quality",
+    "avif": "avif_quality",
+    "jpeg": "jpeg_quality",
+    "jxl": "jxl_quality",
+}
 
 
 def encoder(name: str) -> Callable[[Encoder], Encoder]:
@@ -60,6 +71,8 @@ class EncodedVariant:
     encode_seconds: float
     animated: bool
     name: str  # "webp", "webp-480w", "thumbnail" (VariantSpec.label): for logs and figures
+    # The quality it was delivered at, when the preset has a target (None: fixed settings).
+    quality: Receipt | None = None
 
 
 # `keep="none"`: no EXIF/XMP/IPTC/ICC in any output (they are sRGB, the web's default).
@@ -196,7 +209,14 @@ def encode(
         )
     try:
         start = time.perf_counter()
-        data = save(image, preset)
+        setting = QUALITY_SETTING.get(fmt.name)
+        receipt = None
+        if preset.quality is None or setting is None or frames > 1:
+            data = save(image, preset)
+        else:
+            target = preset.quality.target
+            heavy = slot is not None  # a one-at-a-time format: its encode is the memory peak
+            data, receipt = targeted.encode(image, preset, setting, target, save, heavy)
         seconds = time.perf_counter() - start
     finally:
         if slot is not None:
@@ -213,4 +233,5 @@ def encode(
         encode_seconds=seconds,
         animated=frames > 1,
         name=spec.label,
+        quality=receipt,
     )

@@ -24,29 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16uplodr/v1/uplodr.proto\x12\tuplodr.v1\"\x15\n\x04\x45\x63ho\x12\r\n\x05nonce\x18\x01 \x01(\t\"\x81\x01\n\tUploadReq\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x66older\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x0e\n\x06preset\x18\x05 \x01(\t\x12%\n\x08original\x18\x06 \x01(\x0e\x32\x13.uplodr.v1.Original\"\xa9\x01\n\x07Variant\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\x12\x0c\n\x04role\x18\x07 \x01(\t\x12\x12\n\nkey_suffix\x18\x08 \x01(\t\x12\x0b\n\x03\x65xt\x18\t \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\"$\n\x06Output\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\"D\n\x0bPlaceholder\x12\x11\n\tthumbhash\x18\x01 \x01(\t\x12\x10\n\x08\x62lurhash\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61ta_url\x18\x03 \x01(\t\":\n\x07Timings\x12\x0f\n\x07receive\x18\x01 \x01(\x01\x12\x0f\n\x07\x63onvert\x18\x02 \x01(\x01\x12\r\n\x05store\x18\x03 \x01(\x01\"\xff\x01\n\nUploadResp\x12$\n\x08variants\x18\x01 \x03(\x0b\x32\x12.uplodr.v1.Variant\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x0e\n\x06\x66older\x18\x03 \x01(\t\x12#\n\x07timings\x18\x04 \x01(\x0b\x32\x12.uplodr.v1.Timings\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x05 \x01(\x08\x12+\n\x0bplaceholder\x18\x06 \x01(\x0b\x32\x16.uplodr.v1.Placeholder\x12\r\n\x05width\x18\x07 \x01(\r\x12\x0e\n\x06height\x18\x08 \x01(\r\x12!\n\x06output\x18\t \x01(\x0b\x32\x11.uplodr.v1.Output*]\n\x08Original\x12\x18\n\x14ORIGINAL_UNSPECIFIED\x10\x00\x12\x11\n\rORIGINAL_DROP\x10\x01\x12\x11\n\rORIGINAL_KEEP\x10\x02\x12\x11\n\rORIGINAL_ONLY\x10\x03\x32\xa3\x01\n\x05Image\x12(\n\x04Ping\x12\x0f.uplodr.v1.Echo\x1a\x0f.uplodr.v1.Echo\x12\x35\n\x06Upload\x12\x14.uplodr.v1.UploadReq\x1a\x15.uplodr.v1.UploadResp\x12\x39\n\x06Stream\x12\x14.uplodr.v1.UploadReq\x1a\x15.uplodr.v1.UploadResp(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16uplodr/v1/uplodr.proto\x12\tuplodr.v1\"\x15\n\x04\x45\x63ho\x12\r\n\x05nonce\x18\x01 \x01(\t\"\x81\x01\n\tUploadReq\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x66older\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x0e\n\x06preset\x18\x05 \x01(\t\x12%\n\x08original\x18\x06 \x01(\x0e\x32\x13.uplodr.v1.Original\"\xce\x01\n\x07Variant\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\x12\x0c\n\x04role\x18\x07 \x01(\t\x12\x12\n\nkey_suffix\x18\x08 \x01(\t\x12\x0b\n\x03\x65xt\x18\t \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12#\n\x07quality\x18\x0b \x01(\x0b\x32\x12.uplodr.v1.Quality\"z\n\x07Quality\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x14\n\x07setting\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07\x65ncodes\x18\x05 \x01(\r\x12\r\n\x05saved\x18\x06 \x01(\x01\x42\n\n\x08_setting\")\n\x07Skipped\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\x06Output\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\"D\n\x0bPlaceholder\x12\x11\n\tthumbhash\x18\x01 \x01(\t\x12\x10\n\x08\x62lurhash\x18\x02 \x01(\t\x12\x10\n\x08\x64\x61ta_url\x18\x03 \x01(\t\":\n\x07Timings\x12\x0f\n\x07receive\x18\x01 \x01(\x01\x12\x0f\n\x07\x63onvert\x18\x02 \x01(\x01\x12\r\n\x05store\x18\x03 \x01(\x01\"\xa4\x02\n\nUploadResp\x12$\n\x08variants\x18\x01 \x03(\x0b\x32\x12.uplodr.v1.Variant\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x0e\n\x06\x66older\x18\x03 \x01(\t\x12#\n\x07timings\x18\x04 \x01(\x0b\x32\x12.uplodr.v1.Timings\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x05 \x01(\x08\x12+\n\x0bplaceholder\x18\x06 \x01(\x0b\x32\x16.uplodr.v1.Placeholder\x12\r\n\x05width\x18\x07 \x01(\r\x12\x0e\n\x06height\x18\x08 \x01(\r\x12!\n\x06output\x18\t \x01(\x0b\x32\x11.uplodr.v1.Output\x12#\n\x07skipped\x18\x14 \x03(\x0b\x32\x12.uplodr.v1.Skipped*]\n\x08Original\x12\x18\n\x14ORIGINAL_UNSPECIFIED\x10\x00\x12\x11\n\rORIGINAL_DROP\x10\x01\x12\x11\n\rORIGINAL_KEEP\x10\x02\x12\x11\n\rORIGINAL_ONLY\x10\x03\x32\xa3\x01\n\x05Image\x12(\n\x04Ping\x12\x0f.uplodr.v1.Echo\x1a\x0f.uplodr.v1.Echo\x12\x35\n\x06Upload\x12\x14.uplodr.v1.UploadReq\x1a\x15.uplodr.v1.UploadResp\x12\x39\n\x06Stream\x12\x14.uplodr.v1.UploadReq\x1a\x15.uplodr.v1.UploadResp(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'uplodr.v1.uplodr_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORIGINAL']._serialized_start=790
-  _globals['_ORIGINAL']._serialized_end=883
+  _globals['_ORIGINAL']._serialized_start=1031
+  _globals['_ORIGINAL']._serialized_end=1124
   _globals['_ECHO']._serialized_start=37
   _globals['_ECHO']._serialized_end=58
   _globals['_UPLOADREQ']._serialized_start=61
   _globals['_UPLOADREQ']._serialized_end=190
   _globals['_VARIANT']._serialized_start=193
-  _globals['_VARIANT']._serialized_end=362
-  _globals['_OUTPUT']._serialized_start=364
-  _globals['_OUTPUT']._serialized_end=400
-  _globals['_PLACEHOLDER']._serialized_start=402
-  _globals['_PLACEHOLDER']._serialized_end=470
-  _globals['_TIMINGS']._serialized_start=472
-  _globals['_TIMINGS']._serialized_end=530
-  _globals['_UPLOADRESP']._serialized_start=533
-  _globals['_UPLOADRESP']._serialized_end=788
-  _globals['_IMAGE']._serialized_start=886
-  _globals['_IMAGE']._serialized_end=1049
+  _globals['_VARIANT']._serialized_end=399
+  _globals['_QUALITY']._serialized_start=401
+  _globals['_QUALITY']._serialized_end=523
+  _globals['_SKIPPED']._serialized_start=525
+  _globals['_SKIPPED']._serialized_end=566
+  _globals['_OUTPUT']._serialized_start=568
+  _globals['_OUTPUT']._serialized_end=604
+  _globals['_PLACEHOLDER']._serialized_start=606
+  _globals['_PLACEHOLDER']._serialized_end=674
+  _globals['_TIMINGS']._serialized_start=676
+  _globals['_TIMINGS']._serialized_end=734
+  _globals['_UPLOADRESP']._serialized_start=737
+  _globals['_UPLOADRESP']._serialized_end=1029
+  _globals['_IMAGE']._serialized_start=1127
+  _globals['_IMAGE']._serialized_end=1290
 # @@protoc_insertion_point(module_scope)

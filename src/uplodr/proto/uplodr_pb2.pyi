@@ -139,6 +139,7 @@ class Variant(_message.Message):
     KEY_SUFFIX_FIELD_NUMBER: _builtins.int
     EXT_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     mime_type: _builtins.str
     width: _builtins.int
@@ -162,6 +163,12 @@ class Variant(_message.Message):
     """Upload (one message) only: the output's bytes. Stream sends them as
     `UploadResp.output` chunks instead.
     """
+    @_builtins.property
+    def quality(self) -> Global___Quality:
+        """The quality it was delivered at; absent at fixed settings (and for the
+        thumbnail and the original).
+        """
+
     def __init__(
         self,
         *,
@@ -175,14 +182,87 @@ class Variant(_message.Message):
         key_suffix: _builtins.str = ...,
         ext: _builtins.str = ...,
         data: _builtins.bytes = ...,
+        quality: Global___Quality | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "ext", b"ext", "format", b"format", "height", b"height", "key_suffix", b"key_suffix", "mime_type", b"mime_type", "role", b"role", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "ext", b"ext", "format", b"format", "height", b"height", "key_suffix", b"key_suffix", "mime_type", b"mime_type", "quality", b"quality", "role", b"role", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Variant: _TypeAlias = Variant  # noqa: Y015
+
+@_typing.final
+class Quality(_message.Message):
+    """A variant's quality receipt (a preset with a quality target)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SETTING_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ENCODES_FIELD_NUMBER: _builtins.int
+    SAVED_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    """"ssimulacra2" """
+    score: _builtins.float
+    """The estimated score of the whole variant at 1:1 against the decoded upload."""
+    setting: _builtins.int
+    """The encoder's quality setting used; absent when the upload itself, losslessly
+    optimized, is served (source "upload").
+    """
+    source: _builtins.str
+    """"encoded" or "upload" """
+    encodes: _builtins.int
+    """trial encodes of the sample plus full-size encodes"""
+    saved: _builtins.float
+    """Share of bytes saved against the preset's fixed setting (an estimate from
+    the sample; negative when the target needs more bytes than that setting).
+    """
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        score: _builtins.float = ...,
+        setting: _builtins.int | None = ...,
+        source: _builtins.str = ...,
+        encodes: _builtins.int = ...,
+        saved: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_setting", b"_setting", "setting", b"setting"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_setting", b"_setting", "encodes", b"encodes", "metric", b"metric", "saved", b"saved", "score", b"score", "setting", b"setting", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__setting: _TypeAlias = _typing.Literal["setting"]  # noqa: Y015
+    _WhichOneofArgType__setting: _TypeAlias = _typing.Literal["_setting", b"_setting"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__setting) -> _WhichOneofReturnType__setting | None: ...
+
+Global___Quality: _TypeAlias = Quality  # noqa: Y015
+
+@_typing.final
+class Skipped(_message.Message):
+    """A format the preset asked for that was not stored, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    format: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        format: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Skipped: _TypeAlias = Skipped  # noqa: Y015
 
 @_typing.final
 class Output(_message.Message):
@@ -281,6 +361,7 @@ class UploadResp(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     file_name: _builtins.str
     folder: _builtins.str
     deduplicated: _builtins.bool
@@ -304,6 +385,13 @@ class UploadResp(_message.Message):
         other field, and the file's final message (without it) follows them.
         """
 
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___Skipped]:
+        """Formats the preset asked for that were not stored: they did not win by
+        the preset's format_margin. (20 on: numbers below are left for fields of
+        the answer itself.)
+        """
+
     def __init__(
         self,
         *,
@@ -316,10 +404,11 @@ class UploadResp(_message.Message):
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         output: Global___Output | None = ...,
+        skipped: _abc.Iterable[Global___Skipped] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "placeholder", b"placeholder", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "file_name", b"file_name", "folder", b"folder", "height", b"height", "output", b"output", "placeholder", b"placeholder", "timings", b"timings", "variants", b"variants", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "file_name", b"file_name", "folder", b"folder", "height", b"height", "output", b"output", "placeholder", b"placeholder", "skipped", b"skipped", "timings", b"timings", "variants", b"variants", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -38,7 +38,8 @@ from uplodr.storage.keys import manifest_key, variant_key
 KeyMode = Literal["digest", "name"]
 MANIFEST_MIME = "application/json"
 # 2: variants carry format and role; the set its intrinsic size and placeholder (`SetInfo`).
-# 3: and the upload's file name and alt text, so GET /v1/images/{id} answers as the upload did.
+# 3: and the upload's file name and alt text, so GET /v1/images/{id} answers as the upload did;
+# optional (issue 17): a variant's `quality` receipt, the set's `skipped` formats.
 MANIFEST_VERSION = 3
 # How long a failed job keeps trying to remove what it wrote. A store that is down for a short
 # while (a proxy restart) comes back within this; objects left after it carry no manifest, so
@@ -65,6 +66,8 @@ class Blob:
     format: str = ""  # "webp", ...: a format's name in uplodr.formats
     role: str = ""  # "full", "width", "thumbnail", "original"
     path: Path | None = None  # when set, the bytes are this file's (and `data` is unused)
+    # Its quality receipt (metric, score, setting, ...): JSON storage keeps, not interprets.
+    quality: Mapping[str, Any] | None = None
 
     async def read(self) -> bytes:
         if self.path is None:
@@ -82,6 +85,7 @@ class StoredVariant:
     size_bytes: int
     format: str = ""
     role: str = ""
+    quality: Mapping[str, Any] | None = None  # a manifest from before receipts: None
 
 
 @dataclass(frozen=True)
@@ -96,16 +100,21 @@ class SetInfo:
     placeholder: Mapping[str, str] | None = None
     file_name: str = ""  # "": a manifest from before version 3
     alt: str = ""
+    # Formats asked for and not stored ({"format", "reason"}); written only when there are some.
+    skipped: tuple[Mapping[str, str], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         placeholder = dict(self.placeholder) if self.placeholder is not None else None
-        return {
+        document: dict[str, Any] = {
             "width": self.width,
             "height": self.height,
             "placeholder": placeholder,
             "file_name": self.file_name,
             "alt": self.alt,
         }
+        if self.skipped:
+            document["skipped"] = [dict(item) for item in self.skipped]
+        return document
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> SetInfo | None:
@@ -116,12 +125,19 @@ class SetInfo:
         raw = manifest.get("placeholder")
         placeholder = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else None
         file_name, alt = manifest.get("file_name"), manifest.get("alt")
+        listed = manifest.get("skipped")
+        skipped = tuple(
+            {"format": str(item.get("format", "")), "reason": str(item.get("reason", ""))}
+            for item in (listed if isinstance(listed, list) else [])
+            if isinstance(item, Mapping)
+        )
         return cls(
             width,
             height,
             placeholder,
             file_name if isinstance(file_name, str) else "",
             alt if isinstance(alt, str) else "",
+            skipped,
         )
 
 
@@ -200,6 +216,7 @@ class Publisher:
                 size_bytes=int(item["size_bytes"]),
                 format=str(item.get("format", "")),
                 role=str(item.get("role", "")),
+                quality=item["quality"] if isinstance(item.get("quality"), Mapping) else None,
             )
             for item in manifest["variants"]
         ]
@@ -241,6 +258,7 @@ class Publisher:
                     size_bytes=jobs[0].sizes[key],
                     format=blob.format,
                     role=blob.role,
+                    quality=blob.quality,
                 )
                 for key, blob in planned
             ]
@@ -405,6 +423,7 @@ def _manifest_bytes(
                 "height": v.height,
                 "format": v.format,
                 "role": v.role,
+                **({"quality": dict(v.quality)} if v.quality is not None else {}),
             }
             for v in variants
         ],

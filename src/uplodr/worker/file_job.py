@@ -29,6 +29,8 @@ from uplodr.errors import InvalidRequest
 from uplodr.formats import ORIGINAL
 from uplodr.imaging import EncodedVariant, convert, original
 from uplodr.imaging.convert import Conversion
+from uplodr.imaging.targeted import Receipt
+from uplodr.imaging.winners import Skipped
 from uplodr.names import safe_file_name, safe_folder
 from uplodr.preset import OriginalMode, Preset, PresetError
 from uplodr.worker.config import WorkerConfig
@@ -49,6 +51,7 @@ class Output:
     role: str
     data: bytes = field(default=b"", repr=False)
     path: Path | None = None  # when set, the bytes are this file's
+    quality: Receipt | None = None  # the look it was delivered at (a quality target)
 
     @property
     def size(self) -> int:
@@ -79,6 +82,8 @@ class FileResult:
     placeholder: Mapping[str, str] | None
     receive_seconds: float
     convert_seconds: float
+    # Formats the preset asked for and not stored, and why.
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 def _output(variant: EncodedVariant) -> Output:
@@ -91,6 +96,7 @@ def _output(variant: EncodedVariant) -> Output:
         format=variant.format,
         role=variant.role,
         data=variant.data,
+        quality=variant.quality,
     )
 
 
@@ -173,6 +179,7 @@ class FileJob:
             placeholder=placeholder,
             receive_seconds=received - self._started,
             convert_seconds=time.monotonic() - received,
+            skipped=conversion.skipped,
         )
 
     def close(self) -> None:

@@ -56,6 +56,21 @@ def _variant(output: Output, inline: bool) -> uplodr_pb2.Variant:
         key_suffix=output.suffix,
         ext=output.ext,
         data=b"".join(output.chunks(OUTPUT_CHUNK_SIZE)) if inline else b"",
+        quality=_quality(output),
+    )
+
+
+def _quality(output: Output) -> uplodr_pb2.Quality | None:
+    receipt = output.quality
+    if receipt is None:
+        return None
+    return uplodr_pb2.Quality(
+        metric=receipt.metric,
+        score=receipt.score,
+        setting=receipt.setting,
+        source=receipt.source,
+        encodes=receipt.encodes,
+        saved=receipt.saved,
     )
 
 
@@ -73,6 +88,7 @@ def to_response(result: FileResult, inline: bool = False) -> uplodr_pb2.UploadRe
         placeholder=uplodr_pb2.Placeholder(**placeholder) if placeholder else None,
         width=result.width,
         height=result.height,
+        skipped=[uplodr_pb2.Skipped(format=s.format, reason=s.reason) for s in result.skipped],
     )
 
 

@@ -1,0 +1,64 @@
+"""A format only where it wins: drop a format whose full-size variant is not at least the
+preset's `format_margin` smaller than the next more widely decoded format that is kept.
+
+At one quality target the formats cost different bytes for the same look (bench/quality_study.py:
+at SSIMULACRA2 75, AVIF effort 0 is 10-25 % below JPEG, while WebP is about JPEG's size or
+larger). A `<source>` that saves little still costs a stored object, a request path and an
+encode; the browser falls back to the next format. Only with a quality target: at fixed
+settings the formats are not at the same look, so their bytes say nothing.
+
+Width variants follow their format's full-size decision, so a `srcset` never mixes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from uplodr.imaging.encode import EncodedVariant
+
+# Most widely decoded first. A format falls back to the nearest kept one before it; the first
+# of these that a preset makes is always kept. A format not listed is always kept.
+SUPPORT: Final[tuple[str, ...]] = ("jpeg", "webp", "avif", "jxl")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A format asked for and not stored, and why (one line)."""
+
+    format: str
+    reason: str
+
+
+def keep_winners(
+    variants: list[EncodedVariant], margin_percent: int
+) -> tuple[list[EncodedVariant], list[Skipped]]:
+    """`variants` without the formats that do not win by `margin_percent`, and why not
+    (0: every variant kept)."""
+    if margin_percent == 0:
+        return variants, []
+    full = {v.format: v for v in variants if v.role == "full"}
+    skipped: list[Skipped] = []
+    kept: EncodedVariant | None = None
+    for name in SUPPORT:
+        variant = full.get(name)
+        if variant is None:
+            continue
+        if kept is None:
+            kept = variant
+            continue
+        limit = len(kept.data) * (100 - margin_percent) / 100
+        if len(variant.data) <= limit:
+            kept = variant
+            continue
+        saved = 1 - len(variant.data) / len(kept.data)
+        skipped.append(
+            Skipped(
+                name,
+                f"{len(variant.data):,} bytes is not {margin_percent} % below "
+                f"{kept.format}'s {len(kept.data):,} at the same quality target "
+                f"({saved:.0%} smaller)",
+            )
+        )
+    dropped = {skip.format for skip in skipped}
+    return [v for v in variants if v.format not in dropped or v.role == "thumbnail"], skipped
