@@ -765,6 +765,8 @@ SERVER_EXTRA = frozenset(
         "mdurl",
         "imagecodecs",
         "numpy",
+        "ssimulacra2",
+        "mozjpeg_lossless_optimization",
         "multipart",
         "python_multipart",
         "prometheus_client",
