@@ -312,7 +312,8 @@ async def test_storage_failure_leaves_nothing(
     source = replace(upload(tmp_path, image(), folder="blocked"), outputs=outputs)
     result = await dispatcher.run([source])
     await nothing_left(provider, mark, server(kind, request))
-    publisher = Publisher([LocalStore(store, "http://files.test/{key}")])
+    # A blocked path stays blocked: the rollback's retries (30 s by default) would only wait.
+    publisher = Publisher([LocalStore(store, "http://files.test/{key}")], rollback_deadline_s=2.0)
     with pytest.raises(StorageUnavailable):
         await publish_outputs(
             publisher, result.responses[0], outputs, "blocked", "x", "0" * 16, "{}"

@@ -29,6 +29,9 @@ from uplodr.storage.publish import ROLLBACK_DEADLINE_S
 
 MakeStore = Callable[..., S3Store]
 PRESET = '{"formats":["webp","avif","jpeg"],"thumbnail_width":800}'
+# For tests of what a failed job leaves, not of how long its rollback keeps trying (that is
+# test_server_stopped_mid_job_then_back): a dead store's deletes give up after this, not 30 s.
+SHORT_ROLLBACK_S = 2.0
 
 
 def blobs(scale: int = 1, seed: int = 0) -> list[Blob]:
@@ -95,7 +98,7 @@ async def test_mirror_down_leaves_no_partial_set(
 ) -> None:
     a = make_bucket()
     dead = s3_store(a, deadline_s=1.0, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{free_port()}")
-    publisher = Publisher([s3_store(a), dead], "digest")
+    publisher = Publisher([s3_store(a), dead], "digest", rollback_deadline_s=SHORT_ROLLBACK_S)
     with pytest.raises(StorageUnavailable) as caught:
         await publisher.publish("blog", "cat", DIGEST, blobs(seed=2), PRESET)
     assert f"s3://{a}" in str(caught.value) and "cannot connect" in str(caught.value)
@@ -108,7 +111,7 @@ async def test_primary_refused_leaves_no_partial_set(
 ) -> None:
     a, b = make_bucket(), make_bucket()
     broken = s3_store(a, AWS_SECRET_ACCESS_KEY="wrong")
-    publisher = Publisher([broken, s3_store(b)], "digest")
+    publisher = Publisher([broken, s3_store(b)], "digest", rollback_deadline_s=SHORT_ROLLBACK_S)
     with pytest.raises(StorageUnavailable, match="secret key is wrong"):
         await publisher.publish("", "cat", DIGEST, blobs(seed=3), PRESET)
     await assert_nothing_published(swift, a, b)
@@ -174,7 +177,9 @@ async def test_existing_object_is_never_deleted(
     await primary.put(key, variants[0].data, "image/webp", IMMUTABLE_CACHE_CONTROL)
     dead = s3_store(a, deadline_s=0.5, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StorageUnavailable):
-        await Publisher([primary, dead], "digest").publish("blog", "cat", DIGEST, variants, PRESET)
+        await Publisher([primary, dead], "digest", rollback_deadline_s=SHORT_ROLLBACK_S).publish(
+            "blog", "cat", DIGEST, variants, PRESET
+        )
     assert swift.list_keys(a) == [key]  # the earlier object stays, only this job's are gone
 
 
@@ -297,9 +302,9 @@ async def test_the_original_is_byte_identical_and_rolled_back_with_the_set(
     dead = s3_store(a, deadline_s=1.0, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{free_port()}")
     blobs_, upload = set_with_original(12)
     with pytest.raises(StorageUnavailable):
-        await Publisher([s3_store(a), dead], "digest").publish(
-            "blog", "cat", DIGEST, blobs_, PRESET, INFO
-        )
+        await Publisher(
+            [s3_store(a), dead], "digest", rollback_deadline_s=SHORT_ROLLBACK_S
+        ).publish("blog", "cat", DIGEST, blobs_, PRESET, INFO)
     await assert_nothing_published(swift, a)
 
     published = await Publisher([s3_store(a)], "digest").publish(

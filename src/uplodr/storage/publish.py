@@ -163,7 +163,11 @@ class _StoreJob:
 
 class Publisher:
     def __init__(
-        self, stores: Sequence[Store], key_mode: KeyMode = "digest", concurrency: int = 4
+        self,
+        stores: Sequence[Store],
+        key_mode: KeyMode = "digest",
+        concurrency: int = 4,
+        rollback_deadline_s: float = ROLLBACK_DEADLINE_S,
     ) -> None:
         if not stores:
             raise ValueError("a publisher needs at least one store")
@@ -172,6 +176,7 @@ class Publisher:
         self.stores = list(stores)
         self.key_mode: KeyMode = key_mode
         self.concurrency = concurrency
+        self.rollback_deadline_s = rollback_deadline_s
 
     @property
     def primary(self) -> Store:
@@ -379,22 +384,27 @@ class Publisher:
                 if committed is None or committed.get("digest") != digest or job.manifest_created:
                     doomed += job.uncertain
             if job.manifest_created:
-                await _delete_within_rollback(job.store, mkey)
-            await asyncio.gather(*(_delete_within_rollback(job.store, key) for key in doomed))
+                await _delete_within_rollback(job.store, mkey, self.rollback_deadline_s)
+            await asyncio.gather(
+                *(
+                    _delete_within_rollback(job.store, key, self.rollback_deadline_s)
+                    for key in doomed
+                )
+            )
 
         async def bounded(job: _StoreJob) -> None:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(ROLLBACK_DEADLINE_S):
+                async with asyncio.timeout(self.rollback_deadline_s):
                     await one(job)
 
         await asyncio.gather(*(bounded(job) for job in jobs))
 
 
-async def _delete_within_rollback(store: Store, key: str) -> None:
+async def _delete_within_rollback(store: Store, key: str, deadline_s: float) -> None:
     """One key of a rollback, tried again while the store is unavailable — one store call gives
-    up after the store's own deadline (seconds), the rollback only after ROLLBACK_DEADLINE_S."""
+    up after the store's own deadline (seconds), the rollback only after `deadline_s`."""
     async for attempt in stamina.retry_context(
-        on=StorageUnavailable, attempts=None, timeout=ROLLBACK_DEADLINE_S, wait_max=2.0
+        on=StorageUnavailable, attempts=None, timeout=deadline_s, wait_max=2.0
     ):
         with attempt:
             await store.delete(key)
