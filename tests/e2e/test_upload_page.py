@@ -285,6 +285,20 @@ def test_a_heic_and_a_jpeg_show_placeholder_markup_and_copy_it(
         img = picture.find("{http://www.w3.org/1999/xhtml}img")
         assert img.get("alt") == 'The harbour at dusk & "boats"'
         assert "480w" in answer["html"] and "1600w" in answer["html"]  # the chosen preset
+        # Each variant's quality receipt: its score shown, the setting on hover; none for the
+        # thumbnail. The answer says which formats were not stored and why; so does the card.
+        looks = card.locator("td.look")
+        expect(looks).to_have_count(len(answer["variants"]))
+        for cell, variant in zip(looks.all(), answer["variants"], strict=True):
+            receipt = variant["quality"]
+            if receipt is None:
+                assert cell.text_content() == ""
+                continue
+            assert cell.text_content() == f"{receipt['score']:.1f}"
+            assert (cell.get_attribute("title") or "").startswith(
+                f"SSIMULACRA2 {receipt['score']:.1f} ("
+            )
+        expect(card.locator("p.skipped")).to_have_count(len(answer["skipped"]))
     waiting = tmp_path / "upload-page-placeholders.png"
     page.screenshot(path=str(waiting), full_page=True)
     assert waiting.stat().st_size > 10_000

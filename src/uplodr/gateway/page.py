@@ -61,6 +61,7 @@ UPLOAD_PAGE = """<!doctype html>
   td, th { text-align: left; padding: .2rem .25rem; border-bottom: 1px solid #f0f0f0; font-size: .8rem; white-space: nowrap; }
   th { color: var(--muted); font-weight: normal; }
   td.num { text-align: right; }
+  p.skipped { color: #666; font-size: .85rem; margin: .3rem 0; }
   button.copy { font: inherit; font-size: .78rem; padding: .1rem .45rem; border: 1px solid #bbb; border-radius: 5px; background: #f7f7f7; cursor: pointer; }
   button.copy.done { border-color: var(--good); color: var(--good); }
   .actions { display: flex; gap: .4rem; flex-wrap: wrap; }
@@ -116,6 +117,17 @@ async function copy(text, button) {
   button.textContent = "Copied"; button.classList.add("done");
   setTimeout(() => { button.textContent = label; button.classList.remove("done"); }, 1500);
 }
+// The quality receipt of a variant: its score, and on hover the metric, setting and bytes saved.
+function look(quality) {
+  if (!quality) return el("td", { className: "num look" });
+  const how = quality.source === "upload" ? "the upload, losslessly optimized"
+    : "setting " + quality.setting + ", " + quality.encodes + " encodes";
+  const saved = Math.round(quality.saved * 100);
+  return el("td", { className: "num look", textContent: quality.score.toFixed(1),
+    title: quality.metric.toUpperCase() + " " + quality.score.toFixed(1) + " (" + how + "; "
+      + (saved >= 0 ? saved + " % fewer" : -saved + " % more") + " bytes than the fixed setting)" });
+}
+
 function copyButton(label, text) {
   const button = el("button", { type: "button", className: "copy", textContent: label });
   button.addEventListener("click", () => copy(text, button));
@@ -177,17 +189,22 @@ function showConversion(view, body) {
     view.progress.remove();
   }
   const table = el("table", {}, el("tr", {}, el("th", { textContent: "format" }),
-    el("th", { textContent: "dimensions" }), el("th", { textContent: "size" }), el("th")));
+    el("th", { textContent: "dimensions" }), el("th", { textContent: "size" }),
+    el("th", { textContent: "look" }), el("th")));
   for (const v of variants) {
     const format = v.format || v.mime_type.split("/").pop();
     const row = el("tr", { className: "variant" },
       el("td", {}, el("a", { href: v.url, target: "_blank", rel: "noopener", textContent: format + (v.role ? " · " + v.role : "") })),
       el("td", { textContent: v.width + "×" + v.height }),
       el("td", { className: "num", textContent: fmt(v.size_bytes) }),
+      look(v.quality),
       el("td", {}, copyButton("Copy URL", v.url)));
     table.append(row);
   }
   view.box.append(table);
+  for (const skip of body.skipped || []) {
+    view.box.append(el("p", { className: "skipped", textContent: "not stored: " + skip.format + " — " + skip.reason }));
+  }
   if (body.html) {
     view.box.append(el("pre", { className: "markup", textContent: body.html }),
       el("div", { className: "actions" }, copyButton("Copy <picture>", body.html)));
