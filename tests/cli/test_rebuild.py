@@ -201,7 +201,8 @@ def test_a_second_signal_aborts_the_sets_in_hand_cleanly(place: Place) -> None:
     # an aborted set was rolled back: every object left belongs to a set with its manifest
     sets = manifests(place.store, "blog")
     assert 12 < len(sets) < 24
-    assert sum(1 for _ in (place.store / "blog").iterdir()) == 3 * len(sets)
+    files = sorted(p.name for p in (place.store / "blog").iterdir())
+    assert len(files) == 3 * len(sets), files
     no_machine_left(place)
 
 

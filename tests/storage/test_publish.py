@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.procs import free_port
 from tests.support.swift import SwiftServer
+from tests.support.waiting import until
 from uplodr.errors import StorageUnavailable
 from uplodr.storage import (
     IMMUTABLE_CACHE_CONTROL,
@@ -315,3 +316,44 @@ async def test_the_original_is_byte_identical_and_rolled_back_with_the_set(
     assert response.content == upload
     assert response.headers["content-type"] == "image/heic"
     assert original.size_bytes == len(upload)
+
+
+async def test_a_cancelled_job_leaves_no_manifest_that_lands_after_its_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job cancelled while its manifest is being written (a second Ctrl-C of `uplodr
+    rebuild`): the write cannot be called back (a local store's thread; an S3 server that has
+    the PUT), so the cancellation waits for it and the rollback removes it with the rest —
+    never a manifest left over whose variants the rollback deleted."""
+    root = tmp_path / "store"
+    store = LocalStore(root, "http://h/{key}")
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+    first_put_new = store.put_new
+
+    async def manifest_write_in_a_thread(
+        key: str, data: bytes, content_type: str, cache_control: str
+    ) -> bool:
+        if not key.endswith(".json"):
+            return await first_put_new(key, data, content_type, cache_control)
+
+        def write() -> bool:
+            entered.set()
+            release.wait(30)
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            (root / key).write_bytes(data)  # what the thread does, cancelled or not
+            finished.set()
+            return True
+
+        return await asyncio.to_thread(write)
+
+    monkeypatch.setattr(store, "put_new", manifest_write_in_a_thread)
+    job = asyncio.create_task(
+        Publisher([store], "digest").publish("blog", "cat", DIGEST, blobs(seed=9), PRESET)
+    )
+    await until(entered.is_set, "the manifest's write began")
+    job.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert finished.is_set()  # the write landed...
+    assert [p for p in root.rglob("*") if p.is_file()] == []  # ...and was rolled back

@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import stamina
 
@@ -36,6 +36,7 @@ from uplodr.storage.catalog import parse_manifest
 from uplodr.storage.keys import manifest_key, variant_key
 
 KeyMode = Literal["digest", "name"]
+T = TypeVar("T")
 MANIFEST_MIME = "application/json"
 # 2: variants carry format and role; the set its intrinsic size and placeholder (`SetInfo`).
 # 3: and the upload's file name and alt text, so GET /v1/images/{id} answers as the upload did;
@@ -300,13 +301,15 @@ class Publisher:
             async with limit:
                 data = await blob.read()
                 job.uncertain.append(key)
-                created = await job.store.put_new(
-                    key, data, blob.mime_type, IMMUTABLE_CACHE_CONTROL
-                )
-                job.uncertain.remove(key)
-                if created:
-                    job.created.append(key)
-                    job.sizes[key] = len(data)
+
+                def record(created: bool) -> None:  # also when the job was cancelled meanwhile
+                    job.uncertain.remove(key)
+                    if created:
+                        job.created.append(key)
+                        job.sizes[key] = len(data)
+
+                write = job.store.put_new(key, data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)
+                if await settled(write, record):
                     return
                 # Someone wrote this key before us; it is not ours to replace or delete.
                 if self.key_mode == "name":
@@ -322,7 +325,7 @@ class Publisher:
                 # running or failed (a committed one is answered by dedupe before any machine).
                 # Writing them again gives the object a fresh modification time, so that
                 # `uplodr sweep` does not take a failed run's object this job is about to commit.
-                await job.store.put(key, data, blob.mime_type, IMMUTABLE_CACHE_CONTROL)
+                await settled(job.store.put(key, data, blob.mime_type, IMMUTABLE_CACHE_CONTROL))
                 job.sizes[key] = len(data)
                 job.reused[key] = blob
 
@@ -337,9 +340,13 @@ class Publisher:
 
     async def _write_manifest(self, job: _StoreJob, mkey: str, manifest: bytes) -> None:
         job.uncertain.append(mkey)
-        created = await job.store.put_new(mkey, manifest, MANIFEST_MIME, MANIFEST_CACHE_CONTROL)
-        job.uncertain.remove(mkey)
-        job.manifest_created = created
+
+        def record(created: bool) -> None:  # also when the job was cancelled meanwhile
+            job.uncertain.remove(mkey)
+            job.manifest_created = created
+
+        write = job.store.put_new(mkey, manifest, MANIFEST_MIME, MANIFEST_CACHE_CONTROL)
+        created = await settled(write, record)
         if not created and self.key_mode == "name":
             existing = parse_manifest(await job.store.get(mkey))
             if existing is None or existing.get("digest") != json.loads(manifest)["digest"]:
@@ -354,7 +361,8 @@ class Publisher:
         written again, so the committed set is whole."""
         for key, blob in job.reused.items():
             if await job.store.info(key) is None:
-                await job.store.put(key, await blob.read(), blob.mime_type, IMMUTABLE_CACHE_CONTROL)
+                data = await blob.read()
+                await settled(job.store.put(key, data, blob.mime_type, IMMUTABLE_CACHE_CONTROL))
 
     async def _check_name_free(self, mkey: str, digest: str) -> Published | None:
         """Name mode: the same content already published → that; other content → NameTaken."""
@@ -398,6 +406,28 @@ class Publisher:
                     await one(job)
 
         await asyncio.gather(*(bounded(job) for job in jobs))
+
+
+async def settled(write: Coroutine[Any, Any, T], record: Callable[[T], None] | None = None) -> T:
+    """A store write, run to its end even when the job is cancelled meanwhile (a second Ctrl-C
+    of `uplodr rebuild`, a shutdown). A write cut off on our side can still land — a local
+    store's thread cannot be stopped, an S3 server may already hold the PUT — and if it lands
+    after the rollback, it stays: a manifest written after the rollback deleted its variants
+    was a set that looked complete and was not (seen once in a CI run of
+    tests/cli/test_rebuild.py). So the cancellation waits for the write's outcome, then goes
+    on, and `record` (called with the write's result whenever it succeeded, cancelled or not)
+    has told the rollback what exists."""
+    task = asyncio.ensure_future(write)
+    try:
+        result = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        if record is not None and not task.cancelled() and task.exception() is None:
+            record(task.result())
+        raise
+    if record is not None:
+        record(result)
+    return result
 
 
 async def _delete_within_rollback(store: Store, key: str, deadline_s: float) -> None:
