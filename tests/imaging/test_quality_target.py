@@ -14,12 +14,13 @@ import io
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pyvips
 from ssimulacra2 import compute_ssimulacra2
 
 from tests.support.paths import corpus_file
-from uplodr.imaging import ImageLimits, convert, pipeline, probe
+from uplodr.imaging import ImageLimits, convert, pipeline, probe, quality
 from uplodr.imaging.deadline import Deadline
 from uplodr.markup import picture
 from uplodr.preset import DEFAULT_PRESET, QualityTarget
@@ -129,3 +130,20 @@ def test_a_format_that_does_not_win_is_not_stored_and_says_why() -> None:
     )
     assert "image/avif" not in html and ".avif" not in html
     assert 'src="https://cdn.test/a.jpg"' in html
+
+
+@pytest.mark.parametrize("name", ["Landscape_6.jpg", "book-beside-flowers.jpg"])
+def test_the_pipelines_scorer_is_the_packages_metric(name: str) -> None:
+    """`quality.Reference` redoes the package's colour conversion, blur and pooling so they
+    keep their precision: in float64 it is the package's score (an odd size, so the edge
+    handling of its downsample counts); in float32, what the worker scores with, within 0.1."""
+    path = corpus_file(name)
+    decoded = pipeline.prepare(path, probe(path, ImageLimits()), 1024, Deadline(60))
+    odd = decoded.crop(8, 8, 301, 203).copy_memory()
+    reference_png = odd.pngsave_buffer(compression=1)
+    exact = quality.Reference(odd)
+    fast = quality.Reference(odd, np.float32)
+    for data in (odd.jpegsave_buffer(Q=40), odd.webpsave_buffer(Q=75), odd.jpegsave_buffer(Q=92)):
+        package = whole_score(reference_png, data)
+        assert abs(exact.score_bytes(data) - package) < 1e-9
+        assert abs(fast.score_bytes(data) - package) < 0.1

@@ -36,7 +36,7 @@ import pyvips
 from uplodr import formats
 from uplodr.errors import UplodrError
 from uplodr.formats import FULL, THUMBNAIL, WIDTH, VariantSpec
-from uplodr.imaging import pipeline, placeholder, reuse, winners
+from uplodr.imaging import pipeline, placeholder, quality, reuse, winners
 from uplodr.imaging.deadline import Deadline
 from uplodr.imaging.encode import EncodedVariant, encode
 from uplodr.imaging.limits import ImageLimits
@@ -77,6 +77,7 @@ def convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
     try:
         return _convert(path, preset, limits)
     finally:
+        quality.forget()
         release_memory()
 
 

@@ -108,7 +108,7 @@ def encode(
     at_75, slope = PRIOR.get(fmt, DEFAULT_PRIOR)
     start = round(at_75 + (target - 75) / slope)
     tiles = sample(image)
-    reference = quality.Reference(tiles)
+    reference = quality.shared(tiles)
     bias = sample_bias(image, tiles)
     trials: dict[int, quality.Trial] = {}
 
