@@ -134,8 +134,9 @@ class Conversion:
     html: Annotated[
         str | None,
         Meta(
-            description="A <picture> element of the variants (AVIF and WebP <source>s, a JPEG "
-            "<img> with srcset, sizes, width, height and the request's alt); null when there is "
+            description="A <picture> element of the variants: a <source> per modern format that "
+            "was made, smallest full size first, then a JPEG <img> with srcset, sizes, width, "
+            "height and the request's alt; null when there is "
             "no variant a browser shows (only the original kept)."
         ),
     ] = None
