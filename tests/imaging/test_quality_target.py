@@ -147,3 +147,15 @@ def test_the_pipelines_scorer_is_the_packages_metric(name: str) -> None:
         package = whole_score(reference_png, data)
         assert abs(exact.score_bytes(data) - package) < 1e-9
         assert abs(fast.score_bytes(data) - package) < 0.1
+
+
+def test_an_animation_keeps_its_animated_formats_whatever_the_margin() -> None:
+    """An animated GIF's WebP and AVIF keep every frame at fixed settings (no receipt) while its
+    JPEG is one frame at the target: their bytes are not at the same look, so nothing is
+    compared and every format is stored."""
+    preset = SMALL.with_changes(format_margin=10)
+    conversion = convert(corpus_file("iss634.gif"), preset, ImageLimits())
+    full = {v.format: v for v in conversion.variants if v.role == "full"}
+    assert list(full) == list(preset.formats) and conversion.skipped == []
+    assert full["webp"].animated and full["webp"].quality is None
+    assert full["jpeg"].quality is not None

@@ -3,8 +3,8 @@
     full size   every format of the preset's `formats`, capped at `max_long_side`
     widths      the same formats again at each of the preset's `widths` smaller than the full
                 size (never enlarged), each shrunk once from the decoded image
-    thumbnail   PNG (or WebP: `thumbnail_format`), first frame; never larger than the
-                full-size variant of the preset's first format (narrower if it would be)
+    thumbnail   PNG (or WebP: `thumbnail_format`), first frame; never larger than the first
+                full-size variant stored (narrower if it would be)
     quality     with the preset's quality target (the default), each WebP/AVIF/JPEG variant at
                 the fewest bytes that meet it (`targeted`); a JPEG upload at the output size
                 may stand in for its JPEG, losslessly optimized (`reuse`); a format that does not
@@ -112,7 +112,9 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
             reuse.better(path, v, decoded, preset.quality.target) if reuse.reusable(info, v) else v
             for v in variants
         ]
-        variants, skipped = winners.keep_winners(variants, preset.format_margin)
+        variants, skipped = winners.keep_winners(
+            variants, preset.format_margin, transparent=bool(decoded.hasalpha())
+        )
     if preset.thumbnail_width:
         variants[-1] = _thumbnail_within_full(variants, still, preset, deadline)
     log.debug(
@@ -132,8 +134,9 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
 def _thumbnail_within_full(
     variants: list[EncodedVariant], still: pyvips.Image, preset: Preset, deadline: Deadline
 ) -> EncodedVariant:
-    """The thumbnail (the last variant), never larger than the full-size variant of the
-    preset's first format (WebP by default): a PNG thumbnail as wide as the full size (a small
+    """The thumbnail (the last variant), never larger than the first full-size variant stored,
+    in the preset's order (WebP by default; AVIF where WebP did not win by `format_margin`,
+    then smaller than the WebP would have been): a PNG thumbnail as wide as the full size (a small
     upload) is several times its lossy WebP (sample-16bit.png: 107 KB against 18.7 KB), so it
     is made narrower, in the same settings, until it is not. Bytes follow the pixel count, so
     each try shrinks the width by the square root of the excess; one try is usually enough.
