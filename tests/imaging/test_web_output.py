@@ -101,7 +101,8 @@ def test_avif_encodes_run_one_at_a_time_in_one_chain(monkeypatch: pytest.MonkeyP
         (VariantSpec(formats.get(name), FULL), pyvips.Image.black(1, 1))
         for name in ("webp", "avif", "jpeg")
     ]
-    assert _chains(jobs) == [[1], [0], [2]]
+    # the AVIF chain first, then the JPEG before the WebP (its fallback, known first: rivals)
+    assert _chains(jobs) == [[1], [2], [0]]
 
 
 def image_mean(image: pyvips.Image) -> tuple[float, float, float]:

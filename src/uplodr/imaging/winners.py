@@ -20,14 +20,10 @@ Width variants follow their format's full-size decision, so a `srcset` never mix
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
 from uplodr import formats
 from uplodr.imaging.encode import EncodedVariant
-
-# Most widely decoded first. A format falls back to the nearest kept one before it; the first
-# of these that a preset makes is always kept. A format not listed is always kept.
-SUPPORT: Final[tuple[str, ...]] = ("jpeg", "webp", "avif", "jxl")
+from uplodr.imaging.rivals import SUPPORT
 
 
 @dataclass(frozen=True)
