@@ -230,6 +230,8 @@ def _encode_all(
         return [results[i] for i in range(len(jobs))]
     except BaseException:
         deadline.abort()  # stop the other encoder too
+        if rivals is not None:
+            rivals.cancel()  # and a format waiting for a fallback that will not come
         raise
     finally:
         pool.shutdown(wait=not deadline.tripped, cancel_futures=True)

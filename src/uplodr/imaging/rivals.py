@@ -44,6 +44,7 @@ class Rivals:
         self._samples: dict[str, int] = {}
         self._losers: set[str] = set()
         self._recorded = threading.Condition()
+        self._cancelled = False
 
     def verdict(self, fmt: str, sample_bytes: int, wait: float) -> str | None:
         """Record `fmt`'s sample bytes; a one-line reason when it cannot win (skip its full
@@ -55,8 +56,10 @@ class Rivals:
                 return None
             earlier = self._order[: self._order.index(fmt)]
             if not self._recorded.wait_for(
-                lambda: all(f in self._samples for f in earlier), timeout=wait
+                lambda: self._cancelled or all(f in self._samples for f in earlier), timeout=wait
             ):
+                return None
+            if self._cancelled:
                 return None
             before = [f for f in earlier if f not in self._losers]
             if not before:
@@ -71,6 +74,12 @@ class Rivals:
                 f"its sample at the quality target is {savings[fallback]:.0f} % below "
                 f"{fallback}'s, far from {self._margin} %: not encoded at full size"
             )
+
+    def cancel(self) -> None:
+        """The job failed: no format waits any longer (its encode then stops on the deadline)."""
+        with self._recorded:
+            self._cancelled = True
+            self._recorded.notify_all()
 
 
 class NotAWinner(Exception):
