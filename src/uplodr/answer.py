@@ -196,6 +196,27 @@ class PresetInfo:
     keep_original: Annotated[
         bool, Meta(description="The upload is also stored as it came (with its metadata).")
     ]
+    quality_metric: Annotated[
+        str | None,
+        Meta(
+            description="The perceptual metric of its quality target (ssimulacra2); null: "
+            "fixed encoder settings."
+        ),
+    ] = None
+    quality_target: Annotated[
+        float | None,
+        Meta(
+            description="The score every full-size and width variant is encoded to meet, at "
+            "the fewest bytes; null: fixed encoder settings."
+        ),
+    ] = None
+    format_margin: Annotated[
+        int | None,
+        Meta(
+            description="With a target: a format is stored only when it is at least this many "
+            "percent smaller than the next more widely decoded format kept (0: every format)."
+        ),
+    ] = None
 
 
 @dataclass(frozen=True)

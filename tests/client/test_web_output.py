@@ -147,3 +147,6 @@ def test_the_presets_are_listed(gateway: Gateway) -> None:
     assert isinstance(default, PresetInfo)
     assert default.name == "default" and default.formats == ("webp", "avif", "jpeg")
     assert default.widths == () and default.thumbnail_width == 800
+    # the look it is made at (issue 17): SSIMULACRA2 75, a format only where it wins by 10 %
+    assert (default.quality_metric, default.quality_target) == ("ssimulacra2", 75.0)
+    assert default.format_margin == 10
