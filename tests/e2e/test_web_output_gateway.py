@@ -246,6 +246,10 @@ def test_the_presets_are_listed_default_first(gateway: Gateway) -> None:
         "max_long_side": 4096,
         "thumbnail_width": 64,
         "keep_original": False,
+        # the look it is made at (issue 17): the default target, a format only where it wins
+        "quality_metric": "ssimulacra2",
+        "quality_target": 75.0,
+        "format_margin": 10,
     }
     assert presets["default"]["formats"] == ["webp", "avif", "jpeg"]
     documented = httpx.get(f"{gateway.url}/openapi.json").json()
