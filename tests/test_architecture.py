@@ -43,6 +43,7 @@ PARTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                 "numpy",
                 "imagecodecs",
                 "ssimulacra2",
+                "scipy",
                 "mozjpeg_lossless_optimization",
             }
         ),
@@ -103,6 +104,7 @@ IMAGE_STACK = frozenset(
         "pi_heif",
         "numpy",
         "ssimulacra2",
+        "scipy",
         "mozjpeg_lossless_optimization",
     }
 )

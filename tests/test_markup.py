@@ -15,17 +15,28 @@ from uplodr.markup import MarkupError, default_sizes, picture, plain_text
 
 NS = "{http://www.w3.org/1999/xhtml}"
 URL = "https://cdn.example/blog/cat-0123456789abcdef"
+# Full-size bytes per format at one quality target, in the usual order of sizes.
+SIZES = {"jxl": 200_000, "avif": 250_000, "webp": 400_000, "jpeg": 450_000, "png": 900_000}
 
 
 def variants(
     formats: tuple[str, ...] = ("webp", "avif", "jpeg"),
     widths: tuple[int, ...] = (480, 960, 1600),
     full: tuple[int, int] = (4032, 3024),
+    sizes: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """An answer's variants, in the order the worker gives them."""
     ext = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png", "jxl": "jxl"}
+    size = SIZES if sizes is None else sizes
     out = [
-        {"url": f"{URL}.{ext[f]}", "format": f, "role": "full", "width": full[0], "height": full[1]}
+        {
+            "url": f"{URL}.{ext[f]}",
+            "format": f,
+            "role": "full",
+            "width": full[0],
+            "height": full[1],
+            "size_bytes": size[f],
+        }
         for f in formats
     ]
     for w in widths:
@@ -84,6 +95,29 @@ def test_jpeg_xl_is_the_first_source_when_the_preset_makes_it() -> None:
     ]
     assert srcset(children[0].get("srcset", "")) == [(f"{URL}-480w.jxl", 480), (f"{URL}.jxl", 4032)]
     assert children[3].tag == f"{NS}img" and children[3].get("src") == f"{URL}.jpg"
+
+
+def test_sources_are_the_formats_made_smallest_full_size_first() -> None:
+    """A browser takes the first type it decodes: the smallest first gives it the fewest bytes
+    it can show. The JPEG <img> stays last, whatever its size."""
+    webp_smaller = {"jxl": 300_000, "avif": 280_000, "webp": 260_000, "jpeg": 100_000}
+    element = parse(picture(variants(("webp", "avif", "jpeg", "jxl"), sizes=webp_smaller)))
+    types = [child.get("type") for child in element]
+    assert types == ["image/webp", "image/avif", "image/jxl", None]
+    assert element[-1].get("src") == f"{URL}.jpg"
+    # only what was made: WebP dropped (it did not win), no <source> names it
+    made = parse(picture(variants(("avif", "jpeg"), sizes=webp_smaller)))
+    assert [child.get("type") for child in made] == ["image/avif", None]
+    # sizes not said (an older answer): the usual order
+    unsized = [
+        {k: v for k, v in variant.items() if k != "size_bytes"}
+        for variant in variants(("webp", "avif", "jpeg", "jxl"))
+    ]
+    assert [c.get("type") for c in parse(picture(unsized))][:3] == [
+        "image/jxl",
+        "image/avif",
+        "image/webp",
+    ]
 
 
 def test_a_picture_with_avif_and_webp_sources_and_a_jpeg_img() -> None:

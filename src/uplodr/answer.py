@@ -134,8 +134,9 @@ class Conversion:
     html: Annotated[
         str | None,
         Meta(
-            description="A <picture> element of the variants (AVIF and WebP <source>s, a JPEG "
-            "<img> with srcset, sizes, width, height and the request's alt); null when there is "
+            description="A <picture> element of the variants: a <source> per modern format that "
+            "was made, smallest full size first, then a JPEG <img> with srcset, sizes, width, "
+            "height and the request's alt; null when there is "
             "no variant a browser shows (only the original kept)."
         ),
     ] = None
@@ -195,6 +196,27 @@ class PresetInfo:
     keep_original: Annotated[
         bool, Meta(description="The upload is also stored as it came (with its metadata).")
     ]
+    quality_metric: Annotated[
+        str | None,
+        Meta(
+            description="The perceptual metric of its quality target (ssimulacra2); null: "
+            "fixed encoder settings."
+        ),
+    ] = None
+    quality_target: Annotated[
+        float | None,
+        Meta(
+            description="The score every full-size and width variant is encoded to meet, at "
+            "the fewest bytes; null: fixed encoder settings."
+        ),
+    ] = None
+    format_margin: Annotated[
+        int | None,
+        Meta(
+            description="With a target: a format is stored only when it is at least this many "
+            "percent smaller than the next more widely decoded format kept (0: every format)."
+        ),
+    ] = None
 
 
 @dataclass(frozen=True)

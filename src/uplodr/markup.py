@@ -2,8 +2,8 @@
 
     picture(variants, alt, sizes=None) -> str
 
-`variants` are the answer's variant objects (`url`, `format`, `role`, `width`, `height`: the
-answer JSON of POST /v1/images, or anything shaped like it). The result:
+`variants` are the answer's variant objects (`url`, `format`, `role`, `width`, `height`,
+`size_bytes`: the answer JSON of POST /v1/images, or anything shaped like it). The result:
 
     <picture>
       <source type="image/avif" srcset="…-480w.avif 480w, ….avif 4032w" sizes="…">
@@ -12,9 +12,11 @@ answer JSON of POST /v1/images, or anything shaped like it). The result:
            height="3024" alt="…" loading="lazy" decoding="async">
     </picture>
 
-- a `<source>` per modern format present (JPEG XL first, where a preset makes it: the browsers
-  that decode it skip the rest; then AVIF, the smallest of the others; then WebP), each `srcset`
-  listing every width of that format including the full size, in ascending order;
+- a `<source>` per modern format present, only those that were made, SMALLEST FIRST by the
+  full-size variant's `size_bytes` (a browser takes the first type it decodes, so it gets the
+  fewest bytes it can show; with a quality target every format is at the same look, issue 17).
+  Without sizes, or on a tie, the usual order: JPEG XL, AVIF, WebP. Each `srcset` lists every
+  width of that format including the full size, in ascending order;
 - the `<img>` is the fallback every browser understands: JPEG when the preset makes it (else
   the first of WebP, AVIF, PNG that exists, and that format then gets no `<source>` of its own),
   `src` the full size, `width`/`height` the full size's intrinsic size (no layout shift);
@@ -32,15 +34,16 @@ be a format browsers do not show, HEIC). Pure: no imaging, no I/O; the gateway c
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-# <source> formats, best first (browsers take the first they support).
 # An alt text is a description of the image for people who cannot see it: a sentence or two
 # (WCAG advises short text; a longer description belongs in the page). The cap keeps the answer's
 # markup and the gateway's work bounded; the gateway refuses more (?alt=), the CLI before sending.
 MAX_ALT_CHARS: Final = 1000
+# <source> formats; when the variants' sizes do not say which is smaller, in this order.
 SOURCE_FORMATS: Final[tuple[str, ...]] = ("jxl", "avif", "webp")
 # The <img> fallback: the first of these that exists.
 FALLBACK_FORMATS: Final[tuple[str, ...]] = ("jpeg", "webp", "avif", "png", "jxl")
@@ -65,16 +68,19 @@ class Candidate:
     role: str
     width: int
     height: int
+    size_bytes: float  # infinite when the variant does not say
 
     @classmethod
     def of(cls, variant: Mapping[str, object]) -> Candidate:
         width, height = variant.get("width"), variant.get("height")
+        size = variant.get("size_bytes")
         return cls(
             url=str(variant.get("url", "")),
             format=str(variant.get("format", "")),
             role=str(variant.get("role", "")),
             width=width if isinstance(width, int) else 0,
             height=height if isinstance(height, int) else 0,
+            size_bytes=size if isinstance(size, int) and not isinstance(size, bool) else math.inf,
         )
 
 
@@ -140,13 +146,16 @@ def picture(
         name: sorted(found.values(), key=lambda c: c.width) for name, found in by_format.items()
     }
 
+    sources = sorted(
+        (name for name in SOURCE_FORMATS if name in full and name != fallback),
+        key=lambda name: (full[name].size_bytes, SOURCE_FORMATS.index(name)),
+    )
     lines = ["<picture>"]
-    for name in SOURCE_FORMATS:
-        if name in full and name != fallback:
-            lines.append(
-                f'  <source type="{MIME_TYPES[name]}" srcset="{_attr(_srcset(sets[name]))}" '
-                f'sizes="{_attr(sizes)}">'
-            )
+    for name in sources:
+        lines.append(
+            f'  <source type="{MIME_TYPES[name]}" srcset="{_attr(_srcset(sets[name]))}" '
+            f'sizes="{_attr(sizes)}">'
+        )
     lines.append(
         f'  <img src="{_attr(main.url)}" srcset="{_attr(_srcset(sets[fallback]))}" '
         f'sizes="{_attr(sizes)}" width="{main.width}" height="{main.height}" '

@@ -17,6 +17,7 @@ import pytest
 import pyvips
 
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.made import mime_types, of_json
 from tests.support.paths import corpus_file
 
 NS = "{http://www.w3.org/1999/xhtml}"
@@ -82,10 +83,9 @@ def parse_picture(markup: str) -> Any:
 def test_a_phone_heic_becomes_upright_bare_srgb_variants(gateway: Gateway) -> None:
     answer = convert(gateway, corpus_file("IMG_2682.heic"), "heic")
     assert (answer["width"], answer["height"]) == (4032, 3024)
+    full = of_json(answer)  # the formats that won (format_margin), JPEG always
     assert [(v["format"], v["role"]) for v in answer["variants"]] == [
-        ("webp", "full"),
-        ("avif", "full"),
-        ("jpeg", "full"),
+        *((name, "full") for name in full),
         ("png", "thumbnail"),
     ]
     for variant in answer["variants"]:
@@ -110,12 +110,18 @@ def test_responsive_markup_whose_every_url_fetches_at_its_declared_width(
 ) -> None:
     answer = convert(gateway, corpus_file("IMG_2682.heic"), "responsive", preset="responsive")
     roles = {(v["format"], v["width"]): v["role"] for v in answer["variants"]}
-    for fmt in ("webp", "avif", "jpeg"):
+    full = of_json(answer, ("webp", "avif", "jpeg"))
+    # width variants follow their format's full-size decision: none of a dropped format
+    assert {v["format"] for v in answer["variants"] if v["role"] != "thumbnail"} == set(full)
+    for fmt in full:
         for width in (480, 960, 1600, 4032):
             assert roles[(fmt, width)] == ("full" if width == 4032 else "width")
 
     element = parse_picture(answer["html"])
-    assert [child.get("type") for child in element] == ["image/avif", "image/webp", None]
+    # a <source> per format made but the JPEG (the <img>), smallest full size first
+    size = {v["format"]: v["size_bytes"] for v in answer["variants"] if v["role"] == "full"}
+    sources = sorted((name for name in full if name != "jpeg"), key=size.__getitem__)
+    assert [child.get("type") for child in element] == [*mime_types(sources), None]
     img = element.find(f"{NS}img")
     assert (img.get("width"), img.get("height")) == ("4032", "3024")
     assert (img.get("loading"), img.get("decoding")) == ("lazy", "async")
@@ -125,7 +131,7 @@ def test_responsive_markup_whose_every_url_fetches_at_its_declared_width(
         for candidate in child.get("srcset").split(", "):
             url, descriptor = candidate.rsplit(" ", 1)
             candidates.append((url, int(descriptor.removesuffix("w"))))
-    assert len(candidates) == 1 + 3 * 4
+    assert len(candidates) == 1 + len(full) * 4
     for url, declared in candidates:
         image = decode(url)  # fetched over HTTP from the gateway's /files
         assert image.width == declared, url
@@ -146,7 +152,8 @@ def test_the_original_is_kept_byte_for_byte_or_alone(gateway: Gateway) -> None:
     )
     assert fetch(original["url"]) == heic.read_bytes()
     assert httpx.get(original["url"]).headers["content-type"] == "image/heic"
-    assert [v["role"] for v in kept["variants"][:-1]] == ["full"] * 3 + ["thumbnail"]
+    full = of_json(kept)
+    assert [v["role"] for v in kept["variants"][:-1]] == ["full"] * len(full) + ["thumbnail"]
     assert original["url"] not in kept["html"]  # the original is no candidate of the markup
 
     alone = convert(gateway, heic, "originals", original="only")
@@ -242,6 +249,10 @@ def test_the_presets_are_listed_default_first(gateway: Gateway) -> None:
         "max_long_side": 4096,
         "thumbnail_width": 64,
         "keep_original": False,
+        # the look it is made at (issue 17): the default target, a format only where it wins
+        "quality_metric": "ssimulacra2",
+        "quality_target": 75.0,
+        "format_margin": 10,
     }
     assert presets["default"]["formats"] == ["webp", "avif", "jpeg"]
     documented = httpx.get(f"{gateway.url}/openapi.json").json()

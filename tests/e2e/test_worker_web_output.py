@@ -17,6 +17,7 @@ import html5lib
 import pytest
 import pyvips
 
+from tests.support.made import mime_types, of_proto
 from tests.support.paths import REPO, corpus_file
 from tests.support.worker import Worker, running_worker
 from uplodr.markup import picture
@@ -68,7 +69,14 @@ def load(worker: Worker, variant: uplodr_pb2.Variant) -> pyvips.Image:
 def answer_variants(answer: uplodr_pb2.UploadResp) -> list[dict[str, Any]]:
     """The answer's variants as the gateway will put them in its JSON."""
     return [
-        {"url": v.url, "format": v.format, "role": v.role, "width": v.width, "height": v.height}
+        {
+            "url": v.url,
+            "format": v.format,
+            "role": v.role,
+            "width": v.width,
+            "height": v.height,
+            "size_bytes": v.size_bytes,
+        }
         for v in answer.variants
     ]
 
@@ -80,10 +88,9 @@ def test_an_iphone_heic_becomes_upright_bare_srgb_variants_and_a_placeholder(
         worker, stub, messages("IMG_2682.heic", corpus_file("IMG_2682.heic").read_bytes(), "heic")
     )
     assert (answer.width, answer.height) == (4032, 3024)
+    full = of_proto(answer)  # the formats that won (format_margin), JPEG always
     assert [(v.format, v.role) for v in answer.variants] == [
-        ("webp", "full"),
-        ("avif", "full"),
-        ("jpeg", "full"),
+        *((name, "full") for name in full),
         ("png", "thumbnail"),
     ]
     for variant in answer.variants:
@@ -107,7 +114,10 @@ def test_widths_and_markup_whose_every_url_is_a_published_variant(
     data = corpus_file("Landscape_6.jpg").read_bytes()  # 1800x1200 once upright
     (answer,) = send(worker, stub, messages("land.jpg", data, "widths", preset=preset.to_json()))
     made = {(v.format, v.width): v for v in answer.variants}
-    for fmt in ("webp", "avif", "jpeg"):
+    full = of_proto(answer)
+    # width variants follow their format's full-size decision: none of a dropped format
+    assert {v.format for v in answer.variants} == set(full)
+    for fmt in full:
         for width in (480, 960, 1600, 1800):
             variant = made[(fmt, width)]
             assert variant.role == ("full" if width == 1800 else "width")
@@ -127,13 +137,16 @@ def test_widths_and_markup_whose_every_url_is_a_published_variant(
         for candidate in child.get("srcset", "").split(", "):
             url, descriptor = candidate.rsplit(" ", 1)
             candidates.append((url, int(descriptor.removesuffix("w"))))
-    assert len(candidates) == 1 + 3 * 4
+    assert len(candidates) == 1 + len(full) * 4
     for url, declared in candidates:
         variant = published[url]  # every URL in the markup is a published variant...
         image = load(worker, variant)  # ...that is stored and decodes...
         assert image.width == (declared or 1800)  # ...at the width the markup declares
     child_types = [child.get("type") for child in element]
-    assert child_types == ["image/avif", "image/webp", None]
+    # a <source> per format made but the JPEG (the <img>), smallest full size first
+    size = {v.format: v.size_bytes for v in answer.variants if v.role == "full"}
+    sources = sorted((name for name in full if name != "jpeg"), key=size.__getitem__)
+    assert child_types == [*mime_types(sources), None]
 
 
 def test_the_original_is_kept_byte_for_byte_and_alone_when_asked(
@@ -148,7 +161,8 @@ def test_the_original_is_kept_byte_for_byte_and_alone_when_asked(
         messages("phone.heic", heic, "orig", original=uplodr_pb2.ORIGINAL_ONLY),
     )
     roles = [v.role for v in kept.variants]
-    assert roles == ["full", "full", "full", "thumbnail", "original"]
+    full = of_proto(kept)  # the formats that won (format_margin), JPEG always
+    assert roles == ["full"] * len(full) + ["thumbnail", "original"]
     original = kept.variants[-1]
     assert (original.format, original.mime_type) == ("jpeg", "image/jpeg")
     assert original.url.endswith("-original.jpg")
@@ -267,6 +281,8 @@ def test_a_client_of_the_old_contract_still_converts(worker: Worker, tmp_path: P
     (answer,) = [a for a in answers if a["file_name"]]
     assert all(not a["variants"] for a in answers if not a["file_name"])  # the output chunks
     assert (answer["file_name"], answer["folder"]) == ("old.jpg", "old-client")
-    mime_types = [v["mime_type"] for v in answer["variants"]]
-    assert mime_types == ["image/webp", "image/avif", "image/jpeg", "image/png"]
+    types = [v["mime_type"] for v in answer["variants"]]
+    # the formats that won, in the preset's order; the JPEG fallback and the thumbnail always
+    assert types[-2:] == ["image/jpeg", "image/png"]
+    assert types[:-2] == [t for t in mime_types(DEFAULT_PRESET.formats[:-1]) if t in types]
     assert all(v["size_bytes"] > 0 and v["width"] > 0 for v in answer["variants"])

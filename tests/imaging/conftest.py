@@ -8,15 +8,30 @@ import pytest
 import pyvips
 from PIL import Image
 
+from tests.support.made import full_formats
 from tests.support.paths import CORPUS, corpus_file
-from uplodr.imaging import EncodedVariant, ImageLimits, convert
+from uplodr.imaging import Conversion, EncodedVariant, ImageLimits, convert
 from uplodr.preset import DEFAULT_PRESET
 
 
 @functools.cache
-def converted(name: str) -> tuple[EncodedVariant, ...]:
+def conversion(name: str) -> Conversion:
     """Each corpus file is converted once per test session with the default preset."""
-    return tuple(convert(corpus_file(name), DEFAULT_PRESET, ImageLimits()).variants)
+    return convert(corpus_file(name), DEFAULT_PRESET, ImageLimits())
+
+
+def converted(name: str) -> tuple[EncodedVariant, ...]:
+    return tuple(conversion(name).variants)
+
+
+def made(name: str) -> list[str]:
+    """The full-size formats the default preset stored for corpus file `name`, checked against
+    what it asked for (a format is stored only where it wins by `format_margin`)."""
+    done = conversion(name)
+    return full_formats(
+        [(v.format, v.role) for v in done.variants],
+        [(s.format, s.reason) for s in done.skipped],
+    )
 
 
 @pytest.fixture

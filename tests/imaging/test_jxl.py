@@ -26,7 +26,10 @@ from uplodr.worker.file_job import _original
 
 from . import js_decoders
 
-JXL_FIRST = DEFAULT_PRESET.with_changes(formats=["jxl", "avif", "webp", "jpeg"], widths=[480])
+# Every format stored (format_margin 0): these tests read the JPEG XL against the others.
+JXL_FIRST = DEFAULT_PRESET.with_changes(
+    formats=["jxl", "avif", "webp", "jpeg"], widths=[480], format_margin=0
+)
 
 
 def rgba(image: pyvips.Image) -> np.ndarray:

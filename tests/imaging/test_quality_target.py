@@ -14,12 +14,13 @@ import io
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pyvips
 from ssimulacra2 import compute_ssimulacra2
 
 from tests.support.paths import corpus_file
-from uplodr.imaging import ImageLimits, convert, pipeline, probe
+from uplodr.imaging import ImageLimits, convert, pipeline, probe, quality
 from uplodr.imaging.deadline import Deadline
 from uplodr.markup import picture
 from uplodr.preset import DEFAULT_PRESET, QualityTarget
@@ -120,7 +121,8 @@ def test_a_format_that_does_not_win_is_not_stored_and_says_why() -> None:
     assert [v.format for v in conversion.variants] == ["jpeg"]
     [skipped] = conversion.skipped
     assert skipped.format == "avif"
-    assert "not 80 % below jpeg's" in skipped.reason
+    # said of its sample (not encoded at full size: `rivals`) or of its full-size bytes
+    assert "80 %" in skipped.reason and "jpeg's" in skipped.reason
     html = picture(
         [
             {**asdict(v), "url": f"https://cdn.test/a.{v.ext}", "size_bytes": len(v.data)}
@@ -129,3 +131,49 @@ def test_a_format_that_does_not_win_is_not_stored_and_says_why() -> None:
     )
     assert "image/avif" not in html and ".avif" not in html
     assert 'src="https://cdn.test/a.jpg"' in html
+
+
+@pytest.mark.parametrize("name", ["Landscape_6.jpg", "book-beside-flowers.jpg"])
+def test_the_pipelines_scorer_is_the_packages_metric(name: str) -> None:
+    """`quality.Reference` redoes the package's colour conversion, blur and pooling so they
+    keep their precision: in float64 it is the package's score (an odd size, so the edge
+    handling of its downsample counts); in float32, what the worker scores with, within 0.1."""
+    path = corpus_file(name)
+    decoded = pipeline.prepare(path, probe(path, ImageLimits()), 1024, Deadline(60))
+    odd = decoded.crop(8, 8, 301, 203).copy_memory()
+    reference_png = odd.pngsave_buffer(compression=1)
+    exact = quality.Reference(odd)
+    fast = quality.Reference(odd, np.float32)
+    for data in (odd.jpegsave_buffer(Q=40), odd.webpsave_buffer(Q=75), odd.jpegsave_buffer(Q=92)):
+        package = whole_score(reference_png, data)
+        assert abs(exact.score_bytes(data) - package) < 1e-9
+        assert abs(fast.score_bytes(data) - package) < 0.1
+
+
+def test_an_animation_keeps_its_animated_formats_whatever_the_margin() -> None:
+    """An animated GIF's WebP and AVIF keep every frame at fixed settings (no receipt) while its
+    JPEG is one frame at the target: their bytes are not at the same look, so nothing is
+    compared and every format is stored."""
+    preset = SMALL.with_changes(format_margin=10)
+    conversion = convert(corpus_file("iss634.gif"), preset, ImageLimits())
+    full = {v.format: v for v in conversion.variants if v.role == "full"}
+    assert list(full) == list(preset.formats) and conversion.skipped == []
+    assert full["webp"].animated and full["webp"].quality is None
+    assert full["jpeg"].quality is not None
+
+
+def test_a_format_that_cannot_win_is_not_encoded_at_full_size() -> None:
+    """book-beside-flowers.jpg at the target: the WebP's sample is about the JPEG's bytes, far
+    from 10 % below, so it is skipped before its full-size encode (~1 CPU-s of the 12 MP job)
+    and the answer says so; kept with format_margin 0, it is indeed not 10 % below."""
+    path = corpus_file("book-beside-flowers.jpg")
+    preset = DEFAULT_PRESET.with_changes(formats=["webp", "jpeg"], thumbnail_width=0)
+    skipping = convert(path, preset, ImageLimits())
+    assert [v.format for v in skipping.variants] == ["jpeg"]
+    [skipped] = skipping.skipped
+    assert skipped.format == "webp" and "not encoded at full size" in skipped.reason
+    assert "\n" not in skipped.reason
+    every = convert(path, preset.with_changes(format_margin=0), ImageLimits())
+    webp, jpeg = every.variants
+    assert len(webp.data) > 0.9 * len(jpeg.data)  # the prediction was right
+    assert jpeg.data == skipping.variants[0].data  # the JPEG is the same either way

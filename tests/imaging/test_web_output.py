@@ -14,6 +14,7 @@ import pytest
 import pyvips
 
 from tests.hostile_corpus import CASES_BY_NAME
+from tests.support.made import full_formats
 from tests.support.paths import corpus_file
 from uplodr import formats
 from uplodr.errors import LimitExceeded, UnsupportedImage
@@ -33,10 +34,14 @@ def test_every_format_at_every_width_smaller_than_the_full_size() -> None:
     conversion = convert(corpus_file("book-beside-flowers.jpg"), preset, ImageLimits())
     assert (conversion.width, conversion.height) == (1500, 2000)  # 3024x4032 capped
     names = [v.name for v in conversion.variants]
+    made = full_formats(
+        [(v.format, v.role) for v in conversion.variants],
+        [(s.format, s.reason) for s in conversion.skipped],
+    )  # the formats that won (format_margin); their widths follow them
     assert names == [
-        *("webp", "avif", "jpeg"),
-        *("webp-480w", "avif-480w", "jpeg-480w"),
-        *("webp-960w", "avif-960w", "jpeg-960w"),
+        *made,
+        *(f"{name}-480w" for name in made),
+        *(f"{name}-960w" for name in made),
         "thumbnail",
     ]  # 1500 is the full size itself and 8000 would be enlarged: neither is made
     for variant in conversion.variants:
@@ -96,7 +101,8 @@ def test_avif_encodes_run_one_at_a_time_in_one_chain(monkeypatch: pytest.MonkeyP
         (VariantSpec(formats.get(name), FULL), pyvips.Image.black(1, 1))
         for name in ("webp", "avif", "jpeg")
     ]
-    assert _chains(jobs) == [[1], [0], [2]]
+    # the AVIF chain first, then the JPEG before the WebP (its fallback, known first: rivals)
+    assert _chains(jobs) == [[1], [2], [0]]
 
 
 def image_mean(image: pyvips.Image) -> tuple[float, float, float]:

@@ -766,6 +766,7 @@ SERVER_EXTRA = frozenset(
         "imagecodecs",
         "numpy",
         "ssimulacra2",
+        "scipy",
         "mozjpeg_lossless_optimization",
         "multipart",
         "python_multipart",

@@ -336,6 +336,9 @@ def presets_answer(service: ConversionService) -> Any:
                     max_long_side=preset.max_long_side,
                     thumbnail_width=preset.thumbnail_width,
                     keep_original=preset.keep_original,
+                    quality_metric=preset.quality.metric if preset.quality else None,
+                    quality_target=preset.quality.target if preset.quality else None,
+                    format_margin=preset.format_margin if preset.quality else None,
                 )
                 for name, preset in service.presets.items()
             )

@@ -3,12 +3,13 @@
     full size   every format of the preset's `formats`, capped at `max_long_side`
     widths      the same formats again at each of the preset's `widths` smaller than the full
                 size (never enlarged), each shrunk once from the decoded image
-    thumbnail   PNG (or WebP: `thumbnail_format`), first frame; never larger than the
-                full-size variant of the preset's first format (narrower if it would be)
+    thumbnail   PNG (or WebP: `thumbnail_format`), first frame; never larger than the first
+                full-size variant stored (narrower if it would be)
     quality     with the preset's quality target (the default), each WebP/AVIF/JPEG variant at
                 the fewest bytes that meet it (`targeted`); a JPEG upload at the output size
                 may stand in for its JPEG, losslessly optimized (`reuse`); a format that does not
-                win by the preset's `format_margin` is dropped and said so (`winners`)
+                win by the preset's `format_margin` is dropped and said so (`winners`), one
+                whose search's sample shows it cannot before its full encode (`rivals`)
     placeholder ThumbHash, BlurHash and a data URL, from the first frame (`placeholder`)
 
 Animated input (GIF, animated WebP) stays animated in the WebP and AVIF variants (AVIF through
@@ -36,12 +37,13 @@ import pyvips
 from uplodr import formats
 from uplodr.errors import UplodrError
 from uplodr.formats import FULL, THUMBNAIL, WIDTH, VariantSpec
-from uplodr.imaging import pipeline, placeholder, reuse, winners
+from uplodr.imaging import pipeline, placeholder, quality, reuse, winners
 from uplodr.imaging.deadline import Deadline
 from uplodr.imaging.encode import EncodedVariant, encode
 from uplodr.imaging.limits import ImageLimits
 from uplodr.imaging.placeholder import Placeholder
 from uplodr.imaging.probe import ImageInfo, probe
+from uplodr.imaging.rivals import SUPPORT, Rivals
 from uplodr.imaging.vips import release_memory
 from uplodr.preset import Preset
 
@@ -77,6 +79,7 @@ def convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
     try:
         return _convert(path, preset, limits)
     finally:
+        quality.forget()
         release_memory()
 
 
@@ -104,14 +107,22 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
         jobs.append((spec, _for_format(thumb, spec.format, preset)))
 
     hint = placeholder.make(still, preset.jpeg_background)
-    variants = _encode_all(jobs, preset, deadline)
-    skipped: list[winners.Skipped] = []
+    transparent = bool(decoded.hasalpha())
+    rivals = None  # an animation's formats are not searched: nothing to compare
+    if preset.quality and preset.format_margin and pipeline.frame_count(decoded) == 1:
+        rivals = Rivals(preset.formats, preset.format_margin, transparent)
+    variants = _encode_all(jobs, preset, deadline, rivals)
+    skipped = [winners.Skipped(v.format, v.skipped) for v in variants if v.skipped]
+    if skipped:  # not encoded at full size: no width variants of it either
+        losers = {skip.format for skip in skipped}
+        variants = [v for v in variants if v.format not in losers or v.role == "thumbnail"]
     if preset.quality is not None:
         variants = [
             reuse.better(path, v, decoded, preset.quality.target) if reuse.reusable(info, v) else v
             for v in variants
         ]
-        variants, skipped = winners.keep_winners(variants, preset.format_margin)
+        variants, dropped = winners.keep_winners(variants, preset.format_margin, transparent)
+        skipped = sorted([*skipped, *dropped], key=lambda skip: preset.formats.index(skip.format))
     if preset.thumbnail_width:
         variants[-1] = _thumbnail_within_full(variants, still, preset, deadline)
     log.debug(
@@ -131,8 +142,9 @@ def _convert(path: Path, preset: Preset, limits: ImageLimits) -> Conversion:
 def _thumbnail_within_full(
     variants: list[EncodedVariant], still: pyvips.Image, preset: Preset, deadline: Deadline
 ) -> EncodedVariant:
-    """The thumbnail (the last variant), never larger than the full-size variant of the
-    preset's first format (WebP by default): a PNG thumbnail as wide as the full size (a small
+    """The thumbnail (the last variant), never larger than the first full-size variant stored,
+    in the preset's order (WebP by default; AVIF where WebP did not win by `format_margin`,
+    then smaller than the WebP would have been): a PNG thumbnail as wide as the full size (a small
     upload) is several times its lossy WebP (sample-16bit.png: 107 KB against 18.7 KB), so it
     is made narrower, in the same settings, until it is not. Bytes follow the pixel count, so
     each try shrinks the width by the square root of the excess; one try is usually enough.
@@ -166,7 +178,9 @@ def _chains(jobs: list[tuple[VariantSpec, pyvips.Image]]) -> list[list[int]]:
     """Job indices grouped into what one thread runs in a row: all encodes of the one-at-a-time
     formats (AVIF, JPEG XL) as one chain, in the jobs' order (full sizes first), started first
     — they share one slot, so a second chain would only hold a thread waiting — and every other
-    encode on its own."""
+    encode on its own, the full sizes of the more widely decoded formats first (the JPEG before
+    the WebP: a WebP that cannot win against it is then known before its full encode,
+    `rivals`)."""
     slow: list[int] = []
     rest: list[list[int]] = []
     for index, (spec, _) in enumerate(jobs):
@@ -174,11 +188,22 @@ def _chains(jobs: list[tuple[VariantSpec, pyvips.Image]]) -> list[list[int]]:
             slow.append(index)
         else:
             rest.append([index])
+    rest.sort(key=lambda chain: _fallbacks_first(jobs[chain[0]][0]))
     return [slow, *rest] if slow else rest
 
 
+def _fallbacks_first(spec: VariantSpec) -> int:
+    """Full sizes in SUPPORT order (most widely decoded first), before every other job."""
+    if spec.role.name == "full" and spec.format.name in SUPPORT:
+        return SUPPORT.index(spec.format.name)
+    return len(SUPPORT)
+
+
 def _encode_all(
-    jobs: list[tuple[VariantSpec, pyvips.Image]], preset: Preset, deadline: Deadline
+    jobs: list[tuple[VariantSpec, pyvips.Image]],
+    preset: Preset,
+    deadline: Deadline,
+    rivals: Rivals | None = None,
 ) -> list[EncodedVariant]:
     pool = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="uplodr-encode")
     results: dict[int, EncodedVariant] = {}
@@ -188,7 +213,10 @@ def _encode_all(
             spec, image = jobs[index]
             frames = pipeline.frame_count(image)
             watched = deadline.watch(image)
-            results[index] = _encode_one(spec, watched, preset, frames, deadline)
+            full = spec.role.name == "full"
+            results[index] = _encode_one(
+                spec, watched, preset, frames, deadline, rivals if full else None
+            )
 
     futures: list[Future[None]] = []
     try:
@@ -202,17 +230,24 @@ def _encode_all(
         return [results[i] for i in range(len(jobs))]
     except BaseException:
         deadline.abort()  # stop the other encoder too
+        if rivals is not None:
+            rivals.cancel()  # and a format waiting for a fallback that will not come
         raise
     finally:
         pool.shutdown(wait=not deadline.tripped, cancel_futures=True)
 
 
 def _encode_one(
-    spec: VariantSpec, image: pyvips.Image, preset: Preset, frames: int, deadline: Deadline
+    spec: VariantSpec,
+    image: pyvips.Image,
+    preset: Preset,
+    frames: int,
+    deadline: Deadline,
+    rivals: Rivals | None = None,
 ) -> EncodedVariant:
     deadline.check()
     try:
-        variant = encode(spec, image, preset, frames, slot_wait=deadline.remaining())
+        variant = encode(spec, image, preset, frames, deadline.remaining(), rivals)
     except pyvips.Error as error:
         deadline.check()  # killed by the deadline: LimitExceeded
         log.warning("encoding the %s variant failed: %s", spec.label, error)

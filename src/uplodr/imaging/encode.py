@@ -22,6 +22,7 @@ import pyvips
 from uplodr.errors import LimitExceeded
 from uplodr.formats import RoleName, VariantSpec, output_formats
 from uplodr.imaging import animated_avif, pipeline, targeted
+from uplodr.imaging.rivals import NotAWinner, Rivals
 from uplodr.imaging.targeted import Receipt
 from uplodr.imaging.vips import release_memory
 from uplodr.preset import Preset
@@ -73,6 +74,8 @@ class EncodedVariant:
     name: str  # "webp", "webp-480w", "thumbnail" (VariantSpec.label): for logs and figures
     # The quality it was delivered at, when the preset has a target (None: fixed settings).
     quality: Receipt | None = None
+    # Why it was not encoded at full size (`rivals`: it could not win); then `data` is empty.
+    skipped: str | None = None
 
 
 # `keep="none"`: no EXIF/XMP/IPTC/ICC in any output (they are sRGB, the web's default).
@@ -195,11 +198,18 @@ def fits_palette(image: pyvips.Image) -> bool:
 
 
 def encode(
-    spec: VariantSpec, image: pyvips.Image, preset: Preset, frames: int, slot_wait: float
+    spec: VariantSpec,
+    image: pyvips.Image,
+    preset: Preset,
+    frames: int,
+    slot_wait: float,
+    rivals: Rivals | None = None,
 ) -> EncodedVariant:
     """Encode `image` (already prepared for this variant). `frames` > 1 means animated.
 
-    A `one_at_a_time` format waits up to `slot_wait` s for its slot (LimitExceeded after)."""
+    A `one_at_a_time` format waits up to `slot_wait` s for its slot (LimitExceeded after).
+    `rivals` (full sizes with a target): a format that cannot win is not encoded, its variant
+    empty with the reason in `skipped`."""
     fmt = spec.format
     save = ENCODERS[fmt.name]
     slot = SLOTS.get(fmt.name)
@@ -211,12 +221,18 @@ def encode(
         start = time.perf_counter()
         setting = QUALITY_SETTING.get(fmt.name)
         receipt = None
+        skipped = None
         if preset.quality is None or setting is None or frames > 1:
             data = save(image, preset)
         else:
             target = preset.quality.target
             heavy = slot is not None  # a one-at-a-time format: its encode is the memory peak
-            data, receipt = targeted.encode(image, preset, setting, target, save, heavy)
+            try:
+                data, receipt = targeted.encode(
+                    image, preset, setting, target, save, heavy, rivals, slot_wait
+                )
+            except NotAWinner as loser:
+                data, skipped = b"", str(loser)
         seconds = time.perf_counter() - start
     finally:
         if slot is not None:
@@ -234,4 +250,5 @@ def encode(
         animated=frames > 1,
         name=spec.label,
         quality=receipt,
+        skipped=skipped,
     )

@@ -4,29 +4,35 @@ encoder setting that meets a target.
 SSIMULACRA2 (PyPI `ssimulacra2`, pinned; numpy + scipy): 100 = identical, ~90 visually
 lossless, ~70 "high quality" web, ~50 medium. Chosen over butteraugli and DSSIM because it is
 the metric the issue's figures and the JPEG XL project tune against, and the only one of the
-three with a maintained pure-wheel Python package (no native build). It is not cheap: ~0.1 CPU-s
-and ~0.1-0.2 GB for a 512² image, so the worker scores samples (`targeted`), never a 12 MP image.
+three with a maintained pure-wheel Python package (no native build). It is not cheap: the
+package's float64 code takes ~0.13 CPU-s and ~0.1-0.2 GB for a 512² image, so the worker scores
+samples (`targeted`), never a 12 MP image, and with `Reference` in float32, channels first:
+~0.065 CPU-s a score (measured on book-beside-flowers.jpg's sample), within 0.04 of the
+float64 score on the corpus (five photos, JPEG/WebP/AVIF at q40-90). One `Reference` per
+sample is shared by the searches of every format (`shared`).
 
 The search (`search`): start from a per-format setting that the study found typical for the
 target, step by the study's points per setting unit, then interpolate between the highest
-failing and the lowest passing setting (regula falsi) until they are `STEP` apart or
-`MAX_TRIALS` trials are scored. The lowest passing setting wins; when none passes, the highest
-tried (its score says it fell short).
+failing and the lowest passing setting (regula falsi) until they are `STEP` apart, a passing
+trial is within `CLOSE` of the target, or `MAX_TRIALS` trials are scored. The lowest passing
+setting wins; when none passes, the highest tried (its score says it fell short).
 
 Imported by the worker's imaging only (numpy and scipy stay out of the gateway and the client).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import pyvips
+from scipy import ndimage
 from ssimulacra2 import ssimulacra2 as reference_impl
 
 METRIC: Final = "ssimulacra2"
@@ -34,14 +40,19 @@ METRIC: Final = "ssimulacra2"
 CROP: Final = 512
 # At most this many crops are encoded and scored per format and width.
 MAX_TRIALS: Final = 4
-# Stop when the lowest passing and highest failing settings are this close.
+# Stop when the lowest passing and highest failing settings are this close,
 STEP: Final = 2
+# or when a passing trial scores at most this many points above the target: a setting closer
+# to the target would save ~1-2 % of the format's bytes for one more encode and score (on the
+# corpus this stops 8 of 41 trials early; bench/quality.py).
+CLOSE: Final = 1.0
 
-Pixels = npt.NDArray[np.float64]
+Pixels = npt.NDArray[np.floating[Any]]
 
 # One score at a time in the process, and none beside a full-size encode that holds this too
-# (`exclusive`): a 512² score holds ~60-90 MB of float64 arrays (measured: peak RSS of a 12 MP
-# JPEG job +62 MB with a target), and an AVIF encode ~18-27 MB per megapixel, on a 512 MB worker.
+# (`exclusive`): a 512² score held ~60-90 MB of float64 arrays (measured: peak RSS of a 12 MP
+# JPEG job +62 MB with a target; float32 halves it), and an AVIF encode ~18-27 MB per
+# megapixel, on a 512 MB worker.
 # Measured on book-beside-flowers.jpg: without it the targeted job peaked at 595 MB.
 _SCORING = threading.RLock()
 
@@ -61,23 +72,107 @@ def centre_crop(image: pyvips.Image, side: int = CROP) -> pyvips.Image:
     return image.crop(left, top, width, height).copy_memory()
 
 
-def _rgb(image: pyvips.Image) -> Pixels:
-    """sRGB samples 0..255 as float64 HxWx3; alpha composited onto mid grey (as the reference
-    tool does with a 0.5 background)."""
+def _rgb8(image: pyvips.Image) -> npt.NDArray[np.uint8]:
+    """sRGB samples as uint8 HxWx3; alpha composited onto mid grey (as the reference tool does
+    with a 0.5 background)."""
     if image.hasalpha():
         image = image.flatten(background=[128] * (image.bands - 1))
     if image.bands < 3:
         image = image.colourspace("srgb")
     if image.format != "uchar":
         image = image.cast("uchar")
-    array = np.asarray(image.numpy(), dtype=np.float64)
-    rgb: Pixels = array[:, :, :3]
+    rgb: npt.NDArray[np.uint8] = np.asarray(image.numpy(), dtype=np.uint8)[:, :, :3]
     return rgb
 
 
+# The package's sRGB curve for every 8-bit sample, computed by its own function (float64).
+_LINEAR: Final = reference_impl.srgb_to_linear(np.arange(256, dtype=np.float64))
+# Its opsin absorbance constants as Python floats: a NumPy float64 scalar would promote float32
+# arrays to float64 (NEP 50).
+_MATRIX: Final = [float(v) for v in reference_impl.kOpsinAbsorbanceMatrix]
+_BIAS: Final = float(reference_impl.kOpsinAbsorbanceBias[0])
+_CBRT_BIAS: Final = float(np.cbrt(_BIAS))
+_SIGMA: Final = 1.5
+_C2: Final = float(reference_impl.kC2)
+_RADIUS: Final = round(3.2795 * _SIGMA + 0.2546)
+
+
+def _linear(rgb8: npt.NDArray[np.uint8], dtype: type[np.floating[Any]]) -> Pixels:
+    linear: Pixels = _LINEAR.astype(dtype)[rgb8]
+    return linear
+
+
 def _xyb(linear: Pixels) -> Pixels:
-    xyb: Pixels = reference_impl.make_positive_xyb(reference_impl.linear_rgb_to_xyb(linear))
+    """`make_positive_xyb(linear_rgb_to_xyb(linear))` in `linear`'s precision (the package's
+    are float64 only), channels first: 3xWxH. The package's planes are transposed too (its
+    `linear.T`), which matters to the last digit: its blur's zero padding is along the width."""
+    r, g, b = linear.T
+    m = _MATRIX
+    mixed = [
+        np.cbrt(np.maximum(m[3 * row] * r + m[3 * row + 1] * g + m[3 * row + 2] * b + _BIAS, 0))
+        - _CBRT_BIAS
+        for row in range(3)
+    ]
+    x = 0.5 * (mixed[0] - mixed[1])
+    y = 0.5 * (mixed[0] + mixed[1])
+    xyb: Pixels = np.stack([x * 14.0 + 0.42, y + 0.01, (mixed[2] - y) + 0.55])
     return xyb
+
+
+def _blur(planes: Pixels) -> Pixels:
+    """The package's `blur_image` (zero padding along the width, then a reflecting Gaussian)
+    on channel-first planes, in their precision."""
+    _, width, _ = planes.shape
+    padded = np.zeros((planes.shape[0], width + 2 * _RADIUS, planes.shape[2]), planes.dtype)
+    padded[:, _RADIUS : _RADIUS + width] = planes
+    filtered = ndimage.gaussian_filter(
+        padded, sigma=_SIGMA, truncate=3.33, mode="reflect", cval=0.0, axes=(1, 2)
+    )
+    blurred: Pixels = filtered[:, _RADIUS : _RADIUS + width]
+    return blurred
+
+
+def _mean_and_4_norm(planes: Pixels) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per plane: the mean, and the 4th root of the mean 4th power (the package's pooling)."""
+    squared = planes * planes
+    mean = planes.mean((1, 2), dtype=np.float64)
+    norm = (squared * squared).mean((1, 2), dtype=np.float64) ** 0.25
+    return mean, norm
+
+
+def _ssim_map(m1: Pixels, m2: Pixels, s11: Pixels, s22: Pixels, s12: Pixels) -> Pixels:
+    """The package's `ssim_map` on channel-first planes."""
+    averages = np.zeros(6)
+    num_m = 1.0 - (m1 - m2) * (m1 - m2)
+    num_s = 2.0 * (s12 - m1 * m2) + _C2
+    denom_s = (s11 - m1 * m1) + (s22 - m2 * m2) + _C2
+    d = np.maximum(1.0 - (num_m * num_s / denom_s), 0.0)
+    averages[::2], averages[1::2] = _mean_and_4_norm(d)
+    return averages
+
+
+def _edge_diff_map(img1: Pixels, mu1: Pixels, img2: Pixels, mu2: Pixels) -> Pixels:
+    """The package's `edge_diff_map` on channel-first planes: ringing (edges the source does
+    not have), then blurring (edges it lost)."""
+    averages = np.zeros(12)
+    d1 = (1.0 + np.abs(img2 - mu2)) / (1.0 + np.abs(img1 - mu1)) - 1.0
+    averages[::4], averages[1::4] = _mean_and_4_norm(np.maximum(d1, 0.0))
+    averages[2::4], averages[3::4] = _mean_and_4_norm(np.maximum(-d1, 0.0))
+    return averages
+
+
+def _downsample(image: Pixels) -> Pixels:
+    """The package's `downsample(image, 2, 2)`, vectorised: each output pixel the mean of its
+    2x2 block, of the 1 or 2 pixels there are at an odd edge."""
+    height, width, bands = image.shape
+    tall, wide = -(-height // 2), -(-width // 2)
+    padded = np.zeros((2 * tall, 2 * wide, bands), dtype=image.dtype)
+    padded[:height, :width] = image
+    counts = np.zeros((2 * tall, 2 * wide, 1), dtype=image.dtype)
+    counts[:height, :width] = 1
+    sums = padded.reshape(tall, 2, wide, 2, bands).sum(axis=(1, 3))
+    small: Pixels = sums / counts.reshape(tall, 2, wide, 2, 1).sum(axis=(1, 3))
+    return small
 
 
 @dataclass
@@ -90,10 +185,15 @@ class _Scale:
 class Reference:
     """The source side of SSIMULACRA2, computed once and scored against many trials.
 
-    The same steps as `ssimulacra2.compute_ssimulacra2` (its own functions, in its order),
-    split so a search does not redo the reference's blurs for every trial (~40 % of a score)."""
+    The steps of `ssimulacra2.compute_ssimulacra2` in its order, with its `ssim_map`,
+    `edge_diff_map` and score weights; the colour conversion, blur and downsample are redone
+    here so they keep `dtype`: float64 gives the package's score to the last digit, float32
+    (what the worker uses) the same within 0.01 on the corpus at about half the CPU
+    (bench/quality_study.py, tests/imaging/test_quality_target.py). The reference's blurs are
+    not redone for every trial (~40 % of a score)."""
 
-    def __init__(self, image: pyvips.Image) -> None:
+    def __init__(self, image: pyvips.Image, dtype: type[np.floating[Any]] = np.float64) -> None:
+        self.dtype = dtype
         with _SCORING:
             self._prepare(image)
 
@@ -101,17 +201,16 @@ class Reference:
         self.width = int(image.width)
         self.height = int(image.height)
         self._scales: list[_Scale] = []
-        linear = reference_impl.srgb_to_linear(_rgb(image))
+        linear = _linear(_rgb8(image), self.dtype)
         for scale in range(reference_impl.kNumScales):
             if linear.shape[0] < 8 or linear.shape[1] < 8:
                 break
             if scale:
-                linear = reference_impl.downsample(linear, 2, 2)
+                linear = _downsample(linear)
                 if linear.shape[0] < 8 or linear.shape[1] < 8:
                     break
             xyb = _xyb(linear)
-            blur = reference_impl.blur_image
-            self._scales.append(_Scale(xyb, blur(xyb), blur(xyb * xyb)))
+            self._scales.append(_Scale(xyb, _blur(xyb), _blur(xyb * xyb)))
 
     def score(self, distorted: pyvips.Image) -> float:
         """SSIMULACRA2 of `distorted` (decoded, the reference's size) against the reference."""
@@ -121,25 +220,52 @@ class Reference:
             return self._score(distorted)
 
     def _score(self, distorted: pyvips.Image) -> float:
-        blur = reference_impl.blur_image
         result = reference_impl.Msssim()
-        linear = reference_impl.srgb_to_linear(_rgb(distorted))
+        linear = _linear(_rgb8(distorted), self.dtype)
         for index, ref in enumerate(self._scales):
             if index:
-                linear = reference_impl.downsample(linear, 2, 2)
+                linear = _downsample(linear)
             xyb = _xyb(linear)
-            mu = blur(xyb)
+            mu = _blur(xyb)
             scale = reference_impl.MsssimScale()
-            scale.avg_ssim = reference_impl.ssim_map(
-                ref.mu, mu, ref.sigma_sq, blur(xyb * xyb), blur(ref.image * xyb)
+            scale.avg_ssim = _ssim_map(
+                ref.mu, mu, ref.sigma_sq, _blur(xyb * xyb), _blur(ref.image * xyb)
             )
-            scale.avg_edgediff = reference_impl.edge_diff_map(ref.image, ref.mu, xyb, mu)
+            scale.avg_edgediff = _edge_diff_map(ref.image, ref.mu, xyb, mu)
             result.scales.append(scale)
         return float(result.score())
 
     def score_bytes(self, data: bytes) -> float:
         """The score of an encoded file (an output format) of the reference's size."""
         return self.score(decode(data))
+
+
+# References shared by the searches of one image's formats (and `reuse`): the same sample of
+# the same pixels is prepared once, not once per format. Keyed by a digest of the pixels; at
+# most `_SHARED_MAX` kept (~13 MB each for a 512² float32 sample); `forget` empties it at the
+# end of a conversion, so no pixels of a job outlive it.
+_SHARED: dict[bytes, Reference] = {}
+_SHARED_MAX: Final = 2
+
+
+def shared(image: pyvips.Image) -> Reference:
+    """The float32 `Reference` of `image` (a small sample), prepared once per job."""
+    pixels = image.write_to_memory()
+    digest = hashlib.blake2b(pixels, digest_size=16)
+    digest.update(f"{image.width}x{image.height}x{image.bands}{image.format}".encode())
+    key = digest.digest()
+    with _SCORING:
+        found = _SHARED.pop(key, None) or Reference(image, np.float32)
+        while len(_SHARED) >= _SHARED_MAX:
+            del _SHARED[next(iter(_SHARED))]  # the least recently used
+        _SHARED[key] = found
+        return found
+
+
+def forget() -> None:
+    """Drop the shared references (the end of a conversion)."""
+    with _SCORING:
+        _SHARED.clear()
 
 
 # A JPEG XL codestream, and the ISO BMFF container's signature box.
@@ -199,6 +325,8 @@ def search(
         else:
             failing = max(failing, setting)
         if passing - failing <= STEP or (passing == low) or (failing == high):
+            break
+        if passing == setting and result.score - target <= CLOSE:
             break
         setting = _next(tried, target, slope, failing, passing, low, high)
         if setting in tried:

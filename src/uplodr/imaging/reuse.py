@@ -68,7 +68,7 @@ def better(
     if (int(shown.width), int(shown.height)) != (int(decoded.width), int(decoded.height)):
         return variant
     tiles = targeted.sample(decoded)
-    reference = quality.Reference(tiles)
+    reference = quality.shared(tiles)
     score = reference.score(targeted.sample(shown)) - targeted.sample_bias(decoded, tiles)
     if score < target - targeted.BELOW:
         return variant

@@ -34,6 +34,7 @@ from typing import Final
 import pyvips
 
 from uplodr.imaging import quality
+from uplodr.imaging.rivals import NotAWinner, Rivals
 from uplodr.preset import Preset
 
 # A full encode that scores at least target - BELOW is kept; one above target + ABOVE is
@@ -99,16 +100,20 @@ def encode(
     target: float,
     save: Callable[[pyvips.Image, Preset], bytes],
     heavy: bool = False,
+    rivals: Rivals | None = None,
+    rivals_wait: float = 0.0,
 ) -> tuple[bytes, Receipt]:
     """The full-size encode of `image` with the fewest bytes that scores `target`, by driving
     the preset's `setting_name` (e.g. "webp_quality"). `heavy`: its full-size encode needs so
-    much memory (AVIF) that no score may run beside it."""
+    much memory (AVIF) that no score may run beside it. `rivals`: the other formats' sample
+    bytes, waited for up to `rivals_wait` s; NotAWinner when this format cannot win by the
+    preset's margin (no full encode)."""
     fixed = int(getattr(preset, setting_name))
     fmt = setting_name.removesuffix("_quality")
     at_75, slope = PRIOR.get(fmt, DEFAULT_PRIOR)
     start = round(at_75 + (target - 75) / slope)
     tiles = sample(image)
-    reference = quality.Reference(tiles)
+    reference = quality.shared(tiles)
     bias = sample_bias(image, tiles)
     trials: dict[int, quality.Trial] = {}
 
@@ -125,6 +130,10 @@ def encode(
     fulls: list[tuple[bytes, float, int]] = []  # data, estimated whole score, setting
     for _round in range(2):
         found = quality.search(trial, goal, start, slope, max_trials=quality.MAX_TRIALS)
+        if rivals is not None and not fulls:
+            reason = rivals.verdict(fmt, trials[found.setting].size, rivals_wait)
+            if reason is not None:
+                raise NotAWinner(reason)
         if any(setting == found.setting for _, _, setting in fulls):
             break
         with quality.exclusive() if heavy else contextlib.nullcontext():

@@ -5,7 +5,14 @@ At one quality target the formats cost different bytes for the same look (bench/
 at SSIMULACRA2 75, AVIF effort 0 is 10-25 % below JPEG, while WebP is about JPEG's size or
 larger). A `<source>` that saves little still costs a stored object, a request path and an
 encode; the browser falls back to the next format. Only with a quality target: at fixed
-settings the formats are not at the same look, so their bytes say nothing.
+settings the formats are not at the same look, so their bytes say nothing — which is also why
+a variant encoded without a receipt (an animation: its WebP and AVIF keep every frame at the
+fixed settings, its JPEG is one frame) neither competes nor is compared against: it is kept.
+Likewise for a transparent image a format without alpha (JPEG, flattened onto the background:
+the flat background costs next to nothing) is no baseline for the formats that keep the alpha:
+they compete among themselves, the JPEG stays as the last fallback (measured on
+alpha-premultiply-2048x1536-paper.png: compared with its flattened JPEG, WebP and AVIF were both
+dropped, and with them the transparency).
 
 Width variants follow their format's full-size decision, so a `srcset` never mixes.
 """
@@ -13,13 +20,10 @@ Width variants follow their format's full-size decision, so a `srcset` never mix
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
+from uplodr import formats
 from uplodr.imaging.encode import EncodedVariant
-
-# Most widely decoded first. A format falls back to the nearest kept one before it; the first
-# of these that a preset makes is always kept. A format not listed is always kept.
-SUPPORT: Final[tuple[str, ...]] = ("jpeg", "webp", "avif", "jxl")
+from uplodr.imaging.rivals import SUPPORT
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,19 @@ class Skipped:
 
 
 def keep_winners(
-    variants: list[EncodedVariant], margin_percent: int
+    variants: list[EncodedVariant], margin_percent: int, transparent: bool = False
 ) -> tuple[list[EncodedVariant], list[Skipped]]:
     """`variants` without the formats that do not win by `margin_percent`, and why not
-    (0: every variant kept)."""
+    (0: every variant kept). `transparent`: the image has alpha."""
     if margin_percent == 0:
         return variants, []
-    full = {v.format: v for v in variants if v.role == "full"}
+    full = {
+        v.format: v
+        for v in variants
+        if v.role == "full"
+        and v.quality is not None
+        and (formats.get(v.format).alpha or not transparent)
+    }
     skipped: list[Skipped] = []
     kept: EncodedVariant | None = None
     for name in SUPPORT:
