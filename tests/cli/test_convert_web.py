@@ -13,6 +13,7 @@ import pytest
 
 from tests.cli.test_convert import machines_created, uplodr
 from tests.support.gateway import Gateway
+from tests.support.made import of_json
 from tests.support.paths import corpus_file
 
 NS = "{http://www.w3.org/1999/xhtml}"
@@ -50,7 +51,10 @@ def test_html_prints_each_answers_markup_with_the_alt_of_its_stem(
         (picture,) = list(parser.parseFragment(markup))
         img = picture.find(f"{NS}img")
         alts[img.get("src")] = img.get("alt")
-    by_name = {name: a["variants"][2]["url"] for name, a in answers.items()}  # the JPEG
+    by_name = {  # the <img> is the JPEG, always made (the last fallback)
+        name: next(v["url"] for v in a["variants"] if (v["format"], v["role"]) == ("jpeg", "full"))
+        for name, a in answers.items()
+    }
     assert alts[by_name["red-bicycle_harbour.png"]] == "Photo: red bicycle harbour"
     assert alts[by_name["space station.gif"]] == "Photo: space station"
     assert "2 images: 0 converted, 2 deduplicated, 0 failed" in as_html.stderr
@@ -71,7 +75,8 @@ def test_original_and_preset_reach_the_gateway(gateway: Gateway, named: Path) ->
     assert done.returncode == 0, done.stderr
     (record,) = map(json.loads, done.stdout.splitlines())
     variants = record["conversion"]["variants"]
-    assert [v["role"] for v in variants] == ["full", "full", "full", "thumbnail", "original"]
+    made = of_json(record["conversion"])  # the formats that won (format_margin), JPEG always
+    assert [v["role"] for v in variants] == ["full"] * len(made) + ["thumbnail", "original"]
 
 
 def test_an_unknown_preset_is_one_line_before_any_upload(gateway: Gateway, named: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.made import of_proto
 from tests.support.paths import corpus_file
 from tests.support.worker import Worker, running_worker
 from uplodr.dispatch.worker_client import UploadSource, WorkerClient
@@ -53,10 +54,9 @@ def test_each_file_is_converted_with_its_own_preset_and_original_choice(
             UploadSource(photo, "s.png", "opts", original="only", outputs=folders[2]),
         )
     )
+    made = of_proto(plain)  # the default preset: the formats that won (JPEG always)
     assert [(v.format, v.role) for v in plain.variants] == [
-        ("webp", "full"),
-        ("avif", "full"),
-        ("jpeg", "full"),
+        *[(name, "full") for name in made],
         ("png", "thumbnail"),
     ]
     assert [(v.format, v.role) for v in chosen.variants] == [("webp", "full"), ("png", "original")]
@@ -64,7 +64,7 @@ def test_each_file_is_converted_with_its_own_preset_and_original_choice(
     # each file's outputs in its own folder, in the order its answer names them
     assert (folders[1] / "1").read_bytes() == photo.read_bytes()  # the kept original
     assert (folders[2] / "0").read_bytes() == photo.read_bytes()
-    assert sorted(p.name for p in folders[0].iterdir()) == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in folders[0].iterdir()) == [str(n) for n in range(len(made) + 1)]
 
 
 async def sent(*files: UploadSource) -> list[uplodr_pb2.UploadReq]:

@@ -169,8 +169,11 @@ async def test_sweep_takes_every_variant_the_encoders_write_and_nothing_else(
 
     source = tmp_path / "in.png"
     pyvips.Image.black(40, 30, bands=4).write_to_file(str(source))
-    preset = Preset(
-        formats=tuple(f.name for f in formats.formats_for("full")), widths=(16,), thumbnail_width=8
+    preset = Preset(  # every format kept, winning or not (format_margin 0)
+        formats=tuple(f.name for f in formats.formats_for("full")),
+        widths=(16,),
+        thumbnail_width=8,
+        format_margin=0,
     )
     variants = convert(source, preset, ImageLimits()).variants
     # and a thumbnail in each format a preset may ask for (`thumbnail_format`)
