@@ -54,3 +54,17 @@ def test_a_format_waits_for_its_fallback_and_cancel_ends_the_wait() -> None:
     late.join(5)
     assert not late.is_alive() and verdicts[-1] is None
     assert time.monotonic() - started < 5
+
+
+def test_a_search_stops_once_a_short_trial_already_loses() -> None:
+    """`hopeless` mid-search: a trial below the goal bounds the sample from below; it skips the
+    format only when that bound loses, never before its fallback recorded, without waiting."""
+    rivals = Rivals(FORMATS, 10, transparent=False)
+    assert rivals.hopeless("webp", 99_000) is None  # the JPEG not recorded yet: no verdict
+    rivals.verdict("jpeg", 100_000, wait=0)
+    assert rivals.hopeless("webp", 95_000) is None  # 5 % below: it may still win
+    reason = rivals.hopeless("webp", 99_000)  # 1 % below, and only growing from here
+    assert reason is not None and "at most 1 % below jpeg's" in reason
+    # recorded as the loser: the AVIF is judged against the JPEG alone, and does not wait
+    assert rivals.verdict("avif", 95_000, wait=30) is None
+    assert rivals.hopeless("jpeg", 200_000) is None  # the last fallback: always kept

@@ -124,6 +124,11 @@ def encode(
         if setting not in trials:
             data = save(tiles, at(setting))
             trials[setting] = quality.Trial(setting, reference.score_bytes(data), len(data))
+            if rivals is not None and not fulls and trials[setting].score < goal:
+                # the setting found is higher, its sample no smaller: lost already?
+                reason = rivals.hopeless(fmt, len(data))
+                if reason is not None:
+                    raise NotAWinner(reason)
         return trials[setting]
 
     goal = target + bias
