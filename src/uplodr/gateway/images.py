@@ -90,7 +90,8 @@ def deleter(request: Request, tokens: Tokens, delete_tokens: DeleteTokens) -> st
             f"deleting an image needs its delete token in the {DELETE_TOKEN_HEADER} header"
         )
     token = tokens.for_upload(request.headers.get("authorization", ""))
-    assert token is not None  # tokens are required: for_upload raised if none matched
+    if token is None:  # for_upload raises first when tokens are required; never reached
+        raise Unauthenticated("deleting an image needs its delete token or a gateway token")
     token.check_folder(
         image_ref(request, request.app.state.gateway.service.publisher).folder, "delete in"
     )
