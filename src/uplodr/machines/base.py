@@ -14,11 +14,15 @@ machine-second costs, how fast machines may be created. Providers are chosen by 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
+
+from uplodr.errors import UplodrError
 
 # Every machine uplodr creates carries this tag; the reaper and `machines ls` only ever
 # look at machines that have it.
@@ -238,3 +242,22 @@ def has_tags(tags: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
 def marked(tags: Mapping[str, str]) -> dict[str, str]:
     """`tags` with the uplodr marker, as `create` must store them."""
     return {**{str(k): str(v) for k, v in tags.items()}, MARKER_TAG: MARKER_VALUE}
+
+
+async def destroy_leftovers(
+    creating: Collection[asyncio.Task[Machine]],
+    ours: Collection[str],
+    destroy: Callable[[str], Awaitable[None]],
+    what: str,
+    log: logging.Logger,
+) -> None:
+    """At a provider's `aclose`: let the creates in flight settle, then destroy every machine it
+    made that nobody destroyed. A failure is logged (one line naming `what`, e.g. "worker pod")
+    and the rest go on: the reaper finds a leftover by its marker."""
+    if creating:
+        await asyncio.gather(*creating, return_exceptions=True)
+    for machine_id in sorted(ours):
+        try:
+            await destroy(machine_id)
+        except UplodrError as error:
+            log.error("could not remove %s %s: %s", what, machine_id, error)

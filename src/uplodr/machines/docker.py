@@ -75,6 +75,7 @@ from uplodr.machines.base import (
     Machine,
     MachineSpec,
     StopReason,
+    destroy_leftovers,
     has_tags,
     marked,
 )
@@ -457,13 +458,7 @@ class DockerProvider:
 
     async def aclose(self) -> None:
         """Remove the containers created here that nobody destroyed, then close the client."""
-        if self._creating:
-            await asyncio.gather(*self._creating, return_exceptions=True)
-        for machine_id in sorted(self._ours):
-            try:
-                await self.destroy(machine_id)
-            except UplodrError as error:  # the reaper finds it by its labels
-                log.error("could not remove worker container %s: %s", machine_id, error)
+        await destroy_leftovers(self._creating, self._ours, self.destroy, "worker container", log)
         await self._call(self._api.close)
         self._api.shutdown()  # a hung call ends on its own
 

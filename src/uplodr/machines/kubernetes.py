@@ -54,6 +54,7 @@ from uplodr.machines.base import (
     Machine,
     MachineSpec,
     StopReason,
+    destroy_leftovers,
     has_tags,
     marked,
 )
@@ -480,13 +481,7 @@ class KubernetesProvider:
 
     async def aclose(self) -> None:
         """Delete the pods created here that nobody destroyed, then close the client."""
-        if self._creating:
-            await asyncio.gather(*self._creating, return_exceptions=True)
-        for machine_id in sorted(self._ours):
-            try:
-                await self.destroy(machine_id)
-            except UplodrError as error:  # the reaper finds it by its labels
-                log.error("could not delete worker pod %s: %s", machine_id, error)
+        await destroy_leftovers(self._creating, self._ours, self.destroy, "worker pod", log)
         await self.api.aclose()
 
     # -- internals -------------------------------------------------------------------------
