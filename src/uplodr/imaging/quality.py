@@ -32,7 +32,6 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import pyvips
-from scipy import ndimage
 from ssimulacra2 import ssimulacra2 as reference_impl
 
 METRIC: Final = "ssimulacra2"
@@ -94,7 +93,6 @@ _BIAS: Final = float(reference_impl.kOpsinAbsorbanceBias[0])
 _CBRT_BIAS: Final = float(np.cbrt(_BIAS))
 _SIGMA: Final = 1.5
 _C2: Final = float(reference_impl.kC2)
-_RADIUS: Final = round(3.2795 * _SIGMA + 0.2546)
 
 
 def _linear(rgb8: npt.NDArray[np.uint8], dtype: type[np.floating[Any]]) -> Pixels:
@@ -119,17 +117,57 @@ def _xyb(linear: Pixels) -> Pixels:
     return xyb
 
 
+def _gaussian_taps() -> tuple[float, ...]:
+    """The half (centre first) of the normalised kernel scipy's `gaussian_filter` builds for
+    the package's sigma and `truncate=3.33`: radius `int(3.33 * 1.5 + 0.5)` = 5."""
+    radius = int(3.33 * _SIGMA + 0.5)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (offsets / _SIGMA) ** 2)
+    kernel /= kernel.sum()
+    return tuple(float(tap) for tap in kernel[radius:])
+
+
+_TAPS: Final = _gaussian_taps()
+
+
+def _convolve(padded: Pixels, axis: int, length: int) -> Pixels:
+    """`padded` (`len(_TAPS) - 1` extra samples each side along `axis`) convolved with the
+    symmetric kernel: each pair of samples at the same distance is added, then weighted once."""
+    radius = len(_TAPS) - 1
+
+    def along(start: int) -> Pixels:
+        index: list[slice] = [slice(None)] * padded.ndim
+        index[axis] = slice(start, start + length)
+        window: Pixels = padded[tuple(index)]
+        return window
+
+    out: Pixels = along(radius) * padded.dtype.type(_TAPS[0])
+    pair = np.empty_like(out)
+    for distance in range(1, radius + 1):
+        np.add(along(radius - distance), along(radius + distance), out=pair)
+        pair *= padded.dtype.type(_TAPS[distance])
+        out += pair
+    return out
+
+
 def _blur(planes: Pixels) -> Pixels:
-    """The package's `blur_image` (zero padding along the width, then a reflecting Gaussian)
-    on channel-first planes, in their precision."""
-    _, width, _ = planes.shape
-    padded = np.zeros((planes.shape[0], width + 2 * _RADIUS, planes.shape[2]), planes.dtype)
-    padded[:, _RADIUS : _RADIUS + width] = planes
-    filtered = ndimage.gaussian_filter(
-        padded, sigma=_SIGMA, truncate=3.33, mode="reflect", cval=0.0, axes=(1, 2)
-    )
-    blurred: Pixels = filtered[:, _RADIUS : _RADIUS + width]
-    return blurred
+    """The package's `blur_image` on channel-first planes, in their precision: zero padding
+    along the width (axis 1, what the package pads), the reflecting Gaussian of scipy's
+    `gaussian_filter` along the height (axis 2). Written as shifted slices rather than
+    `ndimage.gaussian_filter`, which filters float32 in float64 and was ~45 % of a score:
+    3.3x faster on a 512² sample, within 2e-7 of it (tests/imaging/test_quality_target.py)."""
+    radius = len(_TAPS) - 1
+    planes_n, width, height = planes.shape
+    # scipy's "reflect" (numpy's "symmetric": the edge sample repeated), by hand: np.pad was
+    # ~6 % of a score.
+    tall = np.empty((planes_n, width, height + 2 * radius), planes.dtype)
+    tall[:, :, radius : radius + height] = planes
+    tall[:, :, :radius] = planes[:, :, radius - 1 :: -1]
+    tall[:, :, radius + height :] = planes[:, :, : height - radius - 1 : -1]
+    along_height = _convolve(tall, 2, height)
+    wide = np.zeros((planes_n, width + 2 * radius, height), planes.dtype)
+    wide[:, radius : radius + width] = along_height
+    return _convolve(wide, 1, width)
 
 
 def _mean_and_4_norm(planes: Pixels) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
