@@ -123,6 +123,11 @@ def test_get_answers_what_the_upload_answered_and_delete_removes_the_set_everywh
 def test_a_folder_lists_newest_first_a_page_at_a_time(gateway: Gateway) -> None:
     made = [upload(gateway, f"p{index}.png", "album/2026") for index in range(3)]
     upload(gateway, "elsewhere.png", "albums")  # a sibling folder is not under album/
+    # Written a second apart, as the order is the manifests' write time: sets of the same bytes
+    # under another name are copies, which can land within one tick of the file system's clock.
+    for index, answer in enumerate(made):
+        manifest = gateway.store / ImageRef.from_id(answer["id"]).manifest_key
+        os.utime(manifest, (1_000_000_000 + index, 1_000_000_000 + index))
     newest_first = [answer["id"] for answer in reversed(made)]
 
     seen: list[str] = []
