@@ -7,7 +7,7 @@ the metric the issue's figures and the JPEG XL project tune against, and the onl
 three with a maintained pure-wheel Python package (no native build). It is not cheap: the
 package's float64 code takes ~0.13 CPU-s and ~0.1-0.2 GB for a 512² image, so the worker scores
 samples (`targeted`), never a 12 MP image, and with `Reference` in float32, channels first:
-~0.065 CPU-s a score (measured on book-beside-flowers.jpg's sample), within 0.04 of the
+~0.044 CPU-s a score (measured on book-beside-flowers.jpg's sample), within 0.04 of the
 float64 score on the corpus (five photos, JPEG/WebP/AVIF at q40-90). One `Reference` per
 sample is shared by the searches of every format (`shared`).
 

@@ -2,7 +2,7 @@
 
 Trials are cheap: a SAMPLE of the image — four 256² tiles from its four quarters, joined into
 one 512² image — is encoded alone at a trial setting and scored against the same sample of the
-source (`quality.search`, ~0.1 CPU-s a score). The full image is then encoded once, at the
+source (`quality.search`, ~0.05 CPU-s a score). The full image is then encoded once, at the
 setting found.
 
 For JPEG and AVIF the sample encoded alone IS what the full encode holds there (fixed
