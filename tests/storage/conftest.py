@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -48,3 +48,14 @@ def s3_store(swift: SwiftServer) -> Callable[..., S3Store]:
         )
 
     return make
+
+
+async def read_stream(chunks: AsyncIterator[bytes] | None) -> tuple[bytes, list[int]]:
+    """A streamed read's bytes joined, and the size of each chunk."""
+    assert chunks is not None, "the store has no such object"
+    sizes: list[int] = []
+    read = bytearray()
+    async for chunk in chunks:
+        sizes.append(len(chunk))
+        read += chunk
+    return bytes(read), sizes

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.storage.conftest import read_stream
 from uplodr.errors import InvalidRequest, StorageUnavailable
 from uplodr.storage import IMMUTABLE_CACHE_CONTROL, LocalStore
+from uplodr.storage.base import READ_CHUNK
 
 URL = "http://127.0.0.1:8080/files/{key}"
 
@@ -32,6 +34,18 @@ async def test_round_trip_and_url(tmp_path: Path) -> None:
     assert await store.info("a/b c.webp") is None
     await store.check_writable()
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["new.webp"]  # no temp files
+
+
+async def test_a_streamed_read_holds_a_chunk_at_a_time(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, URL)
+    data = os.urandom(READ_CHUNK * 2 + 12345)
+    await store.put("big/original.jpg", data, "image/jpeg", IMMUTABLE_CACHE_CONTROL)
+    read, sizes = await read_stream(await store.get_stream("big/original.jpg"))
+    assert read == data and sizes == [READ_CHUNK, READ_CHUNK, 12345]
+    assert await store.get_stream("big/missing.jpg") is None
+    assert await store.get_stream("big") is None  # a folder is no object
+    with pytest.raises(InvalidRequest):
+        await store.get_stream("../outside")
 
 
 @pytest.mark.parametrize(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.storage.conftest import TEST_DEADLINE_S
+from tests.storage.conftest import TEST_DEADLINE_S, read_stream
 from tests.support.procs import free_port
 from tests.support.swift import SwiftServer
 from uplodr.errors import StorageUnavailable
 from uplodr.storage import IMMUTABLE_CACHE_CONTROL, S3Store
+from uplodr.storage.base import READ_CHUNK
 
 MakeStore = Callable[..., S3Store]
 
@@ -72,6 +74,26 @@ async def test_multipart_round_trip(swift: SwiftServer, bucket: str, s3_store: M
     assert await store.put_new("big.avif", data, "image/avif", IMMUTABLE_CACHE_CONTROL) is False
     assert await store.put_new("big2.avif", data, "image/avif", IMMUTABLE_CACHE_CONTROL) is True
     assert await store.get("big2.avif") == data
+
+
+async def test_a_streamed_read_holds_about_a_chunk_at_a_time(
+    swift: SwiftServer, bucket: str, s3_store: MakeStore
+) -> None:
+    store = s3_store(bucket, "site", deadline_s=30.0)
+    data = os.urandom(10 * READ_CHUNK + 4321)  # 10 MiB: a multipart upload, as a large original
+    await store.put("blog/original.heic", data, "image/heic", IMMUTABLE_CACHE_CONTROL)
+    read, sizes = await read_stream(await store.get_stream("blog/original.heic"))
+    assert read == data
+    # obstore joins the body's frames into chunks of at least READ_CHUNK (the last one less).
+    assert len(sizes) >= 5 and max(sizes) < 2 * READ_CHUNK, sizes
+    assert await store.get_stream("blog/missing.heic") is None
+
+
+async def test_a_streamed_read_of_a_missing_bucket_is_one_clear_line(s3_store: MakeStore) -> None:
+    store = s3_store("no-such-bucket-for-stream")
+    with pytest.raises(StorageUnavailable) as caught:
+        await store.get_stream("any.jpg")
+    assert_clean_message(caught.value, store, "testing")
 
 
 async def test_check_writable_ok(swift: SwiftServer, bucket: str, s3_store: MakeStore) -> None:

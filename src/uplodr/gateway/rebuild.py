@@ -17,25 +17,28 @@ no work at all ("current").
 new set is published — or found published — never before, so an interruption leaves both sets,
 never neither, and the next run finishes the deletion.
 
-At most `concurrency` sets are in hand at once (the pool's size): each one's original is read
-from the primary store (the `Store` protocol reads an object whole) and spooled to a temporary
-file as an upload is, hashed on the way (`gateway.spool`), then only the file is kept.
+At most `concurrency` sets are in hand at once (the pool's size): each one's original is
+streamed from the primary store (`Store.get_stream`, a megabyte at a time) to a temporary file
+as an upload is spooled, hashed on the way (`gateway.spool`): a lane holds a chunk, never a
+whole original (up to the upload limit, 64 MiB, each), so a gateway with a pool of ten stays
+as small as one with a pool of two.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from uplodr import answer
 from uplodr.errors import Busy, InvalidRequest, NotFound, UplodrError
 from uplodr.gateway.service import Choice, ConversionService
-from uplodr.gateway.spool import WRITE_CHUNK, spool, spool_folder
+from uplodr.gateway.spool import spool, spool_folder
 from uplodr.names import SafeName, safe_file_name
 from uplodr.storage.catalog import ImageRef, manifests_under, read_image
 from uplodr.storage.removal import delete_image
@@ -124,12 +127,6 @@ def display_name(manifest: dict[str, Any], ref: ImageRef, original_key: str) -> 
         return SafeName(f"{ref.stem}.{ext}", ref.stem)
 
 
-async def _chunks(data: bytes) -> AsyncIterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(view), WRITE_CHUNK):
-        yield bytes(view[start : start + WRITE_CHUNK])
-
-
 class Rebuilder:
     """One rebuild of `folder` with the named preset on `service`'s pool."""
 
@@ -205,13 +202,13 @@ class Rebuilder:
             progress.skipped.append(_shown(ref))
             return
         key = str(original["key"])
-        data = await store.get(key)
-        if data is None:
+        chunks = await store.get_stream(key)
+        if chunks is None:
             raise NotFound(f"the set's manifest lists {key}, which the store does not hold")
         name = display_name(image.manifest, ref, key)
         async with spool_folder(None) as folder:
-            spooled = await spool(_chunks(data), folder / "original", self.max_bytes)
-            del data
+            async with contextlib.aclosing(chunks):
+                spooled = await spool(chunks, folder / "original", self.max_bytes)
             # Two sets of one original under one name (an earlier rebuild kept the old set)
             # have one new set: the second waits for the first, then finds it by dedupe.
             target = (ref.folder, ref.stem, spooled.sha256)

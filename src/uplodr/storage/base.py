@@ -6,7 +6,7 @@ Stores know nothing of images: a variant arrives as bytes with a content type.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,8 @@ MANIFEST_CACHE_CONTROL = "no-cache"
 # leave one behind; `uplodr sweep` removes them). The key keeps the name of the first release
 # ("probe"), so that `sweep` still recognises what its processes left.
 CHECK_KEY_PREFIX = ".uplodr-probe-"
+# Chunks of a streamed read (`get_stream`): what one reader holds at a time.
+READ_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,13 @@ class Store(Protocol):
 
     async def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such key. Raises StorageUnavailable."""
+        ...
+
+    async def get_stream(self, key: str) -> AsyncGenerator[bytes] | None:
+        """The object's bytes in chunks of about `READ_CHUNK`, or None when there is no such
+        key: a large object (a kept original, up to the upload limit) is never held whole.
+        Opening raises StorageUnavailable (after the store's retries); so does the iteration
+        when the connection fails mid-way (not retried: the caller starts again)."""
         ...
 
     async def delete(self, key: str) -> None:

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import ParamSpec, TypeVar
+from typing import BinaryIO, ParamSpec, TypeVar
 from urllib.parse import quote
 
 from uplodr.errors import InvalidRequest, StorageUnavailable
-from uplodr.storage.base import StoredObject, is_check_key, write_read_delete
+from uplodr.storage.base import READ_CHUNK, StoredObject, is_check_key, write_read_delete
 
 TEMP_PREFIX = ".tmp-"
 
@@ -53,6 +53,18 @@ class LocalStore:
     async def get(self, key: str) -> bytes | None:
         path = self.path_of(key)
         return await self._io(key, "read", _read, path)
+
+    async def get_stream(self, key: str) -> AsyncGenerator[bytes] | None:
+        path = self.path_of(key)
+        handle = await self._io(key, "read", _open, path)
+        return None if handle is None else self._chunks(key, handle)
+
+    async def _chunks(self, key: str, handle: BinaryIO) -> AsyncGenerator[bytes]:
+        try:
+            while chunk := await self._io(key, "read", handle.read, READ_CHUNK):
+                yield chunk
+        finally:
+            handle.close()
 
     async def delete(self, key: str) -> None:
         path = self.path_of(key)
@@ -159,6 +171,13 @@ def _stat(path: Path, key: str) -> StoredObject | None:
 def _read(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _open(path: Path) -> BinaryIO | None:
+    try:
+        return path.open("rb")
     except (FileNotFoundError, IsADirectoryError):
         return None
 

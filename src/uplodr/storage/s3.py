@@ -19,7 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
@@ -31,11 +39,11 @@ from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from obstore.store import S3Store as _ObstoreS3
 
 from uplodr.errors import StorageUnavailable
-from uplodr.storage.base import StoredObject, is_check_key, write_read_delete
+from uplodr.storage.base import READ_CHUNK, StoredObject, is_check_key, write_read_delete
 from uplodr.storage.s3_errors import classify, explain, is_retryable
 
 if TYPE_CHECKING:
-    from obstore import ObjectMeta
+    from obstore import GetResult, ObjectMeta
     from obstore.store import ClientConfig, S3Config
 
 T = TypeVar("T")
@@ -221,6 +229,28 @@ class S3Store:
         except FileNotFoundError as error:
             self._unless_no_bucket(error)
             return None
+
+    async def get_stream(self, key: str) -> AsyncGenerator[bytes] | None:
+        async def open_() -> GetResult:
+            return await obstore.get_async(self._store, key)
+
+        try:
+            result = await self._call("read", key, open_, passthrough=(FileNotFoundError,))
+        except FileNotFoundError as error:
+            self._unless_no_bucket(error)
+            return None
+        return self._chunks(key, result)
+
+    async def _chunks(self, key: str, result: GetResult) -> AsyncGenerator[bytes]:
+        """The body of an answered GET; its whole read is bounded by the client's per-request
+        `timeout` (obstore's BytesStream), a failure mid-way is one StorageUnavailable."""
+        try:
+            async for chunk in result.stream(min_chunk_size=READ_CHUNK):
+                yield bytes(chunk)
+        except (BaseError, OSError) as error:
+            raise StorageUnavailable(
+                f"{self.description}: cannot read {key!r}: {explain(error)}"
+            ) from None
 
     async def delete(self, key: str) -> None:
         try:
