@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.gateway import running_gateway
+from tests.support.images import noise_png
 from tests.support.procs import worker_processes
 from tests.support.stored_sets import OLD_PRESET, in_preset, make_sets, manifests
 from tests.support.waiting import wait_for
@@ -321,6 +323,43 @@ def test_a_second_http_rebuild_finds_every_set_done(place: Place, tmp_path: Path
             answers.append(httpx.get(status_url).json())
     assert (answers[0]["rebuilt"], answers[1]["rebuilt"]) == (2, 0)
     assert (answers[1]["already_done"], answers[1]["current"]) == (2, 2)
+
+
+def test_an_upload_during_a_rebuild_waits_for_one_set_not_for_the_rebuild(
+    place: Place, tmp_path: Path
+) -> None:
+    """The rebuild's lanes and the uploads share the gateway's job slots first come, first
+    served, and a lane reads its next original before it asks for a slot again: an upload
+    waits for the set in hand, never for the rest of the folder."""
+    total = 10
+    make_sets(place.store, "blog", total, size=(1200, 900))
+    with running_gateway(
+        tmp_path / "gw", "--presets", str(place.presets), "--pool-max", "1", store=place.store
+    ) as gateway:
+        url = f"{gateway.url}/v1/rebuilds"
+        started = httpx.post(url, json={"folder": "blog", "preset": "small"})
+        assert started.status_code == 202, started.text
+        status_url = f"{url}/{started.json()['id']}"
+
+        def done() -> int:
+            answer = httpx.get(status_url).json()
+            return int(answer["rebuilt"]) + int(answer["already_done"])
+
+        wait_for(lambda: done() >= 1, "the rebuild's first set")
+        before = done()
+        assert before <= total - 4, before  # far from its end: the upload has to share the slot
+        upload = httpx.post(
+            f"{gateway.url}/v1/images",
+            params={"name": "meanwhile.png", "folder": "news"},
+            content=noise_png(64, 48, random.Random(7)),
+            timeout=120,
+        )
+        after = done()
+        assert upload.status_code == 200, upload.text
+        # the set in hand when the upload asked, and at most one that began before it did
+        assert after <= before + 2, (before, after)
+        wait_for(lambda: httpx.get(status_url).json()["state"] == "done", "the rebuild")
+    assert len(in_preset(place.store, "blog", NEW)) == total
 
 
 def test_the_new_set_keeps_the_old_stem_and_the_manifests_file_name() -> None:
