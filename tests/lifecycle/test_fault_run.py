@@ -36,6 +36,7 @@ def test_200_jobs_with_random_faults_leave_nothing(tmp_path: Path) -> None:
         check=False,
     )
     print(done.stdout)
+    assert counts.exists(), f"the run wrote no report; its stderr ends:\n{done.stderr[-4000:]}"
     report = json.loads(counts.read_text())
     outcomes: dict[str, int] = report["outcomes"]
     faults: dict[str, int] = report["faults"]

@@ -27,6 +27,7 @@ def test_jobs_with_random_kubernetes_faults_leave_no_pod(tmp_path: Path) -> None
         cwd=REPO, capture_output=True, text=True, timeout=580, check=False,
     )  # fmt: skip
     print(done.stdout)
+    assert counts.exists(), f"the run wrote no report; its stderr ends:\n{done.stderr[-4000:]}"
     report = json.loads(counts.read_text())
     outcomes: dict[str, int] = report["outcomes"]
     faults: dict[str, int] = report["faults"]

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,10 +19,33 @@ import psutil
 RUN_MARK = "UPLODR_FAULT_RUN"
 
 
+# Ports handed out by `free_port`, each held by a bound socket that never listens, with when.
+_HELD: collections.deque[tuple[float, socket.socket]] = collections.deque()
+# How long a port stays held: far longer than any server takes to bind it (Swift's rings, a
+# worker's boot), short enough that a long run does not hold thousands of sockets.
+HOLD_S = 600.0
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port for a server a test starts, held for `HOLD_S` by a bound socket
+    with SO_REUSEADDR that never listens (as `machines.local.reserve_port` holds a worker's).
+    A port merely found free and let go could be taken before the server binds it — by the
+    source port of any outgoing connection, or another `bind(0)`: with a suite's thousands of
+    connections, a fault run's servers once failed to start in a random-order run. A held port
+    is skipped by both, and the server (uvicorn, gRPC, Swift, Go, http.server: all set
+    SO_REUSEADDR) binds and listens beside the holder."""
+    now = time.monotonic()
+    while _HELD and now - _HELD[0][0] > HOLD_S:
+        _HELD.popleft()[1].close()
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+    except OSError:
+        holder.close()
+        raise
+    _HELD.append((now, holder))
+    return int(holder.getsockname()[1])
 
 
 def worker_processes(cwd: Path) -> list[psutil.Process]:

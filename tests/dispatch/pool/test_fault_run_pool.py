@@ -24,6 +24,7 @@ def test_200_jobs_with_random_faults_on_a_pool_leave_nothing(tmp_path: Path) -> 
         command, cwd=REPO, capture_output=True, text=True, timeout=880, check=False
     )
     print(done.stdout)
+    assert counts.exists(), f"the run wrote no report; its stderr ends:\n{done.stderr[-4000:]}"
     report = json.loads(counts.read_text())
     assert sum(report["outcomes"].values()) == 200
     assert report["unclear"] == [] and "error:internal" not in report["outcomes"]
