@@ -21,19 +21,22 @@ RUN_MARK = "UPLODR_FAULT_RUN"
 
 # Ports handed out by `free_port`, each held by a bound socket that never listens, with when.
 _HELD: collections.deque[tuple[float, socket.socket]] = collections.deque()
+_HELD_FOR_GOOD: list[socket.socket] = []
 # How long a port stays held: far longer than any server takes to bind it (Swift's rings, a
 # worker's boot), short enough that a long run does not hold thousands of sockets.
 HOLD_S = 600.0
 
 
-def free_port() -> int:
+def free_port(*, for_good: bool = False) -> int:
     """A free loopback port for a server a test starts, held for `HOLD_S` by a bound socket
     with SO_REUSEADDR that never listens (as `machines.local.reserve_port` holds a worker's).
     A port merely found free and let go could be taken before the server binds it — by the
     source port of any outgoing connection, or another `bind(0)`: with a suite's thousands of
     connections, a fault run's servers once failed to start in a random-order run. A held port
     is skipped by both, and the server (uvicorn, gRPC, Swift, Go, http.server: all set
-    SO_REUSEADDR) binds and listens beside the holder."""
+    SO_REUSEADDR) binds and listens beside the holder. `for_good`: held as long as this process
+    runs, for a server stopped and started again on its port later (Swift's S3 proxy in the
+    outage tests of a whole session)."""
     now = time.monotonic()
     while _HELD and now - _HELD[0][0] > HOLD_S:
         _HELD.popleft()[1].close()
@@ -44,7 +47,10 @@ def free_port() -> int:
     except OSError:
         holder.close()
         raise
-    _HELD.append((now, holder))
+    if for_good:
+        _HELD_FOR_GOOD.append(holder)
+    else:
+        _HELD.append((now, holder))
     return int(holder.getsockname()[1])
 
 

@@ -255,7 +255,7 @@ class SwiftServer:
             self.base_dir = make_base_dir()
             self._owns_base_dir = True
         for name in (*SERVERS, "proxy"):
-            self.ports.setdefault(name, free_port())
+            self.ports.setdefault(name, free_port(for_good=True))
         self._write_configs()
         self._build_rings()
         try:

@@ -202,11 +202,11 @@ class Rebuilder:
             progress.skipped.append(_shown(ref))
             return
         key = str(original["key"])
-        chunks = await store.get_stream(key)
-        if chunks is None:
-            raise NotFound(f"the set's manifest lists {key}, which the store does not hold")
         name = display_name(image.manifest, ref, key)
         async with spool_folder(None) as folder:
+            chunks = await store.get_stream(key)  # opened here: closed by `aclosing` below
+            if chunks is None:
+                raise NotFound(f"the set's manifest lists {key}, which the store does not hold")
             async with contextlib.aclosing(chunks):
                 spooled = await spool(chunks, folder / "original", self.max_bytes)
             # Two sets of one original under one name (an earlier rebuild kept the old set)
