@@ -31,8 +31,8 @@ def free_port(*, for_good: bool = False) -> int:
     """A free loopback port for a server a test starts, held for `HOLD_S` by a bound socket
     with SO_REUSEADDR that never listens (as `machines.local.reserve_port` holds a worker's).
     A port merely found free and let go could be taken before the server binds it — by the
-    source port of any outgoing connection, or another `bind(0)`: with a suite's thousands of
-    connections, a fault run's servers once failed to start in a random-order run. A held port
+    source port of any outgoing connection, or another `bind(0)`, and a suite makes thousands
+    of connections (a fault run died at its start once, in a random-order run). A held port
     is skipped by both, and the server (uvicorn, gRPC, Swift, Go, http.server: all set
     SO_REUSEADDR) binds and listens beside the holder. `for_good`: held as long as this process
     runs, for a server stopped and started again on its port later (Swift's S3 proxy in the

@@ -9,9 +9,9 @@ name a client sends (`uplodr.names`), so an id cannot reach outside the store's 
 
 Listing reads the keys of a folder (one LIST per 1000 objects on S3), keeps the manifests and
 orders them newest first by their modification time (S3 keeps whole seconds: sets written
-within one come in key order); only the manifests of the page asked for
-are read. A store holds no index, so a page costs a listing of the folder: fine for the tens of
-thousands of images of a site, and what `uplodr sweep` pays already.
+within one come in key order); only the manifests of the page asked for are read. A store holds
+no index, so a page costs a listing of the folder: fine for the tens of thousands of images of
+a site, and what `uplodr sweep` pays already.
 """
 
 from __future__ import annotations
