@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from uplodr.machines.local import reserve_port
+
 # In every worker's environment during a test or fault run, to find leftovers by it (grand-
 # children and processes another process started included).
 RUN_MARK = "UPLODR_FAULT_RUN"
@@ -29,7 +31,7 @@ HOLD_S = 600.0
 
 def free_port(*, for_good: bool = False) -> int:
     """A free loopback port for a server a test starts, held for `HOLD_S` by a bound socket
-    with SO_REUSEADDR that never listens (as `machines.local.reserve_port` holds a worker's).
+    with SO_REUSEADDR that never listens: `machines.local.reserve_port`, as a worker's is held.
     A port merely found free and let go could be taken before the server binds it — by the
     source port of any outgoing connection, or another `bind(0)`, and a suite makes thousands
     of connections (a fault run died at its start once, in a random-order run). A held port
@@ -40,13 +42,7 @@ def free_port(*, for_good: bool = False) -> int:
     now = time.monotonic()
     while _HELD and now - _HELD[0][0] > HOLD_S:
         _HELD.popleft()[1].close()
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", 0))
-    except OSError:
-        holder.close()
-        raise
+    holder = reserve_port()
     if for_good:
         _HELD_FOR_GOOD.append(holder)
     else:
