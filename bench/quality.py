@@ -31,6 +31,7 @@ import platform
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,7 @@ def main() -> None:
     console.print(f"{platform.node()}: {platform.processor() or platform.machine()}")
     print_variants(console, runs, args.margin)
     print_summary(console, runs, args.photos, args.margin)
+    print_targets(console, runs, args.photos)
 
 
 def print_variants(console: Console, runs: dict[tuple[str, str], Run], margin: int) -> None:
@@ -260,6 +262,38 @@ def print_summary(
             f"{sharp.cpu:.2f}" if sharp else "",
         )
     console.print(summary)
+
+
+def print_targets(console: Console, runs: dict[tuple[str, str], Run], photos: list[str]) -> None:
+    """Issue 17's targets, met or not, per photo (against `today`, the issue's baseline)."""
+    table = Table(title="issue 17's targets")
+    for column in ("target", *photos):
+        table.add_column(column)
+
+    def row(name: str, values: list[float | None], met: Callable[[float], bool]) -> None:
+        cells = ["—" if v is None else f"{v:+.1%} {'met' if met(v) else 'NOT met'}" for v in values]
+        table.add_row(name, *cells)
+
+    def ratio(new: Row | None, old: Row | None) -> float | None:
+        return new.bytes / old.bytes - 1 if new and old else None
+
+    fixed = [runs[photo, "fixed"] for photo in photos]
+    row(f"JPEG ≥ {JPEG_SAVING:.0%} fewer bytes",
+        [ratio(runs[photo, "default"].full("jpeg"), run.full("jpeg"))
+         for photo, run in zip(photos, fixed, strict=True)],
+        lambda v: v <= -JPEG_SAVING)  # fmt: skip
+    row(f"JXL ≥ {JXL_UNDER_AVIF:.0%} under today's AVIF",
+        [ratio(runs[photo, "+jxl"].full("jxl"), run.full("avif"))
+         for photo, run in zip(photos, fixed, strict=True)],
+        lambda v: v <= -JXL_UNDER_AVIF)  # fmt: skip
+    row(f"full-size bytes ≥ {TOTAL_SAVING:.0%} fewer",
+        [runs[photo, "default"].full_bytes() / run.full_bytes() - 1
+         for photo, run in zip(photos, fixed, strict=True)],
+        lambda v: v <= -TOTAL_SAVING)  # fmt: skip
+    row(f"CPU ≤ {CPU_BUDGET:g}× today's (as +%)",
+        [runs[photo, "default"].cpu / runs[photo, "today"].cpu - 1 for photo in photos],
+        lambda v: v <= CPU_BUDGET - 1)  # fmt: skip
+    console.print(table)
 
 
 if __name__ == "__main__":
